@@ -1,0 +1,110 @@
+//! The one error type of the crate.
+//!
+//! Every fallible public function returns [`Result<T>`](crate::Result). Variants are structured so
+//! callers can match on what went wrong (`OffsetOutOfRange { requested, earliest, latest }`) and
+//! the `Display` text reads as a sentence a human can act on.
+
+use std::io;
+use std::path::PathBuf;
+
+/// `Result<T, annals::Error>`.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in annals.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An operating-system I/O error that has no more specific meaning here.
+    #[error("I/O error: {0}")]
+    Io(#[from] io::Error),
+
+    /// Another `Log` (in this or another process) holds the directory's lock.
+    #[error("log directory {dir} is locked by another Log (in this or another process)")]
+    Locked { dir: PathBuf },
+
+    /// Bytes on disk failed validation (CRC, length, structure) at a known place.
+    #[error("corrupt data in {segment} at byte {position}: {reason}")]
+    Corrupt {
+        segment: PathBuf,
+        position: u64,
+        reason: String,
+    },
+
+    /// A crate metadata file (topic configs, checkpoints) failed its checksum or structure check.
+    #[error("corrupt metadata file {file}: {reason}")]
+    CorruptMetadata { file: PathBuf, reason: String },
+
+    /// Bytes handed to the format layer (not read from a segment) are not a valid RecordBatch v2.
+    #[error("invalid record batch: {reason}")]
+    InvalidBatch { reason: String },
+
+    /// A batch uses a codec annals cannot decode (gzip = 1, snappy = 2, or an unknown id).
+    #[error("unsupported compression codec id {codec} (annals reads none, lz4 and zstd)")]
+    UnsupportedCompression { codec: u8 },
+
+    /// A single record is larger than the topic's `max_message_bytes`.
+    #[error("record of {size} bytes exceeds the limit of {max} bytes")]
+    RecordTooLarge { size: usize, max: usize },
+
+    /// A batch of several records is larger than the topic's `max_message_bytes`.
+    #[error("batch of {size} bytes exceeds the limit of {max} bytes; append fewer records at a time")]
+    BatchTooLarge { size: usize, max: usize },
+
+    /// The requested offset is outside `[earliest, latest]` (`latest` is the high watermark).
+    #[error("offset {requested} is out of range: the log holds [{earliest}, {latest})")]
+    OffsetOutOfRange {
+        requested: u64,
+        earliest: u64,
+        latest: u64,
+    },
+
+    /// The topic does not exist.
+    #[error("unknown topic {topic:?}")]
+    UnknownTopic { topic: String },
+
+    /// The topic exists but has no such partition.
+    #[error("topic {topic:?} has {partitions} partition(s); partition {partition} does not exist")]
+    UnknownPartition {
+        topic: String,
+        partition: u32,
+        partitions: u32,
+    },
+
+    /// `create_topic` for a name that is already taken.
+    #[error("topic {topic:?} already exists")]
+    TopicExists { topic: String },
+
+    /// A topic name breaks Kafka's naming rule (`[a-zA-Z0-9._-]`, 1-249 chars, not `.` or `..`).
+    #[error("invalid topic name {name:?}: {reason}")]
+    InvalidTopicName { name: String, reason: &'static str },
+
+    /// A configuration value is out of its documented bounds. Nothing is clamped silently.
+    #[error("invalid configuration: {field} {reason}")]
+    InvalidConfig { field: &'static str, reason: String },
+
+    /// A caller-supplied argument is unusable (for example an empty record list).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+
+    /// The `Log` was closed, or the topic behind this handle was deleted.
+    #[error("the log or topic behind this handle is closed")]
+    Closed,
+
+    /// An earlier write or fsync of this partition failed; the page cache can no longer be trusted,
+    /// so the partition refuses further writes until the log is reopened (which recovers it).
+    #[error("partition {topic}-{partition} refuses writes after an earlier storage failure: {cause}")]
+    Poisoned {
+        topic: String,
+        partition: u32,
+        cause: String,
+    },
+}
+
+impl Error {
+    pub(crate) fn invalid_config(field: &'static str, reason: impl Into<String>) -> Self {
+        Error::InvalidConfig {
+            field,
+            reason: reason.into(),
+        }
+    }
+}

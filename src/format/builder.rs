@@ -1,0 +1,323 @@
+//! Encoding: [`BatchBuilder`] appends records one at a time into a single buffer (no per-record
+//! allocation), then compresses and seals the batch with its header and CRC.
+
+use super::header::seal;
+use super::varint::{length_len, put_varint, put_varlong, varint_len, varlong_len};
+use super::{codec, BatchHeader, BatchOptions, Compression, HEADER_LEN, LOG_OVERHEAD};
+use crate::error::{Error, Result};
+use crate::record::Record;
+
+/// Largest byte count a length or count field can hold.
+const MAX_WIRE_LEN: usize = i32::MAX as usize;
+
+/// Encoded size of a nullable byte string: its length varint (-1 for null) plus its bytes.
+fn nullable_len(bytes: Option<&[u8]>) -> usize {
+    match bytes {
+        None => varint_len(-1),
+        Some(b) => length_len(b.len()) + b.len(),
+    }
+}
+
+/// Size of a record without its own length prefix.
+fn body_len(record: &Record, timestamp_delta: i64, offset_delta: i32) -> usize {
+    let mut len = 1 // attributes
+        + varlong_len(timestamp_delta)
+        + varint_len(offset_delta)
+        + nullable_len(record.key.as_deref())
+        + nullable_len(record.value.as_deref())
+        + length_len(record.headers.len());
+    for header in &record.headers {
+        len += length_len(header.key.len()) + header.key.len();
+        len += nullable_len(header.value.as_deref());
+    }
+    len
+}
+
+/// Bytes `record` takes inside a batch (uncompressed), including its own length varint, when
+/// written `timestamp_delta` ms after the batch's base timestamp at `offset_delta` past its base
+/// offset.
+pub fn record_encoded_len(record: &Record, timestamp_delta: i64, offset_delta: i32) -> usize {
+    let body = body_len(record, timestamp_delta, offset_delta);
+    length_len(body) + body
+}
+
+/// Rejects records whose fields cannot be expressed on the wire, before anything is written, so
+/// a failed push leaves the builder unchanged.
+fn check_encodable(record: &Record) -> Result<()> {
+    let too_long = |what: &str, len: usize| {
+        Err(Error::InvalidArgument(format!(
+            "record {what} of {len} bytes exceeds the format's {MAX_WIRE_LEN}-byte limit"
+        )))
+    };
+    if let Some(key) = &record.key {
+        if key.len() > MAX_WIRE_LEN {
+            return too_long("key", key.len());
+        }
+    }
+    if let Some(value) = &record.value {
+        if value.len() > MAX_WIRE_LEN {
+            return too_long("value", value.len());
+        }
+    }
+    if record.headers.len() > MAX_WIRE_LEN {
+        return too_long("header count", record.headers.len());
+    }
+    for header in &record.headers {
+        if header.key.len() > MAX_WIRE_LEN {
+            return too_long("header key", header.key.len());
+        }
+        if let Some(value) = &header.value {
+            if value.len() > MAX_WIRE_LEN {
+                return too_long("header value", value.len());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Lengths already checked against `MAX_WIRE_LEN` fit an i32.
+fn wire_len(len: usize) -> i32 {
+    i32::try_from(len).unwrap_or(i32::MAX)
+}
+
+fn put_nullable(out: &mut Vec<u8>, bytes: Option<&[u8]>) {
+    match bytes {
+        None => put_varint(out, -1),
+        Some(b) => {
+            put_varint(out, wire_len(b.len()));
+            out.extend_from_slice(b);
+        }
+    }
+}
+
+/// Incremental encoder of one batch; the producer pushes records one at a time as callers send
+/// them, then [`finish_into`](Self::finish_into) seals the batch.
+///
+/// Records are written straight into one buffer that already reserves room for the header, so
+/// an uncompressed batch is finished without copying its records again when the output is
+/// empty.
+#[derive(Debug, Clone)]
+pub struct BatchBuilder {
+    options: BatchOptions,
+    /// Whatever preceded the batch (see [`encode_batch`]), then a header placeholder at `start`,
+    /// then the uncompressed records.
+    buf: Vec<u8>,
+    start: usize,
+    count: u32,
+    base_timestamp: Option<i64>,
+    max_timestamp: i64,
+}
+
+impl BatchBuilder {
+    /// An empty builder.
+    pub fn new(options: BatchOptions) -> Self {
+        Self::with_capacity(options, 0)
+    }
+
+    /// An empty builder whose buffer has room for `record_bytes` of records before it reallocates
+    /// (see [`record_encoded_len`]).
+    pub fn with_capacity(options: BatchOptions, record_bytes: usize) -> Self {
+        Self::after(options, Vec::new(), record_bytes)
+    }
+
+    /// A builder that writes its batch after the existing contents of `buf`.
+    fn after(options: BatchOptions, mut buf: Vec<u8>, record_bytes: usize) -> Self {
+        let start = buf.len();
+        buf.reserve(HEADER_LEN.saturating_add(record_bytes));
+        buf.resize(start + HEADER_LEN, 0);
+        BatchBuilder {
+            options,
+            buf,
+            start,
+            count: 0,
+            base_timestamp: None,
+            max_timestamp: 0,
+        }
+    }
+
+    /// Adds `record` with its final `timestamp` (ms since the epoch). The first record's
+    /// timestamp becomes the batch's base timestamp; later records may be earlier or later, as
+    /// timestamp deltas are signed. `record.timestamp` is ignored in favour of `timestamp`.
+    ///
+    /// Errors (leaving the builder unchanged) on a negative timestamp, on a field longer than
+    /// `i32::MAX` bytes, or when the batch would exceed `i32::MAX` records or bytes.
+    pub fn push(&mut self, record: &Record, timestamp: i64) -> Result<()> {
+        if timestamp < 0 {
+            return Err(Error::InvalidArgument(format!(
+                "record timestamp {timestamp} is negative"
+            )));
+        }
+        let offset_delta = i32::try_from(self.count)
+            .ok()
+            .filter(|&d| d < i32::MAX)
+            .ok_or_else(|| {
+                Error::InvalidArgument("a batch holds at most i32::MAX records".into())
+            })?;
+        check_encodable(record)?;
+        let base_timestamp = self.base_timestamp.unwrap_or(timestamp);
+        // Both are non-negative, so the difference cannot overflow.
+        let timestamp_delta = timestamp - base_timestamp;
+        let body = body_len(record, timestamp_delta, offset_delta);
+        let total = length_len(body).saturating_add(body);
+        if self.uncompressed_len().saturating_add(total) - LOG_OVERHEAD > MAX_WIRE_LEN {
+            return Err(Error::InvalidArgument(format!(
+                "a record of {total} bytes would make the batch exceed {MAX_WIRE_LEN} bytes"
+            )));
+        }
+
+        let buf = &mut self.buf;
+        buf.reserve(total);
+        put_varint(buf, wire_len(body));
+        buf.push(0); // record attributes: unused in v2
+        put_varlong(buf, timestamp_delta);
+        put_varint(buf, offset_delta);
+        put_nullable(buf, record.key.as_deref());
+        put_nullable(buf, record.value.as_deref());
+        put_varint(buf, wire_len(record.headers.len()));
+        for header in &record.headers {
+            put_varint(buf, wire_len(header.key.len()));
+            buf.extend_from_slice(header.key.as_bytes());
+            put_nullable(buf, header.value.as_deref());
+        }
+
+        self.base_timestamp = Some(base_timestamp);
+        self.max_timestamp = if self.count == 0 {
+            timestamp
+        } else {
+            self.max_timestamp.max(timestamp)
+        };
+        self.count += 1;
+        Ok(())
+    }
+
+    /// Records pushed so far.
+    pub fn record_count(&self) -> usize {
+        self.count as usize
+    }
+
+    /// Size the batch would have if finished now without compression: header plus records.
+    pub fn uncompressed_len(&self) -> usize {
+        self.buf.len() - self.start
+    }
+
+    /// True until the first successful [`push`](Self::push).
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The header for the records pushed so far, with `batch_length` and `crc` still zero.
+    fn header(&self) -> Result<BatchHeader> {
+        let Some(last_offset_delta) = self.count.checked_sub(1) else {
+            return Err(Error::InvalidArgument(
+                "cannot finish a batch with no records".into(),
+            ));
+        };
+        let base_offset = self.options.base_offset;
+        // The wire stores offsets as i64; the last one must fit too.
+        if base_offset.saturating_add(u64::from(last_offset_delta)) > i64::MAX as u64 {
+            return Err(Error::InvalidArgument(format!(
+                "base offset {base_offset} leaves no room for {} records below i64::MAX",
+                self.count
+            )));
+        }
+        Ok(BatchHeader {
+            base_offset,
+            batch_length: 0,
+            partition_leader_epoch: self.options.partition_leader_epoch,
+            crc: 0,
+            attributes: self.options.attributes(),
+            last_offset_delta,
+            base_timestamp: self.base_timestamp.unwrap_or(0),
+            max_timestamp: self.max_timestamp,
+            producer_id: self.options.producer_id,
+            producer_epoch: self.options.producer_epoch,
+            base_sequence: self.options.base_sequence,
+            record_count: self.count,
+        })
+    }
+
+    /// Appends the finished batch (header, compressed records, CRC) to `out` and returns its
+    /// header. Errors if no record was pushed, if the compressed batch is too large for the
+    /// format, or on an invalid zstd level; `out` is then left as it was.
+    pub fn finish_into(mut self, out: &mut Vec<u8>) -> Result<BatchHeader> {
+        if self.options.compression == Compression::None && out.is_empty() {
+            // The buffer already ends with the batch: seal it in place and hand it over.
+            let header = self.seal_in_place()?;
+            *out = self.buf;
+            return Ok(header);
+        }
+        let mut header = self.header()?;
+        let start = out.len();
+        out.extend_from_slice(&[0u8; HEADER_LEN]);
+        let records = self.buf.get(self.start + HEADER_LEN..).unwrap_or(&[]);
+        let sealed = codec::compress_into(self.options.compression, records, out)
+            .and_then(|()| batch_length(out.len() - start))
+            .map(|length| {
+                header.batch_length = length;
+                if let Some(batch) = out.get_mut(start..) {
+                    seal(batch, &mut header);
+                }
+                header
+            });
+        if sealed.is_err() {
+            out.truncate(start);
+        }
+        sealed
+    }
+
+    /// Turns the uncompressed buffer into the finished batch where it lies.
+    fn seal_in_place(&mut self) -> Result<BatchHeader> {
+        let mut header = self.header()?;
+        header.batch_length = batch_length(self.uncompressed_len())?;
+        if let Some(batch) = self.buf.get_mut(self.start..) {
+            seal(batch, &mut header);
+        }
+        Ok(header)
+    }
+}
+
+/// The `batch_length` field for a batch of `total` bytes.
+fn batch_length(total: usize) -> Result<u32> {
+    let length = total.saturating_sub(LOG_OVERHEAD);
+    if length > MAX_WIRE_LEN {
+        return Err(Error::InvalidArgument(format!(
+            "encoded batch of {total} bytes exceeds the format's limit"
+        )));
+    }
+    Ok(length as u32)
+}
+
+/// Encodes `records` as one batch appended to `out` and returns its header. Each record's
+/// timestamp is `record.timestamp.unwrap_or(default_timestamp)`. Errors (leaving `out` as it
+/// was) on an empty slice or anything [`BatchBuilder::push`] rejects.
+pub fn encode_batch(
+    out: &mut Vec<u8>,
+    options: &BatchOptions,
+    records: &[Record],
+    default_timestamp: i64,
+) -> Result<BatchHeader> {
+    let capacity = records.iter().enumerate().fold(0usize, |acc, (i, r)| {
+        // Deltas are unknown until pushed; a 10-byte timestamp delta is the worst case.
+        let offset_delta = i32::try_from(i).unwrap_or(i32::MAX);
+        acc.saturating_add(record_encoded_len(r, i64::MAX, offset_delta))
+    });
+    if options.compression != Compression::None {
+        // Records go to a scratch buffer and come out compressed into `out`.
+        let mut builder = BatchBuilder::with_capacity(*options, capacity);
+        for record in records {
+            builder.push(record, record.timestamp.unwrap_or(default_timestamp))?;
+        }
+        return builder.finish_into(out);
+    }
+    // Uncompressed: write the records straight after what `out` holds, so they are copied once.
+    let mut builder = BatchBuilder::after(*options, std::mem::take(out), capacity);
+    let sealed = records
+        .iter()
+        .try_for_each(|record| builder.push(record, record.timestamp.unwrap_or(default_timestamp)))
+        .and_then(|()| builder.seal_in_place());
+    if sealed.is_err() {
+        builder.buf.truncate(builder.start);
+    }
+    *out = builder.buf;
+    sealed
+}

@@ -1,0 +1,255 @@
+//! Decoding one whole batch into [`StoredRecord`]s.
+//!
+//! The input is untrusted (it may come from a corrupt segment or a hostile client), so every
+//! length is checked against the bytes actually present, with checked arithmetic, before it is
+//! used; nothing here indexes a slice directly. Allocation is proportional to the input: the
+//! output vector reserves at most one entry per 7 bytes (the smallest possible record), headers
+//! at most one per 2 bytes, and compressed sections are inflated under the caller's cap.
+//!
+//! Keys, values and header values are `Bytes::slice`s of the batch (or of its one decompressed
+//! buffer), so a decoded record costs no copy of its payload, and a record without headers costs
+//! no allocation beyond its slot in `out`.
+
+use std::ops::Range;
+
+use bytes::Bytes;
+
+use super::header::compute_crc;
+use super::varint::{read_varint, read_varlong};
+use super::{codec, invalid, BatchHeader, Compression, TimestampType, HEADER_LEN};
+use crate::error::{Error, Result};
+use crate::record::{Header, StoredRecord};
+
+/// The smallest possible record: 1-byte length, attributes, timestamp delta, offset delta, null
+/// key, null value and header count.
+const MIN_RECORD_LEN: usize = 7;
+/// The smallest possible header: an empty key and a null value.
+const MIN_HEADER_LEN: usize = 2;
+
+/// Decodes one whole batch: `batch` must be exactly its bytes.
+///
+/// Verifies the CRC, decompresses (output capped at `max_uncompressed` bytes: a section that
+/// inflates beyond it is `InvalidBatch`, never a large allocation; uncompressed batches are
+/// zero-copy and not subject to the cap), decodes every record, and checks that the number of
+/// records matches the header and that offset deltas strictly increase and end at
+/// `last_offset_delta`. Pushes the records whose offset is at least `from_offset` onto `out`,
+/// with `offset = base_offset + delta` and `timestamp = base_timestamp + delta` (or
+/// `max_timestamp` for a LogAppendTime batch). Returns the header.
+///
+/// Every record is validated, including those below `from_offset`. On error `out` is left as it
+/// was. Header keys must be UTF-8. The per-record attributes byte is ignored, as in Kafka.
+pub fn decode_batch(
+    batch: &Bytes,
+    from_offset: u64,
+    max_uncompressed: usize,
+    out: &mut Vec<StoredRecord>,
+) -> Result<BatchHeader> {
+    let header = BatchHeader::parse(batch)?;
+    if header.total_len() != batch.len() {
+        return Err(invalid(format!(
+            "batch length field says {} bytes but {} were given",
+            header.total_len(),
+            batch.len()
+        )));
+    }
+    let actual = compute_crc(batch);
+    if actual != header.crc {
+        return Err(invalid(format!(
+            "CRC mismatch: stored {:#010x}, computed {actual:#010x}",
+            header.crc
+        )));
+    }
+    let records = match header.compression()? {
+        Compression::None => batch.slice(HEADER_LEN..),
+        compression => {
+            let section = batch.get(HEADER_LEN..).unwrap_or(&[]);
+            Bytes::from(codec::decompress(compression, section, max_uncompressed)?)
+        }
+    };
+    let before = out.len();
+    let decoded = RecordsDecoder::new(&header, &records, from_offset).decode_into(out);
+    if let Err(e) = decoded {
+        out.truncate(before);
+        return Err(e);
+    }
+    Ok(header)
+}
+
+/// Decoding state for one records section.
+struct RecordsDecoder<'a> {
+    header: &'a BatchHeader,
+    /// The records section; decoded fields are slices of it.
+    records: &'a Bytes,
+    /// Records with a smaller offset delta are validated but not returned.
+    first_wanted_delta: u64,
+    log_append_time: bool,
+}
+
+/// Why a record is invalid, before it is turned into an `Error` (off the hot path).
+#[cold]
+fn record_error(index: usize, reason: &str) -> Error {
+    invalid(format!("record {index}: {reason}"))
+}
+
+impl<'a> RecordsDecoder<'a> {
+    fn new(header: &'a BatchHeader, records: &'a Bytes, from_offset: u64) -> Self {
+        RecordsDecoder {
+            header,
+            records,
+            first_wanted_delta: from_offset.saturating_sub(header.base_offset),
+            log_append_time: header.timestamp_type() == TimestampType::LogAppendTime,
+        }
+    }
+
+    fn decode_into(&self, out: &mut Vec<StoredRecord>) -> Result<()> {
+        let data: &[u8] = self.records;
+        let count = self.header.record_count as usize;
+        if u64::from(self.header.last_offset_delta) >= self.first_wanted_delta {
+            // The count field is untrusted; the bytes present bound how many records can exist.
+            out.reserve(count.min(data.len() / MIN_RECORD_LEN));
+        }
+        let mut pos = 0;
+        let mut previous_delta: Option<u32> = None;
+        for index in 0..count {
+            let delta = self
+                .decode_record(data, &mut pos, previous_delta, out)
+                .map_err(|reason| record_error(index, reason))?;
+            previous_delta = Some(delta);
+        }
+        if let Some(last) = previous_delta {
+            if last != self.header.last_offset_delta {
+                return Err(invalid(format!(
+                    "last record has offset delta {last} but the header says {}",
+                    self.header.last_offset_delta
+                )));
+            }
+        }
+        if pos != data.len() {
+            return Err(invalid(format!(
+                "{} bytes follow the {count} records the header announces",
+                data.len() - pos
+            )));
+        }
+        Ok(())
+    }
+
+    /// Decodes the record at `*pos`, pushes it onto `out` if wanted, and returns its offset
+    /// delta.
+    #[inline]
+    fn decode_record(
+        &self,
+        data: &[u8],
+        pos: &mut usize,
+        previous_delta: Option<u32>,
+        out: &mut Vec<StoredRecord>,
+    ) -> Result<u32, &'static str> {
+        let len = read_varint(data, pos)?;
+        let len = usize::try_from(len).map_err(|_| "negative record length")?;
+        let end = pos
+            .checked_add(len)
+            .filter(|&end| end <= data.len())
+            .ok_or("record length runs past the end of the records section")?;
+        // From here on every read is confined to this record.
+        let rec = data
+            .get(..end)
+            .ok_or("record length runs past the end of the records section")?;
+
+        // Attributes: unused in v2 and ignored by Kafka's reader as well.
+        if *pos >= end {
+            return Err("record ends before its attributes");
+        }
+        *pos += 1;
+        let timestamp_delta = read_varlong(rec, pos)?;
+        let offset_delta = read_varint(rec, pos)?;
+        let offset_delta = u32::try_from(offset_delta).map_err(|_| "negative offset delta")?;
+        if previous_delta.is_some_and(|previous| offset_delta <= previous) {
+            return Err("offset deltas do not strictly increase");
+        }
+        if offset_delta > self.header.last_offset_delta {
+            return Err("offset delta exceeds the header's last offset delta");
+        }
+        let timestamp = if self.log_append_time {
+            self.header.max_timestamp
+        } else {
+            self.header
+                .base_timestamp
+                .checked_add(timestamp_delta)
+                .ok_or("timestamp delta overflows")?
+        };
+        let key = read_nullable(rec, pos)?;
+        let value = read_nullable(rec, pos)?;
+        let wanted = u64::from(offset_delta) >= self.first_wanted_delta;
+        let headers = self.read_headers(rec, pos, wanted)?;
+        if *pos != end {
+            return Err("record length does not match its fields");
+        }
+
+        if wanted {
+            out.push(StoredRecord {
+                // base_offset <= i64::MAX (checked by parse) and the delta is below 2^31.
+                offset: self.header.base_offset + u64::from(offset_delta),
+                timestamp,
+                key: key.map(|range| self.records.slice(range)),
+                value: value.map(|range| self.records.slice(range)),
+                headers,
+            });
+        }
+        Ok(offset_delta)
+    }
+
+    /// Reads a record's header count and headers; builds them only if the record is wanted, but
+    /// validates them (UTF-8 keys included) either way.
+    #[inline]
+    fn read_headers(
+        &self,
+        rec: &[u8],
+        pos: &mut usize,
+        wanted: bool,
+    ) -> Result<Vec<Header>, &'static str> {
+        let count = read_varint(rec, pos)?;
+        let count = usize::try_from(count).map_err(|_| "negative header count")?;
+        if count == 0 {
+            // The common case; an empty Vec does not allocate.
+            return Ok(Vec::new());
+        }
+        let remaining = rec.len().saturating_sub(*pos);
+        let mut headers = if wanted {
+            Vec::with_capacity(count.min(remaining / MIN_HEADER_LEN))
+        } else {
+            Vec::new()
+        };
+        for _ in 0..count {
+            let key = read_nullable(rec, pos)?.ok_or("null header key")?;
+            let key = rec
+                .get(key)
+                .ok_or("header key runs past the end of its record")?;
+            let key = std::str::from_utf8(key).map_err(|_| "header key is not valid UTF-8")?;
+            let value = read_nullable(rec, pos)?;
+            if wanted {
+                headers.push(Header {
+                    key: key.to_owned(),
+                    value: value.map(|range| self.records.slice(range)),
+                });
+            }
+        }
+        Ok(headers)
+    }
+}
+
+/// Reads a length-prefixed nullable byte string and returns where its bytes lie in `rec` (`None`
+/// for the -1 length that means null), advancing `*pos` past them.
+#[inline]
+fn read_nullable(rec: &[u8], pos: &mut usize) -> Result<Option<Range<usize>>, &'static str> {
+    let len = read_varint(rec, pos)?;
+    if len == -1 {
+        return Ok(None);
+    }
+    let len = usize::try_from(len).map_err(|_| "length below -1")?;
+    let start = *pos;
+    let end = start
+        .checked_add(len)
+        .filter(|&end| end <= rec.len())
+        .ok_or("field runs past the end of its record")?;
+    *pos = end;
+    Ok(Some(start..end))
+}

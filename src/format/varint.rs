@@ -1,0 +1,267 @@
+//! Kafka's variable-length integers: zigzag-encoded, then written 7 bits at a time, least
+//! significant group first, with the high bit of each byte meaning "more bytes follow" (the
+//! protobuf encoding). `varint` carries an i32 in at most 5 bytes, `varlong` an i64 in at most 10.
+//!
+//! Readers take a slice and a cursor position and return a static reason on failure, so the hot
+//! decode loop pays for no `String` until something is actually wrong.
+
+/// Longest legal varint (i32).
+pub(crate) const MAX_VARINT_LEN: usize = 5;
+/// Longest legal varlong (i64).
+pub(crate) const MAX_VARLONG_LEN: usize = 10;
+
+/// Zigzag maps small magnitudes of either sign to small unsigned numbers: 0, -1, 1, -2 ... →
+/// 0, 1, 2, 3 ...
+#[inline]
+fn zigzag32(v: i32) -> u32 {
+    ((v << 1) ^ (v >> 31)) as u32
+}
+
+#[inline]
+fn zigzag64(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+#[inline]
+fn unzigzag32(u: u32) -> i32 {
+    ((u >> 1) as i32) ^ -((u & 1) as i32)
+}
+
+#[inline]
+fn unzigzag64(u: u64) -> i64 {
+    ((u >> 1) as i64) ^ -((u & 1) as i64)
+}
+
+/// Bytes an unsigned value takes in 7-bit groups (at least one).
+#[inline]
+fn unsigned_len(u: u64) -> usize {
+    // 64 - leading_zeros = significant bits; round up to groups of 7, with 0 still taking a byte.
+    let bits = 64 - (u | 1).leading_zeros() as usize;
+    bits.div_ceil(7)
+}
+
+/// Encoded size of `v` as a varint.
+#[inline]
+pub(crate) fn varint_len(v: i32) -> usize {
+    unsigned_len(u64::from(zigzag32(v)))
+}
+
+/// Encoded size of `v` as a varlong.
+#[inline]
+pub(crate) fn varlong_len(v: i64) -> usize {
+    unsigned_len(zigzag64(v))
+}
+
+/// Encoded size of a non-negative length as a varint. Lengths beyond `i32::MAX` cannot be
+/// encoded at all; they are sized as if they could, and the encoder rejects them separately.
+#[inline]
+pub(crate) fn length_len(len: usize) -> usize {
+    // zigzag of a non-negative n is 2n.
+    unsigned_len((len as u64).saturating_mul(2))
+}
+
+#[inline]
+fn put_unsigned(out: &mut Vec<u8>, mut u: u64) {
+    while u >= 0x80 {
+        out.push((u as u8) | 0x80);
+        u >>= 7;
+    }
+    out.push(u as u8);
+}
+
+/// Appends `v` as a varint.
+#[inline]
+pub(crate) fn put_varint(out: &mut Vec<u8>, v: i32) {
+    put_unsigned(out, u64::from(zigzag32(v)));
+}
+
+/// Appends `v` as a varlong.
+#[inline]
+pub(crate) fn put_varlong(out: &mut Vec<u8>, v: i64) {
+    put_unsigned(out, zigzag64(v));
+}
+
+/// Reads up to `max_len` 7-bit groups from `buf[*pos..]`. `last_max` is the largest value the
+/// final allowed byte may hold, so that bits beyond the target width are rejected instead of
+/// silently dropped (Kafka's reader drops them; no valid writer ever sets them).
+#[inline]
+fn read_unsigned(
+    buf: &[u8],
+    pos: &mut usize,
+    max_len: usize,
+    last_max: u8,
+) -> Result<u64, &'static str> {
+    let rest = buf.get(*pos..).unwrap_or(&[]);
+    // Fast path: most lengths and deltas in real batches fit in one byte.
+    match rest.first() {
+        Some(&b) if b < 0x80 => {
+            *pos += 1;
+            return Ok(u64::from(b));
+        }
+        Some(_) => {}
+        None => return Err("truncated varint"),
+    }
+    let mut value = 0u64;
+    for (i, &b) in rest.iter().take(max_len).enumerate() {
+        if i + 1 == max_len {
+            if b & 0x80 != 0 {
+                return Err("varint is longer than its type allows");
+            }
+            if b > last_max {
+                return Err("varint overflows its type");
+            }
+        }
+        value |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            *pos += i + 1;
+            return Ok(value);
+        }
+    }
+    Err("truncated varint")
+}
+
+/// Reads a varint (i32) at `*pos`, advancing `*pos` past it.
+#[inline]
+pub(crate) fn read_varint(buf: &[u8], pos: &mut usize) -> Result<i32, &'static str> {
+    // 4 full groups carry 28 bits; the fifth byte may hold only the remaining 4.
+    let u = read_unsigned(buf, pos, MAX_VARINT_LEN, 0x0f)?;
+    // The fifth-byte check above keeps `u` within 32 bits.
+    Ok(unzigzag32(u as u32))
+}
+
+/// Reads a varlong (i64) at `*pos`, advancing `*pos` past it.
+#[inline]
+pub(crate) fn read_varlong(buf: &[u8], pos: &mut usize) -> Result<i64, &'static str> {
+    // 9 full groups carry 63 bits; the tenth byte may hold only the last one.
+    let u = read_unsigned(buf, pos, MAX_VARLONG_LEN, 0x01)?;
+    Ok(unzigzag64(u))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn varint_bytes(v: i32) -> Vec<u8> {
+        let mut out = Vec::new();
+        put_varint(&mut out, v);
+        out
+    }
+
+    fn varlong_bytes(v: i64) -> Vec<u8> {
+        let mut out = Vec::new();
+        put_varlong(&mut out, v);
+        out
+    }
+
+    #[test]
+    fn known_encodings() {
+        // Values from Kafka's ByteUtils tests / the protobuf zigzag table.
+        assert_eq!(varint_bytes(0), [0x00]);
+        assert_eq!(varint_bytes(-1), [0x01]);
+        assert_eq!(varint_bytes(1), [0x02]);
+        assert_eq!(varint_bytes(-64), [0x7f]);
+        assert_eq!(varint_bytes(64), [0x80, 0x01]);
+        assert_eq!(varint_bytes(i32::MAX), [0xfe, 0xff, 0xff, 0xff, 0x0f]);
+        assert_eq!(varint_bytes(i32::MIN), [0xff, 0xff, 0xff, 0xff, 0x0f]);
+        assert_eq!(varlong_bytes(i64::MIN).len(), 10);
+        assert_eq!(*varlong_bytes(i64::MIN).last().unwrap(), 0x01);
+        assert_eq!(varlong_bytes(i64::MAX).len(), 10);
+    }
+
+    #[test]
+    fn round_trips_and_lengths_match() {
+        let ints = [
+            0,
+            1,
+            -1,
+            63,
+            -64,
+            64,
+            -65,
+            8191,
+            8192,
+            i32::MAX,
+            i32::MIN,
+            i32::MIN + 1,
+        ];
+        for v in ints {
+            let bytes = varint_bytes(v);
+            assert_eq!(bytes.len(), varint_len(v), "len of {v}");
+            let mut pos = 0;
+            assert_eq!(read_varint(&bytes, &mut pos), Ok(v));
+            assert_eq!(pos, bytes.len());
+        }
+        let longs = [
+            0,
+            1,
+            -1,
+            i64::from(i32::MAX) + 1,
+            i64::MAX,
+            i64::MIN,
+            i64::MIN + 1,
+        ];
+        for v in longs {
+            let bytes = varlong_bytes(v);
+            assert_eq!(bytes.len(), varlong_len(v), "len of {v}");
+            let mut pos = 0;
+            assert_eq!(read_varlong(&bytes, &mut pos), Ok(v));
+            assert_eq!(pos, bytes.len());
+        }
+    }
+
+    #[test]
+    fn length_len_matches_varint_len() {
+        for n in [0usize, 1, 63, 64, 8191, 8192, i32::MAX as usize] {
+            assert_eq!(length_len(n), varint_len(n as i32));
+        }
+    }
+
+    #[test]
+    fn reads_at_an_offset() {
+        let mut buf = vec![0xaa, 0xbb];
+        put_varint(&mut buf, 300);
+        put_varlong(&mut buf, -5);
+        let mut pos = 2;
+        assert_eq!(read_varint(&buf, &mut pos), Ok(300));
+        assert_eq!(read_varlong(&buf, &mut pos), Ok(-5));
+        assert_eq!(pos, buf.len());
+    }
+
+    #[test]
+    fn truncated_input_is_an_error() {
+        for v in [64, i32::MAX, i32::MIN] {
+            let bytes = varint_bytes(v);
+            for cut in 0..bytes.len() {
+                let mut pos = 0;
+                assert!(
+                    read_varint(&bytes[..cut], &mut pos).is_err(),
+                    "{v} cut at {cut}"
+                );
+                assert_eq!(pos, 0, "position must not move on error");
+            }
+        }
+        let bytes = varlong_bytes(i64::MIN);
+        for cut in 0..bytes.len() {
+            assert!(read_varlong(&bytes[..cut], &mut 0).is_err());
+        }
+        // A position past the end is just more truncation, not a panic.
+        assert!(read_varint(&[0x00], &mut 5).is_err());
+    }
+
+    #[test]
+    fn overlong_input_is_an_error() {
+        // Six bytes for an i32, eleven for an i64.
+        assert!(read_varint(&[0x80, 0x80, 0x80, 0x80, 0x80, 0x00], &mut 0).is_err());
+        let mut eleven = vec![0x80; 10];
+        eleven.push(0x00);
+        assert!(read_varlong(&eleven, &mut 0).is_err());
+        // Five bytes whose last byte carries bits beyond 32.
+        assert!(read_varint(&[0xff, 0xff, 0xff, 0xff, 0x1f], &mut 0).is_err());
+        // Ten bytes whose last byte carries bits beyond 64.
+        let mut ten = vec![0xff; 9];
+        ten.push(0x02);
+        assert!(read_varlong(&ten, &mut 0).is_err());
+        // Redundant zero groups within the width are still legal, as in Kafka.
+        assert_eq!(read_varint(&[0x80, 0x00], &mut 0), Ok(0));
+    }
+}

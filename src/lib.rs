@@ -1,0 +1,49 @@
+//! # annals
+//!
+//! An embeddable, in-process commit log: Apache Kafka's storage model — topics, partitions,
+//! offsets and byte-compatible RecordBatch v2 segments — as a library your service links and
+//! drives itself. No broker, no network.
+//!
+//! ```
+//! # fn main() -> annals::Result<()> {
+//! use annals::{Log, Record, TopicConfig};
+//!
+//! let dir = tempfile::tempdir().unwrap();
+//! let log = Log::open(dir.path())?;
+//! log.create_topic("orders", TopicConfig::default().partitions(3))?;
+//!
+//! let p = log.partition("orders", 0)?;
+//! let base = p.append(&[
+//!     Record::new("created").key("order-1").header("trace", "abc"),
+//!     Record::new("paid").key("order-1"),
+//! ])?;
+//! p.sync()?; // durable against power loss
+//!
+//! for r in p.read(base, 1 << 20)? {
+//!     println!("{} {:?}", r.offset, r.value);
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! See `docs/ARCHITECTURE.md` for the layers, the write path and the crash story, and
+//! `docs/FORMAT.md` for every byte annals writes.
+
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_debug_implementations)]
+
+mod config;
+mod error;
+pub mod format;
+mod log;
+mod meta;
+mod partition;
+mod record;
+mod segment;
+pub mod storage;
+
+pub use config::{CleanupPolicy, TopicConfig};
+pub use error::{Error, Result};
+pub use format::{Compression, TimestampType};
+pub use log::{validate_topic_name, Log, LogBuilder, MAX_TOPIC_NAME_LEN};
+pub use partition::{Partition, RecoveryMode};
+pub use record::{Header, Record, StoredRecord};

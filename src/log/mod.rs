@@ -1,0 +1,435 @@
+//! [`Log`]: a directory of topics, each a set of partitions. The public entry point.
+
+mod names;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use parking_lot::{Mutex, RwLock};
+
+use crate::config::TopicConfig;
+use crate::error::{Error, Result};
+use crate::meta::{load_topics, store_topics, TOPICS_FILE};
+use crate::partition::{open_partition, OpenParams, Partition, RecoveryMode};
+use crate::storage::{FsStorage, LockGuard, OpenMode, Storage};
+
+pub use names::{validate_topic_name, MAX_TOPIC_NAME_LEN};
+use names::{parse_partition_dir_name, partition_dir_name, DELETE_SUFFIX};
+
+const LOCK_FILE: &str = ".lock";
+const CLEAN_SHUTDOWN_FILE: &str = ".clean-shutdown";
+
+/// Options for opening a [`Log`]; start from [`Log::builder`].
+#[derive(Debug, Clone)]
+pub struct LogBuilder {
+    dir: PathBuf,
+    storage: Arc<dyn Storage>,
+    recovery_mode: RecoveryMode,
+}
+
+impl LogBuilder {
+    /// Use this storage instead of the real file system (for example a
+    /// [`SimStorage`](crate::storage::SimStorage) to test crash behaviour).
+    pub fn storage(mut self, storage: Arc<dyn Storage>) -> Self {
+        self.storage = storage;
+        self
+    }
+
+    /// What recovery does on finding damage in the middle of a log. Default
+    /// [`RecoveryMode::Strict`].
+    pub fn recovery_mode(mut self, mode: RecoveryMode) -> Self {
+        self.recovery_mode = mode;
+        self
+    }
+
+    /// Opens (creating if needed) the log directory, takes its lock, and recovers every
+    /// partition.
+    pub fn open(self) -> Result<Log> {
+        Log::open_with(self)
+    }
+}
+
+/// An open log directory. Cheap to clone; all clones share one log, which closes cleanly when
+/// [`close`](Log::close) is called or the last clone is dropped.
+///
+/// ```
+/// # fn main() -> annals::Result<()> {
+/// use annals::{Log, Record, TopicConfig};
+/// let dir = tempfile::tempdir().unwrap();
+/// let log = Log::open(dir.path())?;
+/// log.create_topic("orders", TopicConfig::default().partitions(3))?;
+/// assert_eq!(log.topics(), vec!["orders".to_string()]);
+/// log.partition("orders", 2)?.append(&[Record::new("hello")])?;
+/// log.close()?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct Log {
+    inner: Arc<LogInner>,
+}
+
+#[derive(Debug)]
+struct LogInner {
+    dir: PathBuf,
+    storage: Arc<dyn Storage>,
+    recovery_mode: RecoveryMode,
+    state: RwLock<State>,
+    /// Serialises topic creation, deletion and close (each rewrites metadata or many files).
+    admin: Mutex<()>,
+    lock: Mutex<Option<Box<dyn LockGuard>>>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    closed: bool,
+    topics: BTreeMap<String, Topic>,
+}
+
+#[derive(Debug)]
+struct Topic {
+    config: TopicConfig,
+    partitions: Vec<Partition>,
+}
+
+impl Log {
+    /// Opens the log at `dir` on the real file system with default options.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Log> {
+        Log::builder(dir).open()
+    }
+
+    /// Starts configuring a log at `dir`.
+    pub fn builder(dir: impl AsRef<Path>) -> LogBuilder {
+        LogBuilder {
+            dir: dir.as_ref().to_path_buf(),
+            storage: FsStorage::new(),
+            recovery_mode: RecoveryMode::default(),
+        }
+    }
+
+    fn open_with(b: LogBuilder) -> Result<Log> {
+        let storage = b.storage;
+        let dir = b.dir;
+        create_dir_durably(&*storage, &dir)?;
+        let guard = storage
+            .try_lock(&dir.join(LOCK_FILE))?
+            .ok_or_else(|| Error::Locked { dir: dir.clone() })?;
+        // The marker vouches for the files only until the first write after this open: remove it
+        // (durably) before anything is written.
+        let marker = dir.join(CLEAN_SHUTDOWN_FILE);
+        let clean = storage.exists(&marker)?;
+        if clean {
+            storage.remove_file(&marker)?;
+            storage.sync_dir(&dir)?;
+        }
+        let topic_list = load_topics(&*storage, &dir)?;
+        remove_leftovers(&*storage, &dir, &topic_list)?;
+        let mut topics = BTreeMap::new();
+        for (name, config) in topic_list {
+            let partitions = (0..config.partitions)
+                .map(|id| open_one(&storage, &dir, &name, id, &config, clean, b.recovery_mode))
+                .collect::<Result<Vec<_>>>()?;
+            topics.insert(name, Topic { config, partitions });
+        }
+        Ok(Log {
+            inner: Arc::new(LogInner {
+                dir,
+                storage,
+                recovery_mode: b.recovery_mode,
+                state: RwLock::new(State {
+                    closed: false,
+                    topics,
+                }),
+                admin: Mutex::new(()),
+                lock: Mutex::new(Some(guard)),
+            }),
+        })
+    }
+
+    /// The log's directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// Creates a topic with `config.partitions` empty partitions.
+    ///
+    /// Errors: [`Error::InvalidTopicName`], [`Error::InvalidConfig`], [`Error::TopicExists`],
+    /// [`Error::Closed`].
+    pub fn create_topic(&self, name: &str, config: TopicConfig) -> Result<()> {
+        validate_topic_name(name)?;
+        config.validate()?;
+        let inner = &self.inner;
+        let _admin = inner.admin.lock();
+        {
+            let state = inner.state.read();
+            if state.closed {
+                return Err(Error::Closed);
+            }
+            if state.topics.contains_key(name) {
+                return Err(Error::TopicExists {
+                    topic: name.to_string(),
+                });
+            }
+        }
+        // Directories first, metadata last: a crash in between leaves directories no topic
+        // names, which the next open removes.
+        let partitions = (0..config.partitions)
+            .map(|id| {
+                open_one(&inner.storage, &inner.dir, name, id, &config, false, inner.recovery_mode)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        inner.storage.sync_dir(&inner.dir)?;
+        let mut list = self.topic_list();
+        list.push((name.to_string(), config.clone()));
+        store_topics(&*inner.storage, &inner.dir, &list)?;
+        inner
+            .state
+            .write()
+            .topics
+            .insert(name.to_string(), Topic { config, partitions });
+        Ok(())
+    }
+
+    /// Deletes a topic and all its data. Handles to its partitions return [`Error::Closed`].
+    pub fn delete_topic(&self, name: &str) -> Result<()> {
+        let inner = &self.inner;
+        let _admin = inner.admin.lock();
+        let topic = {
+            let mut state = inner.state.write();
+            if state.closed {
+                return Err(Error::Closed);
+            }
+            if !state.topics.contains_key(name) {
+                return Err(Error::UnknownTopic {
+                    topic: name.to_string(),
+                });
+            }
+            let list: Vec<_> = state
+                .topics
+                .iter()
+                .filter(|(n, _)| n.as_str() != name)
+                .map(|(n, t)| (n.clone(), t.config.clone()))
+                .collect();
+            // Metadata first: once it no longer names the topic, the topic is gone even if we
+            // crash before the files are.
+            store_topics(&*inner.storage, &inner.dir, &list)?;
+            state.topics.remove(name).expect("checked above")
+        };
+        let nonce = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        for p in &topic.partitions {
+            p.inner.abandon();
+            // Rename, then remove: a removal that fails half way leaves a `-delete` directory,
+            // which the next open finishes removing, never a half-deleted partition that a new
+            // topic of the same name could pick up.
+            let doomed = inner.dir.join(format!(
+                "{}.{nonce}{DELETE_SUFFIX}",
+                partition_dir_name(name, p.id())
+            ));
+            inner.storage.rename(p.dir(), &doomed)?;
+            inner.storage.remove_dir_all(&doomed)?;
+        }
+        inner.storage.sync_dir(&inner.dir)?;
+        Ok(())
+    }
+
+    /// Names of all topics, sorted.
+    pub fn topics(&self) -> Vec<String> {
+        self.inner.state.read().topics.keys().cloned().collect()
+    }
+
+    /// The configuration of `topic`.
+    pub fn topic_config(&self, topic: &str) -> Result<TopicConfig> {
+        let state = self.inner.state.read();
+        if state.closed {
+            return Err(Error::Closed);
+        }
+        state
+            .topics
+            .get(topic)
+            .map(|t| t.config.clone())
+            .ok_or_else(|| Error::UnknownTopic {
+                topic: topic.to_string(),
+            })
+    }
+
+    /// A handle to one partition of a topic.
+    pub fn partition(&self, topic: &str, partition: u32) -> Result<Partition> {
+        let state = self.inner.state.read();
+        if state.closed {
+            return Err(Error::Closed);
+        }
+        let t = state.topics.get(topic).ok_or_else(|| Error::UnknownTopic {
+            topic: topic.to_string(),
+        })?;
+        t.partitions
+            .get(partition as usize)
+            .cloned()
+            .ok_or(Error::UnknownPartition {
+                topic: topic.to_string(),
+                partition,
+                partitions: t.partitions.len() as u32,
+            })
+    }
+
+    /// `fsync`s every partition (see [`Partition::sync`]).
+    pub fn sync(&self) -> Result<()> {
+        for p in self.all_partitions()? {
+            p.sync()?;
+        }
+        Ok(())
+    }
+
+    /// Closes the log cleanly: seals every active segment, writes checkpoints and the
+    /// clean-shutdown marker (so the next open does not scan), and releases the directory lock.
+    /// Partition handles return [`Error::Closed`] afterwards. Calling it again does nothing.
+    pub fn close(&self) -> Result<()> {
+        self.inner.close()
+    }
+
+    fn all_partitions(&self) -> Result<Vec<Partition>> {
+        let state = self.inner.state.read();
+        if state.closed {
+            return Err(Error::Closed);
+        }
+        Ok(state
+            .topics
+            .values()
+            .flat_map(|t| t.partitions.iter().cloned())
+            .collect())
+    }
+
+    fn topic_list(&self) -> Vec<(String, TopicConfig)> {
+        self.inner
+            .state
+            .read()
+            .topics
+            .iter()
+            .map(|(n, t)| (n.clone(), t.config.clone()))
+            .collect()
+    }
+}
+
+impl LogInner {
+    fn close(&self) -> Result<()> {
+        let _admin = self.admin.lock();
+        let partitions: Vec<Partition> = {
+            let mut state = self.state.write();
+            if state.closed {
+                return Ok(());
+            }
+            state.closed = true;
+            state
+                .topics
+                .values()
+                .flat_map(|t| t.partitions.iter().cloned())
+                .collect()
+        };
+        let mut first_error = None;
+        for p in &partitions {
+            if let Err(e) = p.inner.close() {
+                first_error.get_or_insert(e);
+            }
+        }
+        let result = match first_error {
+            Some(e) => Err(e),
+            None => self.write_clean_marker(),
+        };
+        // Release the lock last, after everything is on disk.
+        self.lock.lock().take();
+        result
+    }
+
+    fn write_clean_marker(&self) -> Result<()> {
+        let marker = self.dir.join(CLEAN_SHUTDOWN_FILE);
+        let file = self.storage.open(&marker, OpenMode::Create)?;
+        file.sync_all()?;
+        self.storage.sync_dir(&self.dir)?;
+        Ok(())
+    }
+}
+
+impl Drop for LogInner {
+    fn drop(&mut self) {
+        // Errors cannot be reported from drop; a caller who needs them calls `close` first.
+        // Without a clean close the next open simply recovers (scans), losing nothing.
+        let _ = self.close();
+    }
+}
+
+/// `mkdir -p` that also makes every directory it created durable (fsync of each new
+/// directory's parent), so a power loss right after `Log::open` cannot lose the log directory.
+fn create_dir_durably(storage: &dyn Storage, dir: &Path) -> Result<()> {
+    let mut missing = Vec::new();
+    let mut cur = Some(dir);
+    while let Some(d) = cur.filter(|d| !d.as_os_str().is_empty()) {
+        if storage.exists(d)? {
+            break;
+        }
+        missing.push(d);
+        cur = d.parent();
+    }
+    storage.create_dir_all(dir)?;
+    for d in missing.iter().rev() {
+        if let Some(parent) = d.parent().filter(|p| !p.as_os_str().is_empty()) {
+            storage.sync_dir(parent)?;
+        }
+    }
+    Ok(())
+}
+
+fn open_one(
+    storage: &Arc<dyn Storage>,
+    dir: &Path,
+    topic: &str,
+    id: u32,
+    config: &TopicConfig,
+    clean: bool,
+    mode: RecoveryMode,
+) -> Result<Partition> {
+    let inner = open_partition(OpenParams {
+        storage,
+        dir: dir.join(partition_dir_name(topic, id)),
+        topic,
+        id,
+        config,
+        clean,
+        mode,
+    })?;
+    Ok(Partition {
+        inner: Arc::new(inner),
+    })
+}
+
+/// Removes what interrupted operations left behind: partition directories of deleted topics,
+/// directories of a topic whose creation did not reach the metadata file, and temp files.
+fn remove_leftovers(
+    storage: &dyn Storage,
+    dir: &Path,
+    topics: &[(String, TopicConfig)],
+) -> Result<()> {
+    let mut removed = false;
+    for name in storage.list_dir(dir)? {
+        let path = dir.join(&name);
+        let orphan = match parse_partition_dir_name(&name) {
+            Some((topic, id)) => !topics
+                .iter()
+                .any(|(t, c)| t == topic && id < c.partitions),
+            None => name.ends_with(DELETE_SUFFIX),
+        };
+        if orphan {
+            storage.remove_dir_all(&path)?;
+            removed = true;
+        } else if name == format!("{TOPICS_FILE}.tmp") {
+            storage.remove_file(&path)?;
+            removed = true;
+        }
+    }
+    if removed {
+        storage.sync_dir(dir)?;
+    }
+    Ok(())
+}

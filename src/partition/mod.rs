@@ -1,0 +1,202 @@
+//! A partition: an ordered list of segments with one writer and any number of readers.
+//!
+//! Concurrency (see `docs/ARCHITECTURE.md`): appends are serialised by the writer mutex; the
+//! segment list is a copy-on-write `Arc<Vec<_>>` swapped on roll; readers take a snapshot of it,
+//! load the published high watermark and segment ends with Acquire ordering, and do their
+//! positioned reads holding no lock at all.
+
+mod append;
+mod read;
+mod recovery;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
+
+use crate::config::TopicConfig;
+use crate::error::{Error, Result};
+use crate::meta::SealedSegment;
+use crate::segment::{Segment, SegmentLimits};
+use crate::storage::Storage;
+
+pub(crate) use recovery::{open_partition, OpenParams};
+pub use recovery::RecoveryMode;
+
+/// A handle to one partition of a topic. Cheap to clone; all clones share the partition.
+///
+/// ```
+/// # fn main() -> annals::Result<()> {
+/// use annals::{Log, Record, TopicConfig};
+/// let dir = tempfile::tempdir().unwrap();
+/// let log = Log::open(dir.path())?;
+/// log.create_topic("orders", TopicConfig::default())?;
+/// let p = log.partition("orders", 0)?;
+/// let base = p.append(&[Record::new("v1").key("CUST123"), Record::new("v2")])?;
+/// assert_eq!(base, 0);
+/// let records = p.read(0, 1 << 20)?;
+/// assert_eq!(records.len(), 2);
+/// assert_eq!(records[1].value.as_deref(), Some(&b"v2"[..]));
+/// assert_eq!(p.high_watermark(), 2);
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct Partition {
+    pub(crate) inner: Arc<PartitionInner>,
+}
+
+#[derive(Debug)]
+pub(crate) struct PartitionInner {
+    pub topic: String,
+    pub id: u32,
+    pub dir: PathBuf,
+    pub storage: Arc<dyn Storage>,
+    pub config: TopicConfig,
+    pub writer: Mutex<WriterState>,
+    /// Copy-on-write list of segments, oldest first; the last one is active.
+    pub segments: RwLock<Arc<Vec<Arc<Segment>>>>,
+    /// Next offset to be written; stored (Release) after the batch is readable.
+    pub high_watermark: AtomicU64,
+    pub log_start_offset: AtomicU64,
+    pub closed: AtomicBool,
+    /// Why the partition refuses writes, after a failed fsync or an unrepairable write error.
+    pub poisoned: Mutex<Option<String>>,
+    /// Highest offset (exclusive) known to be on stable storage; the lock is the group-commit
+    /// queue: whoever holds it fsyncs for everyone waiting behind it.
+    pub synced: Mutex<u64>,
+}
+
+/// State only the writer touches (under `PartitionInner::writer`).
+#[derive(Debug)]
+pub(crate) struct WriterState {
+    /// Bytes appended to the active segment since its last offset-index entry.
+    pub since_index: usize,
+    /// Max timestamp of the active segment's first batch, the reference for `segment_ms`.
+    pub first_batch_timestamp: Option<i64>,
+    /// Reused encode buffer, so appends do not allocate per batch.
+    pub scratch: Vec<u8>,
+    /// Offsets below this were fsynced when the last checkpoint was written.
+    pub recovery_point: u64,
+    /// Sealed segments, as recorded in the checkpoint.
+    pub sealed: Vec<SealedSegment>,
+}
+
+impl PartitionInner {
+    pub(crate) fn limits(&self) -> SegmentLimits {
+        SegmentLimits {
+            index_max_bytes: self.config.segment_index_bytes,
+            index_interval_bytes: self.config.index_interval_bytes,
+            max_batch_bytes: self.config.max_message_bytes,
+        }
+    }
+
+    pub(crate) fn segments(&self) -> Arc<Vec<Arc<Segment>>> {
+        self.segments.read().clone()
+    }
+
+    pub(crate) fn check_open(&self) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn check_writable(&self) -> Result<()> {
+        self.check_open()?;
+        if let Some(cause) = self.poisoned.lock().as_ref() {
+            return Err(Error::Poisoned {
+                topic: self.topic.clone(),
+                partition: self.id,
+                cause: cause.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Refuses all further writes: after a failed fsync the page cache may have dropped dirty
+    /// pages, so nothing written since the last good sync can be trusted to reach the disk.
+    pub(crate) fn poison(&self, cause: impl Into<String>) {
+        let mut p = self.poisoned.lock();
+        if p.is_none() {
+            *p = Some(cause.into());
+        }
+    }
+}
+
+impl Partition {
+    /// The topic this partition belongs to.
+    pub fn topic(&self) -> &str {
+        &self.inner.topic
+    }
+
+    /// This partition's number within its topic.
+    pub fn id(&self) -> u32 {
+        self.inner.id
+    }
+
+    /// The directory holding this partition's segments.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// The next offset to be written (one past the last readable record).
+    pub fn high_watermark(&self) -> u64 {
+        self.inner.high_watermark.load(Ordering::Acquire)
+    }
+
+    /// The first offset still stored.
+    pub fn log_start_offset(&self) -> u64 {
+        self.inner.log_start_offset.load(Ordering::Acquire)
+    }
+
+    /// Number of segments (including the active one).
+    pub fn segment_count(&self) -> usize {
+        self.inner.segments().len()
+    }
+
+    /// Total bytes of record batches stored in this partition.
+    pub fn size_bytes(&self) -> u64 {
+        self.inner.segments().iter().map(|s| s.end()).sum()
+    }
+
+    /// Returns once everything appended so far can survive a process crash (kill -9).
+    ///
+    /// `append` writes each batch to the operating system before it returns, so there is no
+    /// user-space buffer to drain: this only reports whether the partition is still writable
+    /// (closed or poisoned partitions return the error that says why). Use [`sync`](Self::sync)
+    /// for power-loss durability.
+    pub fn flush(&self) -> Result<()> {
+        self.inner.check_writable()
+    }
+
+    /// Makes everything appended so far durable against power loss (`fdatasync`).
+    ///
+    /// Concurrent callers share fsyncs (group commit): a caller that finds its data already
+    /// covered by a sync that finished while it waited returns without a syscall. If an fsync
+    /// fails, the partition refuses all further writes ([`Error::Poisoned`]).
+    pub fn sync(&self) -> Result<()> {
+        let inner = &self.inner;
+        inner.check_writable()?;
+        let target = self.high_watermark();
+        let mut synced = inner.synced.lock();
+        if *synced >= target {
+            return Ok(());
+        }
+        // Segments before the active one were fsynced when they were sealed, so syncing the
+        // active segment covers everything up to its published next offset.
+        let active = inner
+            .segments()
+            .last()
+            .cloned()
+            .expect("a partition always has an active segment");
+        let covered = active.next_offset();
+        inner.check_writable()?;
+        if let Err(e) = active.file.sync_data() {
+            inner.poison(format!("fsync of {} failed: {e}", active.log_path.display()));
+            return Err(Error::Io(e));
+        }
+        *synced = covered;
+        Ok(())
+    }
+}

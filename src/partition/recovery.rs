@@ -1,0 +1,304 @@
+//! Opening a partition directory: trust what a clean shutdown or a seal vouched for, scan and
+//! repair everything else.
+//!
+//! The rules (also in `docs/ARCHITECTURE.md`):
+//! - A segment listed in the checkpoint with the same `.log` size was fsynced when it was
+//!   sealed: it is opened without reading it; its indexes are used if their CRCs match the
+//!   checkpoint, and rebuilt otherwise.
+//! - Every other segment is scanned batch by batch with CRC checks. The scan stops at the first
+//!   incomplete or invalid batch at byte P.
+//! - If no CRC-valid batch exists anywhere after P (in that segment or any later one), the damage
+//!   is a torn tail — the shape an interrupted write leaves — and the partition is truncated to P.
+//!   Nothing acknowledged as synced is lost: a synced batch is only ever followed by data written
+//!   later, so a torn write can only be at the end.
+//! - If valid batches exist after P, the log is damaged in the middle: `RecoveryMode::Strict`
+//!   (the default) refuses to open with `Error::Corrupt { segment, position, .. }`;
+//!   `RecoveryMode::TruncateCorrupt` truncates at P and drops everything after it.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
+
+use super::{PartitionInner, WriterState};
+use crate::config::TopicConfig;
+use crate::error::{Error, Result};
+use crate::format::BatchHeader;
+use crate::meta::{load_checkpoint, SealedSegment, CHECKPOINT_FILE};
+use crate::segment::{
+    file_name, parse_file_name, scan_batches, valid_batch_after, ScanEnd, ScanOptions,
+    Segment, SegmentLimits, SegmentStats, NO_TIMESTAMP,
+};
+use crate::storage::{read_exact_at, OpenMode, Storage};
+
+/// What to do when recovery finds damage in the middle of a log (not a torn tail).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RecoveryMode {
+    /// Refuse to open the log: report [`Error::Corrupt`] with the segment and byte position.
+    #[default]
+    Strict,
+    /// Truncate the partition at the first invalid batch, dropping everything after it.
+    TruncateCorrupt,
+}
+
+pub(crate) struct OpenParams<'a> {
+    pub storage: &'a Arc<dyn Storage>,
+    pub dir: PathBuf,
+    pub topic: &'a str,
+    pub id: u32,
+    pub config: &'a TopicConfig,
+    /// The log was shut down cleanly: every segment is in the checkpoint.
+    pub clean: bool,
+    pub mode: RecoveryMode,
+}
+
+/// Opens (creating if needed) one partition directory.
+pub(crate) fn open_partition(p: OpenParams<'_>) -> Result<PartitionInner> {
+    let storage = &**p.storage;
+    let limits = SegmentLimits {
+        index_max_bytes: p.config.segment_index_bytes,
+        index_interval_bytes: p.config.index_interval_bytes,
+        max_batch_bytes: p.config.max_message_bytes,
+    };
+    storage.create_dir_all(&p.dir)?;
+    let bases = list_segments(storage, &p.dir)?;
+    // A damaged checkpoint only costs a full scan: it is a cache of what scanning finds.
+    let checkpoint = load_checkpoint(storage, &p.dir).unwrap_or(None);
+    let had_checkpoint = checkpoint.is_some();
+    let checkpoint = checkpoint.unwrap_or_default();
+
+    let mut segments: Vec<Arc<Segment>> = Vec::new();
+    let mut sealed: Vec<SealedSegment> = Vec::new();
+    let mut needs_sync = false;
+    let mut next_offset = checkpoint.log_start_offset;
+    let mut i = 0;
+    while i < bases.len() {
+        let base = bases[i];
+        let is_last = i + 1 == bases.len();
+        let log_path = p.dir.join(file_name(base, "log"));
+        let size = storage.open(&log_path, OpenMode::Read)?.len()?;
+        if base < next_offset && !segments.is_empty() {
+            return Err(Error::Corrupt {
+                segment: log_path,
+                position: 0,
+                reason: format!("segment base offset {base} overlaps the previous segment, which ends at {next_offset}"),
+            });
+        }
+        let trusted = checkpoint
+            .sealed
+            .iter()
+            .find(|s| s.base_offset == base && s.stats.size == size)
+            .copied();
+        if let Some(entry) = trusted {
+            let segment = Segment::open(
+                storage,
+                &p.dir,
+                base,
+                &limits,
+                entry.stats,
+                is_last,
+                Some((entry.index_crc, entry.time_index_crc)),
+            )?;
+            if !is_last {
+                sealed.push(seal_record(&segment)?);
+            }
+            next_offset = entry.stats.next_offset;
+            segments.push(Arc::new(segment));
+            i += 1;
+            continue;
+        }
+        // Not vouched for: scan it.
+        let file = storage.open(&log_path, OpenMode::Read)?;
+        let opts = ScanOptions {
+            // The first segment may start below the log start offset (records deleted inside it).
+            first_offset: if segments.is_empty() { base } else { next_offset.max(base) },
+            segment_base: base,
+            verify_crc: true,
+            max_batch_bytes: limits.max_batch_bytes,
+        };
+        let summary = scan_batches(&*file, 0, size, &opts, |_, _| {})?;
+        let mut stats = SegmentStats {
+            size: summary.valid_end,
+            next_offset: if summary.batches == 0 { base } else { summary.next_offset },
+            max_timestamp: summary.max_timestamp,
+            offset_of_max_timestamp: summary.offset_of_max_timestamp,
+        };
+        if summary.batches == 0 {
+            stats.max_timestamp = NO_TIMESTAMP;
+            stats.offset_of_max_timestamp = base;
+        }
+        let damage = match &summary.end {
+            ScanEnd::Clean => None,
+            ScanEnd::Truncated { position } => Some((*position, "the segment ends inside a batch".to_string())),
+            ScanEnd::Invalid { position, reason } => Some((*position, reason.clone())),
+        };
+        let mut drop_rest = false;
+        if let Some((position, reason)) = damage {
+            let mid_log = valid_batch_after(&*file, position, size, opts.first_offset, limits.max_batch_bytes)?.is_some()
+                || later_segments_hold_data(storage, &p.dir, &bases[i + 1..], limits.max_batch_bytes)?;
+            if mid_log && p.mode == RecoveryMode::Strict {
+                return Err(Error::Corrupt {
+                    segment: log_path,
+                    position,
+                    reason: format!("{reason}; valid batches follow, so this is not a torn write (open with RecoveryMode::TruncateCorrupt to drop everything from here on)"),
+                });
+            }
+            drop_rest = true;
+        }
+        let is_active = is_last || drop_rest;
+        let segment = Segment::open(storage, &p.dir, base, &limits, stats, is_active, None)?;
+        if size != stats.size {
+            segment.truncate(stats.size, stats)?;
+            needs_sync = true;
+        }
+        next_offset = stats.next_offset;
+        if !is_active {
+            // Scanned and valid: seal it so the checkpoint can vouch for it from now on.
+            segment.seal()?;
+            sealed.push(seal_record(&segment)?);
+        }
+        segments.push(Arc::new(segment));
+        if drop_rest {
+            for &later in &bases[i + 1..] {
+                remove_segment_files(storage, &p.dir, later)?;
+            }
+            needs_sync = true;
+            break;
+        }
+        i += 1;
+    }
+
+    if segments.is_empty() {
+        let segment = Segment::create(storage, &p.dir, next_offset, &limits)?;
+        storage.sync_dir(&p.dir)?;
+        segments.push(Arc::new(segment));
+    }
+    let active = segments.last().expect("at least one segment").clone();
+    let high_watermark = active.next_offset();
+    let log_start_offset = checkpoint
+        .log_start_offset
+        .max(segments[0].base_offset)
+        .min(high_watermark);
+    let first_batch_timestamp = first_batch_max_timestamp(&active)?;
+
+    let inner = PartitionInner {
+        topic: p.topic.to_string(),
+        id: p.id,
+        dir: p.dir.clone(),
+        storage: p.storage.clone(),
+        config: p.config.clone(),
+        writer: Mutex::new(WriterState {
+            since_index: since_last_index_entry(&active),
+            first_batch_timestamp,
+            scratch: Vec::new(),
+            recovery_point: checkpoint.recovery_point,
+            sealed,
+        }),
+        segments: RwLock::new(Arc::new(segments)),
+        high_watermark: AtomicU64::new(high_watermark),
+        log_start_offset: AtomicU64::new(log_start_offset),
+        closed: AtomicBool::new(false),
+        poisoned: Mutex::new(None),
+        synced: Mutex::new(0),
+    };
+    // After repairs (or when nothing vouched for this partition), make the recovered state
+    // durable and record it, so a crash right after this open does not repeat the work.
+    if needs_sync || !had_checkpoint || !p.clean {
+        active.file.sync_data()?;
+        for s in inner.segments().iter() {
+            s.file.sync_data()?;
+        }
+        storage.sync_dir(&p.dir)?;
+        let mut w = inner.writer.lock();
+        w.recovery_point = high_watermark;
+        inner.write_checkpoint(&w, high_watermark)?;
+    }
+    *inner.synced.lock() = high_watermark;
+    Ok(inner)
+}
+
+fn seal_record(segment: &Segment) -> Result<SealedSegment> {
+    let (index_crc, time_index_crc) = segment.index_checksums()?;
+    Ok(SealedSegment {
+        base_offset: segment.base_offset,
+        stats: segment.stats(),
+        index_crc,
+        time_index_crc,
+    })
+}
+
+/// Base offsets of the `.log` files in `dir`, ascending. Leftovers of interrupted operations
+/// (`*.tmp`) and index files without a `.log` are removed: both are rebuildable or obsolete.
+fn list_segments(storage: &dyn Storage, dir: &Path) -> Result<Vec<u64>> {
+    let names = storage.list_dir(dir)?;
+    let mut bases: Vec<u64> = names.iter().filter_map(|n| parse_file_name(n, "log")).collect();
+    bases.sort_unstable();
+    for name in &names {
+        let orphan_index = ["index", "timeindex"].iter().any(|ext| {
+            parse_file_name(name, ext).is_some_and(|b| bases.binary_search(&b).is_err())
+        });
+        if orphan_index || (name.ends_with(".tmp") && name.starts_with(CHECKPOINT_FILE)) {
+            storage.remove_file(&dir.join(name))?;
+        }
+    }
+    Ok(bases)
+}
+
+fn remove_segment_files(storage: &dyn Storage, dir: &Path, base: u64) -> Result<()> {
+    for ext in ["log", "index", "timeindex"] {
+        let path = dir.join(file_name(base, ext));
+        if storage.exists(&path)? {
+            storage.remove_file(&path)?;
+        }
+    }
+    Ok(())
+}
+
+/// Whether any later segment starts with a CRC-valid batch (then damage before it is mid-log).
+fn later_segments_hold_data(
+    storage: &dyn Storage,
+    dir: &Path,
+    bases: &[u64],
+    max_batch_bytes: usize,
+) -> Result<bool> {
+    for &base in bases {
+        let file = storage.open(&dir.join(file_name(base, "log")), OpenMode::Read)?;
+        let size = file.len()?;
+        if size == 0 {
+            continue;
+        }
+        let opts = ScanOptions {
+            first_offset: base,
+            segment_base: base,
+            verify_crc: true,
+            max_batch_bytes,
+        };
+        let summary = scan_batches(&*file, 0, size, &opts, |_, _| {})?;
+        if summary.batches > 0 || valid_batch_after(&*file, 0, size, base, max_batch_bytes)?.is_some() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Max timestamp of the active segment's first batch (the `segment_ms` reference), if any.
+fn first_batch_max_timestamp(segment: &Segment) -> Result<Option<i64>> {
+    if segment.is_empty() {
+        return Ok(None);
+    }
+    let mut head = [0u8; crate::format::HEADER_LEN];
+    read_exact_at(&*segment.file, &mut head, 0)?;
+    let header = BatchHeader::parse(&head).map_err(|e| Error::Corrupt {
+        segment: segment.log_path.clone(),
+        position: 0,
+        reason: e.to_string(),
+    })?;
+    Ok(Some(header.max_timestamp))
+}
+
+/// Bytes after the active segment's last index entry, so index spacing continues as before.
+fn since_last_index_entry(segment: &Segment) -> usize {
+    let last = segment.indexes.read().offset.last().map(|(_, pos)| pos as u64).unwrap_or(0);
+    segment.end().saturating_sub(last) as usize
+}

@@ -1,0 +1,92 @@
+//! Records as callers build them ([`Record`]) and as the log returns them ([`StoredRecord`]).
+
+use bytes::Bytes;
+
+/// One record header: a string key and a nullable byte value, as in Kafka.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    pub key: String,
+    pub value: Option<Bytes>,
+}
+
+impl Header {
+    pub fn new(key: impl Into<String>, value: impl Into<Bytes>) -> Self {
+        Header {
+            key: key.into(),
+            value: Some(value.into()),
+        }
+    }
+}
+
+/// A record to append: optional key, nullable value (a `None` value is a tombstone), headers and
+/// an optional millisecond timestamp (when absent, the append time is used).
+///
+/// ```
+/// use annals::Record;
+/// let r = Record::new("v1").key("CUST123").header("trace", "abc").timestamp(1_700_000_000_000);
+/// assert_eq!(r.key.as_deref(), Some(&b"CUST123"[..]));
+/// let t = Record::tombstone("CUST123");
+/// assert!(t.value.is_none());
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Record {
+    pub key: Option<Bytes>,
+    pub value: Option<Bytes>,
+    pub headers: Vec<Header>,
+    pub timestamp: Option<i64>,
+}
+
+impl Record {
+    /// A record with this value, no key, no headers and no timestamp.
+    pub fn new(value: impl Into<Bytes>) -> Self {
+        Record {
+            value: Some(value.into()),
+            ..Record::default()
+        }
+    }
+
+    /// A tombstone: a record with a key and a null value, which deletes the key under compaction.
+    pub fn tombstone(key: impl Into<Bytes>) -> Self {
+        Record {
+            key: Some(key.into()),
+            ..Record::default()
+        }
+    }
+
+    /// Sets the key.
+    pub fn key(mut self, key: impl Into<Bytes>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+
+    /// Appends a header with a non-null value.
+    pub fn header(mut self, key: impl Into<String>, value: impl Into<Bytes>) -> Self {
+        self.headers.push(Header::new(key, value));
+        self
+    }
+
+    /// Sets the timestamp in milliseconds since the Unix epoch (must not be negative).
+    pub fn timestamp(mut self, ms: i64) -> Self {
+        self.timestamp = Some(ms);
+        self
+    }
+
+    /// Bytes this record occupies in a batch, uncompressed, including its length prefix.
+    pub fn encoded_len(&self, timestamp_delta: i64, offset_delta: i32) -> usize {
+        crate::format::record_encoded_len(self, timestamp_delta, offset_delta)
+    }
+}
+
+/// A record read back from the log.
+///
+/// `key`, `value` and header values are zero-copy slices of the buffer the fetch read (or of the
+/// decompressed batch), so holding one record keeps that buffer alive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StoredRecord {
+    pub offset: u64,
+    pub timestamp: i64,
+    pub key: Option<Bytes>,
+    pub value: Option<Bytes>,
+    pub headers: Vec<Header>,
+}

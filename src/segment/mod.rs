@@ -1,0 +1,384 @@
+//! One segment: a `.log` file of RecordBatch v2 batches plus its `.index` and `.timeindex`.
+//!
+//! A segment is named by its base offset (20 zero-padded digits). Only the partition's writer
+//! appends to it (under the partition's writer lock); readers use the published `end` position
+//! and never read past it, so they never see a partly written batch and never wait for the
+//! writer.
+
+pub(crate) mod index;
+mod scan;
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use parking_lot::RwLock;
+
+use crate::format::BatchHeader;
+use crate::storage::{read_exact_at, OpenMode, Storage, StorageFile};
+
+pub(crate) use index::{OffsetIndex, TimeIndex};
+pub(crate) use scan::{scan_batches, valid_batch_after, ScanEnd, ScanOptions};
+
+/// No timestamp seen yet (Kafka's `NO_TIMESTAMP`).
+pub(crate) const NO_TIMESTAMP: i64 = -1;
+
+/// Sizes that shape a segment, taken from the topic configuration.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SegmentLimits {
+    pub index_max_bytes: usize,
+    pub index_interval_bytes: usize,
+    /// Largest batch the scanner accepts; anything claiming more is corrupt.
+    pub max_batch_bytes: usize,
+}
+
+pub(crate) fn file_name(base_offset: u64, ext: &str) -> String {
+    format!("{base_offset:020}.{ext}")
+}
+
+/// Parses `00000000000000001234.log` → 1234.
+pub(crate) fn parse_file_name(name: &str, ext: &str) -> Option<u64> {
+    let stem = name.strip_suffix(ext)?.strip_suffix('.')?;
+    if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    stem.parse().ok()
+}
+
+/// The two index files, locked together: readers take the read lock only for an in-memory
+/// binary search, never across I/O.
+#[derive(Debug)]
+pub(crate) struct Indexes {
+    pub offset: OffsetIndex,
+    pub time: TimeIndex,
+}
+
+/// What a segment knows about its contents without reading them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SegmentStats {
+    pub size: u64,
+    pub next_offset: u64,
+    pub max_timestamp: i64,
+    pub offset_of_max_timestamp: u64,
+}
+
+#[derive(Debug)]
+pub(crate) struct Segment {
+    pub base_offset: u64,
+    pub log_path: PathBuf,
+    pub file: Arc<dyn StorageFile>,
+    /// Bytes of whole, validated batches. Stored (Release) after the bytes are written and the
+    /// indexes updated; readers load it (Acquire) and never read past it.
+    end: AtomicU64,
+    next_offset: AtomicU64,
+    max_timestamp: AtomicI64,
+    offset_of_max_timestamp: AtomicU64,
+    pub indexes: RwLock<Indexes>,
+}
+
+impl Segment {
+    /// Creates a new, empty segment (the `.log` must not exist yet).
+    pub(crate) fn create(
+        storage: &dyn Storage,
+        dir: &Path,
+        base_offset: u64,
+        limits: &SegmentLimits,
+    ) -> io::Result<Segment> {
+        let log_path = dir.join(file_name(base_offset, "log"));
+        let file = storage.open(&log_path, OpenMode::CreateNew)?;
+        let indexes = open_indexes(storage, dir, base_offset, limits, true, true)?;
+        Ok(Segment::assemble(
+            base_offset,
+            log_path,
+            file,
+            indexes,
+            SegmentStats {
+                size: 0,
+                next_offset: base_offset,
+                max_timestamp: NO_TIMESTAMP,
+                offset_of_max_timestamp: base_offset,
+            },
+        ))
+    }
+
+    /// Opens an existing segment whose contents are already known (`stats`). Its index files
+    /// are used as they are if their checksums equal `trusted_index_crcs` (recorded when the
+    /// segment was sealed); otherwise they are rebuilt from the `.log`.
+    pub(crate) fn open(
+        storage: &dyn Storage,
+        dir: &Path,
+        base_offset: u64,
+        limits: &SegmentLimits,
+        stats: SegmentStats,
+        active: bool,
+        trusted_index_crcs: Option<(u32, u32)>,
+    ) -> io::Result<Segment> {
+        let log_path = dir.join(file_name(base_offset, "log"));
+        let file = storage.open(&log_path, OpenMode::ReadWrite)?;
+        let rebuild_indexes = match trusted_index_crcs {
+            Some((offset_crc, time_crc)) => {
+                file_crc(storage, &dir.join(file_name(base_offset, "index")))? != Some(offset_crc)
+                    || file_crc(storage, &dir.join(file_name(base_offset, "timeindex")))?
+                        != Some(time_crc)
+            }
+            None => true,
+        };
+        let indexes = open_indexes(storage, dir, base_offset, limits, active, rebuild_indexes)?;
+        let segment = Segment::assemble(base_offset, log_path, file, indexes, stats);
+        if rebuild_indexes {
+            segment.rebuild_indexes(limits)?;
+            if !active {
+                let mut idx = segment.indexes.write();
+                idx.offset.close_and_trim()?;
+                idx.time.close_and_trim()?;
+            }
+        }
+        Ok(segment)
+    }
+
+    fn assemble(
+        base_offset: u64,
+        log_path: PathBuf,
+        file: Arc<dyn StorageFile>,
+        indexes: Indexes,
+        stats: SegmentStats,
+    ) -> Segment {
+        Segment {
+            base_offset,
+            log_path,
+            file,
+            end: AtomicU64::new(stats.size),
+            next_offset: AtomicU64::new(stats.next_offset),
+            max_timestamp: AtomicI64::new(stats.max_timestamp),
+            offset_of_max_timestamp: AtomicU64::new(stats.offset_of_max_timestamp),
+            indexes: RwLock::new(indexes),
+        }
+    }
+
+    /// Bytes of whole batches readers may read.
+    pub(crate) fn end(&self) -> u64 {
+        self.end.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn next_offset(&self) -> u64 {
+        self.next_offset.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn max_timestamp(&self) -> i64 {
+        self.max_timestamp.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn stats(&self) -> SegmentStats {
+        SegmentStats {
+            size: self.end(),
+            next_offset: self.next_offset(),
+            max_timestamp: self.max_timestamp(),
+            offset_of_max_timestamp: self.offset_of_max_timestamp.load(Ordering::Acquire),
+        }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.end() == 0
+    }
+
+    /// Appends one whole, validated batch at the end. `since_index` counts bytes appended since
+    /// the last offset-index entry (writer state, reset on roll). Only the partition writer calls
+    /// this.
+    pub(crate) fn append(
+        &self,
+        batch: &[u8],
+        header: &BatchHeader,
+        batch_max_timestamp: i64,
+        offset_of_batch_max: u64,
+        since_index: &mut usize,
+        limits: &SegmentLimits,
+    ) -> io::Result<()> {
+        let pos = self.end.load(Ordering::Relaxed);
+        if let Err(e) = self.file.write_all_at(batch, pos) {
+            // A failed write may have left part of the batch behind; cut it off so the file
+            // still ends on a batch boundary. If even that fails, the caller poisons the
+            // partition and recovery cleans up on reopen.
+            let _ = self.file.set_len(pos);
+            return Err(e);
+        }
+        let last_rel = (header.last_offset() - self.base_offset) as u32;
+        {
+            let mut idx = self.indexes.write();
+            if *since_index >= limits.index_interval_bytes {
+                idx.offset.push(last_rel, pos as u32);
+                let (ts, at) = self.max_after(batch_max_timestamp, offset_of_batch_max);
+                idx.time.maybe_push(ts, (at - self.base_offset) as u32);
+                *since_index = 0;
+            }
+        }
+        *since_index += batch.len();
+        if batch_max_timestamp > self.max_timestamp.load(Ordering::Relaxed) {
+            self.offset_of_max_timestamp
+                .store(offset_of_batch_max, Ordering::Release);
+            self.max_timestamp
+                .store(batch_max_timestamp, Ordering::Release);
+        }
+        self.next_offset
+            .store(header.next_offset(), Ordering::Release);
+        self.end.store(pos + batch.len() as u64, Ordering::Release);
+        Ok(())
+    }
+
+    /// The segment's max timestamp and its offset, counting a batch not yet recorded.
+    fn max_after(&self, ts: i64, at: u64) -> (i64, u64) {
+        let cur = self.max_timestamp.load(Ordering::Relaxed);
+        if ts > cur {
+            (ts, at)
+        } else {
+            (cur, self.offset_of_max_timestamp.load(Ordering::Relaxed))
+        }
+    }
+
+    /// Whether appending `batch_len` more bytes or offsets up to `last_offset` needs a new
+    /// segment first, by size, index capacity or relative-offset range.
+    pub(crate) fn is_full_for(&self, batch_len: usize, last_offset: u64, segment_bytes: u64) -> bool {
+        if self.is_empty() {
+            // Never roll an empty segment: a batch larger than segment_bytes still needs a home.
+            return false;
+        }
+        let idx = self.indexes.read();
+        self.end() + batch_len as u64 > segment_bytes
+            || idx.offset.is_full()
+            || idx.time.is_full()
+            || last_offset - self.base_offset > i32::MAX as u64
+    }
+
+    /// Reads `len` bytes at `pos` into one buffer (the zero-copy source of the records).
+    pub(crate) fn read(&self, pos: u64, len: usize) -> io::Result<Bytes> {
+        let mut buf = vec![0u8; len];
+        read_exact_at(&*self.file, &mut buf, pos)?;
+        Ok(Bytes::from(buf))
+    }
+
+    /// Where to start scanning for `offset`.
+    pub(crate) fn lookup_position(&self, offset: u64) -> u64 {
+        let rel = offset.saturating_sub(self.base_offset).min(u32::MAX as u64) as u32;
+        self.indexes.read().offset.lookup(rel) as u64
+    }
+
+    /// Flushes index mappings, records the final max-timestamp entry, trims the index files and
+    /// fsyncs all three files: the segment is immutable from now on.
+    pub(crate) fn seal(&self) -> io::Result<()> {
+        let mut idx = self.indexes.write();
+        let stats = self.stats();
+        if stats.max_timestamp != NO_TIMESTAMP {
+            idx.time.maybe_push(
+                stats.max_timestamp,
+                (stats.offset_of_max_timestamp - self.base_offset) as u32,
+            );
+        }
+        idx.offset.close_and_trim()?;
+        idx.time.close_and_trim()?;
+        self.file.sync_data()
+    }
+
+    /// Unmaps the indexes without trimming (closing after a failure; recovery rebuilds them).
+    pub(crate) fn unmap(&self) {
+        let mut idx = self.indexes.write();
+        idx.offset.unmap();
+        idx.time.unmap();
+    }
+
+    /// Scans the `.log` and rewrites both indexes from it.
+    pub(crate) fn rebuild_indexes(&self, limits: &SegmentLimits) -> io::Result<()> {
+        let mut idx = self.indexes.write();
+        idx.offset.truncate_to_position(0);
+        idx.time.truncate_to_offset(0);
+        let mut since_index = 0usize;
+        let mut max_ts = NO_TIMESTAMP;
+        let mut max_at = self.base_offset;
+        let opts = ScanOptions {
+            first_offset: self.base_offset,
+            segment_base: self.base_offset,
+            verify_crc: false,
+            max_batch_bytes: limits.max_batch_bytes,
+        };
+        let summary = scan_batches(&*self.file, 0, self.end(), &opts, |pos, h| {
+            if h.max_timestamp > max_ts {
+                max_ts = h.max_timestamp;
+                max_at = h.last_offset();
+            }
+            if since_index >= limits.index_interval_bytes {
+                idx.offset
+                    .push((h.last_offset() - self.base_offset) as u32, pos as u32);
+                idx.time
+                    .maybe_push(max_ts, (max_at - self.base_offset) as u32);
+                since_index = 0;
+            }
+            since_index += h.total_len();
+        })?;
+        if let ScanEnd::Invalid { position, reason } = summary.end {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("batch at byte {position} is invalid while rebuilding indexes: {reason}"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Cuts the segment to `size` bytes (a batch boundary found by recovery) and drops index
+    /// entries past it. Recovery calls it before any reader exists.
+    pub(crate) fn truncate(&self, size: u64, stats: SegmentStats) -> io::Result<()> {
+        {
+            let mut idx = self.indexes.write();
+            idx.offset.truncate_to_position(size.min(u32::MAX as u64) as u32);
+            let rel = stats.next_offset.saturating_sub(self.base_offset);
+            idx.time.truncate_to_offset(rel.min(u32::MAX as u64) as u32);
+        }
+        self.file.set_len(size)?;
+        self.end.store(size, Ordering::Release);
+        self.next_offset.store(stats.next_offset, Ordering::Release);
+        self.max_timestamp.store(stats.max_timestamp, Ordering::Release);
+        self.offset_of_max_timestamp
+            .store(stats.offset_of_max_timestamp, Ordering::Release);
+        Ok(())
+    }
+
+    /// CRC-32C of each index file as it is on disk, for the checkpoint's record of sealed
+    /// segments (a later open trusts the files only if they still match).
+    pub(crate) fn index_checksums(&self) -> io::Result<(u32, u32)> {
+        let idx = self.indexes.read();
+        Ok((idx.offset.file_crc()?, idx.time.file_crc()?))
+    }
+}
+
+/// CRC-32C of a whole file, or `None` if it does not exist.
+fn file_crc(storage: &dyn Storage, path: &Path) -> io::Result<Option<u32>> {
+    if !storage.exists(path)? {
+        return Ok(None);
+    }
+    Ok(Some(crc32c::crc32c(&crate::storage::read_whole(storage, path)?)))
+}
+
+fn open_indexes(
+    storage: &dyn Storage,
+    dir: &Path,
+    base_offset: u64,
+    limits: &SegmentLimits,
+    active: bool,
+    fresh: bool,
+) -> io::Result<Indexes> {
+    let offset_path = dir.join(file_name(base_offset, "index"));
+    let time_path = dir.join(file_name(base_offset, "timeindex"));
+    if fresh {
+        // A rebuilt index starts from an empty file so no stale entry survives.
+        for p in [&offset_path, &time_path] {
+            if storage.exists(p)? {
+                storage.remove_file(p)?;
+            }
+        }
+    }
+    // A segment being rebuilt needs room to write entries even if it will be sealed after.
+    let preallocate = active || fresh;
+    Ok(Indexes {
+        offset: OffsetIndex::open(storage, &offset_path, limits.index_max_bytes, preallocate)?,
+        time: TimeIndex::open(storage, &time_path, limits.index_max_bytes, preallocate)?,
+    })
+}

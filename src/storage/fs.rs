@@ -1,0 +1,229 @@
+//! [`FsStorage`]: the real file system.
+
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use memmap2::MmapMut;
+
+use super::{LockGuard, MappedRegion, OpenMode, Storage, StorageFile};
+
+/// The real file system, through `std::fs`, `pread`/`pwrite`, `fallocate` and `memmap2`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct FsStorage;
+
+impl FsStorage {
+    /// A handle to the real file system.
+    pub fn new() -> Arc<FsStorage> {
+        Arc::new(FsStorage)
+    }
+}
+
+impl Storage for FsStorage {
+    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        fs::create_dir_all(path)
+    }
+
+    fn list_dir(&self, path: &Path) -> io::Result<Vec<String>> {
+        let mut names = Vec::new();
+        for entry in fs::read_dir(path)? {
+            // A name that is not UTF-8 cannot be one of ours; skipping it is safe because annals
+            // only ever looks for names it generated.
+            if let Ok(name) = entry?.file_name().into_string() {
+                names.push(name);
+            }
+        }
+        Ok(names)
+    }
+
+    fn exists(&self, path: &Path) -> io::Result<bool> {
+        path.try_exists()
+    }
+
+    fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn StorageFile>> {
+        let mut options = OpenOptions::new();
+        match mode {
+            OpenMode::Read => options.read(true),
+            OpenMode::ReadWrite => options.read(true).write(true),
+            OpenMode::Create => options.read(true).write(true).create(true),
+            OpenMode::CreateNew => options.read(true).write(true).create_new(true),
+        };
+        let file = options.open(path)?;
+        if file.metadata()?.is_dir() {
+            return Err(io::Error::new(
+                io::ErrorKind::IsADirectory,
+                format!("{} is a directory", path.display()),
+            ));
+        }
+        Ok(Arc::new(FsFile { file }))
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        fs::rename(from, to)
+    }
+
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        fs::remove_file(path)
+    }
+
+    fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
+        fs::remove_dir_all(path)
+    }
+
+    fn sync_dir(&self, path: &Path) -> io::Result<()> {
+        File::open(path)?.sync_all()
+    }
+
+    fn try_lock(&self, path: &Path) -> io::Result<Option<Box<dyn LockGuard>>> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
+        // `File::try_lock` is flock(LOCK_EX | LOCK_NB): it conflicts with another process and
+        // with a second open file description in this process, which is what makes a second
+        // `Log::open` of the same directory fail even from the same program.
+        match file.try_lock() {
+            Ok(()) => Ok(Some(Box::new(FsLock { _file: file }))),
+            Err(fs::TryLockError::WouldBlock) => Ok(None),
+            Err(fs::TryLockError::Error(e)) => Err(e),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct FsLock {
+    // Closing the file releases the flock.
+    _file: File,
+}
+
+impl LockGuard for FsLock {}
+
+#[derive(Debug)]
+struct FsFile {
+    file: File,
+}
+
+impl StorageFile for FsFile {
+    fn read_at(&self, buf: &mut [u8], pos: u64) -> io::Result<usize> {
+        let mut done = 0;
+        while done < buf.len() {
+            match self.file.read_at(&mut buf[done..], pos + done as u64) {
+                Ok(0) => break,
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(done)
+    }
+
+    fn write_all_at(&self, buf: &[u8], pos: u64) -> io::Result<()> {
+        self.file.write_all_at(buf, pos)
+    }
+
+    fn len(&self) -> io::Result<u64> {
+        Ok(self.file.metadata()?.len())
+    }
+
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.file.set_len(len)
+    }
+
+    fn allocate(&self, len: u64) -> io::Result<()> {
+        let current = self.len()?;
+        if len <= current {
+            return Ok(());
+        }
+        // Mode 0 allocates real blocks and extends the size, so the index files we preallocate
+        // have no holes: a later write through the mapping cannot hit ENOSPC as a SIGBUS.
+        match rustix::fs::fallocate(
+            &self.file,
+            rustix::fs::FallocateFlags::empty(),
+            current,
+            len - current,
+        ) {
+            Ok(()) => Ok(()),
+            // File systems without fallocate (tmpfs on old kernels, some FUSE): fall back to
+            // writing zeros, which also leaves no holes.
+            Err(rustix::io::Errno::OPNOTSUPP) => {
+                let zeros = vec![0u8; 64 * 1024];
+                let mut pos = current;
+                while pos < len {
+                    let n = (len - pos).min(zeros.len() as u64) as usize;
+                    self.file.write_all_at(&zeros[..n], pos)?;
+                    pos += n as u64;
+                }
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+
+    fn sync_all(&self) -> io::Result<()> {
+        self.file.sync_all()
+    }
+
+    fn map_mut(&self, len: usize) -> io::Result<Box<dyn MappedRegion>> {
+        if (self.len()? as usize) < len {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "cannot map past the end of the file",
+            ));
+        }
+        if len == 0 {
+            return Ok(Box::new(EmptyRegion));
+        }
+        // SAFETY: mapping a file is unsafe because another process or handle could truncate it
+        // underneath us (SIGBUS) or write it concurrently. The files we map are index files inside
+        // a directory that this process holds an exclusive lock on; annals only truncates an index
+        // file after dropping its mapping (see `segment::index`), and it writes index files only
+        // through this mapping, so neither can happen while the map lives.
+        let map = unsafe { memmap2::MmapOptions::new().len(len).map_mut(&self.file)? };
+        Ok(Box::new(MmapRegion { map }))
+    }
+}
+
+#[derive(Debug)]
+struct MmapRegion {
+    map: MmapMut,
+}
+
+impl MappedRegion for MmapRegion {
+    fn as_slice(&self) -> &[u8] {
+        &self.map
+    }
+
+    fn write(&mut self, pos: usize, bytes: &[u8]) {
+        self.map[pos..pos + bytes.len()].copy_from_slice(bytes);
+    }
+
+    fn flush(&self) -> io::Result<()> {
+        self.map.flush()
+    }
+}
+
+/// memmap2 refuses zero-length maps; an empty index needs no memory at all.
+#[derive(Debug)]
+struct EmptyRegion;
+
+impl MappedRegion for EmptyRegion {
+    fn as_slice(&self) -> &[u8] {
+        &[]
+    }
+
+    fn write(&mut self, _pos: usize, bytes: &[u8]) {
+        assert!(bytes.is_empty(), "write into an empty mapping");
+    }
+
+    fn flush(&self) -> io::Result<()> {
+        Ok(())
+    }
+}

@@ -1,0 +1,143 @@
+//! The storage seam: the only way annals touches files.
+//!
+//! Every file and directory operation of the crate goes through [`Storage`] and [`StorageFile`].
+//! Production uses [`FsStorage`] (the real file system). Tests — the crate's own and yours — can
+//! pass a [`SimStorage`] to [`LogBuilder::storage`](crate::LogBuilder::storage) to inject I/O
+//! errors and to simulate a crash that drops or tears every write that was not synced.
+//!
+//! The contract mirrors POSIX durability rules, and the crate is written against it:
+//! - data written to a file survives a *process* crash as soon as the write returns, but survives
+//!   a *power loss* only after [`StorageFile::sync_data`] (or `sync_all`);
+//! - a created, renamed or removed directory entry survives a power loss only after
+//!   [`Storage::sync_dir`] on its parent directory.
+
+mod fs;
+mod sim;
+
+pub use fs::FsStorage;
+pub use sim::{CrashMode, SimOp, SimOpKind, SimStorage};
+
+use std::fmt::Debug;
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+
+/// How [`Storage::open`] opens a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenMode {
+    /// Open an existing file for reading only.
+    Read,
+    /// Open an existing file for reading and writing.
+    ReadWrite,
+    /// Create the file if missing (keeping existing contents), for reading and writing.
+    Create,
+    /// Create a new file; fail with `AlreadyExists` if it exists.
+    CreateNew,
+}
+
+/// A directory-level file system, as annals needs it.
+pub trait Storage: Send + Sync + Debug + 'static {
+    /// Creates `path` and any missing parents (like `mkdir -p`).
+    fn create_dir_all(&self, path: &Path) -> io::Result<()>;
+    /// Names (not paths) of the entries directly inside `path`, in no particular order.
+    fn list_dir(&self, path: &Path) -> io::Result<Vec<String>>;
+    /// Whether `path` exists (file or directory).
+    fn exists(&self, path: &Path) -> io::Result<bool>;
+    /// Opens a file.
+    fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn StorageFile>>;
+    /// Atomically renames `from` to `to`, replacing `to` if it exists.
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Removes a file.
+    fn remove_file(&self, path: &Path) -> io::Result<()>;
+    /// Removes a directory and everything in it.
+    fn remove_dir_all(&self, path: &Path) -> io::Result<()>;
+    /// Makes the directory's entries (creations, renames, removals) durable.
+    fn sync_dir(&self, path: &Path) -> io::Result<()>;
+    /// Takes an exclusive advisory lock on the file at `path` (created if missing). Returns
+    /// `Ok(None)` when someone — another process or another handle in this one — holds it.
+    /// The lock is held until the returned guard is dropped.
+    fn try_lock(&self, path: &Path) -> io::Result<Option<Box<dyn LockGuard>>>;
+}
+
+/// Held while a directory lock is held; dropping it releases the lock.
+pub trait LockGuard: Send + Sync + Debug {}
+
+/// An open file.
+pub trait StorageFile: Send + Sync + Debug {
+    /// Reads up to `buf.len()` bytes at `pos`; returns fewer only at end of file.
+    fn read_at(&self, buf: &mut [u8], pos: u64) -> io::Result<usize>;
+    /// Writes all of `buf` at `pos`, extending the file if needed.
+    fn write_all_at(&self, buf: &[u8], pos: u64) -> io::Result<()>;
+    /// The file's current length.
+    fn len(&self) -> io::Result<u64>;
+    /// Truncates or extends (with zeros) the file to `len`.
+    fn set_len(&self, len: u64) -> io::Result<()>;
+    /// Reserves real blocks so the file is at least `len` bytes long with no holes
+    /// (`fallocate`), so later writes into that range cannot fail for lack of space.
+    fn allocate(&self, len: u64) -> io::Result<()>;
+    /// Makes the file's data (and the size needed to read it) durable (`fdatasync`).
+    fn sync_data(&self) -> io::Result<()>;
+    /// Makes the file's data and all metadata durable (`fsync`).
+    fn sync_all(&self) -> io::Result<()>;
+    /// Maps the first `len` bytes of the file for reading and writing. The file must already be
+    /// at least `len` bytes long, and must not be truncated while the mapping lives.
+    fn map_mut(&self, len: usize) -> io::Result<Box<dyn MappedRegion>>;
+}
+
+/// A writable memory mapping of (the start of) a file. Writes go through [`MappedRegion::write`]
+/// so a simulated storage can observe them exactly as the page cache would.
+pub trait MappedRegion: Send + Sync + Debug {
+    /// The mapped bytes.
+    fn as_slice(&self) -> &[u8];
+    /// Copies `bytes` into the mapping at `pos`. The caller guarantees `pos + bytes.len()` is
+    /// within the mapping.
+    fn write(&mut self, pos: usize, bytes: &[u8]);
+    /// Makes what was written through the mapping durable (`msync`).
+    fn flush(&self) -> io::Result<()>;
+}
+
+/// Reads exactly `buf.len()` bytes at `pos`, or fails with `UnexpectedEof`.
+pub(crate) fn read_exact_at(file: &dyn StorageFile, buf: &mut [u8], mut pos: u64) -> io::Result<()> {
+    let mut done = 0;
+    while done < buf.len() {
+        let n = file.read_at(&mut buf[done..], pos)?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("file ends {} bytes short of the requested range", buf.len() - done),
+            ));
+        }
+        done += n;
+        pos += n as u64;
+    }
+    Ok(())
+}
+
+/// Reads a whole (small) file.
+pub(crate) fn read_whole(storage: &dyn Storage, path: &Path) -> io::Result<Vec<u8>> {
+    let file = storage.open(path, OpenMode::Read)?;
+    let len = usize::try_from(file.len()?)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "file too large"))?;
+    let mut buf = vec![0u8; len];
+    read_exact_at(&*file, &mut buf, 0)?;
+    Ok(buf)
+}
+
+/// Replaces the file at `path` with `contents` so that a crash at any moment leaves either the
+/// old or the new contents: write `<path>.tmp`, fsync it, rename over `path`, fsync the directory.
+pub(crate) fn write_atomic(storage: &dyn Storage, path: &Path, contents: &[u8]) -> io::Result<()> {
+    let dir = path
+        .parent()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no parent"))?;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
+    {
+        let file = storage.open(&tmp, OpenMode::Create)?;
+        file.set_len(0)?;
+        file.write_all_at(contents, 0)?;
+        file.sync_all()?;
+    }
+    storage.rename(&tmp, path)?;
+    storage.sync_dir(dir)
+}
