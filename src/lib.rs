@@ -47,3 +47,8 @@ pub use format::{Compression, TimestampType};
 pub use log::{validate_topic_name, Log, LogBuilder, MAX_TOPIC_NAME_LEN};
 pub use partition::{Partition, RecoveryMode};
 pub use record::{Header, Record, StoredRecord};
+
+/// Compiles the README's example as a doctest so it cannot rot.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

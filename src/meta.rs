@@ -108,12 +108,12 @@ pub(crate) fn seal_envelope(magic: [u8; 4], payload: &[u8]) -> Vec<u8> {
     w.0
 }
 
-pub(crate) fn open_envelope<'a>(
-    magic: [u8; 4],
-    bytes: &'a [u8],
-) -> std::result::Result<&'a [u8], String> {
+pub(crate) fn open_envelope(magic: [u8; 4], bytes: &[u8]) -> std::result::Result<&[u8], String> {
     if bytes.len() < ENVELOPE_HEAD + 4 {
-        return Err(format!("{} bytes is too short for a metadata file", bytes.len()));
+        return Err(format!(
+            "{} bytes is too short for a metadata file",
+            bytes.len()
+        ));
     }
     let (body, crc) = bytes.split_at(bytes.len() - 4);
     let stored = u32::from_be_bytes([crc[0], crc[1], crc[2], crc[3]]);
@@ -126,7 +126,9 @@ pub(crate) fn open_envelope<'a>(
     }
     let version = r.u16()?;
     if version != VERSION {
-        return Err(format!("version {version} is not supported (this annals reads {VERSION})"));
+        return Err(format!(
+            "version {version} is not supported (this annals reads {VERSION})"
+        ));
     }
     let _reserved = r.u16()?;
     let len = r.u32()? as usize;
@@ -191,18 +193,39 @@ pub(crate) fn encode_topics(topics: &[(String, TopicConfig)]) -> Vec<u8> {
         let fields: Vec<(u16, Vec<u8>)> = vec![
             (tag::PARTITIONS, c.partitions.to_be_bytes().to_vec()),
             (tag::SEGMENT_BYTES, c.segment_bytes.to_be_bytes().to_vec()),
-            (tag::SEGMENT_MS, (c.segment_ms.as_millis() as u64).to_be_bytes().to_vec()),
-            (tag::SEGMENT_INDEX_BYTES, (c.segment_index_bytes as u64).to_be_bytes().to_vec()),
-            (tag::INDEX_INTERVAL_BYTES, (c.index_interval_bytes as u64).to_be_bytes().to_vec()),
-            (tag::MAX_MESSAGE_BYTES, (c.max_message_bytes as u64).to_be_bytes().to_vec()),
+            (
+                tag::SEGMENT_MS,
+                (c.segment_ms.as_millis() as u64).to_be_bytes().to_vec(),
+            ),
+            (
+                tag::SEGMENT_INDEX_BYTES,
+                (c.segment_index_bytes as u64).to_be_bytes().to_vec(),
+            ),
+            (
+                tag::INDEX_INTERVAL_BYTES,
+                (c.index_interval_bytes as u64).to_be_bytes().to_vec(),
+            ),
+            (
+                tag::MAX_MESSAGE_BYTES,
+                (c.max_message_bytes as u64).to_be_bytes().to_vec(),
+            ),
             (tag::COMPRESSION, compression),
-            (tag::TIMESTAMP_TYPE, vec![(c.message_timestamp_type == TimestampType::LogAppendTime) as u8]),
-            (tag::CLEANUP_POLICY, vec![match c.cleanup_policy {
-                CleanupPolicy::Delete => 0,
-                CleanupPolicy::Compact => 1,
-                CleanupPolicy::CompactAndDelete => 2,
-            }]),
-            (tag::RETENTION_MS, optional_u64(c.retention_ms.map(|d| d.as_millis() as u64))),
+            (
+                tag::TIMESTAMP_TYPE,
+                vec![(c.message_timestamp_type == TimestampType::LogAppendTime) as u8],
+            ),
+            (
+                tag::CLEANUP_POLICY,
+                vec![match c.cleanup_policy {
+                    CleanupPolicy::Delete => 0,
+                    CleanupPolicy::Compact => 1,
+                    CleanupPolicy::CompactAndDelete => 2,
+                }],
+            ),
+            (
+                tag::RETENTION_MS,
+                optional_u64(c.retention_ms.map(|d| d.as_millis() as u64)),
+            ),
             (tag::RETENTION_BYTES, optional_u64(c.retention_bytes)),
         ];
         w.u16(fields.len() as u16);
@@ -218,12 +241,15 @@ pub(crate) fn decode_topics(file: &Path, bytes: &[u8]) -> Result<Vec<(String, To
     decode_topics_payload(payload).map_err(|e| corrupt(file, e))
 }
 
-fn decode_topics_payload(payload: &[u8]) -> std::result::Result<Vec<(String, TopicConfig)>, String> {
+fn decode_topics_payload(
+    payload: &[u8],
+) -> std::result::Result<Vec<(String, TopicConfig)>, String> {
     let mut r = Reader::new(payload);
     let count = r.u32()?;
     let mut topics = Vec::new();
     for _ in 0..count {
-        let name = String::from_utf8(r.bytes16()?.to_vec()).map_err(|_| "topic name is not UTF-8")?;
+        let name =
+            String::from_utf8(r.bytes16()?.to_vec()).map_err(|_| "topic name is not UTF-8")?;
         let mut c = TopicConfig::default();
         let nfields = r.u16()?;
         for _ in 0..nfields {
@@ -302,7 +328,11 @@ pub(crate) fn store_topics(
     dir: &Path,
     topics: &[(String, TopicConfig)],
 ) -> Result<()> {
-    Ok(write_atomic(storage, &dir.join(TOPICS_FILE), &encode_topics(topics))?)
+    Ok(write_atomic(
+        storage,
+        &dir.join(TOPICS_FILE),
+        &encode_topics(topics),
+    )?)
 }
 
 // ---- partition.ckpt -------------------------------------------------------------------------
@@ -388,7 +418,11 @@ pub(crate) fn load_checkpoint(storage: &dyn Storage, dir: &Path) -> Result<Optio
 }
 
 pub(crate) fn store_checkpoint(storage: &dyn Storage, dir: &Path, c: &Checkpoint) -> Result<()> {
-    Ok(write_atomic(storage, &dir.join(CHECKPOINT_FILE), &encode_checkpoint(c))?)
+    Ok(write_atomic(
+        storage,
+        &dir.join(CHECKPOINT_FILE),
+        &encode_checkpoint(c),
+    )?)
 }
 
 #[cfg(test)]

@@ -298,9 +298,7 @@ impl TimeIndex {
     /// the offset of the last entry whose timestamp is < target (every record up to that offset
     /// has a timestamp <= the entry's), or `None` to scan from the segment start.
     pub(crate) fn lookup(&self, timestamp: i64) -> Option<u32> {
-        if self.inner.map.is_none() {
-            return None;
-        }
+        self.inner.map.as_ref()?;
         let idx = partition_point(self.len(), |i| self.entry(i).0 < timestamp);
         idx.checked_sub(1).map(|i| self.entry(i).1)
     }

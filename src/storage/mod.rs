@@ -70,6 +70,10 @@ pub trait StorageFile: Send + Sync + Debug {
     fn write_all_at(&self, buf: &[u8], pos: u64) -> io::Result<()>;
     /// The file's current length.
     fn len(&self) -> io::Result<u64>;
+    /// Whether the file is empty.
+    fn is_empty(&self) -> io::Result<bool> {
+        Ok(self.len()? == 0)
+    }
     /// Truncates or extends (with zeros) the file to `len`.
     fn set_len(&self, len: u64) -> io::Result<()>;
     /// Reserves real blocks so the file is at least `len` bytes long with no holes
@@ -97,14 +101,21 @@ pub trait MappedRegion: Send + Sync + Debug {
 }
 
 /// Reads exactly `buf.len()` bytes at `pos`, or fails with `UnexpectedEof`.
-pub(crate) fn read_exact_at(file: &dyn StorageFile, buf: &mut [u8], mut pos: u64) -> io::Result<()> {
+pub(crate) fn read_exact_at(
+    file: &dyn StorageFile,
+    buf: &mut [u8],
+    mut pos: u64,
+) -> io::Result<()> {
     let mut done = 0;
     while done < buf.len() {
         let n = file.read_at(&mut buf[done..], pos)?;
         if n == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
-                format!("file ends {} bytes short of the requested range", buf.len() - done),
+                format!(
+                    "file ends {} bytes short of the requested range",
+                    buf.len() - done
+                ),
             ));
         }
         done += n;
