@@ -29,9 +29,12 @@ fn main() -> annals::Result<()> {
     let mut batch = Vec::with_capacity(1000);
     for i in 0..300_000u64 {
         batch.push(
-            Record::new(format!(r#"{{"order":{i},"status":"created","amount":{}}}"#, i % 997))
-                .key(format!("customer-{:06}", i % 5000))
-                .header("source", "quickstart"),
+            Record::new(format!(
+                r#"{{"order":{i},"status":"created","amount":{}}}"#,
+                i % 997
+            ))
+            .key(format!("customer-{:06}", i % 5000))
+            .header("source", "quickstart"),
         );
         if batch.len() == 1000 {
             p.append(&batch)?;

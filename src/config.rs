@@ -133,9 +133,24 @@ impl TopicConfig {
         if self.segment_ms.is_zero() {
             return Err(Error::invalid_config("segment_ms", "must be at least 1 ms"));
         }
-        check("segment_index_bytes", self.segment_index_bytes as u64, 1024, 1 << 30)?;
-        check("index_interval_bytes", self.index_interval_bytes as u64, 0, 16 << 20)?;
-        check("max_message_bytes", self.max_message_bytes as u64, 128, 512 << 20)?;
+        check(
+            "segment_index_bytes",
+            self.segment_index_bytes as u64,
+            1024,
+            1 << 30,
+        )?;
+        check(
+            "index_interval_bytes",
+            self.index_interval_bytes as u64,
+            0,
+            16 << 20,
+        )?;
+        check(
+            "max_message_bytes",
+            self.max_message_bytes as u64,
+            128,
+            512 << 20,
+        )?;
         if let Compression::Zstd { level } = self.compression {
             if !(1..=22).contains(&level) {
                 return Err(Error::invalid_config(
@@ -203,7 +218,10 @@ mod tests {
         ];
         for cfg in bad {
             let err = cfg.validate().unwrap_err();
-            assert!(matches!(err, Error::InvalidConfig { .. }), "{cfg:?} gave {err}");
+            assert!(
+                matches!(err, Error::InvalidConfig { .. }),
+                "{cfg:?} gave {err}"
+            );
         }
     }
 }

@@ -47,7 +47,9 @@ pub enum Error {
     RecordTooLarge { size: usize, max: usize },
 
     /// A batch of several records is larger than the topic's `max_message_bytes`.
-    #[error("batch of {size} bytes exceeds the limit of {max} bytes; append fewer records at a time")]
+    #[error(
+        "batch of {size} bytes exceeds the limit of {max} bytes; append fewer records at a time"
+    )]
     BatchTooLarge { size: usize, max: usize },
 
     /// The requested offset is outside `[earliest, latest]` (`latest` is the high watermark).
@@ -92,7 +94,9 @@ pub enum Error {
 
     /// An earlier write or fsync of this partition failed; the page cache can no longer be trusted,
     /// so the partition refuses further writes until the log is reopened (which recovers it).
-    #[error("partition {topic}-{partition} refuses writes after an earlier storage failure: {cause}")]
+    #[error(
+        "partition {topic}-{partition} refuses writes after an earlier storage failure: {cause}"
+    )]
     Poisoned {
         topic: String,
         partition: u32,

@@ -15,8 +15,8 @@ use crate::meta::{load_topics, store_topics, TOPICS_FILE};
 use crate::partition::{open_partition, OpenParams, Partition, RecoveryMode};
 use crate::storage::{FsStorage, LockGuard, OpenMode, Storage};
 
-pub use names::{validate_topic_name, MAX_TOPIC_NAME_LEN};
 use names::{parse_partition_dir_name, partition_dir_name, DELETE_SUFFIX};
+pub use names::{validate_topic_name, MAX_TOPIC_NAME_LEN};
 
 const LOCK_FILE: &str = ".lock";
 const CLEAN_SHUTDOWN_FILE: &str = ".clean-shutdown";
@@ -176,7 +176,15 @@ impl Log {
         // names, which the next open removes.
         let partitions = (0..config.partitions)
             .map(|id| {
-                open_one(&inner.storage, &inner.dir, name, id, &config, false, inner.recovery_mode)
+                open_one(
+                    &inner.storage,
+                    &inner.dir,
+                    name,
+                    id,
+                    &config,
+                    false,
+                    inner.recovery_mode,
+                )
             })
             .collect::<Result<Vec<_>>>()?;
         inner.storage.sync_dir(&inner.dir)?;
@@ -415,9 +423,7 @@ fn remove_leftovers(
     for name in storage.list_dir(dir)? {
         let path = dir.join(&name);
         let orphan = match parse_partition_dir_name(&name) {
-            Some((topic, id)) => !topics
-                .iter()
-                .any(|(t, c)| t == topic && id < c.partitions),
+            Some((topic, id)) => !topics.iter().any(|(t, c)| t == topic && id < c.partitions),
             None => name.ends_with(DELETE_SUFFIX),
         };
         if orphan {

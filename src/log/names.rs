@@ -71,9 +71,14 @@ mod tests {
         assert!(validate_topic_name(&"a".repeat(249)).is_ok());
         assert!(validate_topic_name(&"a".repeat(250)).is_err());
         assert!(validate_topic_name("...").is_ok()); // Kafka allows it; only . and .. are paths
-        for bad in ["a/b", "/", "a\\b", "a\0", "\u{0}", "tab\t", "é", "a:b", "a*b"] {
+        for bad in [
+            "a/b", "/", "a\\b", "a\0", "\u{0}", "tab\t", "é", "a:b", "a*b",
+        ] {
             assert!(
-                matches!(validate_topic_name(bad), Err(Error::InvalidTopicName { .. })),
+                matches!(
+                    validate_topic_name(bad),
+                    Err(Error::InvalidTopicName { .. })
+                ),
                 "{bad:?}"
             );
         }

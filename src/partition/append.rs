@@ -37,7 +37,9 @@ impl Partition {
         let inner = &self.inner;
         inner.check_writable()?;
         if records.is_empty() {
-            return Err(Error::InvalidArgument("append needs at least one record".into()));
+            return Err(Error::InvalidArgument(
+                "append needs at least one record".into(),
+            ));
         }
         if let Some(r) = records.iter().find(|r| r.timestamp.is_some_and(|t| t < 0)) {
             return Err(Error::InvalidArgument(format!(
@@ -61,14 +63,13 @@ impl Partition {
         };
         let mut scratch = std::mem::take(&mut w.scratch);
         scratch.clear();
-        let result = encode_batch(&mut scratch, &options, records, now)
-            .and_then(|header| {
-                check_size(&inner.config, scratch.len(), records.len())?;
-                if inner.config.message_timestamp_type == TimestampType::LogAppendTime {
-                    set_log_append_time(&mut scratch, now);
-                }
-                inner.write_batch(&mut w, &scratch, &header, now)
-            });
+        let result = encode_batch(&mut scratch, &options, records, now).and_then(|header| {
+            check_size(&inner.config, scratch.len(), records.len())?;
+            if inner.config.message_timestamp_type == TimestampType::LogAppendTime {
+                set_log_append_time(&mut scratch, now);
+            }
+            inner.write_batch(&mut w, &scratch, &header, now)
+        });
         w.scratch = scratch;
         result.map(|()| base)
     }
@@ -149,9 +150,9 @@ impl PartitionInner {
             header.max_timestamp
         };
         let mut active = self.segments().last().cloned().expect("active segment");
-        let too_old = w
-            .first_batch_timestamp
-            .is_some_and(|first| max_ts.saturating_sub(first) > self.config.segment_ms.as_millis() as i64);
+        let too_old = w.first_batch_timestamp.is_some_and(|first| {
+            max_ts.saturating_sub(first) > self.config.segment_ms.as_millis() as i64
+        });
         if too_old
             || active.is_full_for(batch.len(), header.last_offset(), self.config.segment_bytes)
         {
@@ -159,11 +160,21 @@ impl PartitionInner {
         }
         let offset_of_max = header.last_offset();
         let limits = self.limits();
-        if let Err(e) = active.append(batch, header, max_ts, offset_of_max, &mut w.since_index, &limits) {
+        if let Err(e) = active.append(
+            batch,
+            header,
+            max_ts,
+            offset_of_max,
+            &mut w.since_index,
+            &limits,
+        ) {
             // The segment cut the partial batch off. If the file is no longer a clean sequence of
             // batches (the truncate failed too), stop writing until recovery.
             if active.file.len().map(|l| l != active.end()).unwrap_or(true) {
-                self.poison(format!("write to {} failed and could not be undone: {e}", active.log_path.display()));
+                self.poison(format!(
+                    "write to {} failed and could not be undone: {e}",
+                    active.log_path.display()
+                ));
             }
             return Err(Error::Io(e));
         }
@@ -185,7 +196,9 @@ impl PartitionInner {
             self.poison(format!("{what} during segment roll failed: {e}"));
             Error::Io(e)
         };
-        active.seal().map_err(|e| fail("sealing the active segment", e))?;
+        active
+            .seal()
+            .map_err(|e| fail("sealing the active segment", e))?;
         let (index_crc, time_index_crc) = active.index_checksums()?;
         w.sealed.push(SealedSegment {
             base_offset: active.base_offset,

@@ -21,8 +21,8 @@ use crate::meta::SealedSegment;
 use crate::segment::{Segment, SegmentLimits};
 use crate::storage::Storage;
 
-pub(crate) use recovery::{open_partition, OpenParams};
 pub use recovery::RecoveryMode;
+pub(crate) use recovery::{open_partition, OpenParams};
 
 /// A handle to one partition of a topic. Cheap to clone; all clones share the partition.
 ///
@@ -193,7 +193,10 @@ impl Partition {
         let covered = active.next_offset();
         inner.check_writable()?;
         if let Err(e) = active.file.sync_data() {
-            inner.poison(format!("fsync of {} failed: {e}", active.log_path.display()));
+            inner.poison(format!(
+                "fsync of {} failed: {e}",
+                active.log_path.display()
+            ));
             return Err(Error::Io(e));
         }
         *synced = covered;

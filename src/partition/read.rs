@@ -26,7 +26,12 @@ impl Partition {
     }
 
     /// Like [`read`](Self::read), appending to `out` (so a caller can reuse one vector).
-    pub fn read_into(&self, offset: u64, max_bytes: usize, out: &mut Vec<StoredRecord>) -> Result<()> {
+    pub fn read_into(
+        &self,
+        offset: u64,
+        max_bytes: usize,
+        out: &mut Vec<StoredRecord>,
+    ) -> Result<()> {
         let inner = &self.inner;
         inner.check_open()?;
         let hw = self.high_watermark();
@@ -144,11 +149,19 @@ impl PartitionInner {
                 let len = match peek_batch_len(&chunk[at..]) {
                     Ok(Some(len)) if (len as u64) <= end - batch_pos => len,
                     Ok(Some(len)) => {
-                        return Err(self.corrupt(segment, batch_pos, format!("batch of {len} bytes runs past the segment end {end}")))
+                        return Err(self.corrupt(
+                            segment,
+                            batch_pos,
+                            format!("batch of {len} bytes runs past the segment end {end}"),
+                        ))
                     }
                     Ok(None) if at > 0 => break, // header cut by the chunk: re-read from here
                     Ok(None) => {
-                        return Err(self.corrupt(segment, batch_pos, "segment ends inside a batch header"))
+                        return Err(self.corrupt(
+                            segment,
+                            batch_pos,
+                            "segment ends inside a batch header",
+                        ))
                     }
                     Err(e) => return Err(self.corrupt(segment, batch_pos, e)),
                 };
@@ -217,7 +230,12 @@ impl PartitionInner {
     }
 
     /// First offset >= `from` in `segment` whose record timestamp is >= `timestamp`.
-    fn scan_for_timestamp(&self, segment: &Segment, from: u64, timestamp: i64) -> Result<Option<u64>> {
+    fn scan_for_timestamp(
+        &self,
+        segment: &Segment,
+        from: u64,
+        timestamp: i64,
+    ) -> Result<Option<u64>> {
         let mut offset = from;
         let mut records = Vec::new();
         while offset < segment.next_offset() {

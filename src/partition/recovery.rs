@@ -27,8 +27,8 @@ use crate::error::{Error, Result};
 use crate::format::BatchHeader;
 use crate::meta::{load_checkpoint, SealedSegment, CHECKPOINT_FILE};
 use crate::segment::{
-    file_name, parse_file_name, scan_batches, valid_batch_after, ScanEnd, ScanOptions,
-    Segment, SegmentLimits, SegmentStats, NO_TIMESTAMP,
+    file_name, parse_file_name, scan_batches, valid_batch_after, ScanEnd, ScanOptions, Segment,
+    SegmentLimits, SegmentStats, NO_TIMESTAMP,
 };
 use crate::storage::{read_exact_at, OpenMode, Storage};
 
@@ -112,7 +112,11 @@ pub(crate) fn open_partition(p: OpenParams<'_>) -> Result<PartitionInner> {
         let file = storage.open(&log_path, OpenMode::Read)?;
         let opts = ScanOptions {
             // The first segment may start below the log start offset (records deleted inside it).
-            first_offset: if segments.is_empty() { base } else { next_offset.max(base) },
+            first_offset: if segments.is_empty() {
+                base
+            } else {
+                next_offset.max(base)
+            },
             segment_base: base,
             verify_crc: true,
             max_batch_bytes: limits.max_batch_bytes,
@@ -120,7 +124,11 @@ pub(crate) fn open_partition(p: OpenParams<'_>) -> Result<PartitionInner> {
         let summary = scan_batches(&*file, 0, size, &opts, |_, _| {})?;
         let mut stats = SegmentStats {
             size: summary.valid_end,
-            next_offset: if summary.batches == 0 { base } else { summary.next_offset },
+            next_offset: if summary.batches == 0 {
+                base
+            } else {
+                summary.next_offset
+            },
             max_timestamp: summary.max_timestamp,
             offset_of_max_timestamp: summary.offset_of_max_timestamp,
         };
@@ -130,13 +138,27 @@ pub(crate) fn open_partition(p: OpenParams<'_>) -> Result<PartitionInner> {
         }
         let damage = match &summary.end {
             ScanEnd::Clean => None,
-            ScanEnd::Truncated { position } => Some((*position, "the segment ends inside a batch".to_string())),
+            ScanEnd::Truncated { position } => {
+                Some((*position, "the segment ends inside a batch".to_string()))
+            }
             ScanEnd::Invalid { position, reason } => Some((*position, reason.clone())),
         };
         let mut drop_rest = false;
         if let Some((position, reason)) = damage {
-            let mid_log = valid_batch_after(&*file, position, size, opts.first_offset, limits.max_batch_bytes)?.is_some()
-                || later_segments_hold_data(storage, &p.dir, &bases[i + 1..], limits.max_batch_bytes)?;
+            let mid_log = valid_batch_after(
+                &*file,
+                position,
+                size,
+                opts.first_offset,
+                limits.max_batch_bytes,
+            )?
+            .is_some()
+                || later_segments_hold_data(
+                    storage,
+                    &p.dir,
+                    &bases[i + 1..],
+                    limits.max_batch_bytes,
+                )?;
             if mid_log && p.mode == RecoveryMode::Strict {
                 return Err(Error::Corrupt {
                     segment: log_path,
@@ -232,7 +254,10 @@ fn seal_record(segment: &Segment) -> Result<SealedSegment> {
 /// (`*.tmp`) and index files without a `.log` are removed: both are rebuildable or obsolete.
 fn list_segments(storage: &dyn Storage, dir: &Path) -> Result<Vec<u64>> {
     let names = storage.list_dir(dir)?;
-    let mut bases: Vec<u64> = names.iter().filter_map(|n| parse_file_name(n, "log")).collect();
+    let mut bases: Vec<u64> = names
+        .iter()
+        .filter_map(|n| parse_file_name(n, "log"))
+        .collect();
     bases.sort_unstable();
     for name in &names {
         let orphan_index = ["index", "timeindex"].iter().any(|ext| {
@@ -275,7 +300,9 @@ fn later_segments_hold_data(
             max_batch_bytes,
         };
         let summary = scan_batches(&*file, 0, size, &opts, |_, _| {})?;
-        if summary.batches > 0 || valid_batch_after(&*file, 0, size, base, max_batch_bytes)?.is_some() {
+        if summary.batches > 0
+            || valid_batch_after(&*file, 0, size, base, max_batch_bytes)?.is_some()
+        {
             return Ok(true);
         }
     }
@@ -299,6 +326,12 @@ fn first_batch_max_timestamp(segment: &Segment) -> Result<Option<i64>> {
 
 /// Bytes after the active segment's last index entry, so index spacing continues as before.
 fn since_last_index_entry(segment: &Segment) -> usize {
-    let last = segment.indexes.read().offset.last().map(|(_, pos)| pos as u64).unwrap_or(0);
+    let last = segment
+        .indexes
+        .read()
+        .offset
+        .last()
+        .map(|(_, pos)| pos as u64)
+        .unwrap_or(0);
     segment.end().saturating_sub(last) as usize
 }

@@ -206,7 +206,9 @@ impl Segment {
         let last_rel = (header.last_offset() - self.base_offset) as u32;
         {
             let mut idx = self.indexes.write();
-            if *since_index >= limits.index_interval_bytes {
+            // Position 0 is never indexed (lookups start there anyway), which is what lets the
+            // zero fill of a preallocated index mark its end.
+            if *since_index >= limits.index_interval_bytes && pos > 0 {
                 idx.offset.push(last_rel, pos as u32);
                 let (ts, at) = self.max_after(batch_max_timestamp, offset_of_batch_max);
                 idx.time.maybe_push(ts, (at - self.base_offset) as u32);
@@ -238,7 +240,12 @@ impl Segment {
 
     /// Whether appending `batch_len` more bytes or offsets up to `last_offset` needs a new
     /// segment first, by size, index capacity or relative-offset range.
-    pub(crate) fn is_full_for(&self, batch_len: usize, last_offset: u64, segment_bytes: u64) -> bool {
+    pub(crate) fn is_full_for(
+        &self,
+        batch_len: usize,
+        last_offset: u64,
+        segment_bytes: u64,
+    ) -> bool {
         if self.is_empty() {
             // Never roll an empty segment: a batch larger than segment_bytes still needs a home.
             return false;
@@ -305,7 +312,7 @@ impl Segment {
                 max_ts = h.max_timestamp;
                 max_at = h.last_offset();
             }
-            if since_index >= limits.index_interval_bytes {
+            if since_index >= limits.index_interval_bytes && pos > 0 {
                 idx.offset
                     .push((h.last_offset() - self.base_offset) as u32, pos as u32);
                 idx.time
@@ -328,14 +335,16 @@ impl Segment {
     pub(crate) fn truncate(&self, size: u64, stats: SegmentStats) -> io::Result<()> {
         {
             let mut idx = self.indexes.write();
-            idx.offset.truncate_to_position(size.min(u32::MAX as u64) as u32);
+            idx.offset
+                .truncate_to_position(size.min(u32::MAX as u64) as u32);
             let rel = stats.next_offset.saturating_sub(self.base_offset);
             idx.time.truncate_to_offset(rel.min(u32::MAX as u64) as u32);
         }
         self.file.set_len(size)?;
         self.end.store(size, Ordering::Release);
         self.next_offset.store(stats.next_offset, Ordering::Release);
-        self.max_timestamp.store(stats.max_timestamp, Ordering::Release);
+        self.max_timestamp
+            .store(stats.max_timestamp, Ordering::Release);
         self.offset_of_max_timestamp
             .store(stats.offset_of_max_timestamp, Ordering::Release);
         Ok(())
@@ -354,7 +363,9 @@ fn file_crc(storage: &dyn Storage, path: &Path) -> io::Result<Option<u32>> {
     if !storage.exists(path)? {
         return Ok(None);
     }
-    Ok(Some(crc32c::crc32c(&crate::storage::read_whole(storage, path)?)))
+    Ok(Some(crc32c::crc32c(&crate::storage::read_whole(
+        storage, path,
+    )?)))
 }
 
 fn open_indexes(
