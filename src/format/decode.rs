@@ -135,7 +135,7 @@ impl<'a> RecordsDecoder<'a> {
 
     /// Decodes the record at `*pos`, pushes it onto `out` if wanted, and returns its offset
     /// delta.
-    #[inline]
+    #[inline(always)]
     fn decode_record(
         &self,
         data: &[u8],

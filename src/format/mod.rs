@@ -23,13 +23,25 @@
 //! - [`BatchHeader::parse`], [`peek_batch_len`] and [`verify_crc`] look at a batch without
 //!   decoding its records; [`set_base_offset`] and [`set_log_append_time`] are the two edits the
 //!   log makes on append.
-//! - [`decode_batch`] validates and decodes one whole batch into [`StoredRecord`]s whose keys,
-//!   values and header values are zero-copy slices of the batch (or of its one decompressed
-//!   buffer).
+//! - [`decode_batch`] validates and decodes one whole batch into
+//!   [`StoredRecord`](crate::StoredRecord)s whose keys, values and header values are zero-copy
+//!   slices of the batch (or of its one decompressed buffer).
 //!
 //! Decoding treats its input as untrusted: it never panics, checks every length against the bytes
 //! actually present, and bounds decompressed output by a caller-supplied limit, so a corrupt or
 //! hostile batch costs an error, not a crash or a huge allocation.
+//!
+//! Compatibility notes, where annals is stricter or looser than Kafka's own reader:
+//!
+//! - Stricter: a varint whose last byte carries bits beyond its type, a record whose declared
+//!   length disagrees with its fields, bytes after the last record, and offset deltas that do not
+//!   strictly increase up to `lastOffsetDelta` are all errors.
+//! - Looser, as Kafka: the per-record attributes byte is ignored, and offset deltas may have gaps
+//!   (compaction leaves them). A batch with zero records is valid.
+//! - LZ4: any frame lz4_flex reads (any block size, linked or independent blocks, optional
+//!   checksums and content size, concatenated frames) except frames that need a dictionary,
+//!   which no Kafka client writes. zstd: any standard frame whose window is at most
+//!   8 MiB, or up to 128 MiB when the caller's decompression cap is that large.
 
 mod builder;
 mod codec;

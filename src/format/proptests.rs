@@ -105,7 +105,11 @@ proptest! {
         let options = BatchOptions {
             base_offset,
             compression,
-            timestamp_type: if log_append { TimestampType::LogAppendTime } else { TimestampType::CreateTime },
+            timestamp_type: if log_append {
+                TimestampType::LogAppendTime
+            } else {
+                TimestampType::CreateTime
+            },
             producer_id: producer.0,
             producer_epoch: producer.1,
             base_sequence: producer.2,
@@ -118,12 +122,17 @@ proptest! {
         let header = decode_batch(&batch, from_offset, MIB, &mut out).unwrap();
         prop_assert_eq!(header.record_count as usize, records.len());
         prop_assert_eq!(header.compression().unwrap().codec_id(), compression.codec_id());
-        prop_assert_eq!((header.producer_id, header.producer_epoch, header.base_sequence), producer);
+        let producer_fields = (header.producer_id, header.producer_epoch, header.base_sequence);
+        prop_assert_eq!(producer_fields, producer);
         let max_timestamp = records.iter().map(|r| r.1).max().unwrap();
         prop_assert_eq!(header.max_timestamp, max_timestamp);
         prop_assert_eq!(header.base_timestamp, records[0].1);
 
-        let expected: Vec<_> = records.iter().enumerate().filter(|(i, _)| base_offset + *i as u64 >= from_offset).collect();
+        let expected: Vec<_> = records
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| base_offset + *i as u64 >= from_offset)
+            .collect();
         prop_assert_eq!(out.len(), expected.len());
         for (got, (i, (want, timestamp))) in out.iter().zip(expected) {
             prop_assert_eq!(got.offset, base_offset + i as u64);
@@ -175,7 +184,8 @@ proptest! {
         edits in vec((any::<prop::sample::Index>(), any::<u8>()), 1..6),
         cut in option::of(any::<prop::sample::Index>()),
     ) {
-        let mut batch = build(BatchOptions { compression, ..BatchOptions::default() }, &records).to_vec();
+        let options = BatchOptions { compression, ..BatchOptions::default() };
+        let mut batch = build(options, &records).to_vec();
         // Edit only past the CRC field so the resealed batch reaches the record decoder.
         let body = HEADER_LEN - 40..batch.len();
         for (at, value) in edits {

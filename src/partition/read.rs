@@ -102,8 +102,8 @@ impl PartitionInner {
     }
 
     /// Reads from one segment. The index gives a starting position at or before the batch
-    /// holding `offset`; if that hint turns out not to be a batch boundary (a damaged index),
-    /// the read starts over from the segment's first byte instead of failing.
+    /// holding `offset`; if that hint turns out not to be the batch the index says (a damaged
+    /// index), the read starts over from the segment's first byte instead of failing.
     fn read_segment(
         &self,
         segment: &Segment,
@@ -111,23 +111,44 @@ impl PartitionInner {
         max_bytes: usize,
         out: &mut Vec<StoredRecord>,
     ) -> Result<()> {
-        let hint = if offset > segment.base_offset {
-            segment.lookup_position(offset)
+        let start = if offset > segment.base_offset {
+            segment.lookup(offset)
         } else {
-            0
+            None
         };
-        match self.read_segment_from(segment, hint, offset, max_bytes, out) {
-            Err(Error::Corrupt { position, .. }) if hint != 0 && position == hint => {
-                self.read_segment_from(segment, 0, offset, max_bytes, out)
+        match start {
+            Some((pos, last)) => {
+                match self.read_segment_from(
+                    segment,
+                    pos,
+                    Expect::Last(last),
+                    offset,
+                    max_bytes,
+                    out,
+                ) {
+                    Err(Error::Corrupt { position, .. }) if position == pos => {
+                        let first = Expect::Base(segment.base_offset);
+                        self.read_segment_from(segment, 0, first, offset, max_bytes, out)
+                    }
+                    other => other,
+                }
             }
-            other => other,
+            None => {
+                let first = Expect::Base(segment.base_offset);
+                self.read_segment_from(segment, 0, first, offset, max_bytes, out)
+            }
         }
     }
 
+    /// Walks whole batches from `pos`, skipping those before `offset` without reading their
+    /// bodies, and decodes the rest until `max_bytes` of batches (at least one) are used.
+    /// Every batch's offsets are checked against the one before it: the base offset is outside
+    /// the batch CRC, so continuity is what proves it undamaged.
     fn read_segment_from(
         &self,
         segment: &Segment,
         mut pos: u64,
+        mut expect: Expect,
         offset: u64,
         max_bytes: usize,
         out: &mut Vec<StoredRecord>,
@@ -135,80 +156,57 @@ impl PartitionInner {
         let end = segment.end();
         let before = out.len();
         let mut used = 0usize;
-        // Read enough for the requested bytes plus the index's granularity of slack before it.
+        // One read covers the requested bytes plus the index's granularity of slack before them.
         let want = max_bytes
             .max(HEADER_LEN)
             .saturating_add(self.config.index_interval_bytes);
         let max_uncompressed = self.config.max_uncompressed_bytes();
+        let mut chunk = Chunk::default();
         while pos < end {
-            let chunk_len = (end - pos).min(want as u64) as usize;
-            let chunk = segment.read(pos, chunk_len)?;
-            let mut at = 0usize;
-            while at < chunk.len() {
-                let batch_pos = pos + at as u64;
-                let len = match peek_batch_len(&chunk[at..]) {
-                    Ok(Some(len)) if (len as u64) <= end - batch_pos => len,
-                    Ok(Some(len)) => {
-                        return Err(self.corrupt(
-                            segment,
-                            batch_pos,
-                            format!("batch of {len} bytes runs past the segment end {end}"),
-                        ))
-                    }
-                    Ok(None) if at > 0 => break, // header cut by the chunk: re-read from here
-                    Ok(None) => {
-                        return Err(self.corrupt(
-                            segment,
-                            batch_pos,
-                            "segment ends inside a batch header",
-                        ))
-                    }
-                    Err(e) => return Err(self.corrupt(segment, batch_pos, e)),
-                };
-                if at + len > chunk.len() {
-                    if at + HEADER_LEN <= chunk.len() && out.len() == before {
-                        // Skip batches before the target without reading their bodies.
-                        let header = BatchHeader::parse(&chunk[at..])
-                            .map_err(|e| self.corrupt(segment, batch_pos, e))?;
-                        if header.last_offset() < offset {
-                            at += len;
-                            continue;
-                        }
-                    }
-                    if out.len() > before {
-                        return Ok(()); // the next batch would not fit; it is the next read's
-                    }
-                    // The first batch we need is larger than what we read: read it whole.
-                    let batch = segment.read(batch_pos, len)?;
-                    self.decode(segment, batch_pos, &batch, offset, max_uncompressed, out)?;
-                    if out.len() > before {
-                        return Ok(());
-                    }
-                    // It held only offsets before the target; carry on after it.
-                    at += len;
-                    break;
-                }
-                let header = BatchHeader::parse(&chunk[at..])
-                    .map_err(|e| self.corrupt(segment, batch_pos, e))?;
-                if header.last_offset() < offset {
-                    at += len;
-                    continue;
-                }
-                if out.len() > before && used + len > max_bytes {
-                    return Ok(());
-                }
-                let batch = chunk.slice(at..at + len);
-                self.decode(segment, batch_pos, &batch, offset, max_uncompressed, out)?;
-                used += len;
-                at += len;
-                if used >= max_bytes {
-                    return Ok(());
-                }
+            if end - pos < HEADER_LEN as u64 {
+                return Err(self.corrupt(segment, pos, "segment ends inside a batch header"));
             }
-            if out.len() > before {
-                return Ok(());
+            chunk.cover(segment, pos, HEADER_LEN, want, end)?;
+            let head = chunk.at(pos, HEADER_LEN);
+            let len = match peek_batch_len(head) {
+                Ok(Some(len)) if len as u64 <= end - pos => len,
+                Ok(_) => {
+                    return Err(self.corrupt(
+                        segment,
+                        pos,
+                        "batch runs past the end of the segment",
+                    ))
+                }
+                Err(e) => return Err(self.corrupt(segment, pos, e)),
+            };
+            let header = BatchHeader::parse(head).map_err(|e| self.corrupt(segment, pos, e))?;
+            if !expect.matches(&header) {
+                return Err(self.corrupt(
+                    segment,
+                    pos,
+                    format!(
+                        "batch offsets {}..={} break the offset sequence (expected {expect:?})",
+                        header.base_offset,
+                        header.last_offset()
+                    ),
+                ));
             }
-            pos += at as u64;
+            expect = Expect::Base(header.next_offset());
+            if header.last_offset() < offset {
+                pos += len as u64;
+                continue;
+            }
+            if out.len() > before && used + len > max_bytes {
+                break;
+            }
+            chunk.cover(segment, pos, len, want, end)?;
+            let batch = chunk.slice(pos, len);
+            self.decode(segment, pos, &batch, offset, max_uncompressed, out)?;
+            used += len;
+            pos += len as u64;
+            if used >= max_bytes {
+                break;
+            }
         }
         Ok(())
     }
@@ -250,5 +248,61 @@ impl PartitionInner {
             offset = last.offset + 1;
         }
         Ok(None)
+    }
+}
+
+/// What the next batch's offsets must be.
+#[derive(Debug, Clone, Copy)]
+enum Expect {
+    /// Its base offset (it follows a batch we saw, or starts the segment).
+    Base(u64),
+    /// Its last offset (the index entry that led us here names it).
+    Last(u64),
+}
+
+impl Expect {
+    fn matches(&self, header: &BatchHeader) -> bool {
+        match *self {
+            Expect::Base(base) => header.base_offset == base,
+            Expect::Last(last) => header.last_offset() == last,
+        }
+    }
+}
+
+/// The buffer of the current positioned read; records are zero-copy slices of it.
+#[derive(Default)]
+struct Chunk {
+    pos: u64,
+    bytes: Bytes,
+}
+
+impl Chunk {
+    /// Makes sure `[pos, pos + need)` is buffered, reading `max(want, need)` bytes (capped at the
+    /// segment end) from `pos` if it is not.
+    fn cover(
+        &mut self,
+        segment: &Segment,
+        pos: u64,
+        need: usize,
+        want: usize,
+        end: u64,
+    ) -> Result<()> {
+        let have = pos >= self.pos && pos + need as u64 <= self.pos + self.bytes.len() as u64;
+        if !have {
+            let len = (end - pos).min(want.max(need) as u64) as usize;
+            self.bytes = segment.read(pos, len)?;
+            self.pos = pos;
+        }
+        Ok(())
+    }
+
+    fn at(&self, pos: u64, len: usize) -> &[u8] {
+        let at = (pos - self.pos) as usize;
+        &self.bytes[at..at + len]
+    }
+
+    fn slice(&self, pos: u64, len: usize) -> Bytes {
+        let at = (pos - self.pos) as usize;
+        self.bytes.slice(at..at + len)
     }
 }

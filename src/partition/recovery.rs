@@ -78,11 +78,15 @@ pub(crate) fn open_partition(p: OpenParams<'_>) -> Result<PartitionInner> {
         let is_last = i + 1 == bases.len();
         let log_path = p.dir.join(file_name(base, "log"));
         let size = storage.open(&log_path, OpenMode::Read)?.len()?;
-        if base < next_offset && !segments.is_empty() {
+        if base != next_offset && !segments.is_empty() {
+            // Each segment starts where the previous one ended; anything else means a segment
+            // file is missing or foreign.
             return Err(Error::Corrupt {
                 segment: log_path,
                 position: 0,
-                reason: format!("segment base offset {base} overlaps the previous segment, which ends at {next_offset}"),
+                reason: format!(
+                    "segment base offset {base} does not follow the previous segment, which ends at {next_offset}"
+                ),
             });
         }
         let trusted = checkpoint
@@ -112,11 +116,6 @@ pub(crate) fn open_partition(p: OpenParams<'_>) -> Result<PartitionInner> {
         let file = storage.open(&log_path, OpenMode::Read)?;
         let opts = ScanOptions {
             // The first segment may start below the log start offset (records deleted inside it).
-            first_offset: if segments.is_empty() {
-                base
-            } else {
-                next_offset.max(base)
-            },
             segment_base: base,
             verify_crc: true,
             max_batch_bytes: limits.max_batch_bytes,
@@ -145,14 +144,8 @@ pub(crate) fn open_partition(p: OpenParams<'_>) -> Result<PartitionInner> {
         };
         let mut drop_rest = false;
         if let Some((position, reason)) = damage {
-            let mid_log = valid_batch_after(
-                &*file,
-                position,
-                size,
-                opts.first_offset,
-                limits.max_batch_bytes,
-            )?
-            .is_some()
+            let mid_log = valid_batch_after(&*file, position, size, base, limits.max_batch_bytes)?
+                .is_some()
                 || later_segments_hold_data(
                     storage,
                     &p.dir,
@@ -226,11 +219,10 @@ pub(crate) fn open_partition(p: OpenParams<'_>) -> Result<PartitionInner> {
     };
     // After repairs (or when nothing vouched for this partition), make the recovered state
     // durable and record it, so a crash right after this open does not repeat the work.
+    // Segments before the active one are durable already: trusted ones were fsynced when sealed,
+    // scanned ones were sealed (fsynced) above. Only the active one may hold unsynced bytes.
     if needs_sync || !had_checkpoint || !p.clean {
         active.file.sync_data()?;
-        for s in inner.segments().iter() {
-            s.file.sync_data()?;
-        }
         storage.sync_dir(&p.dir)?;
         let mut w = inner.writer.lock();
         w.recovery_point = high_watermark;
@@ -294,7 +286,6 @@ fn later_segments_hold_data(
             continue;
         }
         let opts = ScanOptions {
-            first_offset: base,
             segment_base: base,
             verify_crc: true,
             max_batch_bytes,

@@ -188,22 +188,12 @@ impl OffsetIndex {
         self.inner.push(&e)
     }
 
-    /// Byte position from which to scan for `relative_offset`: the position of the last indexed
-    /// batch whose last offset is below it, or 0.
-    pub(crate) fn lookup(&self, relative_offset: u32) -> u32 {
-        if self.inner.map.is_none() {
-            return 0;
-        }
-        // Entries hold a batch's *last* offset; a batch whose last offset is < target ends before
-        // the target, so scanning from the following batch position would also be fine, but the
-        // entry's own position is the one we have.
-        let n = self.len();
-        let idx = partition_point(n, |i| self.entry(i).0 < relative_offset);
-        if idx == 0 {
-            0
-        } else {
-            self.entry(idx - 1).1
-        }
+    /// The last entry whose batch ends before `relative_offset` — `(its last relative offset,
+    /// its position)` — from which a scan for `relative_offset` can start; `None` to start at 0.
+    pub(crate) fn lookup(&self, relative_offset: u32) -> Option<(u32, u32)> {
+        self.inner.map.as_ref()?;
+        let idx = partition_point(self.len(), |i| self.entry(i).0 < relative_offset);
+        idx.checked_sub(1).map(|i| self.entry(i))
     }
 
     /// Drops every entry at or after byte `position` (used when truncating the log).

@@ -264,10 +264,16 @@ impl Segment {
         Ok(Bytes::from(buf))
     }
 
-    /// Where to start scanning for `offset`.
-    pub(crate) fn lookup_position(&self, offset: u64) -> u64 {
+    /// Where to start scanning for `offset`: the position of the last indexed batch that ends
+    /// before it, with that batch's last offset (so the reader can check it found the batch the
+    /// index meant), or `None` to start at the segment's first byte.
+    pub(crate) fn lookup(&self, offset: u64) -> Option<(u64, u64)> {
         let rel = offset.saturating_sub(self.base_offset).min(u32::MAX as u64) as u32;
-        self.indexes.read().offset.lookup(rel) as u64
+        self.indexes
+            .read()
+            .offset
+            .lookup(rel)
+            .map(|(rel, pos)| (pos as u64, self.base_offset + rel as u64))
     }
 
     /// Flushes index mappings, records the final max-timestamp entry, trims the index files and
@@ -302,7 +308,6 @@ impl Segment {
         let mut max_ts = NO_TIMESTAMP;
         let mut max_at = self.base_offset;
         let opts = ScanOptions {
-            first_offset: self.base_offset,
             segment_base: self.base_offset,
             verify_crc: false,
             max_batch_bytes: limits.max_batch_bytes,

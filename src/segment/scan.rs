@@ -13,9 +13,10 @@ const CHUNK: usize = 1 << 20;
 
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ScanOptions {
-    /// The smallest base offset the first batch may have (offsets only grow).
-    pub first_offset: u64,
-    /// The segment's base offset; every batch must lie within `base .. base + i32::MAX`.
+    /// The segment's base offset: the first batch starts there, each later batch starts where
+    /// the previous one ended (offsets are dense until compaction exists), and every batch lies
+    /// within `base .. base + i32::MAX`. The base offset field is outside the batch CRC, so this
+    /// continuity check is what catches a damaged one.
     pub segment_base: u64,
     pub verify_crc: bool,
     /// A length field claiming more than this is corruption, not a batch.
@@ -37,7 +38,7 @@ pub(crate) enum ScanEnd {
 pub(crate) struct ScanSummary {
     /// End of the last valid batch.
     pub valid_end: u64,
-    /// Offset after the last valid batch (`first_offset` if none).
+    /// Offset after the last valid batch (the segment base if none).
     pub next_offset: u64,
     pub max_timestamp: i64,
     pub offset_of_max_timestamp: u64,
@@ -56,9 +57,9 @@ pub(crate) fn scan_batches(
 ) -> io::Result<ScanSummary> {
     let mut summary = ScanSummary {
         valid_end: start,
-        next_offset: opts.first_offset,
+        next_offset: opts.segment_base,
         max_timestamp: NO_TIMESTAMP,
-        offset_of_max_timestamp: opts.first_offset,
+        offset_of_max_timestamp: opts.segment_base,
         batches: 0,
         end: ScanEnd::Clean,
     };
@@ -140,11 +141,12 @@ fn invalid(position: u64, reason: String) -> ScanEnd {
     ScanEnd::Invalid { position, reason }
 }
 
-/// Offsets must grow from batch to batch and stay within the segment's relative-offset range.
-fn offset_problem(h: &BatchHeader, expected_min: u64, segment_base: u64) -> Option<String> {
-    if h.base_offset < expected_min {
+/// Each batch must start exactly where the previous one ended and stay within the segment's
+/// relative-offset range.
+fn offset_problem(h: &BatchHeader, expected: u64, segment_base: u64) -> Option<String> {
+    if h.base_offset != expected {
         return Some(format!(
-            "base offset {} goes backwards (expected at least {expected_min})",
+            "base offset {} breaks the offset sequence (expected {expected})",
             h.base_offset
         ));
     }
