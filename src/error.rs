@@ -6,17 +6,21 @@
 
 use std::io;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// `Result<T, annals::Error>`.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Everything that can go wrong in annals.
-#[derive(Debug, thiserror::Error)]
+///
+/// `Clone`, because one failed batch reports the same error to every record in it (the I/O
+/// error is shared behind an `Arc` for that reason).
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// An operating-system I/O error that has no more specific meaning here.
     #[error("I/O error: {0}")]
-    Io(#[from] io::Error),
+    Io(#[source] Arc<io::Error>),
 
     /// Another `Log` (in this or another process) holds the directory's lock.
     #[error("log directory {dir} is locked by another Log (in this or another process)")]
@@ -92,6 +96,28 @@ pub enum Error {
     #[error("the log or topic behind this handle is closed")]
     Closed,
 
+    /// The producer's buffer (`buffer_memory`) stayed full for `max_block`, or was full at a
+    /// `try_send`.
+    #[error("producer buffer of {buffer_memory} bytes is full")]
+    BufferFull { buffer_memory: usize },
+
+    /// A newer producer with the same stable id took over; this one may no longer write.
+    #[error("producer {producer_id} epoch {epoch} was fenced by a newer epoch {current_epoch}")]
+    ProducerFenced {
+        producer_id: i64,
+        epoch: i16,
+        current_epoch: i16,
+    },
+
+    /// An idempotent batch arrived with a sequence number that does not follow the last one
+    /// the partition accepted from that producer.
+    #[error("producer {producer_id}: sequence {received} does not follow {last}")]
+    OutOfOrderSequence {
+        producer_id: i64,
+        last: i32,
+        received: i32,
+    },
+
     /// An earlier write or fsync of this partition failed; the page cache can no longer be trusted,
     /// so the partition refuses further writes until the log is reopened (which recovers it).
     #[error(
@@ -102,6 +128,12 @@ pub enum Error {
         partition: u32,
         cause: String,
     },
+}
+
+impl From<io::Error> for Error {
+    fn from(e: io::Error) -> Self {
+        Error::Io(Arc::new(e))
+    }
 }
 
 impl Error {

@@ -353,6 +353,8 @@ pub(crate) struct Checkpoint {
     pub recovery_point: u64,
     pub log_start_offset: u64,
     pub sealed: Vec<SealedSegment>,
+    /// Idempotent-producer state as of `recovery_point` (encoded by the partition layer).
+    pub producers: Vec<u8>,
 }
 
 pub(crate) fn encode_checkpoint(c: &Checkpoint) -> Vec<u8> {
@@ -369,6 +371,8 @@ pub(crate) fn encode_checkpoint(c: &Checkpoint) -> Vec<u8> {
         w.u32(s.index_crc);
         w.u32(s.time_index_crc);
     }
+    w.u32(c.producers.len() as u32);
+    w.0.extend_from_slice(&c.producers);
     seal_envelope(CHECKPOINT_MAGIC, &w.0)
 }
 
@@ -397,6 +401,8 @@ pub(crate) fn decode_checkpoint(file: &Path, bytes: &[u8]) -> Result<Checkpoint>
                 time_index_crc: r.u32()?,
             });
         }
+        let producers_len = r.u32()? as usize;
+        let producers = r.take(producers_len)?.to_vec();
         if !r.is_empty() {
             return Err("trailing bytes".into());
         }
@@ -404,6 +410,7 @@ pub(crate) fn decode_checkpoint(file: &Path, bytes: &[u8]) -> Result<Checkpoint>
             recovery_point,
             log_start_offset,
             sealed,
+            producers,
         })
     };
     parse().map_err(|e| corrupt(file, e))
@@ -478,6 +485,7 @@ mod tests {
                 index_crc: 1,
                 time_index_crc: 2,
             }],
+            producers: vec![1, 2, 3],
         };
         let bytes = encode_checkpoint(&c);
         assert_eq!(decode_checkpoint(Path::new("c"), &bytes).unwrap(), c);
@@ -486,6 +494,7 @@ mod tests {
         w.u64(0);
         w.u64(0);
         w.u32(u32::MAX);
+        w.u32(0);
         let forged = seal_envelope(CHECKPOINT_MAGIC, &w.0);
         assert!(decode_checkpoint(Path::new("c"), &forged).is_err());
     }

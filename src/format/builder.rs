@@ -190,6 +190,11 @@ impl BatchBuilder {
         Ok(())
     }
 
+    /// The options the batch was started with.
+    pub fn options(&self) -> &BatchOptions {
+        &self.options
+    }
+
     /// Records pushed so far.
     pub fn record_count(&self) -> usize {
         self.count as usize

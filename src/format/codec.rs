@@ -48,7 +48,7 @@ pub(crate) fn compress_into(
             encoder.write_all(records)?;
             encoder
                 .finish()
-                .map_err(|e| Error::Io(io::Error::other(e)))?;
+                .map_err(|e| Error::from(io::Error::other(e)))?;
             Ok(())
         }
         Compression::Zstd { level } => {

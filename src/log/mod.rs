@@ -11,7 +11,7 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::config::TopicConfig;
 use crate::error::{Error, Result};
-use crate::meta::{load_topics, store_topics, TOPICS_FILE};
+use crate::meta::{load_topics, store_topics, CHECKPOINT_FILE, TOPICS_FILE};
 use crate::partition::{open_partition, OpenParams, Partition, RecoveryMode};
 use crate::storage::{FsStorage, LockGuard, OpenMode, Storage};
 
@@ -412,6 +412,14 @@ fn open_one(
     })
 }
 
+/// Whether `name` is a file annals writes inside a partition directory.
+fn is_partition_file(name: &str) -> bool {
+    let segment_file = ["log", "index", "timeindex"]
+        .iter()
+        .any(|ext| crate::segment::parse_file_name(name, ext).is_some());
+    segment_file || name == CHECKPOINT_FILE || name == format!("{CHECKPOINT_FILE}.tmp")
+}
+
 /// Removes what interrupted operations left behind: partition directories of deleted topics,
 /// directories of a topic whose creation did not reach the metadata file, and temp files.
 fn remove_leftovers(
@@ -422,10 +430,16 @@ fn remove_leftovers(
     let mut removed = false;
     for name in storage.list_dir(dir)? {
         let path = dir.join(&name);
-        let orphan = match parse_partition_dir_name(&name) {
+        let shaped_like_ours = match parse_partition_dir_name(&name) {
             Some((topic, id)) => !topics.iter().any(|(t, c)| t == topic && id < c.partitions),
             None => name.ends_with(DELETE_SUFFIX),
         };
+        // Only a directory holding nothing but annals' own files is ours to remove: a stray
+        // file, or someone's directory that happens to be named like a partition, stays.
+        let orphan = shaped_like_ours
+            && storage
+                .list_dir(&path)
+                .is_ok_and(|entries| entries.iter().all(|e| is_partition_file(e)));
         if orphan {
             storage.remove_dir_all(&path)?;
             removed = true;

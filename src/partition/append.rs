@@ -6,6 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
+use super::producer_state::Verdict;
 use super::{Partition, PartitionInner, WriterState};
 use crate::error::{Error, Result};
 use crate::format::{
@@ -71,7 +72,7 @@ impl Partition {
             inner.write_batch(&mut w, &scratch, &header, now)
         });
         w.scratch = scratch;
-        result.map(|()| base)
+        result.map(|_| base)
     }
 
     /// Appends one pre-encoded Kafka RecordBatch v2 (for example from
@@ -105,21 +106,41 @@ impl Partition {
             inner.config.max_uncompressed_bytes(),
             &mut records,
         )?;
-        let now = now_ms();
+        // The header's max timestamp drives segment rolls, the time index and retention, so it
+        // must be the truth about the records (as a Kafka broker checks too).
+        if let Some(r) = records.iter().find(|r| r.timestamp < 0) {
+            return Err(Error::InvalidBatch {
+                reason: format!("record {} has negative timestamp {}", r.offset, r.timestamp),
+            });
+        }
+        let max = records.iter().map(|r| r.timestamp).max();
+        if header.timestamp_type() == TimestampType::CreateTime && max != Some(header.max_timestamp)
+        {
+            return Err(Error::InvalidBatch {
+                reason: format!(
+                    "header max timestamp {} differs from the records' maximum {max:?}",
+                    header.max_timestamp
+                ),
+            });
+        }
         let mut w = inner.writer.lock();
-        let base = inner.high_watermark.load(Ordering::Relaxed);
         let mut scratch = std::mem::take(&mut w.scratch);
         scratch.clear();
         scratch.extend_from_slice(batch);
-        set_base_offset(&mut scratch, base);
-        if inner.config.message_timestamp_type == TimestampType::LogAppendTime {
-            set_log_append_time(&mut scratch, now);
-        }
-        let result = BatchHeader::parse(&scratch)
-            .and_then(|header| inner.write_batch(&mut w, &scratch, &header, now));
+        let result = inner.write_encoded(&mut w, &mut scratch);
         w.scratch = scratch;
-        result.map(|()| base)
+        result.map(|a| a.base_offset)
     }
+}
+
+/// The outcome of appending an encoded batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Appended {
+    pub base_offset: u64,
+    /// The batch's max timestamp as stored (the append time on LogAppendTime topics).
+    pub timestamp: i64,
+    /// The batch was a retry of one already in the log (idempotence); nothing was written.
+    pub duplicate: bool,
 }
 
 fn check_size(config: &crate::config::TopicConfig, size: usize, records: usize) -> Result<()> {
@@ -134,6 +155,41 @@ fn check_size(config: &crate::config::TopicConfig, size: usize, records: usize) 
 }
 
 impl PartitionInner {
+    /// Appends a batch the caller encoded itself and trusts (the producer's own, or one
+    /// `append_batch` validated): assigns its offsets, stamps LogAppendTime, deduplicates
+    /// idempotent retries, writes.
+    pub(crate) fn append_encoded(&self, batch: &mut Vec<u8>) -> Result<Appended> {
+        self.check_writable()?;
+        let header = BatchHeader::parse(batch)?;
+        check_size(&self.config, batch.len(), header.record_count as usize)?;
+        let mut w = self.writer.lock();
+        self.write_encoded(&mut w, batch)
+    }
+
+    fn write_encoded(&self, w: &mut WriterState, batch: &mut [u8]) -> Result<Appended> {
+        let now = now_ms();
+        let incoming = BatchHeader::parse(batch)?;
+        if let Verdict::Duplicate(original) = w.producers.check(&incoming)? {
+            return Ok(Appended {
+                base_offset: original.first_offset,
+                timestamp: original.timestamp,
+                duplicate: true,
+            });
+        }
+        let base = self.high_watermark.load(Ordering::Relaxed);
+        set_base_offset(batch, base);
+        if self.config.message_timestamp_type == TimestampType::LogAppendTime {
+            set_log_append_time(batch, now);
+        }
+        let header = BatchHeader::parse(batch)?;
+        let timestamp = self.write_batch(w, batch, &header, now)?;
+        Ok(Appended {
+            base_offset: base,
+            timestamp,
+            duplicate: false,
+        })
+    }
+
     /// Writes one validated batch whose base offset is the high watermark, rolling first if the
     /// active segment is full, then publishes it to readers.
     fn write_batch(
@@ -142,7 +198,7 @@ impl PartitionInner {
         batch: &[u8],
         header: &BatchHeader,
         now: i64,
-    ) -> Result<()> {
+    ) -> Result<i64> {
         self.check_writable()?;
         let max_ts = if header.timestamp_type() == TimestampType::LogAppendTime {
             now
@@ -176,14 +232,15 @@ impl PartitionInner {
                     active.log_path.display()
                 ));
             }
-            return Err(Error::Io(e));
+            return Err(Error::from(e));
         }
         if w.first_batch_timestamp.is_none() {
             w.first_batch_timestamp = Some(max_ts);
         }
+        w.producers.record(header, max_ts);
         self.high_watermark
             .store(header.next_offset(), Ordering::Release);
-        Ok(())
+        Ok(max_ts)
     }
 
     /// Seals the active segment (fsync, trimmed indexes), records it in the checkpoint, and
@@ -192,27 +249,35 @@ impl PartitionInner {
     /// Order matters for crash safety: the sealed segment is durable before the checkpoint names
     /// it, and the new segment's directory entry is durable before any batch goes into it.
     fn roll(&self, w: &mut WriterState, active: &Arc<Segment>) -> Result<Arc<Segment>> {
-        let fail = |what: &str, e: std::io::Error| {
-            self.poison(format!("{what} during segment roll failed: {e}"));
-            Error::Io(e)
-        };
-        active
-            .seal()
-            .map_err(|e| fail("sealing the active segment", e))?;
+        // A failed fsync (of the segment or the directory) poisons: the kernel may have dropped
+        // the dirty pages. Anything else leaves the partition as it was, so the next append
+        // simply tries the roll again.
+        active.seal().map_err(|e| {
+            self.poison(format!("sealing {} failed: {e}", active.log_path.display()));
+            Error::from(e)
+        })?;
         let (index_crc, time_index_crc) = active.index_checksums()?;
-        w.sealed.push(SealedSegment {
+        let sealed = SealedSegment {
             base_offset: active.base_offset,
             stats: active.stats(),
             index_crc,
             time_index_crc,
-        });
+        };
         let next = active.next_offset();
-        let segment = Segment::create(&*self.storage, &self.dir, next, &self.limits())
-            .map_err(|e| fail("creating the next segment", e))?;
-        self.storage
-            .sync_dir(&self.dir)
-            .map_err(|e| fail("syncing the partition directory", e))?;
-        let segment = Arc::new(segment);
+        let segment = Arc::new(Segment::create(
+            &*self.storage,
+            &self.dir,
+            next,
+            &self.limits(),
+        )?);
+        self.storage.sync_dir(&self.dir).map_err(|e| {
+            self.poison(format!(
+                "fsync of directory {} failed: {e}",
+                self.dir.display()
+            ));
+            Error::from(e)
+        })?;
+        w.sealed.push(sealed);
         {
             let mut segs = self.segments.write();
             let mut list = Vec::with_capacity(segs.len() + 1);
@@ -223,6 +288,8 @@ impl PartitionInner {
         w.recovery_point = next;
         w.since_index = 0;
         w.first_batch_timestamp = None;
+        // The roll is complete; a checkpoint that fails to write only means the next open scans
+        // a little more (the next roll or close writes it again), but the caller hears of it.
         self.write_checkpoint(w, next)?;
         Ok(segment)
     }
@@ -232,6 +299,7 @@ impl PartitionInner {
             recovery_point,
             log_start_offset: self.log_start_offset.load(Ordering::Acquire),
             sealed: w.sealed.clone(),
+            producers: w.producers.encode(),
         };
         store_checkpoint(&*self.storage, &self.dir, &checkpoint)
     }
@@ -245,10 +313,15 @@ impl PartitionInner {
         }
         let segments = self.segments();
         let result = (|| {
-            if self.poisoned.lock().is_some() {
-                // Nothing written since the failure can be vouched for: leave recovery to the
-                // next open, which scans from the last good recovery point.
-                return Ok(());
+            if let Some(cause) = self.poisoned.lock().clone() {
+                // Nothing written since the failure can be vouched for: no checkpoint, and an
+                // error so the log writes no clean-shutdown marker; the next open recovers by
+                // scanning from the last good recovery point.
+                return Err(Error::Poisoned {
+                    topic: self.topic.clone(),
+                    partition: self.id,
+                    cause,
+                });
             }
             let active = segments.last().expect("active segment");
             active.seal()?;

@@ -6,6 +6,7 @@
 //! positioned reads holding no lock at all.
 
 mod append;
+mod producer_state;
 mod read;
 mod recovery;
 
@@ -21,6 +22,8 @@ use crate::meta::SealedSegment;
 use crate::segment::{Segment, SegmentLimits};
 use crate::storage::Storage;
 
+pub(crate) use append::Appended;
+use producer_state::ProducerStates;
 pub use recovery::RecoveryMode;
 pub(crate) use recovery::{open_partition, OpenParams};
 
@@ -80,6 +83,8 @@ pub(crate) struct WriterState {
     pub recovery_point: u64,
     /// Sealed segments, as recorded in the checkpoint.
     pub sealed: Vec<SealedSegment>,
+    /// Idempotent producers' recent batches, for deduplication.
+    pub producers: ProducerStates,
 }
 
 impl PartitionInner {
@@ -197,7 +202,7 @@ impl Partition {
                 "fsync of {} failed: {e}",
                 active.log_path.display()
             ));
-            return Err(Error::Io(e));
+            return Err(Error::from(e));
         }
         *synced = covered;
         Ok(())

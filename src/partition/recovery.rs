@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
 
-use super::{PartitionInner, WriterState};
+use super::{PartitionInner, ProducerStates, WriterState};
 use crate::config::TopicConfig;
 use crate::error::{Error, Result};
 use crate::format::BatchHeader;
@@ -196,6 +196,7 @@ pub(crate) fn open_partition(p: OpenParams<'_>) -> Result<PartitionInner> {
         .max(segments[0].base_offset)
         .min(high_watermark);
     let first_batch_timestamp = first_batch_max_timestamp(&active)?;
+    let producers = rebuild_producer_states(&checkpoint, had_checkpoint, &segments, &limits)?;
 
     let inner = PartitionInner {
         topic: p.topic.to_string(),
@@ -209,6 +210,7 @@ pub(crate) fn open_partition(p: OpenParams<'_>) -> Result<PartitionInner> {
             scratch: Vec::new(),
             recovery_point: checkpoint.recovery_point,
             sealed,
+            producers,
         }),
         segments: RwLock::new(Arc::new(segments)),
         high_watermark: AtomicU64::new(high_watermark),
@@ -230,6 +232,43 @@ pub(crate) fn open_partition(p: OpenParams<'_>) -> Result<PartitionInner> {
     }
     *inner.synced.lock() = high_watermark;
     Ok(inner)
+}
+
+/// Producer states as of the high watermark: the checkpoint's snapshot (taken at its recovery
+/// point) plus every batch header after it. Without a usable snapshot, every batch is replayed.
+fn rebuild_producer_states(
+    checkpoint: &crate::meta::Checkpoint,
+    had_checkpoint: bool,
+    segments: &[Arc<Segment>],
+    limits: &SegmentLimits,
+) -> Result<ProducerStates> {
+    let high_watermark = segments.last().map(|s| s.next_offset()).unwrap_or(0);
+    let snapshot = if had_checkpoint && checkpoint.recovery_point <= high_watermark {
+        ProducerStates::decode(&checkpoint.producers).ok()
+    } else {
+        None
+    };
+    let (mut states, from) = match snapshot {
+        Some(states) => (states, checkpoint.recovery_point),
+        None => (ProducerStates::default(), 0),
+    };
+    for segment in segments {
+        if segment.next_offset() <= from || segment.is_empty() {
+            continue;
+        }
+        let opts = ScanOptions {
+            segment_base: segment.base_offset,
+            verify_crc: false,
+            max_batch_bytes: limits.max_batch_bytes,
+        };
+        scan_batches(&*segment.file, 0, segment.end(), &opts, |_, h| {
+            if h.base_offset >= from {
+                let ts = h.max_timestamp;
+                states.record(h, ts);
+            }
+        })?;
+    }
+    Ok(states)
 }
 
 fn seal_record(segment: &Segment) -> Result<SealedSegment> {

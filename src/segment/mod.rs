@@ -87,7 +87,16 @@ impl Segment {
         limits: &SegmentLimits,
     ) -> io::Result<Segment> {
         let log_path = dir.join(file_name(base_offset, "log"));
-        let file = storage.open(&log_path, OpenMode::CreateNew)?;
+        // An empty file of this name is what an earlier failed attempt (say, a full disk while
+        // preallocating the indexes) left behind: take it over. A non-empty one is not ours to
+        // overwrite.
+        let file = storage.open(&log_path, OpenMode::Create)?;
+        if file.len()? != 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("{} already exists and is not empty", log_path.display()),
+            ));
+        }
         let indexes = open_indexes(storage, dir, base_offset, limits, true, true)?;
         Ok(Segment::assemble(
             base_offset,
