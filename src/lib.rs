@@ -37,6 +37,7 @@ pub mod format;
 mod log;
 mod meta;
 mod partition;
+mod producer;
 mod record;
 mod segment;
 pub mod storage;
@@ -46,6 +47,10 @@ pub use error::{Error, Result};
 pub use format::{Compression, TimestampType};
 pub use log::{validate_topic_name, Log, LogBuilder, MAX_TOPIC_NAME_LEN};
 pub use partition::{Partition, RecoveryMode};
+pub use producer::{
+    murmur2, partition_for_key, Delivery, Durability, Partitioner, Producer, ProducerConfig,
+    RecordMetadata,
+};
 pub use record::{Header, Record, StoredRecord};
 
 /// Compiles the README's example as a doctest so it cannot rot.

@@ -1,6 +1,7 @@
 //! [`Log`]: a directory of topics, each a set of partitions. The public entry point.
 
 mod names;
+mod producer_ids;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -13,10 +14,13 @@ use crate::config::TopicConfig;
 use crate::error::{Error, Result};
 use crate::meta::{load_topics, store_topics, CHECKPOINT_FILE, TOPICS_FILE};
 use crate::partition::{open_partition, OpenParams, Partition, RecoveryMode};
+use crate::producer::{Producer, ProducerConfig};
 use crate::storage::{FsStorage, LockGuard, OpenMode, Storage};
 
 use names::{parse_partition_dir_name, partition_dir_name, DELETE_SUFFIX};
 pub use names::{validate_topic_name, MAX_TOPIC_NAME_LEN};
+pub(crate) use producer_ids::ProducerIdentity;
+use producer_ids::{ProducerIds, PRODUCER_IDS_FILE};
 
 const LOCK_FILE: &str = ".lock";
 const CLEAN_SHUTDOWN_FILE: &str = ".clean-shutdown";
@@ -79,6 +83,7 @@ struct LogInner {
     /// Serialises topic creation, deletion and close (each rewrites metadata or many files).
     admin: Mutex<()>,
     lock: Mutex<Option<Box<dyn LockGuard>>>,
+    producer_ids: ProducerIds,
 }
 
 #[derive(Debug, Default)]
@@ -124,6 +129,7 @@ impl Log {
             storage.sync_dir(&dir)?;
         }
         let topic_list = load_topics(&*storage, &dir)?;
+        let producer_ids = ProducerIds::load(&*storage, &dir)?;
         remove_leftovers(&*storage, &dir, &topic_list)?;
         let mut topics = BTreeMap::new();
         for (name, config) in topic_list {
@@ -143,6 +149,7 @@ impl Log {
                 }),
                 admin: Mutex::new(()),
                 lock: Mutex::new(Some(guard)),
+                producer_ids,
             }),
         })
     }
@@ -281,6 +288,26 @@ impl Log {
                 partition,
                 partitions: t.partitions.len() as u32,
             })
+    }
+
+    /// Starts a [`Producer`] writing to this log. With `idempotence` (the default) it is given a
+    /// producer id that no other producer of this log had; with a `stable_id` it keeps that
+    /// stable id's producer id with the next epoch, fencing any older instance.
+    pub fn producer(&self, config: ProducerConfig) -> Result<Producer> {
+        config.validate()?;
+        if self.inner.state.read().closed {
+            return Err(Error::Closed);
+        }
+        let identity = if config.idempotence {
+            Some(
+                self.inner
+                    .producer_ids
+                    .assign(&*self.inner.storage, config.stable_id.as_deref())?,
+            )
+        } else {
+            None
+        };
+        Producer::start(self.clone(), config, identity)
     }
 
     /// `fsync`s every partition (see [`Partition::sync`]).
@@ -443,7 +470,8 @@ fn remove_leftovers(
         if orphan {
             storage.remove_dir_all(&path)?;
             removed = true;
-        } else if name == format!("{TOPICS_FILE}.tmp") {
+        } else if name == format!("{TOPICS_FILE}.tmp") || name == format!("{PRODUCER_IDS_FILE}.tmp")
+        {
             storage.remove_file(&path)?;
             removed = true;
         }

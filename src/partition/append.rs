@@ -158,7 +158,7 @@ impl PartitionInner {
     /// Appends a batch the caller encoded itself and trusts (the producer's own, or one
     /// `append_batch` validated): assigns its offsets, stamps LogAppendTime, deduplicates
     /// idempotent retries, writes.
-    pub(crate) fn append_encoded(&self, batch: &mut Vec<u8>) -> Result<Appended> {
+    pub(crate) fn append_encoded(&self, batch: &mut [u8]) -> Result<Appended> {
         self.check_writable()?;
         let header = BatchHeader::parse(batch)?;
         check_size(&self.config, batch.len(), header.record_count as usize)?;

@@ -22,7 +22,7 @@ use crate::meta::SealedSegment;
 use crate::segment::{Segment, SegmentLimits};
 use crate::storage::Storage;
 
-pub(crate) use append::Appended;
+pub(crate) use append::{now_ms, Appended};
 use producer_state::ProducerStates;
 pub use recovery::RecoveryMode;
 pub(crate) use recovery::{open_partition, OpenParams};

@@ -1,0 +1,202 @@
+//! The accumulator: per-partition open batches that callers' `send`s fill and the writer thread
+//! drains, and the memory budget that bounds them.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+
+use super::delivery::BatchCompletion;
+use crate::error::{Error, Result};
+use crate::format::{BatchBuilder, BatchOptions, Compression, TimestampType};
+use crate::partition::Partition;
+
+/// A topic as the producer sees it: its partitions and the settings `send` needs per record.
+#[derive(Debug)]
+pub(crate) struct TopicSlot {
+    pub name: Arc<str>,
+    pub partitions: Vec<Arc<PartitionSlot>>,
+    /// The keyless records' current partition (sticky partitioning).
+    pub sticky: AtomicU32,
+    pub max_message_bytes: usize,
+    pub compression: Compression,
+}
+
+/// One partition's queue of batches.
+#[derive(Debug)]
+pub(crate) struct PartitionSlot {
+    pub partition: Partition,
+    pub queue: Mutex<PartitionQueue>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct PartitionQueue {
+    /// The batch `send` is filling.
+    pub open: Option<OpenBatch>,
+    /// Closed batches, oldest first, waiting for the writer thread.
+    pub ready: VecDeque<OpenBatch>,
+    /// Sequence number of the next record (idempotence), per partition as in Kafka.
+    pub next_sequence: i32,
+}
+
+/// A batch being filled or waiting to be written.
+#[derive(Debug)]
+pub(crate) struct OpenBatch {
+    pub id: u64,
+    pub builder: BatchBuilder,
+    pub completion: Arc<BatchCompletion>,
+    pub created: Instant,
+    /// Buffer memory reserved for its records, released once it is written.
+    pub reserved: usize,
+}
+
+impl PartitionQueue {
+    /// Closes the open batch (if any) and queues it for writing; whether there was one.
+    pub(crate) fn close_open(&mut self) -> bool {
+        let Some(batch) = self.open.take() else {
+            return false;
+        };
+        if batch.builder.options().producer_id >= 0 {
+            // The next batch's base sequence follows this one's records (wrapping as Kafka does).
+            let count = batch.builder.record_count() as i64;
+            self.next_sequence =
+                ((self.next_sequence as i64 + count) % (i32::MAX as i64 + 1)) as i32;
+        }
+        self.ready.push_back(batch);
+        true
+    }
+}
+
+/// The options of a new batch: the codec, and the producer id, epoch and base sequence when
+/// the producer is idempotent.
+pub(crate) fn batch_options(
+    compression: Compression,
+    producer: Option<(i64, i16)>,
+    next_sequence: i32,
+) -> BatchOptions {
+    let (producer_id, producer_epoch, base_sequence) = match producer {
+        Some((id, epoch)) => (id, epoch, next_sequence),
+        None => (-1, -1, -1),
+    };
+    BatchOptions {
+        base_offset: 0,
+        compression,
+        timestamp_type: TimestampType::CreateTime,
+        partition_leader_epoch: 0,
+        producer_id,
+        producer_epoch,
+        base_sequence,
+        transactional: false,
+        control: false,
+    }
+}
+
+/// The `buffer_memory` budget: bytes of records accepted by `send` and not yet written.
+#[derive(Debug)]
+pub(crate) struct Memory {
+    limit: usize,
+    used: AtomicUsize,
+    waiters: Mutex<usize>,
+    freed: Condvar,
+}
+
+impl Memory {
+    pub(crate) fn new(limit: usize) -> Memory {
+        Memory {
+            limit,
+            used: AtomicUsize::new(0),
+            waiters: Mutex::new(0),
+            freed: Condvar::new(),
+        }
+    }
+
+    pub(crate) fn limit(&self) -> usize {
+        self.limit
+    }
+
+    pub(crate) fn used(&self) -> usize {
+        self.used.load(Ordering::Acquire)
+    }
+
+    fn try_take(&self, n: usize) -> bool {
+        let mut cur = self.used.load(Ordering::Relaxed);
+        loop {
+            if cur + n > self.limit {
+                return false;
+            }
+            match self
+                .used
+                .compare_exchange_weak(cur, cur + n, Ordering::AcqRel, Ordering::Relaxed)
+            {
+                Ok(_) => return true,
+                Err(now) => cur = now,
+            }
+        }
+    }
+
+    /// Reserves `n` bytes, waiting up to `block` for space (`None`: do not wait).
+    pub(crate) fn reserve(&self, n: usize, block: Option<Duration>) -> Result<()> {
+        if self.try_take(n) {
+            return Ok(());
+        }
+        let full = || Error::BufferFull {
+            buffer_memory: self.limit,
+        };
+        let Some(block) = block else {
+            return Err(full());
+        };
+        let deadline = Instant::now() + block;
+        let mut waiters = self.waiters.lock();
+        *waiters += 1;
+        // `release` frees space before it takes this lock to notify, and we check for space
+        // while holding it, so no wake-up is lost between the check and the wait.
+        let result = loop {
+            if self.try_take(n) {
+                break Ok(());
+            }
+            if self.freed.wait_until(&mut waiters, deadline).timed_out() {
+                break if self.try_take(n) {
+                    Ok(())
+                } else {
+                    Err(full())
+                };
+            }
+        };
+        *waiters -= 1;
+        result
+    }
+
+    pub(crate) fn release(&self, n: usize) {
+        self.used.fetch_sub(n, Ordering::AcqRel);
+        let waiters = self.waiters.lock();
+        if *waiters > 0 {
+            self.freed.notify_all();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_blocks_then_fails_and_wakes_on_release() {
+        let m = Arc::new(Memory::new(100));
+        m.reserve(80, None).unwrap();
+        assert!(matches!(
+            m.reserve(30, None),
+            Err(Error::BufferFull { buffer_memory: 100 })
+        ));
+        let started = Instant::now();
+        assert!(m.reserve(30, Some(Duration::from_millis(30))).is_err());
+        assert!(started.elapsed() >= Duration::from_millis(30));
+        let m2 = m.clone();
+        let t = std::thread::spawn(move || m2.reserve(30, Some(Duration::from_secs(10))));
+        std::thread::sleep(Duration::from_millis(20));
+        m.release(80);
+        t.join().unwrap().unwrap();
+        assert_eq!(m.used(), 30);
+    }
+}

@@ -1,0 +1,178 @@
+//! [`ProducerConfig`] and [`Durability`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::partitioner::Partitioner;
+use crate::error::{Error, Result};
+use crate::format::Compression;
+
+/// When a send is acknowledged (Kafka's `acks`, as an in-process log can promise it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// Acknowledged when accepted into the producer's buffer (`acks=0`): nothing is promised,
+    /// and [`RecordMetadata::offset`](super::RecordMetadata) is not known.
+    None,
+    /// Acknowledged when the batch is written to the operating system (`acks=1`): survives a
+    /// crash of the process (kill -9), not a power loss.
+    #[default]
+    Written,
+    /// Acknowledged when the batch is on stable storage (`acks=all`): survives power loss.
+    /// Concurrent batches share fsyncs (group commit).
+    Synced,
+}
+
+/// Configuration of a [`Producer`](super::Producer). Every field documents its default and
+/// bounds; [`validate`](Self::validate) rejects values out of bounds rather than clamping them.
+///
+/// ```
+/// use std::time::Duration;
+/// use annals::{Compression, Durability, ProducerConfig};
+/// let cfg = ProducerConfig::default()
+///     .durability(Durability::Synced)
+///     .linger(Duration::from_millis(2))
+///     .compression(Compression::Lz4);
+/// assert!(cfg.validate().is_ok());
+/// ```
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ProducerConfig {
+    /// Default [`Durability::Written`].
+    pub durability: Durability,
+    /// How long a batch waits for more records before it is written (`linger.ms`). A record
+    /// sent once and never followed is written within this time without any further call.
+    /// Default 5 ms; at most 1 hour. Zero writes each batch as soon as the writer thread can.
+    pub linger: Duration,
+    /// Close a batch once its records take this many bytes uncompressed (`batch.size`).
+    /// Default 64 KiB; 1 KiB to 64 MiB (and never more than the topic's `max_message_bytes`).
+    pub batch_size: usize,
+    /// Bound on the bytes of records sent but not yet written (`buffer.memory`). Default
+    /// 32 MiB; at least 64 KiB and at least `batch_size`.
+    pub buffer_memory: usize,
+    /// How long `send` may block waiting for buffer space before failing with
+    /// [`Error::BufferFull`] (`max.block.ms`). Default 60 s; `try_send` never blocks.
+    pub max_block: Duration,
+    /// Codec for this producer's batches; `None` (default) uses each topic's `compression`.
+    pub compression: Option<Compression>,
+    /// Idempotent writes (`enable.idempotence`): batches carry a producer id, epoch and
+    /// sequence, and a retried batch is never written twice. Default true.
+    pub idempotence: bool,
+    /// A name that survives restarts (like Kafka's `transactional.id`): a producer opened with
+    /// it keeps its producer id, gets the next epoch, and fences any older instance. Default none.
+    pub stable_id: Option<String>,
+    /// Times a batch is retried after a retriable I/O error (`retries`). Default 3; at most 1000.
+    pub retries: u32,
+    /// Pause before each retry (`retry.backoff.ms`). Default 50 ms; at most 1 minute.
+    pub retry_backoff: Duration,
+    /// Where records go; default: murmur2 of the key as Kafka, sticky for keyless records.
+    pub partitioner: Option<Arc<dyn Partitioner>>,
+}
+
+impl Default for ProducerConfig {
+    fn default() -> Self {
+        ProducerConfig {
+            durability: Durability::Written,
+            linger: Duration::from_millis(5),
+            batch_size: 64 << 10,
+            buffer_memory: 32 << 20,
+            max_block: Duration::from_secs(60),
+            compression: None,
+            idempotence: true,
+            stable_id: None,
+            retries: 3,
+            retry_backoff: Duration::from_millis(50),
+            partitioner: None,
+        }
+    }
+}
+
+macro_rules! setter {
+    ($(#[$doc:meta])* $name:ident: $ty:ty) => {
+        $(#[$doc])*
+        pub fn $name(mut self, value: $ty) -> Self {
+            self.$name = value;
+            self
+        }
+    };
+}
+
+impl ProducerConfig {
+    setter!(/// Sets `durability`.
+        durability: Durability);
+    setter!(/// Sets `linger`.
+        linger: Duration);
+    setter!(/// Sets `batch_size`.
+        batch_size: usize);
+    setter!(/// Sets `buffer_memory`.
+        buffer_memory: usize);
+    setter!(/// Sets `max_block`.
+        max_block: Duration);
+    setter!(/// Sets `idempotence`.
+        idempotence: bool);
+    setter!(/// Sets `retries`.
+        retries: u32);
+    setter!(/// Sets `retry_backoff`.
+        retry_backoff: Duration);
+
+    /// Compress this producer's batches with `codec` instead of the topic's codec.
+    pub fn compression(mut self, codec: Compression) -> Self {
+        self.compression = Some(codec);
+        self
+    }
+
+    /// Sets `stable_id`.
+    pub fn stable_id(mut self, id: impl Into<String>) -> Self {
+        self.stable_id = Some(id.into());
+        self
+    }
+
+    /// Uses a custom partitioner.
+    pub fn partitioner(mut self, partitioner: Arc<dyn Partitioner>) -> Self {
+        self.partitioner = Some(partitioner);
+        self
+    }
+
+    /// Checks every field against its documented bounds.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |field, reason: String| Err(Error::invalid_config(field, reason));
+        if self.linger > Duration::from_secs(3600) {
+            return bad("linger", format!("{:?} is more than 1 hour", self.linger));
+        }
+        if !(1024..=64 << 20).contains(&self.batch_size) {
+            return bad(
+                "batch_size",
+                format!("{} is outside 1 KiB..=64 MiB", self.batch_size),
+            );
+        }
+        if self.buffer_memory < (64 << 10) || self.buffer_memory < self.batch_size {
+            return bad(
+                "buffer_memory",
+                format!(
+                    "{} must be at least 64 KiB and at least batch_size",
+                    self.buffer_memory
+                ),
+            );
+        }
+        if self.retries > 1000 {
+            return bad("retries", format!("{} is more than 1000", self.retries));
+        }
+        if self.retry_backoff > Duration::from_secs(60) {
+            return bad(
+                "retry_backoff",
+                format!("{:?} is more than 1 minute", self.retry_backoff),
+            );
+        }
+        if let Some(Compression::Zstd { level }) = self.compression {
+            if !(1..=22).contains(&level) {
+                return bad(
+                    "compression",
+                    format!("zstd level {level} is outside 1..=22"),
+                );
+            }
+        }
+        if self.stable_id.is_some() && !self.idempotence {
+            return bad("stable_id", "needs idempotence".into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,172 @@
+//! Delivery reports: how a caller learns what became of a record it sent.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+
+use crate::error::Result;
+
+/// Where a record was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordMetadata {
+    pub topic: Arc<str>,
+    pub partition: u32,
+    /// The record's offset; [`RecordMetadata::NO_OFFSET`] under `Durability::None`, where the
+    /// acknowledgement comes before the record is written.
+    pub offset: u64,
+    /// The record's timestamp as stored (the append time on LogAppendTime topics).
+    pub timestamp: i64,
+}
+
+impl RecordMetadata {
+    /// The offset reported when it is not known (`Durability::None`), like Kafka's -1.
+    pub const NO_OFFSET: u64 = u64::MAX;
+
+    /// Whether `offset` is known.
+    pub fn has_offset(&self) -> bool {
+        self.offset != Self::NO_OFFSET
+    }
+}
+
+/// What the writer thread learned about a whole batch.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BatchAck {
+    pub base_offset: u64,
+    /// Set on LogAppendTime topics: every record's timestamp.
+    pub log_append_time: Option<i64>,
+}
+
+/// The completion of one batch, shared by the deliveries of all its records.
+#[derive(Debug, Default)]
+pub(crate) struct BatchCompletion {
+    result: Mutex<Option<Result<BatchAck>>>,
+    done: Condvar,
+}
+
+impl BatchCompletion {
+    pub(crate) fn complete(&self, result: Result<BatchAck>) {
+        let mut slot = self.result.lock();
+        if slot.is_none() {
+            *slot = Some(result);
+            self.done.notify_all();
+        }
+    }
+
+    fn peek(&self) -> Option<Result<BatchAck>> {
+        self.result.lock().clone()
+    }
+
+    fn wait(&self, deadline: Option<Instant>) -> Option<Result<BatchAck>> {
+        let mut slot = self.result.lock();
+        while slot.is_none() {
+            match deadline {
+                None => self.done.wait(&mut slot),
+                Some(d) => {
+                    if self.done.wait_until(&mut slot, d).timed_out() {
+                        break;
+                    }
+                }
+            }
+        }
+        slot.clone()
+    }
+}
+
+/// The pending result of one [`Producer::send`](super::Producer::send).
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub(crate) batch: Option<Arc<BatchCompletion>>,
+    pub(crate) index: u32,
+    pub(crate) topic: Arc<str>,
+    pub(crate) partition: u32,
+    pub(crate) timestamp: i64,
+}
+
+impl Delivery {
+    /// Blocks until the record is acknowledged at the producer's durability, or failed.
+    pub fn wait(&self) -> Result<RecordMetadata> {
+        match &self.batch {
+            None => Ok(self.metadata(None)),
+            Some(b) => self.finish(b.wait(None).expect("waiting without deadline")),
+        }
+    }
+
+    /// Like [`wait`](Self::wait), giving up after `timeout` (`None` if still pending).
+    pub fn wait_timeout(&self, timeout: Duration) -> Option<Result<RecordMetadata>> {
+        match &self.batch {
+            None => Some(Ok(self.metadata(None))),
+            Some(b) => b
+                .wait(Some(Instant::now() + timeout))
+                .map(|r| self.finish(r)),
+        }
+    }
+
+    /// The result if it is already known; never blocks.
+    pub fn try_result(&self) -> Option<Result<RecordMetadata>> {
+        match &self.batch {
+            None => Some(Ok(self.metadata(None))),
+            Some(b) => b.peek().map(|r| self.finish(r)),
+        }
+    }
+
+    /// Whether [`try_result`](Self::try_result) would return a result.
+    pub fn is_done(&self) -> bool {
+        self.try_result().is_some()
+    }
+
+    fn finish(&self, result: Result<BatchAck>) -> Result<RecordMetadata> {
+        result.map(|ack| self.metadata(Some(ack)))
+    }
+
+    fn metadata(&self, ack: Option<BatchAck>) -> RecordMetadata {
+        RecordMetadata {
+            topic: self.topic.clone(),
+            partition: self.partition,
+            offset: ack.map_or(RecordMetadata::NO_OFFSET, |a| {
+                a.base_offset + self.index as u64
+            }),
+            timestamp: ack
+                .and_then(|a| a.log_append_time)
+                .unwrap_or(self.timestamp),
+        }
+    }
+}
+
+/// Ids of batches not yet completed, so `flush` can wait for exactly the batches that existed
+/// when it was called.
+#[derive(Debug, Default)]
+pub(crate) struct Outstanding {
+    ids: Mutex<std::collections::BTreeSet<u64>>,
+    changed: Condvar,
+    next: std::sync::atomic::AtomicU64,
+}
+
+impl Outstanding {
+    pub(crate) fn register(&self) -> u64 {
+        let id = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.ids.lock().insert(id);
+        id
+    }
+
+    pub(crate) fn finish(&self, id: u64) {
+        let mut ids = self.ids.lock();
+        ids.remove(&id);
+        self.changed.notify_all();
+    }
+
+    /// Id of the newest batch registered so far.
+    pub(crate) fn newest(&self) -> Option<u64> {
+        self.next
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .checked_sub(1)
+    }
+
+    /// Waits until no batch with id <= `upto` is outstanding.
+    pub(crate) fn wait_upto(&self, upto: u64) {
+        let mut ids = self.ids.lock();
+        while ids.first().is_some_and(|&first| first <= upto) {
+            self.changed.wait(&mut ids);
+        }
+    }
+}

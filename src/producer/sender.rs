@@ -1,0 +1,187 @@
+//! The producer's writer thread: writes closed and lingered-out batches, fsyncs them as a group
+//! when the durability asks for it, and completes their deliveries.
+
+use std::collections::BinaryHeap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use parking_lot::{Condvar, Mutex};
+
+use super::accumulator::{OpenBatch, PartitionSlot};
+use super::delivery::BatchAck;
+use super::{Durability, Shared};
+use crate::error::{Error, Result};
+use crate::format::TimestampType;
+use crate::partition::Appended;
+
+/// How `send`s and `flush` hand work to the writer thread.
+#[derive(Debug, Default)]
+pub(crate) struct Signal {
+    state: Mutex<SignalState>,
+    wake: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct SignalState {
+    /// Partitions with closed batches to write.
+    ready: Vec<Arc<PartitionSlot>>,
+    /// When open batches linger out.
+    deadlines: BinaryHeap<Deadline>,
+    closing: bool,
+}
+
+#[derive(Debug)]
+struct Deadline {
+    at: Instant,
+    slot: Arc<PartitionSlot>,
+}
+
+impl PartialEq for Deadline {
+    fn eq(&self, other: &Self) -> bool {
+        self.at == other.at
+    }
+}
+impl Eq for Deadline {}
+impl PartialOrd for Deadline {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Deadline {
+    // Earliest first out of the max-heap.
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        other.at.cmp(&self.at)
+    }
+}
+
+impl Signal {
+    /// `slot` has a closed batch.
+    pub(crate) fn ready(&self, slot: &Arc<PartitionSlot>) {
+        self.state.lock().ready.push(slot.clone());
+        self.wake.notify_one();
+    }
+
+    /// `slot`'s new open batch lingers out at `at`.
+    pub(crate) fn deadline(&self, slot: &Arc<PartitionSlot>, at: Instant) {
+        self.state.lock().deadlines.push(Deadline {
+            at,
+            slot: slot.clone(),
+        });
+        self.wake.notify_one();
+    }
+
+    pub(crate) fn close(&self) {
+        self.state.lock().closing = true;
+        self.wake.notify_one();
+    }
+
+    /// Blocks until there is work: the partitions to look at, or `None` when closing.
+    fn next(&self) -> Option<Vec<Arc<PartitionSlot>>> {
+        let mut st = self.state.lock();
+        loop {
+            let now = Instant::now();
+            let mut due = std::mem::take(&mut st.ready);
+            while st.deadlines.peek().is_some_and(|d| d.at <= now) {
+                due.push(st.deadlines.pop().expect("peeked").slot);
+            }
+            if !due.is_empty() {
+                due.sort_by_key(|s| Arc::as_ptr(s) as usize);
+                due.dedup_by(|a, b| Arc::ptr_eq(a, b));
+                return Some(due);
+            }
+            if st.closing {
+                return None;
+            }
+            match st.deadlines.peek().map(|d| d.at) {
+                Some(at) => {
+                    self.wake.wait_until(&mut st, at);
+                }
+                None => self.wake.wait(&mut st),
+            }
+        }
+    }
+}
+
+/// The thread body.
+pub(crate) fn run(shared: Arc<Shared>) {
+    while let Some(slots) = shared.signal.next() {
+        let now = Instant::now();
+        let mut to_sync: Vec<(Arc<PartitionSlot>, OpenBatch, BatchAck)> = Vec::new();
+        for slot in &slots {
+            let batches: Vec<OpenBatch> = {
+                let mut q = slot.queue.lock();
+                let lingered = q
+                    .open
+                    .as_ref()
+                    .is_some_and(|b| now >= b.created + shared.config.linger);
+                if lingered {
+                    q.close_open();
+                }
+                q.ready.drain(..).collect()
+            };
+            for batch in batches {
+                match write(&shared, slot, &batch) {
+                    Ok(ack) if shared.config.durability == Durability::Synced => {
+                        to_sync.push((slot.clone(), batch, ack))
+                    }
+                    result => shared.complete(batch, result),
+                }
+            }
+        }
+        sync_group(&shared, to_sync);
+    }
+}
+
+/// One fsync per partition for every batch written in this round: group commit. Senders that
+/// wait meanwhile keep filling the next round's batches.
+fn sync_group(shared: &Shared, mut to_sync: Vec<(Arc<PartitionSlot>, OpenBatch, BatchAck)>) {
+    to_sync.sort_by_key(|(slot, batch, _)| (Arc::as_ptr(slot) as usize, batch.id));
+    let mut i = 0;
+    while i < to_sync.len() {
+        let slot = to_sync[i].0.clone();
+        let result = slot.partition.sync();
+        while i < to_sync.len() && Arc::ptr_eq(&to_sync[i].0, &slot) {
+            i += 1;
+        }
+        // Complete this partition's batches in order.
+        for (_, batch, ack) in to_sync.drain(..i) {
+            shared.complete(batch, result.clone().map(|()| ack));
+        }
+        i = 0;
+    }
+}
+
+/// Encodes (compresses) and appends one batch, retrying retriable failures.
+fn write(shared: &Shared, slot: &PartitionSlot, batch: &OpenBatch) -> Result<BatchAck> {
+    if let Some(current_epoch) = shared.identity.as_ref().and_then(|i| i.is_fenced()) {
+        let identity = shared.identity.as_ref().expect("checked");
+        return Err(Error::ProducerFenced {
+            producer_id: identity.producer_id,
+            epoch: identity.epoch,
+            current_epoch,
+        });
+    }
+    let mut buf = Vec::new();
+    batch.builder.clone().finish_into(&mut buf)?;
+    let mut attempt = 0;
+    let appended: Appended = loop {
+        match slot.partition.inner.append_encoded(&mut buf) {
+            Ok(a) => break a,
+            // An I/O error that did not poison the partition left the log as it was (the
+            // partial write was cut off), so the same batch can go again; if it did land after
+            // all, idempotence turns the retry into a duplicate acknowledgement.
+            Err(Error::Io(_)) if attempt < shared.config.retries => {
+                attempt += 1;
+                std::thread::sleep(shared.config.retry_backoff);
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    let log_append_time = (slot.partition.inner.config.message_timestamp_type
+        == TimestampType::LogAppendTime)
+        .then_some(appended.timestamp);
+    Ok(BatchAck {
+        base_offset: appended.base_offset,
+        log_append_time,
+    })
+}
