@@ -223,3 +223,19 @@ pub fn set_log_append_time(batch: &mut [u8], timestamp: i64) {
     let crc = compute_crc(batch);
     store_crc(batch, crc);
 }
+
+/// Sets the batch's base sequence (and so its records' sequences) and recomputes the CRC. The
+/// producer assigns sequences when a batch is written, not when it is filled, so a batch that
+/// fails for good leaves no gap in the sequence the partition expects. A slice shorter than a
+/// batch header is left untouched.
+pub fn set_base_sequence(batch: &mut [u8], base_sequence: i32) {
+    let Some(h) = batch
+        .get_mut(..HEADER_LEN)
+        .and_then(|h| <&mut [u8; HEADER_LEN]>::try_from(h).ok())
+    else {
+        return;
+    };
+    put(h, BASE_SEQUENCE_AT, &base_sequence.to_be_bytes());
+    let crc = compute_crc(batch);
+    store_crc(batch, crc);
+}

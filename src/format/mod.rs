@@ -56,7 +56,9 @@ mod tests;
 
 pub use builder::{encode_batch, record_encoded_len, BatchBuilder};
 pub use decode::decode_batch;
-pub use header::{peek_batch_len, set_base_offset, set_log_append_time, verify_crc};
+pub use header::{
+    peek_batch_len, set_base_offset, set_base_sequence, set_log_append_time, verify_crc,
+};
 
 use crate::error::{Error, Result};
 

@@ -18,8 +18,6 @@ use crate::partition::Partition;
 pub(crate) struct TopicSlot {
     pub name: Arc<str>,
     pub partitions: Vec<Arc<PartitionSlot>>,
-    /// The keyless records' current partition (sticky partitioning).
-    pub sticky: AtomicU32,
     pub max_message_bytes: usize,
     pub compression: Compression,
 }
@@ -28,7 +26,27 @@ pub(crate) struct TopicSlot {
 #[derive(Debug)]
 pub(crate) struct PartitionSlot {
     pub partition: Partition,
+    pub id: u32,
+    /// The topic's partition count and its keyless records' current partition (sticky
+    /// partitioning), shared by all of the topic's slots.
+    pub partition_count: u32,
+    pub sticky: Arc<AtomicU32>,
     pub queue: Mutex<PartitionQueue>,
+    /// Sequence number of the next record written (idempotence), per partition as in Kafka.
+    /// Only the writer thread touches it: sequences are assigned when a batch is written, so a
+    /// batch that fails for good leaves no gap.
+    pub next_sequence: Mutex<i32>,
+}
+
+impl PartitionSlot {
+    /// Keyless records move on to the next partition once a batch here closes (Kafka's sticky
+    /// partitioner: fill a batch on one partition, then move on).
+    pub(crate) fn batch_closed(&self) {
+        let next = (self.id + 1) % self.partition_count;
+        let _ = self
+            .sticky
+            .compare_exchange(self.id, next, Ordering::Relaxed, Ordering::Relaxed);
+    }
 }
 
 #[derive(Debug, Default)]
@@ -37,8 +55,6 @@ pub(crate) struct PartitionQueue {
     pub open: Option<OpenBatch>,
     /// Closed batches, oldest first, waiting for the writer thread.
     pub ready: VecDeque<OpenBatch>,
-    /// Sequence number of the next record (idempotence), per partition as in Kafka.
-    pub next_sequence: i32,
 }
 
 /// A batch being filled or waiting to be written.
@@ -55,29 +71,24 @@ pub(crate) struct OpenBatch {
 impl PartitionQueue {
     /// Closes the open batch (if any) and queues it for writing; whether there was one.
     pub(crate) fn close_open(&mut self) -> bool {
-        let Some(batch) = self.open.take() else {
-            return false;
-        };
-        if batch.builder.options().producer_id >= 0 {
-            // The next batch's base sequence follows this one's records (wrapping as Kafka does).
-            let count = batch.builder.record_count() as i64;
-            self.next_sequence =
-                ((self.next_sequence as i64 + count) % (i32::MAX as i64 + 1)) as i32;
+        match self.open.take() {
+            Some(batch) => {
+                self.ready.push_back(batch);
+                true
+            }
+            None => false,
         }
-        self.ready.push_back(batch);
-        true
     }
 }
 
-/// The options of a new batch: the codec, and the producer id, epoch and base sequence when
-/// the producer is idempotent.
+/// The options of a new batch: the codec, and the producer id and epoch when the producer is
+/// idempotent (the base sequence is set when the batch is written).
 pub(crate) fn batch_options(
     compression: Compression,
     producer: Option<(i64, i16)>,
-    next_sequence: i32,
 ) -> BatchOptions {
     let (producer_id, producer_epoch, base_sequence) = match producer {
-        Some((id, epoch)) => (id, epoch, next_sequence),
+        Some((id, epoch)) => (id, epoch, 0),
         None => (-1, -1, -1),
     };
     BatchOptions {

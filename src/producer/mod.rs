@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Mutex, RwLock};
 
 use crate::error::{Error, Result};
-use crate::format::{record_encoded_len, BatchBuilder, HEADER_LEN};
+use crate::format::{record_encoded_len, BatchBuilder, Compression, HEADER_LEN};
 use crate::log::{Log, ProducerIdentity};
 use crate::partition::now_ms;
 use crate::record::Record;
@@ -30,7 +30,6 @@ use accumulator::{batch_options, Memory, OpenBatch, PartitionSlot, TopicSlot};
 pub use config::{Durability, ProducerConfig};
 use delivery::{BatchCompletion, Outstanding};
 pub use delivery::{Delivery, RecordMetadata};
-use partitioner::StickyPartitioner;
 pub use partitioner::{murmur2, partition_for_key, Partitioner};
 use sender::Signal;
 
@@ -74,8 +73,10 @@ pub(crate) struct Shared {
     /// The first failure since the last `flush`, which `flush` reports (so errors under
     /// `Durability::None`, whose deliveries complete early, are not lost).
     first_error: Mutex<Option<Error>>,
+    /// Every `send` holds this shared for its whole run; `close` takes it exclusively to set
+    /// `closed`, so no send can slip a record in after close has drained the queues.
+    gate: RwLock<()>,
     closed: AtomicBool,
-    sticky: StickyPartitioner,
 }
 
 impl Producer {
@@ -94,8 +95,8 @@ impl Producer {
             signal: Signal::default(),
             outstanding: Outstanding::default(),
             first_error: Mutex::new(None),
+            gate: RwLock::new(()),
             closed: AtomicBool::new(false),
-            sticky: StickyPartitioner,
         });
         let worker = shared.clone();
         let thread = std::thread::Builder::new()
@@ -163,18 +164,24 @@ impl Producer {
 impl Handle {
     fn close(&self) -> Result<()> {
         let shared = &self.shared;
-        let flushed = if shared.closed.load(Ordering::Acquire) {
-            Ok(())
-        } else {
-            shared.flush()
-        };
-        shared.closed.store(true, Ordering::Release);
+        if shared.closed.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let flushed = shared.flush();
+        {
+            // Waits for sends in progress (they can still get buffer space: the writer thread is
+            // running) and turns away every later one.
+            let _exclusive = shared.gate.write();
+            shared.closed.store(true, Ordering::Release);
+        }
+        // Write what those last sends added, then stop the thread.
+        let flushed = flushed.and(shared.flush());
         shared.signal.close();
         if let Some(thread) = self.thread.lock().take() {
             let _ = thread.join();
         }
-        // A send that raced with close may have queued a batch the thread never saw: fail it
-        // rather than leave its deliveries waiting forever.
+        // Nothing should be left; if something is (the thread died), fail it rather than leave
+        // its deliveries waiting forever.
         for topic in shared.topics.read().values() {
             for slot in &topic.partitions {
                 let mut q = slot.queue.lock();
@@ -200,31 +207,40 @@ impl Drop for Handle {
 impl Shared {
     fn topic(&self, name: &str) -> Result<Arc<TopicSlot>> {
         if let Some(t) = self.topics.read().get(name) {
-            return Ok(t.clone());
+            // A deleted topic's partitions are closed; the name may belong to a new topic now.
+            if !t.partitions[0].partition.inner.is_closed() {
+                return Ok(t.clone());
+            }
         }
         let config = self.log.topic_config(name)?;
         let name_arc: Arc<str> = Arc::from(name);
+        let sticky = Arc::new(AtomicU32::new(0));
         let partitions = (0..config.partitions)
             .map(|id| {
                 Ok(Arc::new(PartitionSlot {
                     partition: self.log.partition(name, id)?,
+                    id,
+                    partition_count: config.partitions,
+                    sticky: sticky.clone(),
                     queue: Mutex::new(Default::default()),
+                    next_sequence: Mutex::new(0),
                 }))
             })
             .collect::<Result<Vec<_>>>()?;
         let slot = Arc::new(TopicSlot {
             name: name_arc,
             partitions,
-            sticky: AtomicU32::new(0),
             max_message_bytes: config.max_message_bytes,
             compression: self.config.compression.unwrap_or(config.compression),
         });
-        Ok(self
-            .topics
-            .write()
-            .entry(name.to_string())
-            .or_insert(slot)
-            .clone())
+        let mut topics = self.topics.write();
+        match topics.get(name) {
+            Some(t) if !t.partitions[0].partition.inner.is_closed() => Ok(t.clone()),
+            _ => {
+                topics.insert(name.to_string(), slot.clone());
+                Ok(slot)
+            }
+        }
     }
 
     /// Largest uncompressed batch for a topic: `batch_size`, but leaving room under
@@ -241,6 +257,7 @@ impl Shared {
         record: Record,
         block: Option<Duration>,
     ) -> Result<Delivery> {
+        let _shared = self.gate.read();
         if self.closed.load(Ordering::Acquire) {
             return Err(Error::Closed);
         }
@@ -254,9 +271,15 @@ impl Shared {
             Some(ts) => ts,
             None => now_ms(),
         };
-        // The record's bytes in a batch, with slack for its timestamp and offset deltas.
+        // The record's bytes in a batch, with slack for its timestamp and offset deltas, and
+        // what a codec may add to incompressible data (LZ4's bound plus frame headers), so a
+        // record accepted here always fits the topic's limit when written.
         let size = record_encoded_len(&record, 0, 0) + 12;
-        if size + HEADER_LEN > t.max_message_bytes {
+        let codec_slack = match t.compression {
+            Compression::None => 0,
+            _ => size / 255 + 64,
+        };
+        if size + HEADER_LEN + codec_slack > t.max_message_bytes {
             return Err(Error::RecordTooLarge {
                 size: size + HEADER_LEN,
                 max: t.max_message_bytes,
@@ -269,88 +292,106 @@ impl Shared {
             });
         }
         let count = t.partitions.len() as u32;
-        let p = match partition {
-            Some(p) if p < count => p,
-            Some(p) => {
-                return Err(Error::UnknownPartition {
-                    topic: topic.to_string(),
-                    partition: p,
-                    partitions: count,
-                })
-            }
-            None => match &self.config.partitioner {
-                Some(custom) => {
-                    let p = custom.partition(topic, record.key.as_deref(), count);
-                    if p >= count {
-                        return Err(Error::InvalidArgument(format!(
-                            "partitioner chose partition {p} of a {count}-partition topic"
-                        )));
-                    }
-                    p
-                }
-                None => self
-                    .sticky
-                    .partition(record.key.as_deref(), count, &t.sticky),
-            },
-        };
+        let sticky =
+            partition.is_none() && self.config.partitioner.is_none() && record.key.is_none();
+        let mut p = self.choose_partition(&t, topic, partition, &record)?;
         self.memory.reserve(size, block)?;
-        let slot = &t.partitions[p as usize];
         let cap = self.batch_cap(&t);
         let linger = self.config.linger;
-        let mut closed_one = false;
-        let mut new_batch_at = None;
-        let mut q = slot.queue.lock();
-        if q.open
-            .as_ref()
-            .is_some_and(|b| b.builder.uncompressed_len() + size > cap)
-        {
-            closed_one = q.close_open();
-        }
-        if q.open.is_none() {
-            let producer = self.identity.as_ref().map(|i| (i.producer_id, i.epoch));
-            let options = batch_options(t.compression, producer, q.next_sequence);
-            let now = Instant::now();
-            q.open = Some(OpenBatch {
-                id: self.outstanding.register(),
-                builder: BatchBuilder::with_capacity(options, cap.min(size.max(4096))),
-                completion: Arc::new(BatchCompletion::default()),
-                created: now,
-                reserved: 0,
-            });
-            new_batch_at = Some(now + linger);
-        }
-        let open = q.open.as_mut().expect("just ensured");
-        if let Err(e) = open.builder.push(&record, timestamp) {
-            // Only a field the wire format cannot express gets here; leave no empty batch behind.
-            if open.builder.is_empty() {
-                let empty = q.open.take().expect("present");
+        loop {
+            let slot = &t.partitions[p as usize];
+            let mut q = slot.queue.lock();
+            let full = q
+                .open
+                .as_ref()
+                .is_some_and(|b| b.builder.uncompressed_len() + size > cap);
+            if full {
+                q.close_open();
                 drop(q);
-                self.complete(empty, Err(e.clone()));
+                slot.batch_closed();
+                self.signal.ready(slot);
+                if sticky {
+                    // A keyless record starts its new batch on the next partition.
+                    p = t.partitions[0].sticky.load(Ordering::Relaxed) % count;
+                }
+                continue;
             }
-            self.memory.release(size);
-            return Err(e);
+            let mut new_batch_at = None;
+            if q.open.is_none() {
+                let producer = self.identity.as_ref().map(|i| (i.producer_id, i.epoch));
+                let options = batch_options(t.compression, producer);
+                let now = Instant::now();
+                q.open = Some(OpenBatch {
+                    id: self.outstanding.register(),
+                    builder: BatchBuilder::with_capacity(options, cap.min(size.max(4096))),
+                    completion: Arc::new(BatchCompletion::default()),
+                    created: now,
+                    reserved: 0,
+                });
+                new_batch_at = Some(now + linger);
+            }
+            let open = q.open.as_mut().expect("just ensured");
+            if let Err(e) = open.builder.push(&record, timestamp) {
+                // Only a field the wire format cannot express gets here; leave no empty batch.
+                if open.builder.is_empty() {
+                    let empty = q.open.take().expect("present");
+                    drop(q);
+                    self.complete(empty, Err(e.clone()));
+                }
+                self.memory.release(size);
+                return Err(e);
+            }
+            open.reserved += size;
+            let index = open.builder.record_count() as u32 - 1;
+            let completion = open.completion.clone();
+            let close_now = linger.is_zero() || open.builder.uncompressed_len() >= cap;
+            if close_now {
+                q.close_open();
+            }
+            drop(q);
+            if close_now {
+                slot.batch_closed();
+                self.signal.ready(slot);
+            } else if let Some(at) = new_batch_at {
+                self.signal.deadline(slot, at);
+            }
+            return Ok(Delivery {
+                batch: (self.config.durability != Durability::None).then_some(completion),
+                index,
+                topic: t.name.clone(),
+                partition: p,
+                timestamp,
+            });
         }
-        open.reserved += size;
-        let index = open.builder.record_count() as u32 - 1;
-        let completion = open.completion.clone();
-        if linger.is_zero() || open.builder.uncompressed_len() >= cap {
-            closed_one |= q.close_open();
+    }
+
+    fn choose_partition(
+        &self,
+        t: &TopicSlot,
+        topic: &str,
+        partition: Option<u32>,
+        record: &Record,
+    ) -> Result<u32> {
+        let count = t.partitions.len() as u32;
+        match (partition, &self.config.partitioner, record.key.as_deref()) {
+            (Some(p), _, _) if p < count => Ok(p),
+            (Some(p), _, _) => Err(Error::UnknownPartition {
+                topic: topic.to_string(),
+                partition: p,
+                partitions: count,
+            }),
+            (None, Some(custom), key) => {
+                let p = custom.partition(topic, key, count);
+                if p >= count {
+                    return Err(Error::InvalidArgument(format!(
+                        "partitioner chose partition {p} of a {count}-partition topic"
+                    )));
+                }
+                Ok(p)
+            }
+            (None, None, Some(key)) => Ok(partition_for_key(key, count)),
+            (None, None, None) => Ok(t.partitions[0].sticky.load(Ordering::Relaxed) % count),
         }
-        drop(q);
-        if closed_one {
-            self.sticky.on_batch_closed(p, count, &t.sticky);
-            self.signal.ready(slot);
-        }
-        if let Some(at) = new_batch_at.filter(|_| !linger.is_zero()) {
-            self.signal.deadline(slot, at);
-        }
-        Ok(Delivery {
-            batch: (self.config.durability != Durability::None).then_some(completion),
-            index,
-            topic: t.name.clone(),
-            partition: p,
-            timestamp,
-        })
     }
 
     fn flush(&self) -> Result<()> {
@@ -359,9 +400,12 @@ impl Shared {
         for t in &topics {
             for slot in &t.partitions {
                 let mut q = slot.queue.lock();
-                q.close_open();
+                let closed = q.close_open();
                 let has_work = !q.ready.is_empty();
                 drop(q);
+                if closed {
+                    slot.batch_closed();
+                }
                 if has_work {
                     self.signal.ready(slot);
                 }

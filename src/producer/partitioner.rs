@@ -2,7 +2,6 @@
 //! partitioner of the caller's own.
 
 use std::fmt::Debug;
-use std::sync::atomic::{AtomicU32, Ordering};
 
 /// Kafka's murmur2 (`org.apache.kafka.common.utils.Utils.murmur2`), bit for bit, so a key lands
 /// on the same partition it would in Kafka.
@@ -64,26 +63,6 @@ pub trait Partitioner: Send + Sync + Debug {
     fn partition(&self, topic: &str, key: Option<&[u8]>, partitions: u32) -> u32;
 }
 
-/// Keyed records by murmur2, as Kafka; keyless records stick to one partition until its batch
-/// is closed, then move on (Kafka's sticky partitioner), which keeps batches full.
-#[derive(Debug, Default)]
-pub(crate) struct StickyPartitioner;
-
-impl StickyPartitioner {
-    pub(crate) fn partition(&self, key: Option<&[u8]>, partitions: u32, sticky: &AtomicU32) -> u32 {
-        match key {
-            Some(key) => partition_for_key(key, partitions),
-            None => sticky.load(Ordering::Relaxed) % partitions,
-        }
-    }
-
-    /// Called when a keyless batch on `current` closed: move the topic's sticky partition on.
-    pub(crate) fn on_batch_closed(&self, current: u32, partitions: u32, sticky: &AtomicU32) {
-        let next = (current + 1) % partitions;
-        let _ = sticky.compare_exchange(current, next, Ordering::Relaxed, Ordering::Relaxed);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -142,20 +121,5 @@ mod tests {
                 );
             }
         }
-    }
-
-    #[test]
-    fn sticky_moves_on_only_from_the_current_partition() {
-        let sticky = AtomicU32::new(0);
-        let p = StickyPartitioner;
-        assert_eq!(p.partition(None, 3, &sticky), 0);
-        p.on_batch_closed(0, 3, &sticky);
-        assert_eq!(p.partition(None, 3, &sticky), 1);
-        // A stale notification (another thread already moved on) changes nothing.
-        p.on_batch_closed(0, 3, &sticky);
-        assert_eq!(p.partition(None, 3, &sticky), 1);
-        p.on_batch_closed(1, 3, &sticky);
-        p.on_batch_closed(2, 3, &sticky);
-        assert_eq!(p.partition(None, 3, &sticky), 0);
     }
 }

@@ -11,7 +11,7 @@ use super::accumulator::{OpenBatch, PartitionSlot};
 use super::delivery::BatchAck;
 use super::{Durability, Shared};
 use crate::error::{Error, Result};
-use crate::format::TimestampType;
+use crate::format::{set_base_sequence, TimestampType};
 use crate::partition::Appended;
 
 /// How `send`s and `flush` hand work to the writer thread.
@@ -117,7 +117,12 @@ pub(crate) fn run(shared: Arc<Shared>) {
                 if lingered {
                     q.close_open();
                 }
-                q.ready.drain(..).collect()
+                let batches = q.ready.drain(..).collect();
+                drop(q);
+                if lingered {
+                    slot.batch_closed();
+                }
+                batches
             };
             for batch in batches {
                 match write(&shared, slot, &batch) {
@@ -163,6 +168,13 @@ fn write(shared: &Shared, slot: &PartitionSlot, batch: &OpenBatch) -> Result<Bat
     }
     let mut buf = Vec::new();
     batch.builder.clone().finish_into(&mut buf)?;
+    // Sequences are assigned here, in write order, and advance only for batches that made it
+    // into the log: a batch that failed for good leaves no gap for the next one to trip on.
+    let idempotent = batch.builder.options().producer_id >= 0;
+    let mut next_sequence = slot.next_sequence.lock();
+    if idempotent {
+        set_base_sequence(&mut buf, *next_sequence);
+    }
     let mut attempt = 0;
     let appended: Appended = loop {
         match slot.partition.inner.append_encoded(&mut buf) {
@@ -177,6 +189,11 @@ fn write(shared: &Shared, slot: &PartitionSlot, batch: &OpenBatch) -> Result<Bat
             Err(e) => return Err(e),
         }
     };
+    if idempotent {
+        let count = batch.builder.record_count() as i64;
+        *next_sequence = ((*next_sequence as i64 + count) % (i32::MAX as i64 + 1)) as i32;
+    }
+    drop(next_sequence);
     let log_append_time = (slot.partition.inner.config.message_timestamp_type
         == TimestampType::LogAppendTime)
         .then_some(appended.timestamp);
