@@ -12,7 +12,6 @@ mod delivery;
 mod partitioner;
 mod sender;
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -66,7 +65,9 @@ pub(crate) struct Shared {
     log: Log,
     config: ProducerConfig,
     identity: Option<ProducerIdentity>,
-    topics: RwLock<HashMap<String, Arc<TopicSlot>>>,
+    /// Topics this producer has sent to. A short list scanned by name: producers write to a few
+    /// topics, and comparing a short name beats hashing it on every send.
+    topics: RwLock<Vec<Arc<TopicSlot>>>,
     memory: Memory,
     signal: Signal,
     outstanding: Outstanding,
@@ -91,7 +92,7 @@ impl Producer {
             memory: Memory::new(config.buffer_memory),
             config,
             identity,
-            topics: RwLock::new(HashMap::new()),
+            topics: RwLock::new(Vec::new()),
             signal: Signal::default(),
             outstanding: Outstanding::default(),
             first_error: Mutex::new(None),
@@ -182,7 +183,7 @@ impl Handle {
         }
         // Nothing should be left; if something is (the thread died), fail it rather than leave
         // its deliveries waiting forever.
-        for topic in shared.topics.read().values() {
+        for topic in shared.topics.read().iter() {
             for slot in &topic.partitions {
                 let mut q = slot.queue.lock();
                 q.close_open();
@@ -206,14 +207,13 @@ impl Drop for Handle {
 
 impl Shared {
     fn topic(&self, name: &str) -> Result<Arc<TopicSlot>> {
-        if let Some(t) = self.topics.read().get(name) {
-            // A deleted topic's partitions are closed; the name may belong to a new topic now.
-            if !t.partitions[0].partition.inner.is_closed() {
-                return Ok(t.clone());
-            }
+        // A deleted topic's partitions are closed; the name may belong to a new topic now.
+        let live =
+            |t: &Arc<TopicSlot>| &*t.name == name && !t.partitions[0].partition.inner.is_closed();
+        if let Some(t) = self.topics.read().iter().find(|t| live(t)) {
+            return Ok(t.clone());
         }
         let config = self.log.topic_config(name)?;
-        let name_arc: Arc<str> = Arc::from(name);
         let sticky = Arc::new(AtomicU32::new(0));
         let partitions = (0..config.partitions)
             .map(|id| {
@@ -228,19 +228,18 @@ impl Shared {
             })
             .collect::<Result<Vec<_>>>()?;
         let slot = Arc::new(TopicSlot {
-            name: name_arc,
+            name: Arc::from(name),
             partitions,
             max_message_bytes: config.max_message_bytes,
             compression: self.config.compression.unwrap_or(config.compression),
         });
         let mut topics = self.topics.write();
-        match topics.get(name) {
-            Some(t) if !t.partitions[0].partition.inner.is_closed() => Ok(t.clone()),
-            _ => {
-                topics.insert(name.to_string(), slot.clone());
-                Ok(slot)
-            }
+        if let Some(t) = topics.iter().find(|t| live(t)) {
+            return Ok(t.clone());
         }
+        topics.retain(|t| &*t.name != name);
+        topics.push(slot.clone());
+        Ok(slot)
     }
 
     /// Largest uncompressed batch for a topic: `batch_size`, but leaving room under
@@ -396,7 +395,7 @@ impl Shared {
 
     fn flush(&self) -> Result<()> {
         let upto = self.outstanding.newest();
-        let topics: Vec<Arc<TopicSlot>> = self.topics.read().values().cloned().collect();
+        let topics: Vec<Arc<TopicSlot>> = self.topics.read().clone();
         for t in &topics {
             for slot in &t.partitions {
                 let mut q = slot.queue.lock();

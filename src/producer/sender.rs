@@ -11,7 +11,7 @@ use super::accumulator::{OpenBatch, PartitionSlot};
 use super::delivery::BatchAck;
 use super::{Durability, Shared};
 use crate::error::{Error, Result};
-use crate::format::{set_base_sequence, TimestampType};
+use crate::format::{set_base_sequence, BatchBuilder, BatchOptions, TimestampType};
 use crate::partition::Appended;
 
 /// How `send`s and `flush` hand work to the writer thread.
@@ -124,8 +124,8 @@ pub(crate) fn run(shared: Arc<Shared>) {
                 }
                 batches
             };
-            for batch in batches {
-                match write(&shared, slot, &batch) {
+            for mut batch in batches {
+                match write(&shared, slot, &mut batch) {
                     Ok(ack) if shared.config.durability == Durability::Synced => {
                         to_sync.push((slot.clone(), batch, ack))
                     }
@@ -156,8 +156,9 @@ fn sync_group(shared: &Shared, mut to_sync: Vec<(Arc<PartitionSlot>, OpenBatch, 
     }
 }
 
-/// Encodes (compresses) and appends one batch, retrying retriable failures.
-fn write(shared: &Shared, slot: &PartitionSlot, batch: &OpenBatch) -> Result<BatchAck> {
+/// Encodes (compresses) and appends one batch, retrying retriable failures. The batch's
+/// records move out of its builder into the encoded buffer (no copy for an uncompressed batch).
+fn write(shared: &Shared, slot: &PartitionSlot, batch: &mut OpenBatch) -> Result<BatchAck> {
     if let Some(current_epoch) = shared.identity.as_ref().and_then(|i| i.is_fenced()) {
         let identity = shared.identity.as_ref().expect("checked");
         return Err(Error::ProducerFenced {
@@ -166,11 +167,16 @@ fn write(shared: &Shared, slot: &PartitionSlot, batch: &OpenBatch) -> Result<Bat
             current_epoch,
         });
     }
+    let count = batch.builder.record_count() as i64;
+    let idempotent = batch.builder.options().producer_id >= 0;
+    let builder = std::mem::replace(
+        &mut batch.builder,
+        BatchBuilder::new(BatchOptions::default()),
+    );
     let mut buf = Vec::new();
-    batch.builder.clone().finish_into(&mut buf)?;
+    builder.finish_into(&mut buf)?;
     // Sequences are assigned here, in write order, and advance only for batches that made it
     // into the log: a batch that failed for good leaves no gap for the next one to trip on.
-    let idempotent = batch.builder.options().producer_id >= 0;
     let mut next_sequence = slot.next_sequence.lock();
     if idempotent {
         set_base_sequence(&mut buf, *next_sequence);
@@ -190,7 +196,6 @@ fn write(shared: &Shared, slot: &PartitionSlot, batch: &OpenBatch) -> Result<Bat
         }
     };
     if idempotent {
-        let count = batch.builder.record_count() as i64;
         *next_sequence = ((*next_sequence as i64 + count) % (i32::MAX as i64 + 1)) as i32;
     }
     drop(next_sequence);
