@@ -44,7 +44,7 @@ fn producer_child() {
         )
         .unwrap();
     }
-    let durability = if round % 2 == 0 {
+    let durability = if round.is_multiple_of(2) {
         Durability::Synced
     } else {
         Durability::Written
