@@ -84,16 +84,6 @@ impl Default for TopicConfig {
     }
 }
 
-macro_rules! setter {
-    ($(#[$doc:meta])* $name:ident: $ty:ty) => {
-        $(#[$doc])*
-        pub fn $name(mut self, value: $ty) -> Self {
-            self.$name = value;
-            self
-        }
-    };
-}
-
 impl TopicConfig {
     setter!(/// Sets `partitions`.
         partitions: u32);

@@ -86,16 +86,6 @@ impl Default for ProducerConfig {
     }
 }
 
-macro_rules! setter {
-    ($(#[$doc:meta])* $name:ident: $ty:ty) => {
-        $(#[$doc])*
-        pub fn $name(mut self, value: $ty) -> Self {
-            self.$name = value;
-            self
-        }
-    };
-}
-
 impl ProducerConfig {
     setter!(/// Sets `durability`.
         durability: Durability);
