@@ -23,12 +23,16 @@
 //!   offset 0 to the high watermark (clearing the vec between calls), of a partition
 //!   pre-written with 1,000,000 records in batches of 1000 (target: >= 20 M records/s
 //!   uncompressed). One iteration is one whole scan.
+//! - `format/encode/<codec>` and `format/decode/<codec>`: `encode_batch` of 1000 records into a
+//!   reused buffer, and `decode_batch` of that batch, with no I/O, to tell the cost of the
+//!   format layer from that of the file system.
 
 use std::fs::File;
 use std::hint::black_box;
 use std::io::{BufWriter, Write};
 use std::time::{Duration, Instant};
 
+use annals::format::{decode_batch, encode_batch, BatchOptions};
 use annals::{Compression, Log, Partition, Record, StoredRecord, TopicConfig};
 use bytes::Bytes;
 use criterion::{
@@ -326,5 +330,45 @@ fn bench_read(c: &mut Criterion) {
     log.close().expect("close log");
 }
 
-criterion_group!(benches, bench_append, bench_raw_file, bench_read);
+fn bench_format(c: &mut Criterion) {
+    let records = make_records(READ_WRITE_BATCH);
+    let mut group = c.benchmark_group("format");
+    group
+        .sample_size(20)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(2))
+        .throughput(Throughput::Elements(records.len() as u64));
+    for (codec_name, compression) in codecs() {
+        let options = BatchOptions {
+            compression,
+            ..BatchOptions::default()
+        };
+        let mut buf = Vec::new();
+        group.bench_function(BenchmarkId::new("encode", codec_name), |b| {
+            b.iter(|| {
+                buf.clear();
+                encode_batch(&mut buf, &options, &records, 1_700_000_000_000).expect("encode");
+                black_box(buf.len())
+            })
+        });
+        let batch = Bytes::from(buf);
+        let mut out = Vec::with_capacity(records.len());
+        group.bench_function(BenchmarkId::new("decode", codec_name), |b| {
+            b.iter(|| {
+                out.clear();
+                decode_batch(&batch, 0, 64 << 20, &mut out).expect("decode");
+                black_box(out.len())
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    bench_append,
+    bench_raw_file,
+    bench_read,
+    bench_format
+);
 criterion_main!(benches);

@@ -2,15 +2,18 @@
 //! allocation), then compresses and seals the batch with its header and CRC.
 
 use super::header::seal;
-use super::varint::{length_len, put_varint, put_varlong, varint_len, varlong_len};
+use super::varint::{
+    length_len, put_varint, put_varlong, varint_len, varlong_len, Packed, Varint, PUT_SLACK,
+};
 use super::{codec, BatchHeader, BatchOptions, Compression, HEADER_LEN, LOG_OVERHEAD};
 use crate::error::{Error, Result};
-use crate::record::Record;
+use crate::record::{Header, Record};
 
 /// Largest byte count a length or count field can hold.
 const MAX_WIRE_LEN: usize = i32::MAX as usize;
 
 /// Encoded size of a nullable byte string: its length varint (-1 for null) plus its bytes.
+#[inline]
 fn nullable_len(bytes: Option<&[u8]>) -> usize {
     match bytes {
         None => varint_len(-1),
@@ -19,18 +22,28 @@ fn nullable_len(bytes: Option<&[u8]>) -> usize {
 }
 
 /// Size of a record without its own length prefix.
+#[inline]
 fn body_len(record: &Record, timestamp_delta: i64, offset_delta: i32) -> usize {
-    let mut len = 1 // attributes
+    let len = 1 // attributes
         + varlong_len(timestamp_delta)
         + varint_len(offset_delta)
         + nullable_len(record.key.as_deref())
         + nullable_len(record.value.as_deref())
         + length_len(record.headers.len());
-    for header in &record.headers {
-        len += length_len(header.key.len()) + header.key.len();
-        len += nullable_len(header.value.as_deref());
+    if record.headers.is_empty() {
+        len
+    } else {
+        len + headers_len(&record.headers)
     }
-    len
+}
+
+/// Size of the headers after their count.
+fn headers_len(headers: &[Header]) -> usize {
+    headers.iter().fold(0, |len, header| {
+        len + length_len(header.key.len())
+            + header.key.len()
+            + nullable_len(header.value.as_deref())
+    })
 }
 
 /// Bytes `record` takes inside a batch (uncompressed), including its own length varint, when
@@ -39,6 +52,26 @@ fn body_len(record: &Record, timestamp_delta: i64, offset_delta: i32) -> usize {
 pub fn record_encoded_len(record: &Record, timestamp_delta: i64, offset_delta: i32) -> usize {
     let body = body_len(record, timestamp_delta, offset_delta);
     length_len(body) + body
+}
+
+/// Most bytes a record's fields other than its payload can take: length (5), attributes (1),
+/// timestamp delta (10), offset delta (5), key and value lengths (5 each) and header count (5).
+const RECORD_OVERHEAD_MAX: usize = 36;
+/// Most bytes a header's two length varints can take.
+const HEADER_OVERHEAD_MAX: usize = 10;
+
+/// At least [`record_encoded_len`] whatever the deltas. Only sizes a buffer, so it sizes no
+/// varint: summing payload lengths is all it costs.
+fn record_len_bound(record: &Record) -> usize {
+    let len = |b: Option<&[u8]>| b.map_or(0, <[u8]>::len);
+    let fields = RECORD_OVERHEAD_MAX
+        .saturating_add(len(record.key.as_deref()))
+        .saturating_add(len(record.value.as_deref()));
+    record.headers.iter().fold(fields, |acc, header| {
+        acc.saturating_add(HEADER_OVERHEAD_MAX)
+            .saturating_add(header.key.len())
+            .saturating_add(len(header.value.as_deref()))
+    })
 }
 
 /// Rejects records whose fields cannot be expressed on the wire, before anything is written, so
@@ -80,6 +113,7 @@ fn wire_len(len: usize) -> i32 {
     i32::try_from(len).unwrap_or(i32::MAX)
 }
 
+#[inline]
 fn put_nullable(out: &mut Vec<u8>, bytes: Option<&[u8]>) {
     match bytes {
         None => put_varint(out, -1),
@@ -123,7 +157,12 @@ impl BatchBuilder {
     /// A builder that writes its batch after the existing contents of `buf`.
     fn after(options: BatchOptions, mut buf: Vec<u8>, record_bytes: usize) -> Self {
         let start = buf.len();
-        buf.reserve(HEADER_LEN.saturating_add(record_bytes));
+        // The varint writers need a little room past the last byte they keep.
+        buf.reserve(
+            HEADER_LEN
+                .saturating_add(record_bytes)
+                .saturating_add(PUT_SLACK),
+        );
         buf.resize(start + HEADER_LEN, 0);
         BatchBuilder {
             options,
@@ -157,16 +196,93 @@ impl BatchBuilder {
         let base_timestamp = self.base_timestamp.unwrap_or(timestamp);
         // Both are non-negative, so the difference cannot overflow.
         let timestamp_delta = timestamp - base_timestamp;
-        let body = body_len(record, timestamp_delta, offset_delta);
-        let total = length_len(body).saturating_add(body);
-        if self.uncompressed_len().saturating_add(total) - LOG_OVERHEAD > MAX_WIRE_LEN {
-            return Err(Error::InvalidArgument(format!(
-                "a record of {total} bytes would make the batch exceed {MAX_WIRE_LEN} bytes"
-            )));
+        let plain = record.headers.is_empty()
+            && self.try_push_plain(
+                record.key.as_deref(),
+                record.value.as_deref(),
+                timestamp_delta,
+                offset_delta,
+            )?;
+        if !plain {
+            self.push_any(record, timestamp_delta, offset_delta)?;
+        }
+        self.base_timestamp = Some(base_timestamp);
+        self.max_timestamp = if self.count == 0 {
+            timestamp
+        } else {
+            self.max_timestamp.max(timestamp)
+        };
+        self.count += 1;
+        Ok(())
+    }
+
+    /// Writes a record without headers, the common case, with every varint computed once and
+    /// everything before the key's bytes in one store. Returns `false`, having written nothing,
+    /// for the rare record whose fields before the key take more than 16 bytes (a timestamp delta
+    /// of years, say), which [`push_any`](Self::push_any) then writes.
+    ///
+    /// Must produce exactly the bytes `push_any` would.
+    #[inline]
+    fn try_push_plain(
+        &mut self,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        timestamp_delta: i64,
+        offset_delta: i32,
+    ) -> Result<bool> {
+        let Some(timestamp_delta) = Varint::long(timestamp_delta) else {
+            return Ok(false);
+        };
+        let offset_delta = Varint::int(offset_delta);
+        let key_len = Varint::int(key.map_or(-1, |key| wire_len(key.len())));
+        let value_len = Varint::int(value.map_or(-1, |value| wire_len(value.len())));
+        let payload = key
+            .map_or(0, <[u8]>::len)
+            .saturating_add(value.map_or(0, <[u8]>::len));
+        let body = payload.saturating_add(
+            1 // attributes
+                + timestamp_delta.len()
+                + offset_delta.len()
+                + key_len.len()
+                + value_len.len()
+                + 1, // header count, zero
+        );
+        let length = Varint::int(wire_len(body));
+        let total = length.len().saturating_add(body);
+        self.check_room(total)?;
+        let prefix_len =
+            length.len() + 1 + timestamp_delta.len() + offset_delta.len() + key_len.len();
+        if prefix_len > Packed::CAPACITY {
+            return Ok(false);
         }
 
         let buf = &mut self.buf;
-        buf.reserve(total);
+        buf.reserve(total.saturating_add(PUT_SLACK));
+        let mut prefix = Packed::new();
+        prefix.push(length);
+        prefix.push(Varint::int(0)); // record attributes: unused in v2, one zero byte
+        prefix.push(timestamp_delta);
+        prefix.push(offset_delta);
+        prefix.push(key_len);
+        prefix.append_to(buf);
+        if let Some(key) = key {
+            buf.extend_from_slice(key);
+        }
+        value_len.append_to(buf);
+        if let Some(value) = value {
+            buf.extend_from_slice(value);
+        }
+        buf.push(0); // no headers
+        Ok(true)
+    }
+
+    /// Writes any record, field by field.
+    fn push_any(&mut self, record: &Record, timestamp_delta: i64, offset_delta: i32) -> Result<()> {
+        let body = body_len(record, timestamp_delta, offset_delta);
+        let total = length_len(body).saturating_add(body);
+        self.check_room(total)?;
+        let buf = &mut self.buf;
+        buf.reserve(total.saturating_add(PUT_SLACK));
         put_varint(buf, wire_len(body));
         buf.push(0); // record attributes: unused in v2
         put_varlong(buf, timestamp_delta);
@@ -179,14 +295,17 @@ impl BatchBuilder {
             buf.extend_from_slice(header.key.as_bytes());
             put_nullable(buf, header.value.as_deref());
         }
+        Ok(())
+    }
 
-        self.base_timestamp = Some(base_timestamp);
-        self.max_timestamp = if self.count == 0 {
-            timestamp
-        } else {
-            self.max_timestamp.max(timestamp)
-        };
-        self.count += 1;
+    /// Errors if a record of `total` bytes would make the batch too large for its length field.
+    #[inline]
+    fn check_room(&self, total: usize) -> Result<()> {
+        if self.uncompressed_len().saturating_add(total) - LOG_OVERHEAD > MAX_WIRE_LEN {
+            return Err(Error::InvalidArgument(format!(
+                "a record of {total} bytes would make the batch exceed {MAX_WIRE_LEN} bytes"
+            )));
+        }
         Ok(())
     }
 
@@ -301,11 +420,11 @@ pub fn encode_batch(
     records: &[Record],
     default_timestamp: i64,
 ) -> Result<BatchHeader> {
-    let capacity = records.iter().enumerate().fold(0usize, |acc, (i, r)| {
-        // Deltas are unknown until pushed; a 10-byte timestamp delta is the worst case.
-        let offset_delta = i32::try_from(i).unwrap_or(i32::MAX);
-        acc.saturating_add(record_encoded_len(r, i64::MAX, offset_delta))
-    });
+    // A bound rather than the exact size: the deltas are unknown until pushed, and sizing every
+    // varint twice (here and in `push`) cost as much as writing them.
+    let capacity = records
+        .iter()
+        .fold(0usize, |acc, r| acc.saturating_add(record_len_bound(r)));
     if options.compression != Compression::None {
         // Records go to a scratch buffer and come out compressed into `out`.
         let mut builder = BatchBuilder::with_capacity(*options, capacity);
@@ -325,4 +444,118 @@ pub fn encode_batch(
     }
     *out = builder.buf;
     sealed
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+
+    const LENS: [Option<usize>; 9] = [
+        None,
+        Some(0),
+        Some(1),
+        Some(63),
+        Some(64),
+        Some(127),
+        Some(8191),
+        Some(8192),
+        Some(20_000),
+    ];
+    const TIMESTAMP_DELTAS: [i64; 12] = [
+        0,
+        1,
+        -1,
+        63,
+        -64,
+        64,
+        1 << 20,
+        -(1 << 40),
+        (1 << 55) - 1,
+        1 << 55,
+        i64::MAX / 2,
+        i64::MIN / 2,
+    ];
+    const OFFSET_DELTAS: [i32; 7] = [0, 1, 63, 64, 8191, 8192, i32::MAX - 1];
+
+    fn bytes(len: Option<usize>) -> Option<Bytes> {
+        len.map(|n| Bytes::from(vec![0x5a; n]))
+    }
+
+    /// The writer for records without headers is a fast path of the general one: on every field
+    /// size, delta and varint length boundary it must write the same bytes or nothing.
+    #[test]
+    fn plain_writer_matches_general_writer() {
+        let mut plain_writes = 0;
+        for key in LENS {
+            for value in LENS {
+                let record = Record {
+                    key: bytes(key),
+                    value: bytes(value),
+                    ..Record::default()
+                };
+                for timestamp_delta in TIMESTAMP_DELTAS {
+                    for offset_delta in OFFSET_DELTAS {
+                        let mut plain = BatchBuilder::new(BatchOptions::default());
+                        let mut any = plain.clone();
+                        let wrote = plain
+                            .try_push_plain(
+                                record.key.as_deref(),
+                                record.value.as_deref(),
+                                timestamp_delta,
+                                offset_delta,
+                            )
+                            .unwrap();
+                        any.push_any(&record, timestamp_delta, offset_delta)
+                            .unwrap();
+                        let written = &any.buf[HEADER_LEN..];
+                        assert_eq!(
+                            written.len(),
+                            record_encoded_len(&record, timestamp_delta, offset_delta)
+                        );
+                        if wrote {
+                            plain_writes += 1;
+                            assert_eq!(
+                                &plain.buf[HEADER_LEN..],
+                                written,
+                                "{key:?} {value:?} {timestamp_delta} {offset_delta}"
+                            );
+                        } else {
+                            assert_eq!(plain.buf.len(), HEADER_LEN, "wrote nothing");
+                        }
+                    }
+                }
+            }
+        }
+        // Only the 9- and 10-byte timestamp deltas and 16-byte overflows take the general path.
+        assert!(plain_writes > LENS.len() * LENS.len() * 8 * OFFSET_DELTAS.len());
+    }
+
+    #[test]
+    fn capacity_bound_covers_every_delta() {
+        for key in LENS {
+            for value in LENS {
+                let mut record = Record {
+                    key: bytes(key),
+                    value: bytes(value),
+                    ..Record::default()
+                };
+                for headers in 0..3 {
+                    for timestamp_delta in TIMESTAMP_DELTAS.into_iter().chain([i64::MAX]) {
+                        for offset_delta in OFFSET_DELTAS.into_iter().chain([i32::MAX]) {
+                            assert!(
+                                record_len_bound(&record)
+                                    >= record_encoded_len(&record, timestamp_delta, offset_delta)
+                            );
+                        }
+                    }
+                    record.headers.push(Header {
+                        key: "k".repeat(headers * 100),
+                        value: bytes(value),
+                    });
+                }
+            }
+        }
+    }
 }

@@ -35,9 +35,11 @@ fn unzigzag64(u: u64) -> i64 {
 /// Bytes an unsigned value takes in 7-bit groups (at least one).
 #[inline]
 fn unsigned_len(u: u64) -> usize {
-    // 64 - leading_zeros = significant bits; round up to groups of 7, with 0 still taking a byte.
+    // Significant bits (at least one, so that 0 still takes a byte), rounded up to groups of 7.
+    // For bits in 1..=64, (bits * 9 + 64) / 64 == ceil(bits / 7): a multiply and a shift on the
+    // encoder's hottest path instead of a division.
     let bits = 64 - (u | 1).leading_zeros() as usize;
-    bits.div_ceil(7)
+    (bits * 9 + 64) / 64
 }
 
 /// Encoded size of `v` as a varint.
@@ -56,17 +58,129 @@ pub(crate) fn varlong_len(v: i64) -> usize {
 /// encoded at all; they are sized as if they could, and the encoder rejects them separately.
 #[inline]
 pub(crate) fn length_len(len: usize) -> usize {
-    // zigzag of a non-negative n is 2n.
-    unsigned_len((len as u64).saturating_mul(2))
+    // zigzag of a non-negative n is 2n. A slice is at most isize::MAX bytes long, so the shift
+    // drops no bit.
+    unsigned_len((len as u64) << 1)
+}
+
+/// Spare capacity the writers below may need beyond the bytes they append: they store whole
+/// words and keep only the bytes that belong to the value. Reserving this much more than the
+/// exact encoded size keeps every such store inside the capacity, so none of them reallocates.
+pub(crate) const PUT_SLACK: usize = 16;
+
+/// Values from here on take 9 or 10 bytes, more than a word holds.
+const WORD_LIMIT: u64 = 1 << 56;
+
+/// A varint of at most 8 bytes, ready to be stored: its bytes little-endian in a word.
+///
+/// The encoder sizes every field of a record before writing the first (the record's length
+/// comes first), so computing each varint once, as its bytes, serves both purposes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Varint {
+    word: u64,
+    len: usize,
+}
+
+impl Varint {
+    /// The varint of `u`, which must be below [`WORD_LIMIT`].
+    #[inline]
+    fn in_word(mut u: u64) -> Varint {
+        debug_assert!(u < WORD_LIMIT);
+        let mut word = 0;
+        let mut len = 0;
+        while u >= 0x80 {
+            word |= ((u & 0x7f) | 0x80) << (8 * len);
+            u >>= 7;
+            len += 1;
+        }
+        Varint {
+            word: word | u << (8 * len),
+            len: len + 1,
+        }
+    }
+
+    /// `v` as a varint; always fits (at most 5 bytes).
+    #[inline]
+    pub(crate) fn int(v: i32) -> Varint {
+        Varint::in_word(u64::from(zigzag32(v)))
+    }
+
+    /// `v` as a varlong, or `None` if it takes more than 8 bytes.
+    #[inline]
+    pub(crate) fn long(v: i64) -> Option<Varint> {
+        let u = zigzag64(v);
+        (u < WORD_LIMIT).then(|| Varint::in_word(u))
+    }
+
+    #[inline]
+    pub(crate) fn len(self) -> usize {
+        self.len
+    }
+
+    /// Appends the varint to `out`, which should have [`PUT_SLACK`] bytes of spare capacity
+    /// beyond it for the word store not to reallocate.
+    #[inline]
+    pub(crate) fn append_to(self, out: &mut Vec<u8>) {
+        // One fixed-size store and a truncate, instead of a capacity check and a length update
+        // per byte.
+        let at = out.len();
+        out.extend_from_slice(&self.word.to_le_bytes());
+        out.truncate(at + self.len);
+    }
+}
+
+/// Consecutive varints packed into one register, to be appended as a single 16-byte store: a
+/// chain of appends goes through the vector's length in memory at every step, and bytes
+/// gathered in a stack array are read back before their stores can be forwarded.
+#[derive(Debug)]
+pub(crate) struct Packed {
+    word: u128,
+    len: usize,
+}
+
+impl Packed {
+    /// Most bytes a `Packed` holds.
+    pub(crate) const CAPACITY: usize = 16;
+
+    #[inline]
+    pub(crate) fn new() -> Self {
+        Packed { word: 0, len: 0 }
+    }
+
+    /// Adds `v`. The caller checks beforehand that everything it adds fits in
+    /// [`CAPACITY`](Self::CAPACITY) bytes; bytes past it would be dropped.
+    #[inline]
+    pub(crate) fn push(&mut self, v: Varint) {
+        debug_assert!(
+            self.len + v.len <= Self::CAPACITY,
+            "packed varints overflow"
+        );
+        let shift = u32::try_from(8 * self.len).unwrap_or(u32::MAX);
+        self.word |= u128::from(v.word).checked_shl(shift).unwrap_or(0);
+        self.len += v.len;
+    }
+
+    /// Appends the packed bytes to `out`, which should have [`PUT_SLACK`] bytes of spare
+    /// capacity beyond them for the store not to reallocate.
+    #[inline]
+    pub(crate) fn append_to(&self, out: &mut Vec<u8>) {
+        let at = out.len();
+        out.extend_from_slice(&self.word.to_le_bytes());
+        out.truncate(at + self.len.min(Self::CAPACITY));
+    }
 }
 
 #[inline]
 fn put_unsigned(out: &mut Vec<u8>, mut u: u64) {
-    while u >= 0x80 {
-        out.push((u as u8) | 0x80);
-        u >>= 7;
+    if u < WORD_LIMIT {
+        Varint::in_word(u).append_to(out);
+    } else {
+        while u >= 0x80 {
+            out.push((u as u8) | 0x80);
+            u >>= 7;
+        }
+        out.push(u as u8);
     }
-    out.push(u as u8);
 }
 
 /// Appends `v` as a varint.
@@ -207,6 +321,35 @@ mod tests {
             assert_eq!(read_varlong(&bytes, &mut pos), Ok(v));
             assert_eq!(pos, bytes.len());
         }
+    }
+
+    #[test]
+    fn unsigned_len_is_groups_of_seven_bits() {
+        for bits in 0..=64u32 {
+            let u = if bits == 0 {
+                0
+            } else {
+                u64::MAX >> (64 - bits)
+            };
+            let want = (bits.max(1) as usize).div_ceil(7);
+            assert_eq!(unsigned_len(u), want, "{bits} bits");
+            let mut out = Vec::new();
+            put_unsigned(&mut out, u);
+            assert_eq!(out.len(), want, "{bits} bits written");
+        }
+    }
+
+    #[test]
+    fn put_appends_exactly_the_varint() {
+        let mut out = vec![0xaa; 3];
+        put_varlong(&mut out, i64::MIN);
+        put_varint(&mut out, 1);
+        assert_eq!(&out[..3], [0xaa; 3]);
+        assert_eq!(out.len(), 3 + 10 + 1);
+        assert_eq!(
+            &out[3..],
+            [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01, 0x02]
+        );
     }
 
     #[test]

@@ -17,7 +17,7 @@ use bytes::Bytes;
 use parking_lot::RwLock;
 
 use crate::format::BatchHeader;
-use crate::storage::{read_exact_at, OpenMode, Storage, StorageFile};
+use crate::storage::{OpenMode, Storage, StorageFile};
 
 pub(crate) use index::{OffsetIndex, TimeIndex};
 pub(crate) use scan::{scan_batches, valid_batch_after, ScanEnd, ScanOptions};
@@ -267,10 +267,56 @@ impl Segment {
     }
 
     /// Reads `len` bytes at `pos` into one buffer (the zero-copy source of the records).
+    ///
+    /// The buffer is carved from a per-thread arena that is taken back once every record sliced
+    /// from it is gone: a reader that drops one read's records before the next read (the usual
+    /// loop) reuses the same warm memory instead of allocating a fresh megabyte each time, which
+    /// the allocator may have to fault in page by page. Records kept longer only keep their own
+    /// arena alive, and the next read starts another.
     pub(crate) fn read(&self, pos: u64, len: usize) -> io::Result<Bytes> {
-        let mut buf = vec![0u8; len];
-        read_exact_at(&*self.file, &mut buf, pos)?;
-        Ok(Bytes::from(buf))
+        use bytes::BytesMut;
+        use std::cell::RefCell;
+
+        /// Arenas are at least this large, so that small reads share one.
+        const MIN_ARENA: usize = 64 << 10;
+        /// Larger reads get a buffer of their own, so that no thread keeps one alive forever.
+        const MAX_ARENA: usize = 16 << 20;
+        thread_local! {
+            static ARENA: RefCell<BytesMut> = RefCell::new(BytesMut::new());
+        }
+        // `buf` is empty: whatever an arena held was split off by the read before.
+        let read_into = |buf: &mut BytesMut| -> io::Result<Bytes> {
+            self.file.read_exact_at_into(buf, pos, len)?;
+            // Hands out the bytes, keeps the spare capacity for the next read.
+            let read = buf.split().freeze();
+            // Readers slice records out of exactly `len` bytes; a storage that appended some
+            // other amount is an error here rather than a panic there.
+            if read.len() != len {
+                return Err(io::Error::other(format!(
+                    "storage read {} bytes where {len} were asked for",
+                    read.len()
+                )));
+            }
+            Ok(read)
+        };
+        if len > MAX_ARENA {
+            return read_into(&mut BytesMut::with_capacity(len));
+        }
+        ARENA
+            .try_with(|arena| {
+                let Ok(mut arena) = arena.try_borrow_mut() else {
+                    return read_into(&mut BytesMut::with_capacity(len));
+                };
+                // Either room is left after earlier reads, or all of their records are gone
+                // and the whole arena is free again; otherwise its records keep it alive and
+                // this thread moves on to a new one.
+                if !arena.try_reclaim(len) {
+                    *arena = BytesMut::with_capacity(len.max(MIN_ARENA));
+                }
+                read_into(&mut arena)
+            })
+            // The thread is exiting and its arena is gone.
+            .unwrap_or_else(|_| read_into(&mut BytesMut::with_capacity(len)))
     }
 
     /// Where to start scanning for `offset`: the position of the last indexed batch that ends

@@ -22,6 +22,8 @@ use std::io;
 use std::path::Path;
 use std::sync::Arc;
 
+use bytes::BytesMut;
+
 /// How [`Storage::open`] opens a file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OpenMode {
@@ -66,6 +68,21 @@ pub trait LockGuard: Send + Sync + Debug {}
 pub trait StorageFile: Send + Sync + Debug {
     /// Reads up to `buf.len()` bytes at `pos`; returns fewer only at end of file.
     fn read_at(&self, buf: &mut [u8], pos: u64) -> io::Result<usize>;
+    /// Appends exactly `len` bytes read at `pos` to `buf`, or fails (with `UnexpectedEof` if the
+    /// file ends first) leaving `buf` as it was.
+    ///
+    /// The provided implementation zero-fills the new bytes and reads over them with
+    /// [`read_at`](Self::read_at). One that can read into uninitialised memory, as
+    /// [`FsStorage`]'s does, saves that pass over large reads.
+    fn read_exact_at_into(&self, buf: &mut BytesMut, pos: u64, len: usize) -> io::Result<()> {
+        let start = buf.len();
+        buf.resize(start + len, 0);
+        let result = read_exact_at(self, &mut buf[start..], pos);
+        if result.is_err() {
+            buf.truncate(start);
+        }
+        result
+    }
     /// Writes all of `buf` at `pos`, extending the file if needed.
     fn write_all_at(&self, buf: &[u8], pos: u64) -> io::Result<()>;
     /// The file's current length.
@@ -101,8 +118,8 @@ pub trait MappedRegion: Send + Sync + Debug {
 }
 
 /// Reads exactly `buf.len()` bytes at `pos`, or fails with `UnexpectedEof`.
-pub(crate) fn read_exact_at(
-    file: &dyn StorageFile,
+pub(crate) fn read_exact_at<F: StorageFile + ?Sized>(
+    file: &F,
     buf: &mut [u8],
     mut pos: u64,
 ) -> io::Result<()> {
@@ -110,18 +127,20 @@ pub(crate) fn read_exact_at(
     while done < buf.len() {
         let n = file.read_at(&mut buf[done..], pos)?;
         if n == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                format!(
-                    "file ends {} bytes short of the requested range",
-                    buf.len() - done
-                ),
-            ));
+            return Err(short_read(buf.len() - done));
         }
         done += n;
         pos += n as u64;
     }
     Ok(())
+}
+
+/// The error of a read that found the file `missing` bytes shorter than the range it wanted.
+pub(crate) fn short_read(missing: usize) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        format!("file ends {missing} bytes short of the requested range"),
+    )
 }
 
 /// Reads a whole (small) file.
