@@ -40,9 +40,11 @@ use criterion::{
 };
 
 /// Distinct prebuilt records; batches cycle through them.
+mod common;
+use common::{codecs, in_stretches, make_records, write_raw, VALUE_LEN};
+
 const POOL: usize = 1000;
 const BATCH_SIZES: [usize; 3] = [1, 100, 1000];
-const VALUE_LEN: usize = 100;
 /// Records per `raw_file/buffered_write` iteration.
 const RAW_RECORDS_PER_ITER: usize = 1000;
 const RAW_BUF_BYTES: usize = 256 << 10;
@@ -61,91 +63,10 @@ const RECORD_BYTES_BOUND: u64 = (VALUE_LEN + 12 + 16) as u64;
 /// Batch header size, for the same estimate.
 const BATCH_HEADER_BYTES: u64 = 61;
 
-fn codecs() -> [(&'static str, Compression); 3] {
-    [
-        ("none", Compression::None),
-        ("lz4", Compression::Lz4),
-        ("zstd", Compression::Zstd { level: 3 }),
-    ]
-}
-
 fn topic_config(compression: Compression) -> TopicConfig {
     TopicConfig::default()
         .compression(compression)
         .segment_bytes(SEGMENT_BYTES)
-}
-
-/// Deterministic xorshift, so every run benchmarks the same bytes.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
-/// `n` records with 12-byte keys (`user-0001234`) and exactly 100-byte small-JSON values whose
-/// numbers and words vary the way real events do (so compression ratios are realistic, not the
-/// best case of identical records).
-fn make_records(n: usize) -> Vec<Record> {
-    const EVENTS: [&str; 6] = ["click", "view", "purchase", "signup", "logout", "search"];
-    const PAD: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
-    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
-    (0..n)
-        .map(|i| {
-            let user = rng.below(10_000_000);
-            let key = format!("user-{user:07}");
-            assert_eq!(key.len(), 12);
-            let mut value = format!(
-                r#"{{"id":{},"u":"{}","ev":"{}","amt":{},"ts":{},"ok":{},"t":""#,
-                1_000_000 + i,
-                key,
-                EVENTS[rng.below(EVENTS.len() as u64) as usize],
-                rng.below(10_000),
-                1_700_000_000_000u64 + rng.below(86_400_000),
-                rng.below(2) == 0,
-            )
-            .into_bytes();
-            // Pad the "t" string so the value is exactly VALUE_LEN bytes with its `"}`.
-            assert!(
-                value.len() + 2 <= VALUE_LEN,
-                "value template too long: {}",
-                value.len()
-            );
-            while value.len() < VALUE_LEN - 2 {
-                value.push(PAD[rng.below(PAD.len() as u64) as usize]);
-            }
-            value.extend_from_slice(b"\"}");
-            assert_eq!(value.len(), VALUE_LEN);
-            Record::new(Bytes::from(value)).key(Bytes::from(key))
-        })
-        .collect()
-}
-
-/// Runs `iters` iterations as consecutive stretches of at most `MAX_BYTES_PER_STRETCH` bytes
-/// (at `bytes_per_iter` each): `stretch(first_iter, n_iters)` sets up, times and cleans up one
-/// stretch and returns only its timed part. Returns the total timed duration.
-fn in_stretches(
-    iters: u64,
-    bytes_per_iter: u64,
-    mut stretch: impl FnMut(u64, u64) -> Duration,
-) -> Duration {
-    let per_stretch = (MAX_BYTES_PER_STRETCH / bytes_per_iter.max(1)).max(1);
-    let mut total = Duration::ZERO;
-    let mut done = 0;
-    while done < iters {
-        let n = per_stretch.min(iters - done);
-        total += stretch(done, n);
-        done += n;
-    }
-    total
 }
 
 fn bench_append(c: &mut Criterion) {
@@ -168,7 +89,7 @@ fn bench_append(c: &mut Criterion) {
             group.bench_function(id, |b| {
                 b.iter_custom(|iters| {
                     let bytes_per_iter = BATCH_HEADER_BYTES + batch as u64 * RECORD_BYTES_BOUND;
-                    in_stretches(iters, bytes_per_iter, |first, n| {
+                    in_stretches(MAX_BYTES_PER_STRETCH, iters, bytes_per_iter, |first, n| {
                         // A fresh topic per stretch keeps disk use bounded.
                         seq += 1;
                         let topic = format!("append-{codec_name}-{batch}-{seq}");
@@ -201,16 +122,6 @@ fn bench_append(c: &mut Criterion) {
     log.close().expect("close log");
 }
 
-/// One record as the baseline writes it: `u32 len | key | u32 len | value`.
-fn write_raw(w: &mut impl Write, r: &Record) -> std::io::Result<()> {
-    let key = r.key.as_deref().unwrap_or(&[]);
-    let value = r.value.as_deref().unwrap_or(&[]);
-    w.write_all(&(key.len() as u32).to_be_bytes())?;
-    w.write_all(key)?;
-    w.write_all(&(value.len() as u32).to_be_bytes())?;
-    w.write_all(value)
-}
-
 fn bench_raw_file(c: &mut Criterion) {
     let records = make_records(POOL);
     let dir = tempfile::tempdir().expect("tempdir");
@@ -225,7 +136,7 @@ fn bench_raw_file(c: &mut Criterion) {
     group.bench_function("buffered_write", |b| {
         b.iter_custom(|iters| {
             let bytes_per_iter = RAW_RECORDS_PER_ITER as u64 * RECORD_BYTES_BOUND;
-            in_stretches(iters, bytes_per_iter, |first, n| {
+            in_stretches(MAX_BYTES_PER_STRETCH, iters, bytes_per_iter, |first, n| {
                 seq += 1;
                 let path = dir.path().join(format!("raw-{seq}.bin"));
                 let file = File::create(&path).expect("create raw file");

@@ -52,15 +52,16 @@ use std::time::{Duration, Instant};
 
 use annals::format::{BatchBuilder, BatchOptions, HEADER_LEN};
 use annals::{Compression, Durability, Log, ProducerConfig, Record, TopicConfig};
-use bytes::Bytes;
 use criterion::{
     criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput,
 };
 use lz4_flex::frame::{BlockMode, BlockSize, FrameEncoder, FrameInfo};
 
 /// Distinct prebuilt records; sends cycle through them.
+mod common;
+use common::{codecs, in_stretches, make_records, write_raw, VALUE_LEN};
+
 const POOL: usize = 1000;
-const VALUE_LEN: usize = 100;
 /// Records per `send` group iteration (then one `flush`).
 const SEND_RECORDS_PER_ITER: usize = 10_000;
 const RAW_BUF_BYTES: usize = 256 << 10;
@@ -79,93 +80,8 @@ const MAX_BYTES_PER_STRETCH: u64 = 256 << 20;
 /// Upper bound of the bytes one record takes in a batch (key, value, record overhead).
 const RECORD_BYTES_BOUND: u64 = (VALUE_LEN + 12 + 16) as u64;
 
-fn codecs() -> [(&'static str, Compression); 3] {
-    [
-        ("none", Compression::None),
-        ("lz4", Compression::Lz4),
-        ("zstd", Compression::Zstd { level: 3 }),
-    ]
-}
-
 fn topic_config() -> TopicConfig {
     TopicConfig::default().segment_bytes(SEGMENT_BYTES)
-}
-
-/// Deterministic xorshift, so every run benchmarks the same bytes.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
-/// `n` records with 12-byte keys (`user-0001234`) and exactly 100-byte small-JSON values whose
-/// numbers and words vary the way real events do (as in `benches/partition.rs`).
-fn make_records(n: usize) -> Vec<Record> {
-    const EVENTS: [&str; 6] = ["click", "view", "purchase", "signup", "logout", "search"];
-    const PAD: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
-    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
-    (0..n)
-        .map(|i| {
-            let user = rng.below(10_000_000);
-            let key = format!("user-{user:07}");
-            assert_eq!(key.len(), 12);
-            let mut value = format!(
-                r#"{{"id":{},"u":"{}","ev":"{}","amt":{},"ts":{},"ok":{},"t":""#,
-                1_000_000 + i,
-                key,
-                EVENTS[rng.below(EVENTS.len() as u64) as usize],
-                rng.below(10_000),
-                1_700_000_000_000u64 + rng.below(86_400_000),
-                rng.below(2) == 0,
-            )
-            .into_bytes();
-            assert!(value.len() + 2 <= VALUE_LEN, "value template too long");
-            while value.len() < VALUE_LEN - 2 {
-                value.push(PAD[rng.below(PAD.len() as u64) as usize]);
-            }
-            value.extend_from_slice(b"\"}");
-            assert_eq!(value.len(), VALUE_LEN);
-            Record::new(Bytes::from(value)).key(Bytes::from(key))
-        })
-        .collect()
-}
-
-/// Runs `iters` iterations as consecutive stretches of at most `MAX_BYTES_PER_STRETCH` bytes
-/// (at `bytes_per_iter` each): `stretch(first_iter, n_iters)` sets up, times and cleans up one
-/// stretch and returns only its timed part. Returns the total timed duration.
-fn in_stretches(
-    iters: u64,
-    bytes_per_iter: u64,
-    mut stretch: impl FnMut(u64, u64) -> Duration,
-) -> Duration {
-    let per_stretch = (MAX_BYTES_PER_STRETCH / bytes_per_iter.max(1)).max(1);
-    let mut total = Duration::ZERO;
-    let mut done = 0;
-    while done < iters {
-        let n = per_stretch.min(iters - done);
-        total += stretch(done, n);
-        done += n;
-    }
-    total
-}
-
-/// One record as the raw baselines write it: `u32 len | key | u32 len | value`.
-fn write_raw(w: &mut impl Write, r: &Record) -> std::io::Result<()> {
-    let key = r.key.as_deref().unwrap_or(&[]);
-    let value = r.value.as_deref().unwrap_or(&[]);
-    w.write_all(&(key.len() as u32).to_be_bytes())?;
-    w.write_all(key)?;
-    w.write_all(&(value.len() as u32).to_be_bytes())?;
-    w.write_all(value)
 }
 
 fn raw_bytes(r: &Record) -> Vec<u8> {
@@ -235,66 +151,76 @@ fn bench_send(c: &mut Criterion) {
     for (codec_name, compression) in codecs() {
         group.bench_function(BenchmarkId::new("written", codec_name), |b| {
             b.iter_custom(|iters| {
-                in_stretches(iters, n_per_iter * RECORD_BYTES_BOUND, |first, n| {
-                    // A fresh topic and producer per stretch keep disk use bounded (a producer
-                    // caches its topics, so it cannot outlive a deleted one).
-                    seq += 1;
-                    let topic = format!("send-{codec_name}-{seq}");
-                    log.create_topic(&topic, topic_config())
-                        .expect("create topic");
-                    let producer = log
-                        .producer(
-                            ProducerConfig::default()
-                                .durability(Durability::Written)
-                                .compression(compression),
-                        )
-                        .expect("producer");
+                in_stretches(
+                    MAX_BYTES_PER_STRETCH,
+                    iters,
+                    n_per_iter * RECORD_BYTES_BOUND,
+                    |first, n| {
+                        // A fresh topic and producer per stretch keep disk use bounded (a producer
+                        // caches its topics, so it cannot outlive a deleted one).
+                        seq += 1;
+                        let topic = format!("send-{codec_name}-{seq}");
+                        log.create_topic(&topic, topic_config())
+                            .expect("create topic");
+                        let producer = log
+                            .producer(
+                                ProducerConfig::default()
+                                    .durability(Durability::Written)
+                                    .compression(compression),
+                            )
+                            .expect("producer");
 
-                    let start = Instant::now();
-                    for i in first..first + n {
-                        let base = (i * n_per_iter) as usize;
-                        for j in 0..SEND_RECORDS_PER_ITER {
-                            let record = records[(base + j) % POOL].clone();
-                            black_box(producer.send(&topic, record).expect("send"));
+                        let start = Instant::now();
+                        for i in first..first + n {
+                            let base = (i * n_per_iter) as usize;
+                            for j in 0..SEND_RECORDS_PER_ITER {
+                                let record = records[(base + j) % POOL].clone();
+                                black_box(producer.send(&topic, record).expect("send"));
+                            }
+                            producer.flush().expect("flush");
                         }
-                        producer.flush().expect("flush");
-                    }
-                    let elapsed = start.elapsed();
+                        let elapsed = start.elapsed();
 
-                    producer.close().expect("close producer");
-                    drop(producer);
-                    let p = log.partition(&topic, 0).expect("partition");
-                    assert_eq!(p.high_watermark(), n * n_per_iter);
-                    drop(p);
-                    log.delete_topic(&topic).expect("delete topic");
-                    elapsed
-                })
+                        producer.close().expect("close producer");
+                        drop(producer);
+                        let p = log.partition(&topic, 0).expect("partition");
+                        assert_eq!(p.high_watermark(), n * n_per_iter);
+                        drop(p);
+                        log.delete_topic(&topic).expect("delete topic");
+                        elapsed
+                    },
+                )
             })
         });
     }
 
     group.bench_function("raw_file/buffered_write", |b| {
         b.iter_custom(|iters| {
-            in_stretches(iters, n_per_iter * RECORD_BYTES_BOUND, |first, n| {
-                seq += 1;
-                let path = dir.path().join(format!("raw-{seq}.bin"));
-                let file = File::create(&path).expect("create raw file");
+            in_stretches(
+                MAX_BYTES_PER_STRETCH,
+                iters,
+                n_per_iter * RECORD_BYTES_BOUND,
+                |first, n| {
+                    seq += 1;
+                    let path = dir.path().join(format!("raw-{seq}.bin"));
+                    let file = File::create(&path).expect("create raw file");
 
-                let start = Instant::now();
-                let mut w = BufWriter::with_capacity(RAW_BUF_BYTES, file);
-                for i in first..first + n {
-                    let base = (i * n_per_iter) as usize;
-                    for j in 0..SEND_RECORDS_PER_ITER {
-                        write_raw(&mut w, &records[(base + j) % POOL]).expect("raw write");
+                    let start = Instant::now();
+                    let mut w = BufWriter::with_capacity(RAW_BUF_BYTES, file);
+                    for i in first..first + n {
+                        let base = (i * n_per_iter) as usize;
+                        for j in 0..SEND_RECORDS_PER_ITER {
+                            write_raw(&mut w, &records[(base + j) % POOL]).expect("raw write");
+                        }
                     }
-                }
-                w.flush().expect("flush");
-                let elapsed = start.elapsed();
+                    w.flush().expect("flush");
+                    let elapsed = start.elapsed();
 
-                drop(w);
-                std::fs::remove_file(&path).expect("remove raw file");
-                elapsed
-            })
+                    drop(w);
+                    std::fs::remove_file(&path).expect("remove raw file");
+                    elapsed
+                },
+            )
         })
     });
 
