@@ -213,16 +213,15 @@ impl Segment {
             return Err(e);
         }
         let last_rel = (header.last_offset() - self.base_offset) as u32;
-        {
+        // Position 0 is never indexed (lookups start there anyway), which is what lets the zero
+        // fill of a preallocated index mark its end. The lock is taken only when an entry is
+        // due, so most appends never make a reader's index lookup wait.
+        if *since_index >= limits.index_interval_bytes && pos > 0 {
             let mut idx = self.indexes.write();
-            // Position 0 is never indexed (lookups start there anyway), which is what lets the
-            // zero fill of a preallocated index mark its end.
-            if *since_index >= limits.index_interval_bytes && pos > 0 {
-                idx.offset.push(last_rel, pos as u32);
-                let (ts, at) = self.max_after(batch_max_timestamp, offset_of_batch_max);
-                idx.time.maybe_push(ts, (at - self.base_offset) as u32);
-                *since_index = 0;
-            }
+            idx.offset.push(last_rel, pos as u32);
+            let (ts, at) = self.max_after(batch_max_timestamp, offset_of_batch_max);
+            idx.time.maybe_push(ts, (at - self.base_offset) as u32);
+            *since_index = 0;
         }
         *since_index += batch.len();
         if batch_max_timestamp > self.max_timestamp.load(Ordering::Relaxed) {
