@@ -10,35 +10,15 @@ use annals::format::BatchHeader;
 use annals::storage::{CrashMode, SimStorage};
 use annals::{Log, Partition, StoredRecord};
 
-/// Size of looped or randomized work: `ANNALS_TEST_CASES`, or `default`.
-pub fn cases(default: usize) -> usize {
-    env_usize("ANNALS_TEST_CASES", default)
-}
-
-pub fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+// The knobs and the whole-partition read are the ones every integration test uses.
+#[path = "../common/mod.rs"]
+mod common;
+#[allow(unused_imports)] // each test file uses its own subset
+pub use common::{cases, env_usize};
 
 /// Every record of `p` from its log start to its high watermark.
 pub fn read_partition(p: &Partition) -> Vec<StoredRecord> {
-    let hw = p.high_watermark();
-    let mut at = p.log_start_offset();
-    let mut out = Vec::new();
-    while at < hw {
-        let got = p
-            .read(at, 1 << 20)
-            .unwrap_or_else(|e| panic!("read({at}) of {}-{}: {e}", p.topic(), p.id()));
-        assert!(
-            !got.is_empty(),
-            "read({at}) below the high watermark {hw} returned nothing"
-        );
-        at = got.last().unwrap().offset + 1;
-        out.extend(got);
-    }
-    out
+    common::read_all(p, 1 << 20).unwrap_or_else(|e| panic!("reading {}-{}: {e}", p.topic(), p.id()))
 }
 
 /// Every record of every partition of `topic`, as `(partition, record)`.
