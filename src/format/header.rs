@@ -211,17 +211,11 @@ pub fn set_base_offset(batch: &mut [u8], base_offset: u64) {
 /// The records are not touched, only attribute bit 3, `maxTimestamp` and the CRC. A slice shorter
 /// than a batch header is left untouched.
 pub fn set_log_append_time(batch: &mut [u8], timestamp: i64) {
-    let Some(h) = batch
-        .get_mut(..HEADER_LEN)
-        .and_then(|h| <&mut [u8; HEADER_LEN]>::try_from(h).ok())
-    else {
-        return;
-    };
-    let attributes = i16::from_be_bytes(get(h, ATTRIBUTES_AT)) | TIMESTAMP_TYPE_BIT;
-    put(h, ATTRIBUTES_AT, &attributes.to_be_bytes());
-    put(h, MAX_TIMESTAMP_AT, &timestamp.to_be_bytes());
-    let crc = compute_crc(batch);
-    store_crc(batch, crc);
+    rewrite_header(batch, |h| {
+        let attributes = i16::from_be_bytes(get(h, ATTRIBUTES_AT)) | TIMESTAMP_TYPE_BIT;
+        put(h, ATTRIBUTES_AT, &attributes.to_be_bytes());
+        put(h, MAX_TIMESTAMP_AT, &timestamp.to_be_bytes());
+    });
 }
 
 /// Sets the batch's base sequence (and so its records' sequences) and recomputes the CRC. The
@@ -229,13 +223,21 @@ pub fn set_log_append_time(batch: &mut [u8], timestamp: i64) {
 /// fails for good leaves no gap in the sequence the partition expects. A slice shorter than a
 /// batch header is left untouched.
 pub fn set_base_sequence(batch: &mut [u8], base_sequence: i32) {
+    rewrite_header(batch, |h| {
+        put(h, BASE_SEQUENCE_AT, &base_sequence.to_be_bytes())
+    });
+}
+
+/// Edits CRC-covered header fields in place and recomputes the CRC; a slice shorter than a
+/// header is left untouched.
+fn rewrite_header(batch: &mut [u8], edit: impl FnOnce(&mut [u8; HEADER_LEN])) {
     let Some(h) = batch
         .get_mut(..HEADER_LEN)
         .and_then(|h| <&mut [u8; HEADER_LEN]>::try_from(h).ok())
     else {
         return;
     };
-    put(h, BASE_SEQUENCE_AT, &base_sequence.to_be_bytes());
+    edit(h);
     let crc = compute_crc(batch);
     store_crc(batch, crc);
 }
