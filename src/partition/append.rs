@@ -100,10 +100,12 @@ impl Partition {
         }
         let header = BatchHeader::parse(batch)?;
         check_size(&inner.config, batch.len(), header.record_count as usize)?;
-        // Decoding checks the CRC, the codec and each record; the records themselves are dropped.
+        // Decoding checks the CRC, the codec and each record. The one copy made here is also
+        // the buffer that gets written, once the records (slices of it) are dropped.
+        let owned = Bytes::from(batch.to_vec());
         let mut records = Vec::new();
         decode_batch(
-            &Bytes::copy_from_slice(batch),
+            &owned,
             0,
             inner.config.max_uncompressed_bytes(),
             &mut records,
@@ -125,13 +127,13 @@ impl Partition {
                 ),
             });
         }
+        drop(records);
+        // Unique and Vec-backed again, so this takes the allocation back without copying.
+        let mut owned = Vec::from(owned);
         let mut w = inner.writer.lock();
-        let mut scratch = std::mem::take(&mut w.scratch);
-        scratch.clear();
-        scratch.extend_from_slice(batch);
-        let result = inner.write_encoded(&mut w, &mut scratch);
-        w.scratch = scratch;
-        result.map(|a| a.base_offset)
+        inner
+            .write_encoded(&mut w, &mut owned)
+            .map(|a| a.base_offset)
     }
 }
 
