@@ -244,6 +244,7 @@ impl PartitionInner {
         w.producers.record(header, max_ts);
         self.high_watermark
             .store(header.next_offset(), Ordering::Release);
+        self.watchers.notify();
         Ok(max_ts)
     }
 
@@ -354,5 +355,7 @@ impl PartitionInner {
         for s in self.segments().iter() {
             s.unmap();
         }
+        // Parked consumers wake up and find the partition gone.
+        self.watchers.notify();
     }
 }

@@ -21,6 +21,7 @@ use crate::error::{Error, Result};
 use crate::meta::SealedSegment;
 use crate::segment::{Segment, SegmentLimits};
 use crate::storage::Storage;
+use crate::wait::Watchers;
 
 pub(crate) use append::{now_ms, Appended};
 use producer_state::ProducerStates;
@@ -68,6 +69,8 @@ pub(crate) struct PartitionInner {
     /// Highest offset (exclusive) known to be on stable storage; the lock is the group-commit
     /// queue: whoever holds it fsyncs for everyone waiting behind it.
     pub synced: Mutex<u64>,
+    /// Consumers parked in a long poll on this partition, woken when the high watermark moves.
+    pub watchers: Watchers,
 }
 
 /// State only the writer touches (under `PartitionInner::writer`).

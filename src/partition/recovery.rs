@@ -214,6 +214,7 @@ pub(crate) fn open_partition(p: OpenParams<'_>) -> Result<PartitionInner> {
         }),
         segments: RwLock::new(Arc::new(segments)),
         high_watermark: AtomicU64::new(high_watermark),
+        watchers: Default::default(),
         log_start_offset: AtomicU64::new(log_start_offset),
         closed: AtomicBool::new(false),
         poisoned: Mutex::new(None),
