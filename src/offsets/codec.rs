@@ -1,0 +1,154 @@
+//! The key and value layout of records in `__consumer_offsets` (see `docs/FORMAT.md`).
+//!
+//! Key:   version u16 = 1 | group_len u16 | group | topic_len u16 | topic | partition u32
+//! Value: version u16 = 1 | offset u64 | commit_timestamp i64 | metadata_len u32 | metadata
+//!
+//! All integers big-endian, as in Kafka's own offset records. A null value (tombstone) deletes
+//! the key. The version leads both so a later layout can be told apart.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::record::TopicPartition;
+
+const VERSION: u16 = 1;
+
+/// A committed position: the next offset the group will read, as in Kafka.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OffsetAndMetadata {
+    /// The next offset to read (one past the last processed record).
+    pub offset: u64,
+    /// Free-form text stored with the commit (at most 4096 bytes).
+    pub metadata: String,
+    /// When the commit was made, in milliseconds since the Unix epoch (set by the log).
+    pub commit_timestamp: i64,
+}
+
+impl OffsetAndMetadata {
+    /// An offset with no metadata; the timestamp is filled in at commit time.
+    pub fn new(offset: u64) -> Self {
+        OffsetAndMetadata {
+            offset,
+            metadata: String::new(),
+            commit_timestamp: 0,
+        }
+    }
+
+    /// Attaches metadata text.
+    pub fn with_metadata(mut self, metadata: impl Into<String>) -> Self {
+        self.metadata = metadata.into();
+        self
+    }
+}
+
+pub(crate) fn encode_key(group: &str, tp: &TopicPartition) -> Bytes {
+    let mut b = BytesMut::with_capacity(10 + group.len() + tp.topic.len());
+    b.put_u16(VERSION);
+    b.put_u16(group.len() as u16);
+    b.put_slice(group.as_bytes());
+    b.put_u16(tp.topic.len() as u16);
+    b.put_slice(tp.topic.as_bytes());
+    b.put_u32(tp.partition);
+    b.freeze()
+}
+
+pub(crate) fn encode_value(v: &OffsetAndMetadata) -> Bytes {
+    let mut b = BytesMut::with_capacity(22 + v.metadata.len());
+    b.put_u16(VERSION);
+    b.put_u64(v.offset);
+    b.put_i64(v.commit_timestamp);
+    b.put_u32(v.metadata.len() as u32);
+    b.put_slice(v.metadata.as_bytes());
+    b.freeze()
+}
+
+/// A cursor that fails (returns `None`) instead of panicking on short input.
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (head, tail) = self.0.split_at(n);
+        self.0 = tail;
+        Some(head)
+    }
+    fn u16(&mut self) -> Option<u16> {
+        self.take(2).map(|b| u16::from_be_bytes([b[0], b[1]]))
+    }
+    fn u32(&mut self) -> Option<u32> {
+        self.take(4)
+            .map(|b| u32::from_be_bytes(b.try_into().expect("4 bytes")))
+    }
+    fn u64(&mut self) -> Option<u64> {
+        self.take(8)
+            .map(|b| u64::from_be_bytes(b.try_into().expect("8 bytes")))
+    }
+    fn string(&mut self, len: usize) -> Option<String> {
+        String::from_utf8(self.take(len)?.to_vec()).ok()
+    }
+    fn done(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+pub(crate) fn decode_key(bytes: &[u8]) -> Option<(String, TopicPartition)> {
+    let mut r = Reader(bytes);
+    if r.u16()? != VERSION {
+        return None;
+    }
+    let len = r.u16()? as usize;
+    let group = r.string(len)?;
+    let len = r.u16()? as usize;
+    let topic = r.string(len)?;
+    let partition = r.u32()?;
+    r.done()
+        .then_some((group, TopicPartition { topic, partition }))
+}
+
+pub(crate) fn decode_value(bytes: &[u8]) -> Option<OffsetAndMetadata> {
+    let mut r = Reader(bytes);
+    if r.u16()? != VERSION {
+        return None;
+    }
+    let offset = r.u64()?;
+    let commit_timestamp = r.u64()? as i64;
+    let len = r.u32()? as usize;
+    let metadata = r.string(len)?;
+    r.done().then_some(OffsetAndMetadata {
+        offset,
+        metadata,
+        commit_timestamp,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_every_truncation_or_trailing_byte_is_rejected() {
+        let tp = TopicPartition::new("orders", 7);
+        let key = encode_key("group é", &tp);
+        assert_eq!(decode_key(&key), Some(("group é".to_string(), tp)));
+        let v = OffsetAndMetadata {
+            offset: 42,
+            metadata: "m".into(),
+            commit_timestamp: 1_700_000_000_000,
+        };
+        let value = encode_value(&v);
+        assert_eq!(decode_value(&value), Some(v));
+        for n in 0..key.len() {
+            assert_eq!(decode_key(&key[..n]), None);
+        }
+        for n in 0..value.len() {
+            assert_eq!(decode_value(&value[..n]), None);
+        }
+        let mut long = value.to_vec();
+        long.push(0);
+        assert_eq!(decode_value(&long), None);
+        let mut wrong_version = key.to_vec();
+        wrong_version[1] = 9;
+        assert_eq!(decode_key(&wrong_version), None);
+    }
+}
