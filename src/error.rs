@@ -128,6 +128,42 @@ pub enum Error {
         partition: u32,
         cause: String,
     },
+
+    /// A consumer group id is unusable (empty, over 255 bytes, or with control characters).
+    #[error("invalid consumer group id {group:?}: {reason}")]
+    InvalidGroupId { group: String, reason: &'static str },
+
+    /// A commit carried the generation the member knew, but the group has rebalanced since.
+    /// Poll (which finishes the rebalance and runs the rebalance callbacks), then commit again.
+    #[error(
+        "commit for group {group:?} from generation {generation} refused: the group is at          generation {current}; poll to finish the rebalance"
+    )]
+    StaleGeneration {
+        group: String,
+        generation: u32,
+        current: u32,
+    },
+
+    /// The member was removed from its group (it did not poll within `max_poll_interval`, or
+    /// left); its commits are refused. Its next poll rejoins the group.
+    #[error("member {member:?} is no longer in group {group:?}")]
+    MemberFenced { group: String, member: String },
+
+    /// The consumer does not own this partition (not in its assignment, or given away in a
+    /// rebalance).
+    #[error("partition {topic}-{partition} is not assigned to this consumer")]
+    NotAssigned { topic: String, partition: u32 },
+
+    /// A consumer with `auto_offset_reset = Error` found no usable committed offset.
+    #[error(
+        "group {group:?} has no valid committed offset for {topic}-{partition} and \
+         auto_offset_reset is Error"
+    )]
+    NoCommittedOffset {
+        group: String,
+        topic: String,
+        partition: u32,
+    },
 }
 
 impl From<io::Error> for Error {

@@ -43,26 +43,36 @@ macro_rules! setter {
 }
 
 mod config;
+mod consumer;
 mod error;
 pub mod format;
+mod group;
 mod log;
 mod meta;
+mod offsets;
 mod partition;
 mod producer;
 mod record;
 mod segment;
 pub mod storage;
+mod wait;
 
 pub use config::{CleanupPolicy, TopicConfig};
+pub use consumer::{
+    AutoOffsetReset, ConsumedRecord, Consumer, ConsumerConfig, IsolationLevel, PartitionLag,
+    RebalanceListener,
+};
 pub use error::{Error, Result};
 pub use format::{Compression, TimestampType};
+pub use group::{Assignor, GroupDescription, MemberDescription, MAX_GROUP_ID_LEN};
 pub use log::{validate_topic_name, Log, LogBuilder, MAX_TOPIC_NAME_LEN};
+pub use offsets::{OffsetAndMetadata, MAX_METADATA_BYTES, OFFSETS_TOPIC};
 pub use partition::{Partition, RecoveryMode};
 pub use producer::{
     murmur2, partition_for_key, Delivery, Durability, Partitioner, Producer, ProducerConfig,
     RecordMetadata,
 };
-pub use record::{Header, Record, StoredRecord};
+pub use record::{Header, Record, StoredRecord, TopicPartition};
 
 /// Compiles the README's example as a doctest so it cannot rot.
 #[doc = include_str!("../README.md")]

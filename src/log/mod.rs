@@ -1,5 +1,6 @@
 //! [`Log`]: a directory of topics, each a set of partitions. The public entry point.
 
+mod groups;
 mod names;
 mod producer_ids;
 
@@ -12,7 +13,9 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::config::TopicConfig;
 use crate::error::{Error, Result};
+use crate::group::Coordinator;
 use crate::meta::{load_topics, store_topics, CHECKPOINT_FILE, TOPICS_FILE};
+use crate::offsets::OffsetStore;
 use crate::partition::{open_partition, OpenParams, Partition, RecoveryMode};
 use crate::producer::{Producer, ProducerConfig};
 use crate::storage::{FsStorage, LockGuard, OpenMode, Storage};
@@ -84,6 +87,10 @@ struct LogInner {
     admin: Mutex<()>,
     lock: Mutex<Option<Box<dyn LockGuard>>>,
     producer_ids: ProducerIds,
+    /// Consumer group membership (in memory only).
+    coordinator: Coordinator,
+    /// Committed offsets, loaded (or the internal topic created) on first use.
+    offsets: Mutex<Option<Arc<OffsetStore>>>,
 }
 
 #[derive(Debug, Default)]
@@ -150,6 +157,8 @@ impl Log {
                 admin: Mutex::new(()),
                 lock: Mutex::new(Some(guard)),
                 producer_ids,
+                coordinator: Coordinator::default(),
+                offsets: Mutex::new(None),
             }),
         })
     }
@@ -165,6 +174,17 @@ impl Log {
     /// [`Error::Closed`].
     pub fn create_topic(&self, name: &str, config: TopicConfig) -> Result<()> {
         validate_topic_name(name)?;
+        if is_internal_topic(name) {
+            return Err(Error::InvalidTopicName {
+                name: name.to_string(),
+                reason: "names starting with \"__\" are reserved for annals' internal topics",
+            });
+        }
+        self.create_topic_unchecked(name, config)
+    }
+
+    /// Creates a topic without the reservation check (for internal topics).
+    fn create_topic_unchecked(&self, name: &str, config: TopicConfig) -> Result<()> {
         config.validate()?;
         let inner = &self.inner;
         let _admin = inner.admin.lock();
@@ -208,6 +228,20 @@ impl Log {
 
     /// Deletes a topic and all its data. Handles to its partitions return [`Error::Closed`].
     pub fn delete_topic(&self, name: &str) -> Result<()> {
+        if is_internal_topic(name) {
+            return Err(Error::UnknownTopic {
+                topic: name.to_string(),
+            });
+        }
+        self.delete_topic_files(name)?;
+        // Commits for the old topic would mislead a consumer of a new topic of the same name.
+        if let Some(offsets) = self.offsets_if_loaded() {
+            offsets.forget_topic(name)?;
+        }
+        Ok(())
+    }
+
+    fn delete_topic_files(&self, name: &str) -> Result<()> {
         let inner = &self.inner;
         let _admin = inner.admin.lock();
         let topic = {
@@ -251,9 +285,17 @@ impl Log {
         Ok(())
     }
 
-    /// Names of all topics, sorted.
+    /// Names of all topics, sorted (internal topics such as `__consumer_offsets` are not
+    /// listed).
     pub fn topics(&self) -> Vec<String> {
-        self.inner.state.read().topics.keys().cloned().collect()
+        self.inner
+            .state
+            .read()
+            .topics
+            .keys()
+            .filter(|t| !is_internal_topic(t))
+            .cloned()
+            .collect()
     }
 
     /// The configuration of `topic`.
@@ -265,6 +307,7 @@ impl Log {
         state
             .topics
             .get(topic)
+            .filter(|_| !is_internal_topic(topic))
             .map(|t| t.config.clone())
             .ok_or_else(|| Error::UnknownTopic {
                 topic: topic.to_string(),
@@ -273,6 +316,16 @@ impl Log {
 
     /// A handle to one partition of a topic.
     pub fn partition(&self, topic: &str, partition: u32) -> Result<Partition> {
+        if is_internal_topic(topic) {
+            return Err(Error::UnknownTopic {
+                topic: topic.to_string(),
+            });
+        }
+        self.any_partition(topic, partition)
+    }
+
+    /// [`partition`](Self::partition) including internal topics.
+    fn any_partition(&self, topic: &str, partition: u32) -> Result<Partition> {
         let state = self.inner.state.read();
         if state.closed {
             return Err(Error::Closed);
@@ -393,6 +446,11 @@ impl Drop for LogInner {
         // Without a clean close the next open simply recovers (scans), losing nothing.
         let _ = self.close();
     }
+}
+
+/// Topics whose names start with `__` belong to annals itself (`__consumer_offsets`).
+fn is_internal_topic(name: &str) -> bool {
+    name.starts_with("__")
 }
 
 /// `mkdir -p` that also makes every directory it created durable (fsync of each new

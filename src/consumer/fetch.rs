@@ -1,0 +1,274 @@
+//! `poll`: fetch from assigned partitions in turn, park until new data or the timeout.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use super::{Assigned, AutoOffsetReset, ConsumedRecord, Consumer, ConsumerConfig, Mode};
+use crate::error::{Error, Result};
+use crate::offsets::OffsetStore;
+use crate::record::{StoredRecord, TopicPartition};
+
+/// What one partition's turn in a fetch produced.
+enum Turn {
+    /// Records appended to the output (possibly zero), and their payload bytes.
+    Read(usize),
+    /// The position is outside the log; reset it (per `auto_offset_reset`) and go on.
+    OutOfRange(Error),
+    /// The partition is gone (topic deleted).
+    Gone,
+}
+
+impl Consumer {
+    /// Returns records from the assigned partitions, at most `max_poll_records` of them.
+    ///
+    /// Returns as soon as at least `fetch_min_bytes` of records are there (by default: any
+    /// record). Otherwise it parks — no busy loop — until a producer or `append` publishes new
+    /// data, the group needs this member, `fetch_max_wait` passes with some data in hand, or
+    /// `timeout` passes (then it returns what it has, possibly nothing). Partitions take turns
+    /// so none starves. A group member also does its rebalance work here (callbacks run on
+    /// this thread) and auto-commits if enabled.
+    ///
+    /// Never returns records past the high watermark. A position below the log start offset
+    /// (records deleted by retention) follows `auto_offset_reset`.
+    ///
+    /// Errors: [`Error::Closed`]; [`Error::InvalidArgument`] without a subscription or
+    /// assignment, or from inside a rebalance callback; [`Error::NoCommittedOffset`] /
+    /// [`Error::OffsetOutOfRange`] with `AutoOffsetReset::Error`; [`Error::UnknownTopic`] for a
+    /// manually assigned partition whose topic was deleted.
+    pub fn poll(&mut self, timeout: Duration) -> Result<Vec<ConsumedRecord>> {
+        self.check_usable()?;
+        if self.in_callback {
+            return Err(Error::InvalidArgument(
+                "poll cannot be called from inside a rebalance callback".into(),
+            ));
+        }
+        if matches!(self.mode, Mode::Unassigned) {
+            return Err(Error::InvalidArgument(
+                "subscribe to topics or assign partitions before polling".into(),
+            ));
+        }
+        let start = Instant::now();
+        let far = start + Duration::from_secs(86_400 * 365);
+        let deadline = start.checked_add(timeout).unwrap_or(far).min(far);
+        let min_bytes_deadline = start
+            .checked_add(self.config.fetch_max_wait.min(timeout))
+            .unwrap_or(deadline);
+        self.maybe_auto_commit(start)?;
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        loop {
+            self.waiter.arm();
+            if out.is_empty() {
+                self.sync_group(Instant::now())?;
+            } else if self.rebalance_pending() {
+                // Hand back what we have first; positions already moved past these records,
+                // so a revoke (which may commit) must come after the application saw them.
+                return Ok(out);
+            }
+            bytes += self.fetch(&mut out, bytes)?;
+            let now = Instant::now();
+            let enough = !out.is_empty()
+                && (bytes >= self.config.fetch_min_bytes || now >= min_bytes_deadline);
+            if enough || out.len() >= self.config.max_poll_records || now >= deadline {
+                return Ok(out);
+            }
+            let mut wake = deadline;
+            if !out.is_empty() {
+                wake = wake.min(min_bytes_deadline);
+            }
+            if let Some(group_due) = self.group_deadline() {
+                wake = wake.min(group_due);
+            }
+            self.waiter.wait_until(wake);
+        }
+    }
+
+    fn rebalance_pending(&self) -> bool {
+        match &self.mode {
+            Mode::Group(m) => m.attention.load(Ordering::Acquire),
+            _ => false,
+        }
+    }
+
+    fn maybe_auto_commit(&mut self, now: Instant) -> Result<()> {
+        if !self.config.enable_auto_commit || now < self.next_auto_commit {
+            return Ok(());
+        }
+        self.next_auto_commit = now + self.config.auto_commit_interval;
+        match self.commit() {
+            // The rebalance this poll is about to finish decides those partitions' fate (and
+            // `on_revoked` can commit them); records are re-read at worst, never skipped.
+            Err(Error::StaleGeneration { .. } | Error::MemberFenced { .. })
+            | Err(Error::NotAssigned { .. }) => Ok(()),
+            other => other,
+        }
+    }
+
+    /// One pass over the assigned partitions, starting at the cursor. Returns payload bytes
+    /// added to `out`.
+    fn fetch(&mut self, out: &mut Vec<ConsumedRecord>, bytes_so_far: usize) -> Result<usize> {
+        let n = self.assigned.len();
+        if n == 0 {
+            return Ok(0);
+        }
+        let start = self.cursor % n;
+        let mut added = 0usize;
+        let mut problems: Vec<(TopicPartition, Turn)> = Vec::new();
+        let mut last_served = None;
+        let config = &self.config;
+        let offsets = &*self.offsets;
+        let scratch = &mut self.scratch;
+        // Start at the cursor: rotate the (small) list of assigned partitions.
+        let mut entries: Vec<(usize, &TopicPartition, &mut Assigned)> = self
+            .assigned
+            .iter_mut()
+            .enumerate()
+            .map(|(i, (tp, a))| (i, tp, a))
+            .collect();
+        entries.rotate_left(start);
+        for (i, tp, a) in entries {
+            if out.len() >= config.max_poll_records {
+                break;
+            }
+            let budget = config.fetch_max_bytes.saturating_sub(bytes_so_far + added);
+            if budget == 0 && !out.is_empty() {
+                break;
+            }
+            let records_left = config.max_poll_records - out.len();
+            match take_turn(
+                a,
+                tp,
+                config,
+                offsets,
+                scratch,
+                records_left,
+                budget.max(1),
+                out,
+            )? {
+                Turn::Read(0) => {}
+                Turn::Read(b) => {
+                    added += b;
+                    last_served = Some(i);
+                }
+                other => problems.push((tp.clone(), other)),
+            }
+        }
+        if let Some(i) = last_served {
+            self.cursor = i + 1;
+        }
+        for (tp, problem) in problems {
+            match problem {
+                Turn::OutOfRange(e) => self.reset_out_of_range(&tp, e)?,
+                Turn::Gone => self.partition_gone(&tp)?,
+                Turn::Read(_) => {}
+            }
+        }
+        Ok(added)
+    }
+
+    /// A partition whose topic was deleted: a group member lets the next sync drop it (the
+    /// coordinator sees the topic gone); a manual assignment reports it.
+    fn partition_gone(&mut self, tp: &TopicPartition) -> Result<()> {
+        if self.log.topic_config(&tp.topic).is_err() {
+            self.drop_partitions(std::slice::from_ref(tp));
+            if matches!(self.mode, Mode::Manual) {
+                if self.assigned.is_empty() {
+                    self.mode = Mode::Unassigned;
+                }
+                return Err(Error::UnknownTopic {
+                    topic: tp.topic.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Where an assigned partition without a position starts (see `Consumer::position`).
+pub(super) fn resolve(
+    a: &mut Assigned,
+    tp: &TopicPartition,
+    config: &ConsumerConfig,
+    offsets: &OffsetStore,
+) -> Result<u64> {
+    if let Some(p) = a.position {
+        return Ok(p);
+    }
+    let (start, hw) = (a.partition.log_start_offset(), a.partition.high_watermark());
+    let offset = match offsets.committed(&config.group_id, tp) {
+        Some(c) if (start..=hw).contains(&c.offset) => c.offset,
+        _ => match config.auto_offset_reset {
+            AutoOffsetReset::Earliest => start,
+            AutoOffsetReset::Latest => hw,
+            AutoOffsetReset::Error => {
+                return Err(Error::NoCommittedOffset {
+                    group: config.group_id.clone(),
+                    topic: tp.topic.clone(),
+                    partition: tp.partition,
+                })
+            }
+        },
+    };
+    a.position = Some(offset);
+    Ok(offset)
+}
+
+/// One partition's share of a fetch: serve read-ahead first, else read up to
+/// `max_partition_fetch_bytes` (and the fetch's remaining byte budget) from the position.
+#[allow(clippy::too_many_arguments)]
+fn take_turn(
+    a: &mut Assigned,
+    tp: &TopicPartition,
+    config: &ConsumerConfig,
+    offsets: &OffsetStore,
+    scratch: &mut Vec<StoredRecord>,
+    records_left: usize,
+    byte_budget: usize,
+    out: &mut Vec<ConsumedRecord>,
+) -> Result<Turn> {
+    if a.paused {
+        return Ok(Turn::Read(0));
+    }
+    let position = resolve(a, tp, config, offsets)?;
+    if a.read_ahead.is_empty() {
+        let hw = a.partition.high_watermark();
+        if position >= hw {
+            return Ok(Turn::Read(0));
+        }
+        scratch.clear();
+        let max = config.max_partition_fetch_bytes.min(byte_budget);
+        match a.partition.read_into(position, max, scratch) {
+            Ok(()) => {}
+            Err(e @ Error::OffsetOutOfRange { .. }) => return Ok(Turn::OutOfRange(e)),
+            Err(Error::Closed) => return Ok(Turn::Gone),
+            Err(e) => return Err(e),
+        }
+        if scratch.is_empty() {
+            // Nothing at or after the position below `hw` (compaction removed the rest):
+            // move on so the next poll does not read the same gap again.
+            a.position = Some(hw);
+            return Ok(Turn::Read(0));
+        }
+        a.read_ahead.extend(scratch.drain(..));
+    }
+    let take = records_left.min(a.read_ahead.len());
+    let mut bytes = 0usize;
+    let mut next = position;
+    out.reserve(take);
+    for r in a.read_ahead.drain(..take) {
+        bytes += r.key.as_ref().map_or(0, |k| k.len()) + r.value.as_ref().map_or(0, |v| v.len());
+        next = r.offset + 1;
+        out.push(ConsumedRecord {
+            topic: a.topic.clone(),
+            partition: tp.partition,
+            offset: r.offset,
+            timestamp: r.timestamp,
+            key: r.key,
+            value: r.value,
+            headers: r.headers,
+        });
+    }
+    a.position = Some(next);
+    // A zero-byte record still counts as progress for fetch_min_bytes purposes.
+    Ok(Turn::Read(bytes.max(usize::from(take > 0))))
+}

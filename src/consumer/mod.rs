@@ -1,0 +1,515 @@
+//! The consumer: reads assigned partitions from remembered positions, long-polls for new data,
+//! commits positions to `__consumer_offsets`, and (when subscribed) takes part in a consumer
+//! group whose in-process coordinator splits partitions between members.
+//!
+//! A `Consumer` is used from one thread at a time (`&mut self`, like Kafka's); it is `Send`, so
+//! it can move between threads. Its memory is bounded: at most `max_partition_fetch_bytes` of
+//! read-ahead per assigned partition.
+
+mod config;
+mod fetch;
+mod rebalance;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use crate::error::{Error, Result};
+use crate::log::Log;
+use crate::offsets::{OffsetAndMetadata, OffsetStore};
+use crate::partition::Partition;
+use crate::record::{Header, StoredRecord, TopicPartition};
+use crate::wait::Waiter;
+pub use config::{AutoOffsetReset, ConsumerConfig, IsolationLevel};
+
+/// A record returned by [`Consumer::poll`], with the partition it came from.
+///
+/// `key`, `value` and header values share the buffer the fetch read (zero-copy).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConsumedRecord {
+    /// The topic (shared by every record of a poll, so cloning it is cheap).
+    pub topic: Arc<str>,
+    pub partition: u32,
+    pub offset: u64,
+    pub timestamp: i64,
+    pub key: Option<Bytes>,
+    pub value: Option<Bytes>,
+    pub headers: Vec<Header>,
+}
+
+/// How far a group is behind in one partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PartitionLag {
+    pub topic: String,
+    pub partition: u32,
+    /// The group's committed offset (the next offset it will read), if it committed one.
+    pub committed: Option<u64>,
+    /// This consumer's position (only from [`Consumer::lag`]; `None` from
+    /// [`Log::group_lag`](crate::Log::group_lag) or before the first fetch).
+    pub position: Option<u64>,
+    pub log_start_offset: u64,
+    pub high_watermark: u64,
+    /// `high_watermark - committed`; without a commit, counted from the log start offset.
+    pub lag: u64,
+}
+
+impl PartitionLag {
+    pub(crate) fn new(
+        tp: &TopicPartition,
+        partition: &Partition,
+        committed: Option<u64>,
+        position: Option<u64>,
+    ) -> Self {
+        let log_start_offset = partition.log_start_offset();
+        let high_watermark = partition.high_watermark();
+        PartitionLag {
+            topic: tp.topic.clone(),
+            partition: tp.partition,
+            committed,
+            position,
+            log_start_offset,
+            high_watermark,
+            lag: high_watermark.saturating_sub(committed.unwrap_or(log_start_offset)),
+        }
+    }
+}
+
+/// Callbacks a group member gets when its assignment changes. Each gets the consumer, so
+/// `on_revoked` can commit the positions of partitions it is about to lose (the commit is
+/// accepted: the member still owns them while the callback runs).
+///
+/// ```
+/// use annals::{Consumer, RebalanceListener, TopicPartition};
+/// struct CommitOnRevoke;
+/// impl RebalanceListener for CommitOnRevoke {
+///     fn on_revoked(&mut self, consumer: &mut Consumer, _lost: &[TopicPartition]) {
+///         let _ = consumer.commit(); // a failure only means the records are read again
+///     }
+/// }
+/// ```
+pub trait RebalanceListener: Send {
+    /// Partitions just granted; reading starts at their committed offsets.
+    fn on_assigned(&mut self, consumer: &mut Consumer, partitions: &[TopicPartition]) {
+        let _ = (consumer, partitions);
+    }
+    /// Partitions about to be handed to another member. Commit here to avoid re-delivery.
+    fn on_revoked(&mut self, consumer: &mut Consumer, partitions: &[TopicPartition]) {
+        let _ = (consumer, partitions);
+    }
+    /// Partitions taken away without a chance to commit: this member was removed from its
+    /// group (it did not poll within `max_poll_interval`) or the topic was deleted.
+    fn on_lost(&mut self, consumer: &mut Consumer, partitions: &[TopicPartition]) {
+        let _ = (consumer, partitions);
+    }
+}
+
+/// One assigned partition's reading state.
+#[derive(Debug)]
+struct Assigned {
+    topic: Arc<str>,
+    partition: Partition,
+    /// Next offset to return; `None` until first needed (then from the committed offset).
+    position: Option<u64>,
+    paused: bool,
+    /// Records read ahead of `position` (from one fetch of up to `max_partition_fetch_bytes`)
+    /// that `max_poll_records` kept out of the last poll.
+    read_ahead: std::collections::VecDeque<StoredRecord>,
+}
+
+#[derive(Debug)]
+enum Mode {
+    Unassigned,
+    Manual,
+    Group(Membership),
+}
+
+#[derive(Debug)]
+struct Membership {
+    member_id: String,
+    generation: u32,
+    topics: BTreeSet<String>,
+    /// Set by the coordinator when this member should sync (rebalance, a release).
+    attention: Arc<AtomicBool>,
+    last_sync: Instant,
+    /// Target partitions still held by another member.
+    waiting: bool,
+}
+
+/// Reads records from a [`Log`]: a group member ([`subscribe`](Consumer::subscribe)) or a
+/// standalone reader of chosen partitions ([`assign`](Consumer::assign)).
+///
+/// ```
+/// # fn main() -> annals::Result<()> {
+/// use std::time::Duration;
+/// use annals::{ConsumerConfig, Log, Record, TopicConfig};
+/// let dir = tempfile::tempdir().unwrap();
+/// let log = Log::open(dir.path())?;
+/// log.create_topic("orders", TopicConfig::default().partitions(2))?;
+/// log.partition("orders", 1)?.append(&[Record::new("created").key("order-1")])?;
+///
+/// let mut consumer = log.consumer(ConsumerConfig::new("fulfillment"))?;
+/// consumer.subscribe(&["orders"])?;
+/// let records = consumer.poll(Duration::from_secs(1))?;
+/// assert_eq!(records.len(), 1);
+/// assert_eq!((&*records[0].topic, records[0].partition, records[0].offset), ("orders", 1, 0));
+/// consumer.commit()?; // durable: a restarted member of "fulfillment" resumes after it
+/// assert_eq!(consumer.committed("orders", 1)?.unwrap().offset, 1);
+/// # Ok(()) }
+/// ```
+pub struct Consumer {
+    log: Log,
+    config: ConsumerConfig,
+    offsets: Arc<OffsetStore>,
+    waiter: Arc<Waiter>,
+    mode: Mode,
+    assigned: BTreeMap<TopicPartition, Assigned>,
+    listener: Option<Box<dyn RebalanceListener>>,
+    /// Set while a rebalance callback runs: a nested poll would re-enter the handover.
+    in_callback: bool,
+    next_auto_commit: Instant,
+    /// Which assigned partition the next fetch starts with, so none starves.
+    cursor: usize,
+    closed: bool,
+    scratch: Vec<StoredRecord>,
+}
+
+impl std::fmt::Debug for Consumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consumer")
+            .field("group_id", &self.config.group_id)
+            .field("mode", &self.mode)
+            .field("assignment", &self.assigned.keys().collect::<Vec<_>>())
+            .field("closed", &self.closed)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Consumer {
+    pub(crate) fn new(log: Log, config: ConsumerConfig, offsets: Arc<OffsetStore>) -> Self {
+        let next_auto_commit = Instant::now() + config.auto_commit_interval;
+        Consumer {
+            log,
+            config,
+            offsets,
+            waiter: Waiter::new(),
+            mode: Mode::Unassigned,
+            assigned: BTreeMap::new(),
+            listener: None,
+            in_callback: false,
+            next_auto_commit,
+            cursor: 0,
+            closed: false,
+            scratch: Vec::new(),
+        }
+    }
+
+    /// This consumer's configuration.
+    pub fn config(&self) -> &ConsumerConfig {
+        &self.config
+    }
+
+    fn check_usable(&self) -> Result<()> {
+        if self.closed {
+            return Err(Error::Closed);
+        }
+        Ok(())
+    }
+
+    /// Reads `partitions` directly, outside group management (Kafka's `assign`). Replaces any
+    /// earlier manual assignment; positions of partitions kept stay. An empty slice unassigns.
+    ///
+    /// Errors: [`Error::UnknownTopic`] / [`Error::UnknownPartition`], or
+    /// [`Error::InvalidArgument`] if this consumer already subscribed.
+    pub fn assign<T: Into<TopicPartition> + Clone>(&mut self, partitions: &[T]) -> Result<()> {
+        self.check_usable()?;
+        if matches!(self.mode, Mode::Group(_)) {
+            return Err(Error::InvalidArgument(
+                "this consumer subscribed to topics; unsubscribe before assigning partitions"
+                    .into(),
+            ));
+        }
+        let wanted: BTreeSet<TopicPartition> = partitions.iter().cloned().map(Into::into).collect();
+        let mut handles = Vec::new();
+        for tp in &wanted {
+            handles.push((tp.clone(), self.log.partition(&tp.topic, tp.partition)?));
+        }
+        let gone: Vec<TopicPartition> = self
+            .assigned
+            .keys()
+            .filter(|tp| !wanted.contains(*tp))
+            .cloned()
+            .collect();
+        self.drop_partitions(&gone);
+        for (tp, p) in handles {
+            self.add_partition(tp, p);
+        }
+        self.mode = if self.assigned.is_empty() {
+            Mode::Unassigned
+        } else {
+            Mode::Manual
+        };
+        Ok(())
+    }
+
+    /// The partitions this consumer reads now, sorted.
+    pub fn assignment(&self) -> Vec<TopicPartition> {
+        self.assigned.keys().cloned().collect()
+    }
+
+    /// The topics this consumer subscribes to (empty without a subscription).
+    pub fn subscription(&self) -> Vec<String> {
+        match &self.mode {
+            Mode::Group(m) => m.topics.iter().cloned().collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    fn add_partition(&mut self, tp: TopicPartition, partition: Partition) {
+        if self.assigned.contains_key(&tp) {
+            return;
+        }
+        partition.inner.watchers.add(&self.waiter);
+        self.assigned.insert(
+            tp.clone(),
+            Assigned {
+                topic: Arc::from(tp.topic.as_str()),
+                partition,
+                position: None,
+                paused: false,
+                read_ahead: Default::default(),
+            },
+        );
+    }
+
+    fn drop_partitions(&mut self, partitions: &[TopicPartition]) {
+        for tp in partitions {
+            if let Some(a) = self.assigned.remove(tp) {
+                a.partition.inner.watchers.remove(&self.waiter);
+            }
+        }
+    }
+
+    fn assigned_mut(&mut self, topic: &str, partition: u32) -> Result<&mut Assigned> {
+        self.assigned
+            .get_mut(&TopicPartition::new(topic, partition))
+            .ok_or_else(|| Error::NotAssigned {
+                topic: topic.to_string(),
+                partition,
+            })
+    }
+
+    /// The next offset `poll` will return from this partition, resolving it from the committed
+    /// offset (or `auto_offset_reset`) if nothing was read yet.
+    pub fn position(&mut self, topic: &str, partition: u32) -> Result<u64> {
+        self.check_usable()?;
+        let tp = TopicPartition::new(topic, partition);
+        if !self.assigned.contains_key(&tp) {
+            return Err(Error::NotAssigned {
+                topic: topic.to_string(),
+                partition,
+            });
+        }
+        self.resolve_position(&tp)
+    }
+
+    /// Makes the next poll of this partition start at `offset`.
+    ///
+    /// Errors: [`Error::NotAssigned`], or [`Error::OffsetOutOfRange`] outside
+    /// `[log_start_offset, high_watermark]`.
+    pub fn seek(&mut self, topic: &str, partition: u32, offset: u64) -> Result<()> {
+        self.check_usable()?;
+        let a = self.assigned_mut(topic, partition)?;
+        let (start, hw) = (a.partition.log_start_offset(), a.partition.high_watermark());
+        if offset < start || offset > hw {
+            return Err(Error::OffsetOutOfRange {
+                requested: offset,
+                earliest: start,
+                latest: hw,
+            });
+        }
+        a.position = Some(offset);
+        a.read_ahead.clear();
+        Ok(())
+    }
+
+    /// Seeks each of `partitions` (all assigned ones if empty) with `choose(partition)`.
+    fn seek_each(
+        &mut self,
+        partitions: &[TopicPartition],
+        choose: impl Fn(&Partition) -> Result<u64>,
+    ) -> Result<()> {
+        self.check_usable()?;
+        let list: Vec<TopicPartition> = if partitions.is_empty() {
+            self.assignment()
+        } else {
+            partitions.to_vec()
+        };
+        for tp in &list {
+            let a = self.assigned_mut(&tp.topic, tp.partition)?;
+            let offset = choose(&a.partition)?;
+            a.position = Some(offset);
+            a.read_ahead.clear();
+        }
+        Ok(())
+    }
+
+    /// Moves to the log start offset of `partitions` (every assigned partition if empty).
+    pub fn seek_to_beginning(&mut self, partitions: &[TopicPartition]) -> Result<()> {
+        self.seek_each(partitions, |p| Ok(p.log_start_offset()))
+    }
+
+    /// Moves to the high watermark of `partitions` (every assigned partition if empty): only
+    /// records written from now on will be returned.
+    pub fn seek_to_end(&mut self, partitions: &[TopicPartition]) -> Result<()> {
+        self.seek_each(partitions, |p| Ok(p.high_watermark()))
+    }
+
+    /// Moves every assigned partition to its first record with a timestamp at or after
+    /// `timestamp` (ms since the Unix epoch), or to its end if there is none.
+    pub fn seek_to_timestamp(&mut self, timestamp: i64) -> Result<()> {
+        self.seek_each(&[], |p| {
+            Ok(p.offset_for_timestamp(timestamp)?
+                .unwrap_or_else(|| p.high_watermark()))
+        })
+    }
+
+    /// Stops returning records from `partitions` until [`resume`](Self::resume) (positions and
+    /// assignment stay).
+    pub fn pause(&mut self, partitions: &[TopicPartition]) -> Result<()> {
+        self.set_paused(partitions, true)
+    }
+
+    /// Undoes [`pause`](Self::pause).
+    pub fn resume(&mut self, partitions: &[TopicPartition]) -> Result<()> {
+        self.set_paused(partitions, false)
+    }
+
+    fn set_paused(&mut self, partitions: &[TopicPartition], paused: bool) -> Result<()> {
+        self.check_usable()?;
+        for tp in partitions {
+            self.assigned_mut(&tp.topic, tp.partition)?.paused = paused;
+        }
+        Ok(())
+    }
+
+    /// The paused partitions.
+    pub fn paused(&self) -> Vec<TopicPartition> {
+        self.assigned
+            .iter()
+            .filter(|(_, a)| a.paused)
+            .map(|(tp, _)| tp.clone())
+            .collect()
+    }
+
+    /// Commits the current position of every assigned partition (that has one) for this
+    /// consumer's group, durably: when this returns, the commit survives a crash or power loss.
+    pub fn commit(&mut self) -> Result<()> {
+        self.check_usable()?;
+        let offsets: Vec<(TopicPartition, OffsetAndMetadata)> = self
+            .assigned
+            .iter()
+            .filter_map(|(tp, a)| a.position.map(|p| (tp.clone(), OffsetAndMetadata::new(p))))
+            .collect();
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        self.commit_checked(&offsets)
+    }
+
+    /// Commits the given offsets (each the *next* offset to read) for assigned partitions.
+    ///
+    /// Errors: [`Error::NotAssigned`], [`Error::OffsetOutOfRange`] for an offset past the high
+    /// watermark, [`Error::StaleGeneration`] / [`Error::MemberFenced`] after a rebalance this
+    /// member has not caught up with, [`Error::InvalidArgument`] for metadata over 4096 bytes.
+    pub fn commit_offsets(
+        &mut self,
+        offsets: &[(TopicPartition, OffsetAndMetadata)],
+    ) -> Result<()> {
+        self.check_usable()?;
+        for (tp, v) in offsets {
+            let a = self.assigned_mut(&tp.topic, tp.partition)?;
+            let hw = a.partition.high_watermark();
+            if v.offset > hw {
+                return Err(Error::OffsetOutOfRange {
+                    requested: v.offset,
+                    earliest: a.partition.log_start_offset(),
+                    latest: hw,
+                });
+            }
+        }
+        self.commit_checked(offsets)
+    }
+
+    fn commit_checked(&mut self, offsets: &[(TopicPartition, OffsetAndMetadata)]) -> Result<()> {
+        let partitions: Vec<TopicPartition> = offsets.iter().map(|(tp, _)| tp.clone()).collect();
+        let member = match &self.mode {
+            Mode::Group(m) => Some((m.member_id.as_str(), m.generation)),
+            _ => None,
+        };
+        self.log
+            .coordinator()
+            .check_commit(&self.config.group_id, member, &partitions)?;
+        self.offsets.commit(&self.config.group_id, offsets)
+    }
+
+    /// The group's committed offset for a partition (assigned or not).
+    pub fn committed(&self, topic: &str, partition: u32) -> Result<Option<OffsetAndMetadata>> {
+        self.check_usable()?;
+        self.log.partition(topic, partition)?;
+        Ok(self.offsets.committed(
+            &self.config.group_id,
+            &TopicPartition::new(topic, partition),
+        ))
+    }
+
+    /// Committed offset, position, high watermark and lag of every assigned partition.
+    pub fn lag(&self) -> Result<Vec<PartitionLag>> {
+        self.check_usable()?;
+        Ok(self
+            .assigned
+            .iter()
+            .map(|(tp, a)| {
+                let committed = self
+                    .offsets
+                    .committed(&self.config.group_id, tp)
+                    .map(|c| c.offset);
+                PartitionLag::new(tp, &a.partition, committed, a.position)
+            })
+            .collect())
+    }
+
+    /// Leaves the group (after `on_revoked` for what it owns) and commits first if
+    /// `enable_auto_commit` is on. Later calls return [`Error::Closed`]; closing twice is fine.
+    pub fn close(&mut self) -> Result<()> {
+        if self.closed {
+            return Ok(());
+        }
+        let committed = if self.config.enable_auto_commit {
+            self.commit()
+        } else {
+            Ok(())
+        };
+        let left = self.leave(true);
+        self.closed = true;
+        committed.and(left)
+    }
+}
+
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        // No callbacks from drop (it may run during a panic); leaving frees the partitions for
+        // the rest of the group at once. `close` reports errors, drop cannot.
+        if !self.closed {
+            if self.config.enable_auto_commit {
+                let _ = self.commit();
+            }
+            let _ = self.leave(false);
+            self.closed = true;
+        }
+    }
+}

@@ -1,0 +1,247 @@
+//! Group membership from the consumer's side: subscribe, the handover step at each poll, the
+//! rebalance callbacks, leaving; and where a newly assigned partition starts reading.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::fetch::resolve;
+use super::{AutoOffsetReset, Consumer, Membership, Mode, RebalanceListener};
+use crate::error::{Error, Result};
+use crate::group::Join;
+use crate::record::TopicPartition;
+
+/// A member syncs with its coordinator at least this often while polling, which keeps it alive
+/// in the group (its `max_poll_interval` clock restarts at each sync).
+const HEARTBEAT: Duration = Duration::from_secs(1);
+/// How often a member waiting for partitions another member still holds looks again (the holder
+/// wakes it when it releases them; this only matters when the holder died silently).
+const WAITING_RECHECK: Duration = Duration::from_millis(100);
+
+impl Consumer {
+    /// Joins this consumer's group with a subscription to `topics`; the group's coordinator
+    /// splits their partitions between its members, and `poll` follows its decisions. Calling it
+    /// again replaces the subscription; an empty list unsubscribes.
+    ///
+    /// Errors: [`Error::UnknownTopic`], or [`Error::InvalidArgument`] if this consumer has a
+    /// manual assignment, or the group's members use another assignor.
+    pub fn subscribe(&mut self, topics: &[&str]) -> Result<()> {
+        self.check_usable()?;
+        if matches!(self.mode, Mode::Manual) {
+            return Err(Error::InvalidArgument(
+                "this consumer has a manual assignment; assign(&[]) before subscribing".into(),
+            ));
+        }
+        let mut wanted = BTreeSet::new();
+        for t in topics {
+            self.log.topic_config(t)?; // unknown (or internal) topics are refused here
+            wanted.insert(t.to_string());
+        }
+        if wanted.is_empty() {
+            return self.unsubscribe();
+        }
+        let counts = self.log.partition_counts();
+        match &mut self.mode {
+            Mode::Group(m) => {
+                self.log.coordinator().resubscribe(
+                    &self.config.group_id,
+                    &m.member_id,
+                    wanted.clone(),
+                    &counts,
+                )?;
+                m.topics = wanted;
+                m.attention.store(true, Ordering::Release);
+            }
+            _ => {
+                let attention = Arc::new(AtomicBool::new(true));
+                let member_id = self.log.coordinator().join(
+                    Join {
+                        group: self.config.group_id.clone(),
+                        client_id: self.config.client_id.clone(),
+                        topics: wanted.clone(),
+                        assignor: self.config.assignor,
+                        max_poll_interval: self.config.max_poll_interval,
+                        waiter: self.waiter.clone(),
+                        attention: attention.clone(),
+                    },
+                    &counts,
+                    Instant::now(),
+                )?;
+                self.mode = Mode::Group(Membership {
+                    member_id,
+                    generation: 0,
+                    topics: wanted,
+                    attention,
+                    last_sync: Instant::now(),
+                    waiting: false,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Like [`subscribe`](Self::subscribe), with callbacks for assignment changes.
+    pub fn subscribe_with(
+        &mut self,
+        topics: &[&str],
+        listener: impl RebalanceListener + 'static,
+    ) -> Result<()> {
+        self.subscribe(topics)?;
+        self.listener = Some(Box::new(listener));
+        Ok(())
+    }
+
+    /// Leaves the group (running `on_revoked` for owned partitions) or drops the manual
+    /// assignment.
+    pub fn unsubscribe(&mut self) -> Result<()> {
+        self.check_usable()?;
+        self.leave(true)
+    }
+
+    /// Leaves the group or the manual assignment. `callbacks` is false from `Drop`.
+    pub(super) fn leave(&mut self, callbacks: bool) -> Result<()> {
+        let owned = self.assignment();
+        if let Mode::Group(_) = self.mode {
+            if callbacks && !owned.is_empty() {
+                self.callback(&owned, |l, c, p| l.on_revoked(c, p));
+            }
+        }
+        self.drop_partitions(&owned);
+        if let Mode::Group(m) = std::mem::replace(&mut self.mode, Mode::Unassigned) {
+            let counts = self.log.partition_counts();
+            self.log
+                .coordinator()
+                .leave(&self.config.group_id, &m.member_id, &counts);
+        }
+        Ok(())
+    }
+
+    /// Runs a listener callback with the listener taken out, so it can borrow the consumer.
+    fn callback(
+        &mut self,
+        partitions: &[TopicPartition],
+        f: impl FnOnce(&mut dyn RebalanceListener, &mut Consumer, &[TopicPartition]),
+    ) {
+        if let Some(mut listener) = self.listener.take() {
+            self.in_callback = true;
+            f(&mut *listener, self, partitions);
+            self.in_callback = false;
+            self.listener = Some(listener);
+        }
+    }
+
+    /// The group step of a poll: heartbeat, revoke what the target gives away (after
+    /// `on_revoked`), take what was granted (then `on_assigned`). Cheap when nothing changed.
+    pub(super) fn sync_group(&mut self, now: Instant) -> Result<()> {
+        let Mode::Group(m) = &mut self.mode else {
+            return Ok(());
+        };
+        let due = m.attention.swap(false, Ordering::AcqRel)
+            || now
+                >= m.last_sync
+                    + if m.waiting {
+                        WAITING_RECHECK
+                    } else {
+                        HEARTBEAT
+                    }
+            || m.generation == 0;
+        if !due {
+            return Ok(());
+        }
+        m.last_sync = now;
+        let member_id = m.member_id.clone();
+        let counts = self.log.partition_counts();
+        let group = self.config.group_id.clone();
+        let result = match self
+            .log
+            .coordinator()
+            .sync(&group, &member_id, &counts, now)
+        {
+            Ok(r) => r,
+            Err(Error::MemberFenced { .. }) => return self.rejoin_after_fence(),
+            Err(e) => return Err(e),
+        };
+        if let Mode::Group(m) = &mut self.mode {
+            m.generation = result.generation;
+            m.waiting = result.waiting;
+        }
+        if !result.revoke.is_empty() {
+            self.callback(&result.revoke, |l, c, p| l.on_revoked(c, p));
+            self.drop_partitions(&result.revoke);
+            self.log
+                .coordinator()
+                .release(&group, &member_id, &result.revoke);
+        }
+        if !result.granted.is_empty() {
+            for tp in &result.granted {
+                match self.log.partition(&tp.topic, tp.partition) {
+                    Ok(p) => self.add_partition(tp.clone(), p),
+                    // Deleted between the coordinator's view and now: the next sync sees it.
+                    Err(Error::UnknownTopic { .. } | Error::UnknownPartition { .. }) => self
+                        .log
+                        .coordinator()
+                        .release(&group, &member_id, std::slice::from_ref(tp)),
+                    Err(e) => return Err(e),
+                }
+            }
+            self.callback(&result.granted, |l, c, p| l.on_assigned(c, p));
+        }
+        Ok(())
+    }
+
+    /// This member was removed (it stopped polling for too long): whatever it held belongs to
+    /// others now, so it cannot commit it (`on_lost`, not `on_revoked`); it joins again.
+    fn rejoin_after_fence(&mut self) -> Result<()> {
+        let lost = self.assignment();
+        if !lost.is_empty() {
+            self.callback(&lost, |l, c, p| l.on_lost(c, p));
+        }
+        self.drop_partitions(&lost);
+        let topics: Vec<String> = match std::mem::replace(&mut self.mode, Mode::Unassigned) {
+            Mode::Group(m) => m.topics.into_iter().collect(),
+            _ => Vec::new(),
+        };
+        let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
+        // Topics deleted meanwhile are dropped from the subscription rather than failing.
+        let existing: Vec<&str> = refs
+            .into_iter()
+            .filter(|t| self.log.topic_config(t).is_ok())
+            .collect();
+        self.subscribe(&existing)
+    }
+
+    /// Where `tp` reads next: its position, else the committed offset if still inside the log,
+    /// else `auto_offset_reset`.
+    pub(super) fn resolve_position(&mut self, tp: &TopicPartition) -> Result<u64> {
+        let a = self.assigned.get_mut(tp).expect("checked by caller");
+        resolve(a, tp, &self.config, &self.offsets)
+    }
+
+    /// When the position fell out of the log (retention deleted records below it), where to go.
+    pub(super) fn reset_out_of_range(&mut self, tp: &TopicPartition, error: Error) -> Result<()> {
+        let a = self.assigned.get_mut(tp).expect("assigned");
+        a.read_ahead.clear();
+        a.position = Some(match self.config.auto_offset_reset {
+            AutoOffsetReset::Earliest => a.partition.log_start_offset(),
+            AutoOffsetReset::Latest => a.partition.high_watermark(),
+            AutoOffsetReset::Error => return Err(error),
+        });
+        Ok(())
+    }
+
+    /// The deadline by which the group step must run again while parked.
+    pub(super) fn group_deadline(&self) -> Option<Instant> {
+        match &self.mode {
+            Mode::Group(m) => Some(
+                m.last_sync
+                    + if m.waiting {
+                        WAITING_RECHECK
+                    } else {
+                        HEARTBEAT
+                    },
+            ),
+            _ => None,
+        }
+    }
+}

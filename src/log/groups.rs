@@ -1,0 +1,162 @@
+//! The consumer side of [`Log`]: creating consumers, the committed-offsets store, and views of
+//! groups and their lag.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::Log;
+use crate::config::{CleanupPolicy, TopicConfig};
+use crate::consumer::{Consumer, ConsumerConfig, PartitionLag};
+use crate::error::{Error, Result};
+use crate::group::{validate_group_id, Coordinator, GroupDescription};
+use crate::offsets::{OffsetAndMetadata, OffsetStore, OFFSETS_TOPIC};
+use crate::record::TopicPartition;
+
+impl Log {
+    /// Starts a [`Consumer`] for `config.group_id`. Committed offsets of the group, from this or
+    /// earlier runs, decide where it starts reading.
+    ///
+    /// Errors: [`Error::InvalidConfig`] / [`Error::InvalidGroupId`], [`Error::Closed`].
+    pub fn consumer(&self, config: ConsumerConfig) -> Result<Consumer> {
+        config.validate()?;
+        let offsets = self.offsets()?;
+        Ok(Consumer::new(self.clone(), config, offsets))
+    }
+
+    /// Every group with members in this process or committed offsets in this log, sorted by
+    /// id. Members that stopped polling past their `max_poll_interval` are removed first.
+    pub fn groups(&self) -> Result<Vec<GroupDescription>> {
+        let mut live = self
+            .inner
+            .coordinator
+            .describe(&self.partition_counts(), Instant::now());
+        let known: BTreeSet<String> = live.iter().map(|g| g.group.clone()).collect();
+        if let Some(offsets) = self.offsets_if_exists()? {
+            for group in offsets.groups() {
+                if !known.contains(&group) {
+                    live.push(GroupDescription {
+                        group,
+                        generation: 0,
+                        assignor: None,
+                        members: Vec::new(),
+                    });
+                }
+            }
+        }
+        live.sort_by(|a, b| a.group.cmp(&b.group));
+        Ok(live)
+    }
+
+    /// Per partition the group has committed for or owns now: committed offset, high watermark
+    /// and lag.
+    pub fn group_lag(&self, group: &str) -> Result<Vec<PartitionLag>> {
+        validate_group_id(group)?;
+        let mut partitions: BTreeMap<TopicPartition, Option<u64>> = BTreeMap::new();
+        if let Some(offsets) = self.offsets_if_exists()? {
+            for (tp, c) in offsets.group_offsets(group) {
+                partitions.insert(tp, Some(c.offset));
+            }
+        }
+        for g in self
+            .inner
+            .coordinator
+            .describe(&self.partition_counts(), Instant::now())
+        {
+            if g.group == group {
+                for tp in g.members.into_iter().flat_map(|m| m.assignment) {
+                    partitions.entry(tp).or_insert(None);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        for (tp, committed) in partitions {
+            match self.partition(&tp.topic, tp.partition) {
+                Ok(p) => out.push(PartitionLag::new(&tp, &p, committed, None)),
+                Err(Error::UnknownTopic { .. } | Error::UnknownPartition { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
+    /// The offset `group` committed for a partition, if any (without creating anything).
+    pub fn committed_offset(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: u32,
+    ) -> Result<Option<OffsetAndMetadata>> {
+        validate_group_id(group)?;
+        Ok(self
+            .offsets_if_exists()?
+            .and_then(|o| o.committed(group, &TopicPartition::new(topic, partition))))
+    }
+
+    pub(crate) fn coordinator(&self) -> &Coordinator {
+        &self.inner.coordinator
+    }
+
+    /// Partition counts of the user topics, for the group coordinator.
+    pub(crate) fn partition_counts(&self) -> BTreeMap<String, u32> {
+        self.inner
+            .state
+            .read()
+            .topics
+            .iter()
+            .filter(|(name, _)| !super::is_internal_topic(name))
+            .map(|(name, t)| (name.clone(), t.partitions.len() as u32))
+            .collect()
+    }
+
+    pub(super) fn offsets_if_loaded(&self) -> Option<Arc<OffsetStore>> {
+        self.inner.offsets.lock().clone()
+    }
+
+    /// The offsets store if `__consumer_offsets` exists (loading it on first use).
+    fn offsets_if_exists(&self) -> Result<Option<Arc<OffsetStore>>> {
+        let mut slot = self.inner.offsets.lock();
+        if let Some(store) = slot.as_ref() {
+            return Ok(Some(store.clone()));
+        }
+        match self.any_partition(OFFSETS_TOPIC, 0) {
+            Ok(p) => {
+                let store = Arc::new(OffsetStore::open(p)?);
+                *slot = Some(store.clone());
+                Ok(Some(store))
+            }
+            Err(Error::UnknownTopic { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The offsets store, creating `__consumer_offsets` if this log has none yet.
+    fn offsets(&self) -> Result<Arc<OffsetStore>> {
+        if let Some(store) = self.offsets_if_exists()? {
+            return Ok(store);
+        }
+        let mut slot = self.inner.offsets.lock();
+        if let Some(store) = slot.as_ref() {
+            return Ok(store.clone());
+        }
+        match self.create_topic_unchecked(OFFSETS_TOPIC, offsets_topic_config()) {
+            Ok(()) | Err(Error::TopicExists { .. }) => {}
+            Err(e) => return Err(e),
+        }
+        let store = Arc::new(OffsetStore::open(self.any_partition(OFFSETS_TOPIC, 0)?)?);
+        *slot = Some(store.clone());
+        Ok(store)
+    }
+}
+
+/// One partition, compacted (one record per group/topic/partition survives cleaning), 100 MiB
+/// segments as in Kafka's `offsets.topic.segment.bytes`.
+fn offsets_topic_config() -> TopicConfig {
+    let mut config = TopicConfig::default()
+        .partitions(1)
+        .segment_bytes(100 << 20)
+        .max_message_bytes(16 << 20);
+    config.cleanup_policy = CleanupPolicy::Compact;
+    config.segment_ms = Duration::from_secs(7 * 24 * 3600);
+    config
+}
