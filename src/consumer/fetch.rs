@@ -42,6 +42,9 @@ impl Consumer {
                 "poll cannot be called from inside a rebalance callback".into(),
             ));
         }
+        if self.log.is_closed() {
+            return Err(Error::Closed);
+        }
         if matches!(self.mode, Mode::Unassigned) {
             return Err(Error::InvalidArgument(
                 "subscribe to topics or assign partitions before polling".into(),
@@ -169,7 +172,10 @@ impl Consumer {
     /// A partition whose topic was deleted: a group member lets the next sync drop it (the
     /// coordinator sees the topic gone); a manual assignment reports it.
     fn partition_gone(&mut self, tp: &TopicPartition) -> Result<()> {
-        if self.log.topic_config(&tp.topic).is_err() {
+        if let Err(e) = self.log.topic_config(&tp.topic) {
+            if matches!(e, Error::Closed) {
+                return Err(e);
+            }
             self.drop_partitions(std::slice::from_ref(tp));
             if matches!(self.mode, Mode::Manual) {
                 if self.assigned.is_empty() {
@@ -226,6 +232,9 @@ fn take_turn(
     byte_budget: usize,
     out: &mut Vec<ConsumedRecord>,
 ) -> Result<Turn> {
+    if a.partition.inner.is_closed() {
+        return Ok(Turn::Gone);
+    }
     if a.paused {
         return Ok(Turn::Read(0));
     }

@@ -102,7 +102,11 @@ impl Consumer {
     /// Leaves the group or the manual assignment. `callbacks` is false from `Drop`.
     pub(super) fn leave(&mut self, callbacks: bool) -> Result<()> {
         let owned = self.assignment();
-        if let Mode::Group(_) = self.mode {
+        if let Mode::Group(m) = &mut self.mode {
+            let coordinator = self.log.coordinator();
+            if let Some(g) = coordinator.current_generation(&self.config.group_id, &m.member_id) {
+                m.generation = g;
+            }
             if callbacks && !owned.is_empty() {
                 self.callback(&owned, |l, c, p| l.on_revoked(c, p));
             }

@@ -350,6 +350,14 @@ impl Coordinator {
         Ok(())
     }
 
+    /// The group's generation if `member` is still in it (a leaving member refreshes its view
+    /// with this so its final `on_revoked` commit of partitions it still owns is accepted).
+    pub(crate) fn current_generation(&self, group_id: &str, member: &str) -> Option<u32> {
+        let groups = self.groups.lock();
+        let group = groups.get(group_id)?;
+        group.members.contains_key(member).then_some(group.generation)
+    }
+
     /// Changes a member's subscription (starting a new generation if it differs).
     pub(crate) fn resubscribe(
         &self,

@@ -93,6 +93,10 @@ impl Log {
             .and_then(|o| o.committed(group, &TopicPartition::new(topic, partition))))
     }
 
+    pub(crate) fn is_closed(&self) -> bool {
+        self.inner.state.read().closed
+    }
+
     pub(crate) fn coordinator(&self) -> &Coordinator {
         &self.inner.coordinator
     }
