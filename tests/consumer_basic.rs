@@ -20,12 +20,18 @@ fn append(log: &Log, partition: u32, from: u64, n: u64) {
     let recs: Vec<Record> = (from..from + n)
         .map(|i| Record::new(format!("v{i}")).key(format!("k{i}")))
         .collect();
-    log.partition("t", partition).unwrap().append(&recs).unwrap();
+    log.partition("t", partition)
+        .unwrap()
+        .append(&recs)
+        .unwrap();
 }
 
 fn manual(log: &Log, group: &str, partitions: &[u32]) -> Consumer {
     let mut c = log.consumer(ConsumerConfig::new(group)).unwrap();
-    let tps: Vec<TopicPartition> = partitions.iter().map(|&p| TopicPartition::new("t", p)).collect();
+    let tps: Vec<TopicPartition> = partitions
+        .iter()
+        .map(|&p| TopicPartition::new("t", p))
+        .collect();
     c.assign(&tps).unwrap();
     c
 }
@@ -35,7 +41,11 @@ fn poll_n(c: &mut Consumer, n: usize) -> Vec<annals::ConsumedRecord> {
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut out = Vec::new();
     while out.len() < n {
-        assert!(Instant::now() < deadline, "only {} of {n} records", out.len());
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {n} records",
+            out.len()
+        );
         out.extend(c.poll(Duration::from_millis(200)).unwrap());
     }
     out
@@ -64,7 +74,11 @@ fn poll_without_data_waits_for_the_timeout_and_returns_empty() {
     let t = Instant::now();
     let got = c.poll(Duration::from_millis(150)).unwrap();
     assert!(got.is_empty());
-    assert!(t.elapsed() >= Duration::from_millis(150), "{:?}", t.elapsed());
+    assert!(
+        t.elapsed() >= Duration::from_millis(150),
+        "{:?}",
+        t.elapsed()
+    );
 }
 
 #[test]
@@ -146,7 +160,11 @@ fn fetch_min_bytes_waits_for_enough_data_or_fetch_max_wait() {
     let t = Instant::now();
     let got = c.poll(Duration::from_secs(10)).unwrap();
     assert_eq!(got.len(), 1);
-    assert!(t.elapsed() >= Duration::from_millis(200), "{:?}", t.elapsed());
+    assert!(
+        t.elapsed() >= Duration::from_millis(200),
+        "{:?}",
+        t.elapsed()
+    );
     assert!(t.elapsed() < Duration::from_secs(5));
 }
 
@@ -154,8 +172,11 @@ fn fetch_min_bytes_waits_for_enough_data_or_fetch_max_wait() {
 fn seek_position_and_seek_to_variants() {
     let (_d, log) = setup(1);
     let p = log.partition("t", 0).unwrap();
-    p.append(&[Record::new("a").timestamp(1000), Record::new("b").timestamp(2000)])
-        .unwrap();
+    p.append(&[
+        Record::new("a").timestamp(1000),
+        Record::new("b").timestamp(2000),
+    ])
+    .unwrap();
     p.append(&[Record::new("c").timestamp(3000)]).unwrap();
     let mut c = manual(&log, "g", &[0]);
     c.seek("t", 0, 2).unwrap();
@@ -241,7 +262,10 @@ fn commit_committed_and_auto_offset_reset() {
         Err(Error::NotAssigned { .. })
     ));
     assert!(matches!(
-        c.commit_offsets(&[(tp, OffsetAndMetadata::new(1).with_metadata("x".repeat(5000)))]),
+        c.commit_offsets(&[(
+            tp,
+            OffsetAndMetadata::new(1).with_metadata("x".repeat(5000))
+        )]),
         Err(Error::InvalidArgument(_))
     ));
 }
@@ -257,15 +281,24 @@ fn lag_and_group_listing() {
         .unwrap();
     let lag = c.lag().unwrap();
     assert_eq!(lag.len(), 2);
-    assert_eq!((lag[0].committed, lag[0].position, lag[0].lag), (Some(6), Some(10), 4));
+    assert_eq!(
+        (lag[0].committed, lag[0].position, lag[0].lag),
+        (Some(6), Some(10), 4)
+    );
     assert_eq!((lag[1].committed, lag[1].lag), (None, 4));
     let glag = log.group_lag("g").unwrap();
     assert_eq!(glag.len(), 1);
-    assert_eq!((glag[0].partition, glag[0].high_watermark, glag[0].lag), (0, 10, 4));
+    assert_eq!(
+        (glag[0].partition, glag[0].high_watermark, glag[0].lag),
+        (0, 10, 4)
+    );
     let groups = log.groups().unwrap();
     assert_eq!(groups.len(), 1);
     assert_eq!(groups[0].group, "g");
-    assert!(groups[0].members.is_empty(), "manual consumers are not members");
+    assert!(
+        groups[0].members.is_empty(),
+        "manual consumers are not members"
+    );
     assert!(log.group_lag("").is_err());
 }
 
@@ -279,15 +312,27 @@ fn bad_input_is_refused_with_clear_errors() {
         ));
     }
     let mut c = log.consumer(ConsumerConfig::new("g")).unwrap();
-    assert!(matches!(c.poll(Duration::ZERO), Err(Error::InvalidArgument(_))));
-    assert!(matches!(c.subscribe(&["nope"]), Err(Error::UnknownTopic { .. })));
+    assert!(matches!(
+        c.poll(Duration::ZERO),
+        Err(Error::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        c.subscribe(&["nope"]),
+        Err(Error::UnknownTopic { .. })
+    ));
     assert!(matches!(
         c.subscribe(&["__consumer_offsets"]),
         Err(Error::UnknownTopic { .. })
     ));
-    assert!(matches!(c.assign(&[("t", 3)]), Err(Error::UnknownPartition { .. })));
+    assert!(matches!(
+        c.assign(&[("t", 3)]),
+        Err(Error::UnknownPartition { .. })
+    ));
     c.assign(&[("t", 0)]).unwrap();
-    assert!(matches!(c.subscribe(&["t"]), Err(Error::InvalidArgument(_))));
+    assert!(matches!(
+        c.subscribe(&["t"]),
+        Err(Error::InvalidArgument(_))
+    ));
     assert!(matches!(c.position("t", 9), Err(Error::NotAssigned { .. })));
     c.close().unwrap();
     c.close().unwrap();
@@ -302,7 +347,9 @@ fn bad_input_is_refused_with_clear_errors() {
     assert!(log.partition("__consumer_offsets", 0).is_err());
     assert_eq!(log.topics(), vec!["t".to_string()]);
     let producer = log.producer(ProducerConfig::default()).unwrap();
-    assert!(producer.send("__consumer_offsets", Record::new("x")).is_err());
+    assert!(producer
+        .send("__consumer_offsets", Record::new("x"))
+        .is_err());
     // After the log closes, consumers report it.
     let mut c = manual(&log, "g", &[0]);
     log.close().unwrap();
@@ -317,7 +364,10 @@ fn deleting_a_topic_forgets_its_commits() {
     poll_n(&mut c, 3);
     c.commit().unwrap();
     log.delete_topic("t").unwrap();
-    assert!(matches!(c.poll(Duration::ZERO), Err(Error::UnknownTopic { .. })));
+    assert!(matches!(
+        c.poll(Duration::ZERO),
+        Err(Error::UnknownTopic { .. })
+    ));
     log.create_topic("t", TopicConfig::default()).unwrap();
     assert_eq!(log.committed_offset("g", "t", 0).unwrap(), None);
 }

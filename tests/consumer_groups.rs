@@ -31,7 +31,9 @@ fn setup(partitions: u32, records_per_partition: u64) -> (tempfile::TempDir, Log
 struct CommitOnRevoke;
 impl RebalanceListener for CommitOnRevoke {
     fn on_revoked(&mut self, consumer: &mut Consumer, _partitions: &[TopicPartition]) {
-        consumer.commit().expect("a member may commit what it still owns");
+        consumer
+            .commit()
+            .expect("a member may commit what it still owns");
     }
 }
 
@@ -82,8 +84,7 @@ fn three_partitions_split_between_one_to_four_members() {
     for assignor in [Assignor::Range, Assignor::RoundRobin, Assignor::Sticky] {
         for n in 1..=4usize {
             let (_d, log) = setup(3, 0);
-            let mut members: Vec<Consumer> =
-                (0..n).map(|_| member(&log, "g", assignor)).collect();
+            let mut members: Vec<Consumer> = (0..n).map(|_| member(&log, "g", assignor)).collect();
             settle(&mut members);
             let owned = owners(&members);
             assert_eq!(owned.len(), 3, "{assignor:?} n={n}");
@@ -184,7 +185,9 @@ fn a_member_that_stops_polling_is_removed_and_its_partitions_move() {
     };
     let events = Arc::new(Record_::default());
     let mut silent = log.consumer(config()).unwrap();
-    silent.subscribe_with(&["t"], Watch(events.clone())).unwrap();
+    silent
+        .subscribe_with(&["t"], Watch(events.clone()))
+        .unwrap();
     let mut live = log.consumer(config()).unwrap();
     live.subscribe(&["t"]).unwrap();
     let mut settled = [silent, live];
@@ -276,13 +279,19 @@ fn parked_members_rebalance_promptly_in_threads() {
     let mut third = member(&log, "g", Assignor::RoundRobin);
     let t = Instant::now();
     while third.assignment().is_empty() {
-        assert!(t.elapsed() < Duration::from_secs(10), "parked members never released");
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "parked members never released"
+        );
         third.poll(Duration::from_millis(100)).unwrap();
     }
     stop.store(true, Ordering::SeqCst);
     // Wake the parked threads with data.
     for p in 0..4 {
-        log.partition("t", p).unwrap().append(&[Record::new("x")]).unwrap();
+        log.partition("t", p)
+            .unwrap()
+            .append(&[Record::new("x")])
+            .unwrap();
     }
     for h in handles {
         h.join().unwrap();

@@ -355,7 +355,10 @@ impl Coordinator {
     pub(crate) fn current_generation(&self, group_id: &str, member: &str) -> Option<u32> {
         let groups = self.groups.lock();
         let group = groups.get(group_id)?;
-        group.members.contains_key(member).then_some(group.generation)
+        group
+            .members
+            .contains_key(member)
+            .then_some(group.generation)
     }
 
     /// Changes a member's subscription (starting a new generation if it differs).
