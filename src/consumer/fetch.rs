@@ -36,6 +36,16 @@ impl Consumer {
     /// [`Error::OffsetOutOfRange`] with `AutoOffsetReset::Error`; [`Error::UnknownTopic`] for a
     /// manually assigned partition whose topic was deleted.
     pub fn poll(&mut self, timeout: Duration) -> Result<Vec<ConsumedRecord>> {
+        let mut out = Vec::new();
+        self.poll_into(timeout, &mut out)?;
+        Ok(out)
+    }
+
+    /// [`poll`](Self::poll) into a caller's vector, which is cleared first. Reusing one vector
+    /// across polls saves allocating (and page-faulting in) a fresh one per call: about 2x the
+    /// records/s on a sequential scan (see `benches/consumer.rs`).
+    pub fn poll_into(&mut self, timeout: Duration, out: &mut Vec<ConsumedRecord>) -> Result<()> {
+        out.clear();
         self.check_usable()?;
         if self.in_callback {
             return Err(Error::InvalidArgument(
@@ -57,7 +67,6 @@ impl Consumer {
             .checked_add(self.config.fetch_max_wait.min(timeout))
             .unwrap_or(deadline);
         self.maybe_auto_commit(start)?;
-        let mut out = Vec::new();
         let mut bytes = 0usize;
         loop {
             self.waiter.arm();
@@ -66,14 +75,14 @@ impl Consumer {
             } else if self.rebalance_pending() {
                 // Hand back what we have first; positions already moved past these records,
                 // so a revoke (which may commit) must come after the application saw them.
-                return Ok(out);
+                return Ok(());
             }
-            bytes += self.fetch(&mut out, bytes)?;
+            bytes += self.fetch(out, bytes)?;
             let now = Instant::now();
             let enough = !out.is_empty()
                 && (bytes >= self.config.fetch_min_bytes || now >= min_bytes_deadline);
             if enough || out.len() >= self.config.max_poll_records || now >= deadline {
-                return Ok(out);
+                return Ok(());
             }
             let mut wake = deadline;
             if !out.is_empty() {
@@ -239,7 +248,29 @@ fn take_turn(
         return Ok(Turn::Read(0));
     }
     let position = resolve(a, tp, config, offsets)?;
-    if a.read_ahead.is_empty() {
+    let mut bytes = 0usize;
+    let mut next = position;
+    let mut push = |r: StoredRecord, out: &mut Vec<ConsumedRecord>| {
+        bytes += r.key.as_ref().map_or(0, |k| k.len()) + r.value.as_ref().map_or(0, |v| v.len());
+        next = r.offset + 1;
+        out.push(ConsumedRecord {
+            topic: a.topic.clone(),
+            partition: tp.partition,
+            offset: r.offset,
+            timestamp: r.timestamp,
+            key: r.key,
+            value: r.value,
+            headers: r.headers,
+        });
+    };
+    let taken = if !a.read_ahead.is_empty() {
+        let take = records_left.min(a.read_ahead.len());
+        out.reserve(take);
+        for r in a.read_ahead.drain(..take) {
+            push(r, out);
+        }
+        take
+    } else {
         let hw = a.partition.high_watermark();
         if position >= hw {
             return Ok(Turn::Read(0));
@@ -258,26 +289,17 @@ fn take_turn(
             a.position = Some(hw);
             return Ok(Turn::Read(0));
         }
-        a.read_ahead.extend(scratch.drain(..));
-    }
-    let take = records_left.min(a.read_ahead.len());
-    let mut bytes = 0usize;
-    let mut next = position;
-    out.reserve(take);
-    for r in a.read_ahead.drain(..take) {
-        bytes += r.key.as_ref().map_or(0, |k| k.len()) + r.value.as_ref().map_or(0, |v| v.len());
-        next = r.offset + 1;
-        out.push(ConsumedRecord {
-            topic: a.topic.clone(),
-            partition: tp.partition,
-            offset: r.offset,
-            timestamp: r.timestamp,
-            key: r.key,
-            value: r.value,
-            headers: r.headers,
-        });
-    }
+        // Records beyond `max_poll_records` wait in the read-ahead for the next poll; the
+        // common case (all of them fit) moves each record once, straight into `out`.
+        let take = records_left.min(scratch.len());
+        a.read_ahead.extend(scratch.drain(take..));
+        out.reserve(take);
+        for r in scratch.drain(..) {
+            push(r, out);
+        }
+        take
+    };
     a.position = Some(next);
     // A zero-byte record still counts as progress for fetch_min_bytes purposes.
-    Ok(Turn::Read(bytes.max(usize::from(take > 0))))
+    Ok(Turn::Read(bytes.max(usize::from(taken > 0))))
 }
