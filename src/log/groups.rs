@@ -20,6 +20,7 @@ impl Log {
     /// Errors: [`Error::InvalidConfig`] / [`Error::InvalidGroupId`], [`Error::Closed`].
     pub fn consumer(&self, config: ConsumerConfig) -> Result<Consumer> {
         config.validate()?;
+        self.check_open()?;
         let offsets = self.offsets()?;
         Ok(Consumer::new(self.clone(), config, offsets))
     }
@@ -27,6 +28,7 @@ impl Log {
     /// Every group with members in this process or committed offsets in this log, sorted by
     /// id. Members that stopped polling past their `max_poll_interval` are removed first.
     pub fn groups(&self) -> Result<Vec<GroupDescription>> {
+        self.check_open()?;
         let mut live = self
             .inner
             .coordinator
@@ -52,6 +54,7 @@ impl Log {
     /// and lag.
     pub fn group_lag(&self, group: &str) -> Result<Vec<PartitionLag>> {
         validate_group_id(group)?;
+        self.check_open()?;
         let mut partitions: BTreeMap<TopicPartition, Option<u64>> = BTreeMap::new();
         if let Some(offsets) = self.offsets_if_exists()? {
             for (tp, c) in offsets.group_offsets(group) {
@@ -88,6 +91,7 @@ impl Log {
         partition: u32,
     ) -> Result<Option<OffsetAndMetadata>> {
         validate_group_id(group)?;
+        self.check_open()?;
         Ok(self
             .offsets_if_exists()?
             .and_then(|o| o.committed(group, &TopicPartition::new(topic, partition))))
@@ -95,6 +99,13 @@ impl Log {
 
     pub(crate) fn is_closed(&self) -> bool {
         self.inner.state.read().closed
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.is_closed() {
+            return Err(Error::Closed);
+        }
+        Ok(())
     }
 
     pub(crate) fn coordinator(&self) -> &Coordinator {
