@@ -354,10 +354,16 @@ fn bad_input_is_refused_with_clear_errors() {
     let mut c = manual(&log, "g", &[0]);
     log.close().unwrap();
     assert!(matches!(c.poll(Duration::ZERO), Err(Error::Closed)));
-    assert!(matches!(log.consumer(ConsumerConfig::new("g")), Err(Error::Closed)));
+    assert!(matches!(
+        log.consumer(ConsumerConfig::new("g")),
+        Err(Error::Closed)
+    ));
     assert!(matches!(log.groups(), Err(Error::Closed)));
     assert!(matches!(log.group_lag("g"), Err(Error::Closed)));
-    assert!(matches!(log.committed_offset("g", "t", 0), Err(Error::Closed)));
+    assert!(matches!(
+        log.committed_offset("g", "t", 0),
+        Err(Error::Closed)
+    ));
 }
 
 #[test]

@@ -11,9 +11,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
+use std::io::Write;
 use std::time::{Duration, Instant};
 
 use annals::storage::{CrashMode, SimStorage};
@@ -179,34 +177,13 @@ fn kill9_between_consume_and_commit_redelivers_and_never_skips() {
         fill(&log, 2, 20_000);
         log.close().unwrap();
     }
-    let exe = std::env::current_exe().unwrap();
     let mut rng = Rng::new(common::base_seed());
     // Everything any child printed as consumed, across rounds.
     let mut consumed: [Vec<bool>; 2] = [vec![false; 20_000], vec![false; 20_000]];
     let mut last_committed = [0u64; 2];
     for round in 0..rounds {
-        let mut child = Command::new(&exe)
-            .args([
-                "--exact",
-                "consumer_child",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(ENV_DIR, dir.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel::<String>();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let (mut child, rx) =
+            common::spawn_child("consumer_child", &[(ENV_DIR, dir.path().as_os_str())]);
         let delay = Duration::from_millis(rng.range(2, 60));
         let mut ready_at: Option<Instant> = None;
         let started = Instant::now();

@@ -9,9 +9,10 @@
 //! sets the number of rounds.
 #![cfg(unix)]
 
+mod common;
+
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
+use std::io::Write;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -96,34 +97,18 @@ fn acknowledged_sends_survive_sigkill() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(50);
     let dir = tempfile::tempdir().unwrap();
-    let exe = std::env::current_exe().unwrap();
     let mut seed = 0x9e37_79b9_7f4a_7c15u64 ^ std::process::id() as u64;
     let mut acked_total = 0usize;
     let mut rounds_with_acks = 0;
     for round in 0..rounds {
-        let mut child = Command::new(&exe)
-            .args([
-                "--exact",
-                "producer_child",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(ENV_DIR, dir.path())
-            .env(ENV_ROUND, round.to_string())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel::<String>();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let round_env = round.to_string();
+        let (mut child, rx) = common::spawn_child(
+            "producer_child",
+            &[
+                (ENV_DIR, dir.path().as_os_str()),
+                (ENV_ROUND, round_env.as_ref()),
+            ],
+        );
         // Kill 5-80 ms after READY.
         seed ^= seed << 13;
         seed ^= seed >> 7;

@@ -369,3 +369,33 @@ pub fn model_of(records: &[Record]) -> Vec<ModelRecord> {
         .map(|r| ModelRecord::from_record(r, r.timestamp.expect("explicit timestamp")))
         .collect()
 }
+
+/// Re-executes this test binary to run only `test` (with `envs` set) and streams the child's
+/// stdout, line by line, through the returned channel. The kill -9 tests use it: the child works
+/// and prints what it acknowledged; the parent kills it at a moment of its choosing.
+pub fn spawn_child(
+    test: &str,
+    envs: &[(&str, &std::ffi::OsStr)],
+) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    let mut cmd = Command::new(std::env::current_exe().expect("current exe"));
+    cmd.args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("spawn child");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (child, rx)
+}
