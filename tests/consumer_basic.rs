@@ -381,3 +381,26 @@ fn deleting_a_topic_forgets_its_commits() {
     log.create_topic("t", TopicConfig::default()).unwrap();
     assert_eq!(log.committed_offset("g", "t", 0).unwrap(), None);
 }
+
+#[test]
+fn auto_commit_commits_on_the_interval_and_on_close() {
+    let (_d, log) = setup(1);
+    append(&log, 0, 0, 20);
+    let mut c = log
+        .consumer(
+            ConsumerConfig::new("g")
+                .enable_auto_commit(true)
+                .auto_commit_interval(Duration::from_millis(50))
+                .max_poll_records(5),
+        )
+        .unwrap();
+    c.assign(&[("t", 0)]).unwrap();
+    assert_eq!(c.poll(Duration::from_secs(1)).unwrap().len(), 5);
+    assert_eq!(c.committed("t", 0).unwrap(), None, "not due yet");
+    std::thread::sleep(Duration::from_millis(60));
+    // This poll first commits what the previous one returned, then returns the next five.
+    assert_eq!(c.poll(Duration::from_secs(1)).unwrap().len(), 5);
+    assert_eq!(c.committed("t", 0).unwrap().unwrap().offset, 5);
+    c.close().unwrap();
+    assert_eq!(log.committed_offset("g", "t", 0).unwrap().unwrap().offset, 10);
+}
