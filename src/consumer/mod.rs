@@ -513,3 +513,14 @@ impl Drop for Consumer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// A consumer moves between threads (one thread uses it at a time).
+    #[test]
+    fn consumer_is_send() {
+        fn send<T: Send>() {}
+        send::<super::Consumer>();
+        send::<super::ConsumedRecord>();
+    }
+}
