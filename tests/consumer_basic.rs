@@ -402,5 +402,8 @@ fn auto_commit_commits_on_the_interval_and_on_close() {
     assert_eq!(c.poll(Duration::from_secs(1)).unwrap().len(), 5);
     assert_eq!(c.committed("t", 0).unwrap().unwrap().offset, 5);
     c.close().unwrap();
-    assert_eq!(log.committed_offset("g", "t", 0).unwrap().unwrap().offset, 10);
+    assert_eq!(
+        log.committed_offset("g", "t", 0).unwrap().unwrap().offset,
+        10
+    );
 }
