@@ -389,6 +389,20 @@ impl Results {
         &mut self.cells[i].1
     }
 
+    /// The cell whose rounds differ most (fastest ÷ slowest), a measure of the run's noise.
+    fn widest_spread(&self) -> Option<(Workload, System, f64)> {
+        self.cells
+            .iter()
+            .filter(|(_, c)| c.samples.len() > 1)
+            .map(|((w, s), c)| {
+                let rates = c.samples.iter().map(Sample::rate);
+                let max = rates.clone().fold(f64::MIN, f64::max);
+                let min = rates.fold(f64::MAX, f64::min);
+                (*w, *s, max / min)
+            })
+            .max_by(|a, b| a.2.total_cmp(&b.2))
+    }
+
     fn rate(&self, w: Workload, s: System) -> Option<f64> {
         self.cell(w, s)?.median_rate()
     }
@@ -479,7 +493,14 @@ fn fmt_cell(results: &Results, w: Workload, s: System) -> String {
     }
 }
 
-fn render(results: &Results, sizes: &Sizes, rounds: usize, quick: bool, idle_mib: Option<f64>) {
+fn render(
+    results: &Results,
+    sizes: &Sizes,
+    rounds: usize,
+    quick: bool,
+    idle_mib: Option<f64>,
+    machine: &str,
+) {
     let mut t = String::new();
     let header: Vec<&str> = SYSTEMS.iter().map(|&s| peer_label(s)).collect();
     let _ = writeln!(t, "| workload | {} |", header.join(" | "));
@@ -496,6 +517,16 @@ fn render(results: &Results, sizes: &Sizes, rounds: usize, quick: bool, idle_mib
          peak is the largest. Keys are 12 bytes, values JSON-like, batches 1000 records.",
         if quick { ", `--quick` sizes" } else { "" }
     );
+    let _ = writeln!(t, "- Machine: {machine}.");
+    if let Some((w, s, spread)) = results.widest_spread() {
+        let _ = writeln!(
+            t,
+            "- Noise: the widest spread of one cell over the rounds (fastest ÷ slowest) was \
+             {spread:.2}× ({}, {}).",
+            w.name().to_uppercase(),
+            peer_label(s)
+        );
+    }
     let _ = writeln!(
         t,
         "- Memory floor: a child that only builds the record pool peaks at {}.",
@@ -568,6 +599,48 @@ fn render(results: &Results, sizes: &Sizes, rounds: usize, quick: bool, idle_mib
             peer_label(s)
         );
     }
+}
+
+/// The machine, as the README describes it: CPUs, CPU model, RAM, the file system the data
+/// directory is on, kernel. Read from /proc; "unknown" where that is not available.
+fn machine(data_dir: &Path) -> String {
+    let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let cpuinfo = read("/proc/cpuinfo");
+    let model = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .map_or("unknown CPU", str::trim);
+    let meminfo = read("/proc/meminfo");
+    let ram_gib = meminfo
+        .lines()
+        .find(|l| l.starts_with("MemTotal:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kib| kib.parse::<f64>().ok())
+        .map_or("unknown".to_string(), |kib| {
+            format!("{:.1} GiB", kib / (1 << 20) as f64)
+        });
+    // The mount with the longest mount point that is a prefix of the data directory.
+    let dir = data_dir
+        .canonicalize()
+        .unwrap_or_else(|_| data_dir.to_path_buf());
+    let mounts = read("/proc/mounts");
+    let fs = mounts
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() >= 3 && dir.starts_with(f[1])).then(|| (f[1].len(), f[2], f[0]))
+        })
+        .max_by_key(|m| m.0)
+        .map_or("unknown file system".to_string(), |(_, fs, dev)| {
+            format!("{fs} on {dev}")
+        });
+    let kernel = read("/proc/sys/kernel/osrelease");
+    format!(
+        "{cpus} CPUs ({model}), {ram_gib} RAM, data on {fs}, Linux {}",
+        kernel.trim()
+    )
 }
 
 fn main() {
@@ -643,5 +716,6 @@ fn main() {
         }
     }
     eprintln!("compare: done in {:.0} s", started.elapsed().as_secs_f64());
-    render(&results, &sizes, rounds, quick, idle_mib);
+    let machine = machine(root.path());
+    render(&results, &sizes, rounds, quick, idle_mib, &machine);
 }
