@@ -3,7 +3,7 @@
 //! `redb`.
 //!
 //! ```text
-//! cargo bench --bench peers                     # everything, ~3-4 minutes after the build (2 cores)
+//! cargo bench --bench peers                     # everything, ~2.5 minutes after the build (2 cores)
 //! cargo bench --bench peers -- --quick          # criterion's quick mode
 //! cargo bench --bench peers -- w3_read/         # one workload
 //! cargo bench --bench peers -- /sqlite          # one system
