@@ -3,9 +3,9 @@
 //! This is the table in the README's "Performance" section.
 //!
 //! ```text
-//! cargo run --release --example compare                # full sizes, 5 rounds
-//! cargo run --release --example compare -- --quick     # a tenth of the sizes, 1 round (~1 min)
-//! cargo run --release --example compare -- --rounds 5  # more rounds, steadier medians
+//! cargo run --release --example compare                # full sizes, 5 rounds (~2 min, 2 cores)
+//! cargo run --release --example compare -- --quick     # a tenth of the sizes, 1 round (seconds)
+//! cargo run --release --example compare -- --rounds 9  # more rounds, steadier medians
 //! ```
 //!
 //! Why an example and not a criterion mode: the table needs one *process* per system and
@@ -17,7 +17,7 @@
 //! How it runs: the parent re-executes itself as `compare --child <system> <workload> <dir>
 //! <full|quick>` for every cell, in rounds; each round goes through every workload, and inside a
 //! workload through every system (in an order rotated each round, so no system always runs
-//! first), so the systems of one workload are measured minutes apart at most, under the same
+//! first), so the systems of one workload are measured seconds apart, under much the same
 //! background load. A child sets up its store (untimed), runs the workload (timed), reads its
 //! own `VmHWM` from `/proc/self/status`, and prints one `compare-result` line. A cell is the
 //! median of its rounds' records/s, and the largest peak. All data lives in one temporary
