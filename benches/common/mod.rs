@@ -39,8 +39,18 @@ impl Rng {
 /// numbers and words vary the way real events do (so compression ratios are realistic, not the
 /// best case of identical records).
 pub fn make_records(n: usize) -> Vec<Record> {
+    make_records_len(n, VALUE_LEN)
+}
+
+/// Like [`make_records`] with values of exactly `value_len` bytes. From 256 bytes up the value
+/// also carries an `"items"` array of small order lines (repeated field names, varying numbers),
+/// the shape of a larger event, before the random padding. At `VALUE_LEN` the bytes are the
+/// same as `make_records` has always produced, so older bench results stay comparable.
+pub fn make_records_len(n: usize, value_len: usize) -> Vec<Record> {
     const EVENTS: [&str; 6] = ["click", "view", "purchase", "signup", "logout", "search"];
     const PAD: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    /// `],"t":"`, at least 8 padding bytes, and the closing `"}`.
+    const ITEMS_TAIL: usize = 7 + 8 + 2;
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     (0..n)
         .map(|i| {
@@ -48,7 +58,7 @@ pub fn make_records(n: usize) -> Vec<Record> {
             let key = format!("user-{user:07}");
             assert_eq!(key.len(), 12);
             let mut value = format!(
-                r#"{{"id":{},"u":"{}","ev":"{}","amt":{},"ts":{},"ok":{},"t":""#,
+                r#"{{"id":{},"u":"{}","ev":"{}","amt":{},"ts":{},"ok":{},"#,
                 1_000_000 + i,
                 key,
                 EVENTS[rng.below(EVENTS.len() as u64) as usize],
@@ -57,17 +67,36 @@ pub fn make_records(n: usize) -> Vec<Record> {
                 rng.below(2) == 0,
             )
             .into_bytes();
-            // Pad the "t" string so the value is exactly VALUE_LEN bytes with its `"}`.
+            if value_len >= 256 {
+                value.extend_from_slice(b"\"items\":[");
+                let mut sep = "";
+                loop {
+                    let item = format!(
+                        r#"{sep}{{"sku":"SKU-{:05}","qty":{},"p":{}}}"#,
+                        rng.below(100_000),
+                        1 + rng.below(9),
+                        rng.below(100_000),
+                    );
+                    if value.len() + item.len() + ITEMS_TAIL > value_len {
+                        break;
+                    }
+                    value.extend_from_slice(item.as_bytes());
+                    sep = ",";
+                }
+                value.extend_from_slice(b"],");
+            }
+            value.extend_from_slice(br#""t":""#);
+            // Pad the "t" string so the value is exactly value_len bytes with its `"}`.
             assert!(
-                value.len() + 2 <= VALUE_LEN,
+                value.len() + 2 <= value_len,
                 "value template too long: {}",
                 value.len()
             );
-            while value.len() < VALUE_LEN - 2 {
+            while value.len() < value_len - 2 {
                 value.push(PAD[rng.below(PAD.len() as u64) as usize]);
             }
             value.extend_from_slice(b"\"}");
-            assert_eq!(value.len(), VALUE_LEN);
+            assert_eq!(value.len(), value_len);
             Record::new(Bytes::from(value)).key(Bytes::from(key))
         })
         .collect()

@@ -1,0 +1,721 @@
+//! annals beside its peers — a raw file, the `commitlog` crate, SQLite and redb — at the sizes of
+//! issue 6, printed as one markdown table of records/s, annals ÷ peer ratios and peak memory.
+//! This is the table in the README's "Performance" section.
+//!
+//! ```text
+//! cargo run --release --example compare                # full sizes, 5 rounds (~2 min, 2 cores)
+//! cargo run --release --example compare -- --quick     # a tenth of the sizes, 1 round (seconds)
+//! cargo run --release --example compare -- --rounds 9  # more rounds, steadier medians
+//! ```
+//!
+//! Why an example and not a criterion mode: the table needs one *process* per system and
+//! workload (peak RSS, `VmHWM`, is per process and never goes down), the issue's full sizes
+//! (2 M records; criterion would repeat them ten times over) and ratios computed from one run,
+//! none of which criterion does. The workloads are not re-implemented here: they are
+//! `benches/common/peers_workloads.rs`, the same code `cargo bench --bench peers` times.
+//!
+//! How it runs: the parent re-executes itself as `compare --child <system> <workload> <dir>
+//! <full|quick>` for every cell, in rounds; each round goes through every workload, and inside a
+//! workload through every system (in an order rotated each round, so no system always runs
+//! first), so the systems of one workload are measured seconds apart, under much the same
+//! background load. A child sets up its store (untimed), runs the workload (timed), reads its
+//! own `VmHWM` from `/proc/self/status`, and prints one `compare-result` line. A cell is the
+//! median of its rounds' records/s, and the largest peak. All data lives in one temporary
+//! directory, removed at the end (and each store as soon as its workloads are done).
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use annals::Compression;
+
+#[path = "../benches/common/mod.rs"]
+mod common;
+#[path = "../benches/common/peers_workloads.rs"]
+mod peers_workloads;
+
+use common::{make_records, make_records_len, VALUE_LEN};
+use peers_workloads::{
+    close, close_read, open_for_read, scan, settle_and_close, timed_append, timed_send, System,
+    SYSTEMS,
+};
+
+const BATCH: usize = 1000;
+const W4_VALUE_LEN: usize = 1024;
+const W5_THREADS: usize = 4;
+const FULL_ROUNDS: usize = 5;
+const QUICK_ROUNDS: usize = 1;
+
+/// Record counts of one mode.
+#[derive(Clone, Copy)]
+struct Sizes {
+    /// W1 (and so W3, and the `Producer::send` row): the issue's 2 M.
+    w1: usize,
+    /// W2: the issue's 200 k, one fsync per 1000.
+    w2: usize,
+    /// W4: 1 KiB values, so a quarter of a GB of values at full size.
+    w4: usize,
+    /// W5: per thread; four threads write as many records as W1 in total.
+    w5_per_thread: usize,
+}
+
+const FULL: Sizes = Sizes {
+    w1: 2_000_000,
+    w2: 200_000,
+    w4: 250_000,
+    w5_per_thread: 500_000,
+};
+
+const QUICK: Sizes = Sizes {
+    w1: 200_000,
+    w2: 20_000,
+    w4: 25_000,
+    w5_per_thread: 50_000,
+};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Workload {
+    W1,
+    W2,
+    W3,
+    W4,
+    W5,
+    /// annals only: W1's records through `Producer::send`, one at a time.
+    Send,
+    /// annals only: W1's data read back through `Consumer::poll`. Not yet: see `consumer_poll`.
+    Poll,
+}
+
+/// Table rows, in order.
+const ROWS: [Workload; 7] = [
+    Workload::W1,
+    Workload::Send,
+    Workload::W2,
+    Workload::W3,
+    Workload::Poll,
+    Workload::W4,
+    Workload::W5,
+];
+
+impl Workload {
+    fn name(self) -> &'static str {
+        match self {
+            Workload::W1 => "w1",
+            Workload::W2 => "w2",
+            Workload::W3 => "w3",
+            Workload::W4 => "w4",
+            Workload::W5 => "w5",
+            Workload::Send => "send",
+            Workload::Poll => "poll",
+        }
+    }
+
+    fn from_name(name: &str) -> Option<Workload> {
+        ROWS.into_iter().find(|w| w.name() == name)
+    }
+
+    fn label(self, s: &Sizes) -> String {
+        let n = |n: usize| {
+            if n >= 1_000_000 && n.is_multiple_of(1_000_000) {
+                format!("{} M", n / 1_000_000)
+            } else {
+                format!("{} k", n / 1000)
+            }
+        };
+        match self {
+            Workload::W1 => format!("W1 append {} × {VALUE_LEN} B, no fsync", n(s.w1)),
+            Workload::Send => format!("W1 via `Producer::send`, {} one at a time", n(s.w1)),
+            Workload::W2 => format!("W2 append {}, fsync per batch", n(s.w2)),
+            Workload::W3 => format!("W3 sequential read of W1's {}", n(s.w1)),
+            Workload::Poll => "W3 via `Consumer::poll`".to_string(),
+            Workload::W4 => format!("W4 append {} × 1 KiB, lz4", n(s.w4)),
+            Workload::W5 => format!(
+                "W5 {W5_THREADS} threads × {} append, no fsync",
+                n(s.w5_per_thread)
+            ),
+        }
+    }
+
+    /// The systems that run this workload (the producer and consumer rows are annals' own).
+    fn systems(self) -> &'static [System] {
+        match self {
+            Workload::Send | Workload::Poll => &SYSTEMS[..1],
+            _ => &SYSTEMS,
+        }
+    }
+}
+
+/// The `Consumer::poll` row — the one place to fill in when `annals::Consumer` is merged:
+/// open the log in `dir` (W1's data, one partition of topic `peers_workloads::TOPIC`, already
+/// written and closed), assign partition 0 from offset 0, and time `poll` until `records`
+/// records have been seen, touching every key and value as `scan` does; return the timed part.
+///
+/// Until then it returns `None` and the table prints "n/a (consumer not merged yet)": the
+/// consumer does not exist on this branch, and a number it did not measure is not printed.
+fn consumer_poll(_dir: &Path, _records: usize) -> Option<Duration> {
+    None
+}
+
+/// What one child measured.
+#[derive(Clone, Copy, Debug)]
+struct Sample {
+    records: u64,
+    elapsed: Duration,
+    /// Peak resident set (`VmHWM`) of the child, KiB; `None` off Linux.
+    peak_kib: Option<u64>,
+    /// Bytes the store occupies in its directory after the workload (file lengths).
+    store_bytes: u64,
+}
+
+impl Sample {
+    fn rate(&self) -> f64 {
+        self.records as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+/// The child's peak resident set size so far, from `/proc/self/status`.
+fn peak_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Sum of the lengths of the files under `dir`.
+fn dir_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .map(|e| {
+                    let path = e.path();
+                    if path.is_dir() {
+                        dir_bytes(&path)
+                    } else {
+                        e.metadata().map_or(0, |m| m.len())
+                    }
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// Runs one cell in this (child) process. `None`: the workload does not exist yet.
+fn run_cell(system: System, workload: Workload, dir: &Path, s: &Sizes) -> Option<Sample> {
+    let pool = make_records(BATCH);
+    let append = |pool: &[_], parts, per_part, sync, compression| {
+        let (elapsed, store) = timed_append(system, dir, parts, pool, per_part, sync, compression);
+        let peak = peak_kib();
+        (elapsed, store, peak)
+    };
+    let (records, elapsed, peak) = match workload {
+        Workload::W1 => {
+            let (elapsed, store, peak) = append(&pool, 1, s.w1, false, Compression::None);
+            // W3 reads this store back in the next child: make it durable, untimed.
+            settle_and_close(system, store, dir);
+            (s.w1, elapsed, peak)
+        }
+        Workload::W2 => {
+            let (elapsed, store, peak) = append(&pool, 1, s.w2, true, Compression::None);
+            close(store);
+            (s.w2, elapsed, peak)
+        }
+        Workload::W3 => {
+            let store = open_for_read(system, dir);
+            let mut out = Vec::new();
+            let start = Instant::now();
+            let seen = scan(&store, &mut out);
+            let elapsed = start.elapsed();
+            let peak = peak_kib();
+            assert_eq!(seen, s.w1 as u64, "W3 read back every record of W1");
+            close_read(store);
+            (s.w1, elapsed, peak)
+        }
+        Workload::W4 => {
+            let pool = make_records_len(BATCH, W4_VALUE_LEN);
+            let (elapsed, store, peak) = append(&pool, 1, s.w4, false, Compression::Lz4);
+            close(store);
+            (s.w4, elapsed, peak)
+        }
+        Workload::W5 => {
+            let (elapsed, store, peak) =
+                append(&pool, W5_THREADS, s.w5_per_thread, false, Compression::None);
+            close(store);
+            (W5_THREADS * s.w5_per_thread, elapsed, peak)
+        }
+        Workload::Send => {
+            assert_eq!(system, System::Annals);
+            let elapsed = timed_send(dir, &pool, s.w1);
+            (s.w1, elapsed, peak_kib())
+        }
+        Workload::Poll => {
+            assert_eq!(system, System::Annals);
+            let elapsed = consumer_poll(dir, s.w1)?;
+            (s.w1, elapsed, peak_kib())
+        }
+    };
+    Some(Sample {
+        records: records as u64,
+        elapsed,
+        peak_kib: peak,
+        store_bytes: dir_bytes(dir),
+    })
+}
+
+const RESULT_TAG: &str = "compare-result";
+
+/// `--child <system> <workload> <dir> <full|quick>`: one cell, one `compare-result` line.
+fn child(args: &[String]) {
+    let [system, workload, dir, mode] = args else {
+        panic!("usage: compare --child <system> <workload> <dir> <full|quick>");
+    };
+    let system = System::from_name(system).expect("known system");
+    let sizes = if mode == "quick" { QUICK } else { FULL };
+    let line = if workload == "idle" {
+        // The floor: a child that starts and builds the W1 record pool, and does nothing else.
+        let pool = make_records(BATCH);
+        std::hint::black_box(&pool);
+        let peak = peak_kib().map_or("na".to_string(), |k| k.to_string());
+        format!("{RESULT_TAG} 0 0 {peak} 0")
+    } else {
+        let workload = Workload::from_name(workload).expect("known workload");
+        match run_cell(system, workload, Path::new(dir), &sizes) {
+            Some(s) => format!(
+                "{RESULT_TAG} {} {} {} {}",
+                s.records,
+                s.elapsed.as_nanos(),
+                s.peak_kib.map_or("na".to_string(), |k| k.to_string()),
+                s.store_bytes
+            ),
+            None => format!("{RESULT_TAG} unavailable"),
+        }
+    };
+    println!("{line}");
+}
+
+/// What the parent got back for one cell run.
+enum Outcome {
+    Measured(Sample),
+    Unavailable,
+    Failed(String),
+}
+
+fn spawn_child(system: System, workload: &str, dir: &Path, quick: bool) -> Outcome {
+    let exe = std::env::current_exe().expect("current_exe");
+    let output = Command::new(exe)
+        .arg("--child")
+        .arg(system.name())
+        .arg(workload)
+        .arg(dir)
+        .arg(if quick { "quick" } else { "full" })
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("spawn child");
+    if !output.status.success() {
+        return Outcome::Failed(format!("{}", output.status));
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let Some(line) = stdout.lines().find(|l| l.starts_with(RESULT_TAG)) else {
+        return Outcome::Failed("no result line".into());
+    };
+    let fields: Vec<&str> = line.split_whitespace().skip(1).collect();
+    match fields.as_slice() {
+        ["unavailable"] => Outcome::Unavailable,
+        [records, nanos, peak, bytes] => Outcome::Measured(Sample {
+            records: records.parse().expect("records"),
+            elapsed: Duration::from_nanos(nanos.parse().expect("nanos")),
+            peak_kib: peak.parse().ok(),
+            store_bytes: bytes.parse().expect("bytes"),
+        }),
+        _ => Outcome::Failed(format!("bad result line: {line}")),
+    }
+}
+
+/// Everything measured for one (workload, system) cell over the rounds.
+#[derive(Default)]
+struct Cell {
+    samples: Vec<Sample>,
+    unavailable: bool,
+    failed: Option<String>,
+}
+
+impl Cell {
+    fn median_rate(&self) -> Option<f64> {
+        let mut rates: Vec<f64> = self.samples.iter().map(Sample::rate).collect();
+        if rates.is_empty() {
+            return None;
+        }
+        rates.sort_by(f64::total_cmp);
+        let mid = rates.len() / 2;
+        Some(if rates.len() % 2 == 1 {
+            rates[mid]
+        } else {
+            (rates[mid - 1] + rates[mid]) / 2.0
+        })
+    }
+
+    fn peak_mib(&self) -> Option<f64> {
+        let kib = self.samples.iter().filter_map(|s| s.peak_kib).max()?;
+        Some(kib as f64 / 1024.0)
+    }
+
+    fn store_mib(&self) -> Option<f64> {
+        let bytes = self.samples.iter().map(|s| s.store_bytes).max()?;
+        Some(bytes as f64 / (1 << 20) as f64)
+    }
+}
+
+struct Results {
+    cells: Vec<((Workload, System), Cell)>,
+}
+
+impl Results {
+    fn cell(&self, w: Workload, s: System) -> Option<&Cell> {
+        self.cells
+            .iter()
+            .find(|(k, _)| *k == (w, s))
+            .map(|(_, c)| c)
+    }
+
+    fn cell_mut(&mut self, w: Workload, s: System) -> &mut Cell {
+        let i = match self.cells.iter().position(|(k, _)| *k == (w, s)) {
+            Some(i) => i,
+            None => {
+                self.cells.push(((w, s), Cell::default()));
+                self.cells.len() - 1
+            }
+        };
+        &mut self.cells[i].1
+    }
+
+    /// The cell whose rounds differ most (fastest ÷ slowest), a measure of the run's noise.
+    fn widest_spread(&self) -> Option<(Workload, System, f64)> {
+        self.cells
+            .iter()
+            .filter(|(_, c)| c.samples.len() > 1)
+            .map(|((w, s), c)| {
+                let rates = c.samples.iter().map(Sample::rate);
+                let max = rates.clone().fold(f64::MIN, f64::max);
+                let min = rates.fold(f64::MAX, f64::min);
+                (*w, *s, max / min)
+            })
+            .max_by(|a, b| a.2.total_cmp(&b.2))
+    }
+
+    fn rate(&self, w: Workload, s: System) -> Option<f64> {
+        self.cell(w, s)?.median_rate()
+    }
+
+    fn record(&mut self, w: Workload, s: System, outcome: Outcome, round: usize) {
+        let cell = self.cell_mut(w, s);
+        match outcome {
+            Outcome::Measured(sample) => {
+                eprintln!(
+                    "[round {round}] {:<4} {:<9} {:>12} records/s  peak {:>7} MiB  ({:.2} s)",
+                    w.name(),
+                    s.name(),
+                    fmt_rate(sample.rate()),
+                    sample
+                        .peak_kib
+                        .map_or("n/a".to_string(), |k| format!("{:.1}", k as f64 / 1024.0)),
+                    sample.elapsed.as_secs_f64()
+                );
+                cell.samples.push(sample);
+            }
+            Outcome::Unavailable => cell.unavailable = true,
+            Outcome::Failed(why) => {
+                eprintln!("[round {round}] {} {} FAILED: {why}", w.name(), s.name());
+                cell.failed = Some(why);
+            }
+        }
+    }
+}
+
+fn fmt_rate(rate: f64) -> String {
+    if rate >= 1e6 {
+        format!("{:.2} M", rate / 1e6)
+    } else if rate >= 1e3 {
+        format!("{:.0} k", rate / 1e3)
+    } else {
+        format!("{rate:.0}")
+    }
+}
+
+fn fmt_mib(mib: Option<f64>) -> String {
+    mib.map_or("n/a".to_string(), |m| format!("{m:.0} MiB"))
+}
+
+fn peer_label(s: System) -> &'static str {
+    match s {
+        System::Annals => "annals",
+        System::RawFile => "raw file",
+        System::Commitlog => "commitlog 0.2",
+        System::Sqlite => "SQLite (WAL)",
+        System::Redb => "redb",
+    }
+}
+
+/// One table cell: `records/s · annals÷peer · peak`.
+fn fmt_cell(results: &Results, w: Workload, s: System) -> String {
+    let annals = results.rate(w, System::Annals);
+    match (w, s) {
+        (Workload::Poll, System::Annals) => match results.cell(w, s) {
+            Some(c) if !c.samples.is_empty() => {}
+            Some(c) if c.failed.is_some() => return "failed".into(),
+            _ => return "n/a (consumer not merged yet)".into(),
+        },
+        // The producer row beside the peers' batched W1 appends: how much one-at-a-time
+        // sending costs against what a peer does with batches of 1000.
+        (Workload::Send, s) if s != System::Annals => {
+            return match (annals, results.rate(Workload::W1, s)) {
+                (Some(a), Some(p)) => format!("{:.2}× its W1", a / p),
+                _ => "—".into(),
+            };
+        }
+        (Workload::Poll, _) => return "—".into(),
+        _ => {}
+    }
+    let Some(cell) = results.cell(w, s) else {
+        return "—".into();
+    };
+    if let Some(why) = &cell.failed {
+        return format!("failed ({why})");
+    }
+    let Some(rate) = cell.median_rate() else {
+        return "—".into();
+    };
+    let mem = fmt_mib(cell.peak_mib());
+    match (s, annals) {
+        (System::Annals, _) => format!("**{}/s** · {mem}", fmt_rate(rate)),
+        (_, Some(a)) => format!("{}/s · **{:.2}×** · {mem}", fmt_rate(rate), a / rate),
+        (_, None) => format!("{}/s · {mem}", fmt_rate(rate)),
+    }
+}
+
+fn render(
+    results: &Results,
+    sizes: &Sizes,
+    rounds: usize,
+    quick: bool,
+    idle_mib: Option<f64>,
+    machine: &str,
+) {
+    let mut t = String::new();
+    let header: Vec<&str> = SYSTEMS.iter().map(|&s| peer_label(s)).collect();
+    let _ = writeln!(t, "| workload | {} |", header.join(" | "));
+    let _ = writeln!(t, "|---|{}", "---:|".repeat(SYSTEMS.len()));
+    for w in ROWS {
+        let cells: Vec<String> = SYSTEMS.iter().map(|&s| fmt_cell(results, w, s)).collect();
+        let _ = writeln!(t, "| {} | {} |", w.label(sizes), cells.join(" | "));
+    }
+    let _ = writeln!(t);
+    let _ = writeln!(
+        t,
+        "Cells: records/s · **annals ÷ peer** (above 1: annals is faster) · peak RSS (`VmHWM`) of \
+         the child process that ran the cell. Records/s is the median of {rounds} round(s){}; \
+         peak is the largest. Keys are 12 bytes, values JSON-like, batches 1000 records.",
+        if quick { ", `--quick` sizes" } else { "" }
+    );
+    let _ = writeln!(t, "- Machine: {machine}.");
+    if let Some((w, s, spread)) = results.widest_spread() {
+        let _ = writeln!(
+            t,
+            "- Noise: the widest spread of one cell over the rounds (fastest ÷ slowest) was \
+             {spread:.2}× ({}, {}).",
+            w.name().to_uppercase(),
+            peer_label(s)
+        );
+    }
+    let _ = writeln!(
+        t,
+        "- Memory floor: a child that only builds the record pool peaks at {}.",
+        fmt_mib(idle_mib)
+    );
+    let _ = writeln!(
+        t,
+        "- W2: annals `sync()`, raw file `sync_data`, SQLite `synchronous=FULL`, redb \
+         `Durability::Immediate` after every batch. **commitlog 0.2 does not fsync its records**: \
+         its `flush()` msyncs the index and calls `File::flush`, a no-op, on the segment, so its \
+         W2 cell is not durable and is an upper bound."
+    );
+    let _ = writeln!(
+        t,
+        "- W3 reads a store written as in W1, fsynced, closed and reopened in a new process \
+         (warm page cache); annals `read_into` 1 MiB at a time."
+    );
+    let sizes_w4: Vec<String> = SYSTEMS
+        .iter()
+        .filter_map(|&s| {
+            let mib = results.cell(Workload::W4, s)?.store_mib()?;
+            Some(format!("{} {mib:.0} MiB", peer_label(s)))
+        })
+        .collect();
+    let _ = writeln!(
+        t,
+        "- W4: only annals compresses (lz4, per batch); the peers have no compression and store \
+         the values raw. On disk after W4: {}.",
+        sizes_w4.join(", ")
+    );
+    let _ = writeln!(
+        t,
+        "- W5: one partition (annals), file, log or table per thread; SQLite and redb writers \
+         serialise on the database's write lock."
+    );
+    let _ = writeln!(
+        t,
+        "- `Producer::send` (`Durability::Written`, default linger 5 ms, 64 KiB batches) then \
+         `flush()`; its peer cells compare it with the peer's batched W1."
+    );
+    let _ = writeln!(
+        t,
+        "- `Consumer::poll`: annals' consumer is not merged yet; this row is filled in by \
+         `consumer_poll` in `examples/compare.rs` when it is."
+    );
+    println!("{t}");
+
+    // The issue's targets, checked against this run's ratios.
+    let targets = [
+        (Workload::W1, System::Commitlog, 3.0),
+        (Workload::W1, System::Sqlite, 10.0),
+        (Workload::W1, System::RawFile, 0.8),
+        (Workload::W2, System::Commitlog, 1.5),
+        (Workload::W3, System::Commitlog, 1.0),
+    ];
+    println!("Targets (annals ÷ peer, this run):");
+    for (w, s, want) in targets {
+        let got = results
+            .rate(w, System::Annals)
+            .zip(results.rate(w, s))
+            .map(|(a, p)| a / p);
+        let verdict = match got {
+            Some(g) if g >= want => format!("{g:.2}× — met"),
+            Some(g) => format!("{g:.2}× — NOT met"),
+            None => "not measured".into(),
+        };
+        println!(
+            "- {} vs {}: ≥ {want}×: {verdict}",
+            w.name().to_uppercase(),
+            peer_label(s)
+        );
+    }
+}
+
+/// The machine, as the README describes it: CPUs, CPU model, RAM, the file system the data
+/// directory is on, kernel. Read from /proc; "unknown" where that is not available.
+fn machine(data_dir: &Path) -> String {
+    let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let cpuinfo = read("/proc/cpuinfo");
+    let model = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .map_or("unknown CPU", str::trim);
+    let meminfo = read("/proc/meminfo");
+    let ram_gib = meminfo
+        .lines()
+        .find(|l| l.starts_with("MemTotal:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kib| kib.parse::<f64>().ok())
+        .map_or("unknown".to_string(), |kib| {
+            format!("{:.1} GiB", kib / (1 << 20) as f64)
+        });
+    // The mount with the longest mount point that is a prefix of the data directory.
+    let dir = data_dir
+        .canonicalize()
+        .unwrap_or_else(|_| data_dir.to_path_buf());
+    let mounts = read("/proc/mounts");
+    let fs = mounts
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() >= 3 && dir.starts_with(f[1])).then(|| (f[1].len(), f[2], f[0]))
+        })
+        .max_by_key(|m| m.0)
+        .map_or("unknown file system".to_string(), |(_, fs, dev)| {
+            format!("{fs} on {dev}")
+        });
+    let kernel = read("/proc/sys/kernel/osrelease");
+    format!(
+        "{cpus} CPUs ({model}), {ram_gib} RAM, data on {fs}, Linux {}",
+        kernel.trim()
+    )
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("--child") {
+        child(&args[1..]);
+        return;
+    }
+    let mut quick = false;
+    let mut rounds = None;
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--quick" => quick = true,
+            "--rounds" => {
+                let n = it.next().and_then(|n| n.parse::<usize>().ok());
+                rounds = Some(
+                    n.filter(|&n| n > 0)
+                        .expect("--rounds takes a positive count"),
+                );
+            }
+            other => panic!("unknown argument {other:?}; use --quick and/or --rounds N"),
+        }
+    }
+    let sizes = if quick { QUICK } else { FULL };
+    let rounds = rounds.unwrap_or(if quick { QUICK_ROUNDS } else { FULL_ROUNDS });
+    let root = tempfile::tempdir().expect("tempdir");
+    let started = Instant::now();
+    eprintln!(
+        "compare: {} sizes, {rounds} round(s), data in {}",
+        if quick { "quick" } else { "full" },
+        root.path().display()
+    );
+
+    let idle_mib = match spawn_child(System::Annals, "idle", root.path(), quick) {
+        Outcome::Measured(s) => s.peak_kib.map(|k| k as f64 / 1024.0),
+        _ => None,
+    };
+    let mut results = Results { cells: Vec::new() };
+    let mut seq = 0u64;
+    let mut fresh_dir = |root: &Path| -> PathBuf {
+        seq += 1;
+        let dir = root.join(format!("c{seq}"));
+        std::fs::create_dir(&dir).expect("create cell dir");
+        dir
+    };
+    for round in 1..=rounds {
+        let mut order = SYSTEMS;
+        order.rotate_left((round - 1) % SYSTEMS.len());
+        // W1 leaves its store for W3 (and the consumer row) to read back; then it is removed.
+        for &s in &order {
+            let dir = fresh_dir(root.path());
+            let w1 = spawn_child(s, Workload::W1.name(), &dir, quick);
+            let written = matches!(w1, Outcome::Measured(_));
+            results.record(Workload::W1, s, w1, round);
+            if written {
+                for w in [Workload::W3, Workload::Poll] {
+                    if w.systems().contains(&s) {
+                        let outcome = spawn_child(s, w.name(), &dir, quick);
+                        results.record(w, s, outcome, round);
+                    }
+                }
+            }
+            std::fs::remove_dir_all(&dir).expect("remove cell dir");
+        }
+        for w in [Workload::Send, Workload::W2, Workload::W4, Workload::W5] {
+            for &s in order.iter().filter(|s| w.systems().contains(s)) {
+                let dir = fresh_dir(root.path());
+                let outcome = spawn_child(s, w.name(), &dir, quick);
+                results.record(w, s, outcome, round);
+                std::fs::remove_dir_all(&dir).expect("remove cell dir");
+            }
+        }
+    }
+    eprintln!("compare: done in {:.0} s", started.elapsed().as_secs_f64());
+    let machine = machine(root.path());
+    render(&results, &sizes, rounds, quick, idle_mib, &machine);
+}
