@@ -37,8 +37,9 @@
 //!   (`Durability::Written`), then one `flush()`. No peer has a producer; compare with
 //!   `w1_append`.
 //!
-//! `Consumer::poll` is not here yet: annals' consumer has not landed. When it does, its row
-//! belongs next to `w3_read` (`examples/compare.rs` has the placeholder, `consumer_poll`).
+//! - `w3_poll/annals`: the `w3_read` store read back through a `Consumer` (`poll_into`, one
+//!   reused vector, up to 10,000 records per poll); no peer has a consumer: compare with
+//!   `w3_read`.
 
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
@@ -55,8 +56,8 @@ mod peers_workloads;
 
 use common::{make_records, make_records_len};
 use peers_workloads::{
-    close, close_read, open_for_read, scan, settle_and_close, timed_append, timed_send, ReadStore,
-    System, SYSTEMS,
+    close, close_read, open_for_read, scan, settle_and_close, timed_append, timed_poll, timed_send,
+    ReadStore, System, SYSTEMS,
 };
 
 const BATCH: usize = 1000;
@@ -178,6 +179,33 @@ fn bench_w3(c: &mut Criterion) {
     group.finish();
 }
 
+fn bench_poll(c: &mut Criterion) {
+    let pool = make_records(BATCH);
+    let root = tempfile::tempdir().expect("tempdir");
+    let mut seq = 0u64;
+    let mut group = c.benchmark_group("w3_poll");
+    configure(&mut group, W1_RECORDS);
+    let mut dir: Option<PathBuf> = None;
+    group.bench_function(System::Annals.name(), |b| {
+        let dir = dir.get_or_insert_with(|| {
+            let dir = fresh_dir(root.path(), &mut seq);
+            let (_, written) = timed_append(
+                System::Annals,
+                &dir,
+                1,
+                &pool,
+                W1_RECORDS,
+                false,
+                Compression::None,
+            );
+            settle_and_close(System::Annals, written, &dir);
+            dir
+        });
+        b.iter_custom(|iters| (0..iters).map(|_| timed_poll(dir, W1_RECORDS)).sum())
+    });
+    group.finish();
+}
+
 fn bench_w4(c: &mut Criterion) {
     let pool = make_records_len(BATCH, W4_VALUE_LEN);
     bench_append(
@@ -225,5 +253,5 @@ fn bench_send(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_w1, bench_w2, bench_w3, bench_w4, bench_w5, bench_send);
+criterion_group!(benches, bench_w1, bench_w2, bench_w3, bench_poll, bench_w4, bench_w5, bench_send);
 criterion_main!(benches);

@@ -37,8 +37,8 @@ mod peers_workloads;
 
 use common::{make_records, make_records_len, VALUE_LEN};
 use peers_workloads::{
-    close, close_read, open_for_read, scan, settle_and_close, timed_append, timed_send, System,
-    SYSTEMS,
+    close, close_read, open_for_read, scan, settle_and_close, timed_append, timed_poll, timed_send,
+    System, SYSTEMS,
 };
 
 const BATCH: usize = 1000;
@@ -83,7 +83,7 @@ enum Workload {
     W5,
     /// annals only: W1's records through `Producer::send`, one at a time.
     Send,
-    /// annals only: W1's data read back through `Consumer::poll`. Not yet: see `consumer_poll`.
+    /// annals only: W1's data read back through `Consumer::poll` (`timed_poll`).
     Poll,
 }
 
@@ -144,17 +144,6 @@ impl Workload {
             _ => &SYSTEMS,
         }
     }
-}
-
-/// The `Consumer::poll` row — the one place to fill in when `annals::Consumer` is merged:
-/// open the log in `dir` (W1's data, one partition of topic `peers_workloads::TOPIC`, already
-/// written and closed), assign partition 0 from offset 0, and time `poll` until `records`
-/// records have been seen, touching every key and value as `scan` does; return the timed part.
-///
-/// Until then it returns `None` and the table prints "n/a (consumer not merged yet)": the
-/// consumer does not exist on this branch, and a number it did not measure is not printed.
-fn consumer_poll(_dir: &Path, _records: usize) -> Option<Duration> {
-    None
 }
 
 /// What one child measured.
@@ -250,7 +239,7 @@ fn run_cell(system: System, workload: Workload, dir: &Path, s: &Sizes) -> Option
         }
         Workload::Poll => {
             assert_eq!(system, System::Annals);
-            let elapsed = consumer_poll(dir, s.w1)?;
+            let elapsed = timed_poll(dir, s.w1);
             (s.w1, elapsed, peak_kib())
         }
     };
@@ -460,11 +449,6 @@ fn peer_label(s: System) -> &'static str {
 fn fmt_cell(results: &Results, w: Workload, s: System) -> String {
     let annals = results.rate(w, System::Annals);
     match (w, s) {
-        (Workload::Poll, System::Annals) => match results.cell(w, s) {
-            Some(c) if !c.samples.is_empty() => {}
-            Some(c) if c.failed.is_some() => return "failed".into(),
-            _ => return "n/a (consumer not merged yet)".into(),
-        },
         // The producer row beside the peers' batched W1 appends: how much one-at-a-time
         // sending costs against what a peer does with batches of 1000.
         (Workload::Send, s) if s != System::Annals => {
@@ -473,7 +457,13 @@ fn fmt_cell(results: &Results, w: Workload, s: System) -> String {
                 _ => "—".into(),
             };
         }
-        (Workload::Poll, _) => return "—".into(),
+        // The consumer row beside the peers' plain sequential reads of the same store.
+        (Workload::Poll, s) if s != System::Annals => {
+            return match (annals, results.rate(Workload::W3, s)) {
+                (Some(a), Some(p)) => format!("{:.2}× its W3", a / p),
+                _ => "—".into(),
+            };
+        }
         _ => {}
     }
     let Some(cell) = results.cell(w, s) else {
@@ -569,8 +559,8 @@ fn render(
     );
     let _ = writeln!(
         t,
-        "- `Consumer::poll`: annals' consumer is not merged yet; this row is filled in by \
-         `consumer_poll` in `examples/compare.rs` when it is."
+        "- `Consumer::poll`: W1's store read back by a consumer (`poll_into` reusing one vector, \
+         up to 10,000 records per poll); its peer cells compare it with the peer's W3."
     );
     println!("{t}");
 

@@ -39,7 +39,8 @@ use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
 use annals::{
-    Compression, Durability, Log, Partition, ProducerConfig, Record, StoredRecord, TopicConfig,
+    Compression, ConsumerConfig, Durability, Log, Partition, ProducerConfig, Record, StoredRecord,
+    TopicConfig,
 };
 use commitlog::message::{MessageBuf, MessageSet};
 use commitlog::{CommitLog, LogOptions, ReadLimit};
@@ -542,6 +543,39 @@ pub fn timed_send(dir: &Path, pool: &[Record], records: usize) -> Duration {
     drop(producer);
     let hw = log.partition(TOPIC, 0).expect("partition").high_watermark();
     assert_eq!(hw, records as u64, "every sent record is in the log");
+    log.close().expect("close log");
+    elapsed
+}
+
+/// Reads the W1 store in `dir` (topic `TOPIC`, partition 0, closed) back through a `Consumer`:
+/// manual assignment from offset 0, `poll_into` with one reused vector and up to 10,000 records
+/// per poll, touching every key and value as `scan` does. Opening the log and the consumer is not
+/// timed. Returns the time to see `records` records.
+pub fn timed_poll(dir: &Path, records: usize) -> Duration {
+    let log = Log::open(dir).expect("open log");
+    let mut consumer = log
+        .consumer(ConsumerConfig::new("peers").max_poll_records(10_000))
+        .expect("consumer");
+    consumer.assign(&[(TOPIC, 0)]).expect("assign");
+    consumer.seek(TOPIC, 0, 0).expect("seek");
+    let mut out = Vec::new();
+    let mut seen = 0usize;
+    let mut bytes = 0usize;
+    let start = Instant::now();
+    while seen < records {
+        consumer
+            .poll_into(Duration::from_secs(1), &mut out)
+            .expect("poll");
+        for r in &out {
+            bytes += r.key.as_ref().map_or(0, |k| k.len());
+            bytes += r.value.as_ref().map_or(0, |v| v.len());
+        }
+        seen += out.len();
+    }
+    let elapsed = start.elapsed();
+    black_box(bytes);
+    assert_eq!(seen, records, "every record came back once");
+    drop(consumer);
     log.close().expect("close log");
     elapsed
 }
