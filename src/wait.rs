@@ -14,7 +14,7 @@ use parking_lot::{Condvar, Mutex};
 /// How long a poll spins (checking a flag, yielding the CPU) before it parks on the condvar.
 /// Waking a parked thread costs tens of microseconds on a busy machine; data that arrives this
 /// soon is picked up without that cost. Short enough not to count as a busy loop.
-const SPIN: Duration = Duration::from_micros(50);
+pub(crate) const SPIN: Duration = Duration::from_micros(50);
 
 /// One parked (or about to park) reader.
 #[derive(Debug, Default)]
