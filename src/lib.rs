@@ -53,7 +53,7 @@ mod record;
 mod segment;
 pub mod storage;
 
-pub use config::{CleanupPolicy, TopicConfig};
+pub use config::{CleanupPolicy, CompactionStrategy, TopicConfig};
 pub use error::{Error, Result};
 pub use format::{Compression, TimestampType};
 pub use log::{validate_topic_name, Log, LogBuilder, MAX_TOPIC_NAME_LEN};

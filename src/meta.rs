@@ -14,7 +14,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::config::{CleanupPolicy, TopicConfig};
+use crate::config::{CleanupPolicy, CompactionStrategy, TopicConfig};
 use crate::error::{Error, Result};
 use crate::format::{Compression, TimestampType};
 use crate::segment::SegmentStats;
@@ -94,6 +94,10 @@ impl<'a> Reader<'a> {
     pub fn is_empty(&self) -> bool {
         self.buf.is_empty()
     }
+    /// Everything not read yet.
+    pub fn rest(&mut self) -> &'a [u8] {
+        std::mem::take(&mut self.buf)
+    }
 }
 
 pub(crate) fn seal_envelope(magic: [u8; 4], payload: &[u8]) -> Vec<u8> {
@@ -160,6 +164,14 @@ mod tag {
     pub const CLEANUP_POLICY: u16 = 9;
     pub const RETENTION_MS: u16 = 10;
     pub const RETENTION_BYTES: u16 = 11;
+    pub const MIN_CLEANABLE_DIRTY_RATIO: u16 = 12;
+    pub const MIN_COMPACTION_LAG_MS: u16 = 13;
+    pub const MAX_COMPACTION_LAG_MS: u16 = 14;
+    pub const DELETE_RETENTION_MS: u16 = 15;
+    pub const COMPACTION_STRATEGY: u16 = 16;
+    pub const RETAIN_FOR_GROUPS: u16 = 17;
+    pub const MAX_RETENTION_MS: u16 = 18;
+    pub const MAX_RETENTION_BYTES: u16 = 19;
 }
 
 fn field(w: &mut Writer, tag: u16, value: &[u8]) {
@@ -227,6 +239,35 @@ pub(crate) fn encode_topics(topics: &[(String, TopicConfig)]) -> Vec<u8> {
                 optional_u64(c.retention_ms.map(|d| d.as_millis() as u64)),
             ),
             (tag::RETENTION_BYTES, optional_u64(c.retention_bytes)),
+            (
+                tag::MIN_CLEANABLE_DIRTY_RATIO,
+                c.min_cleanable_dirty_ratio.to_bits().to_be_bytes().to_vec(),
+            ),
+            (
+                tag::MIN_COMPACTION_LAG_MS,
+                millis(c.min_compaction_lag_ms).to_be_bytes().to_vec(),
+            ),
+            (
+                tag::MAX_COMPACTION_LAG_MS,
+                optional_u64(c.max_compaction_lag_ms.map(millis)),
+            ),
+            (
+                tag::DELETE_RETENTION_MS,
+                millis(c.delete_retention_ms).to_be_bytes().to_vec(),
+            ),
+            (
+                tag::COMPACTION_STRATEGY,
+                encode_strategy(&c.compaction_strategy),
+            ),
+            (tag::RETAIN_FOR_GROUPS, encode_groups(&c.retain_for_groups)),
+            (
+                tag::MAX_RETENTION_MS,
+                optional_u64(c.max_retention_ms.map(millis)),
+            ),
+            (
+                tag::MAX_RETENTION_BYTES,
+                optional_u64(c.max_retention_bytes),
+            ),
         ];
         w.u16(fields.len() as u16);
         for (t, v) in &fields {
@@ -291,6 +332,22 @@ fn decode_topics_payload(
                     c.retention_ms = read_optional_u64(&mut v)?.map(Duration::from_millis)
                 }
                 tag::RETENTION_BYTES => c.retention_bytes = read_optional_u64(&mut v)?,
+                tag::MIN_CLEANABLE_DIRTY_RATIO => {
+                    c.min_cleanable_dirty_ratio = f64::from_bits(v.u64()?)
+                }
+                tag::MIN_COMPACTION_LAG_MS => {
+                    c.min_compaction_lag_ms = Duration::from_millis(v.u64()?)
+                }
+                tag::MAX_COMPACTION_LAG_MS => {
+                    c.max_compaction_lag_ms = read_optional_u64(&mut v)?.map(Duration::from_millis)
+                }
+                tag::DELETE_RETENTION_MS => c.delete_retention_ms = Duration::from_millis(v.u64()?),
+                tag::COMPACTION_STRATEGY => c.compaction_strategy = decode_strategy(&mut v)?,
+                tag::RETAIN_FOR_GROUPS => c.retain_for_groups = decode_groups(&mut v)?,
+                tag::MAX_RETENTION_MS => {
+                    c.max_retention_ms = read_optional_u64(&mut v)?.map(Duration::from_millis)
+                }
+                tag::MAX_RETENTION_BYTES => c.max_retention_bytes = read_optional_u64(&mut v)?,
                 other => {
                     return Err(format!(
                         "unknown field tag {other} (written by a newer annals?)"
@@ -305,6 +362,56 @@ fn decode_topics_payload(
         return Err("trailing bytes after the last topic".into());
     }
     Ok(topics)
+}
+
+fn millis(d: Duration) -> u64 {
+    // Validation bounds every duration to i64::MAX milliseconds.
+    d.as_millis().min(u64::MAX as u128) as u64
+}
+
+/// `u8` kind (0 offset, 1 timestamp, 2 header) followed, for a header, by its UTF-8 name.
+fn encode_strategy(s: &CompactionStrategy) -> Vec<u8> {
+    match s {
+        CompactionStrategy::Offset => vec![0],
+        CompactionStrategy::Timestamp => vec![1],
+        CompactionStrategy::Header(name) => {
+            let mut v = vec![2];
+            v.extend_from_slice(name.as_bytes());
+            v
+        }
+    }
+}
+
+fn decode_strategy(r: &mut Reader) -> std::result::Result<CompactionStrategy, String> {
+    let kind = r.u8()?;
+    let rest = r.rest();
+    match (kind, rest.is_empty()) {
+        (0, true) => Ok(CompactionStrategy::Offset),
+        (1, true) => Ok(CompactionStrategy::Timestamp),
+        (2, _) => String::from_utf8(rest.to_vec())
+            .map(CompactionStrategy::Header)
+            .map_err(|_| "compaction header name is not UTF-8".to_string()),
+        _ => Err(format!("unknown compaction strategy {kind}")),
+    }
+}
+
+/// `u16` count, then each group id as `u16` length + UTF-8.
+fn encode_groups(groups: &[String]) -> Vec<u8> {
+    let mut w = Writer::default();
+    w.u16(groups.len() as u16);
+    for g in groups {
+        w.bytes16(g.as_bytes());
+    }
+    w.0
+}
+
+fn decode_groups(r: &mut Reader) -> std::result::Result<Vec<String>, String> {
+    let n = r.u16()?;
+    (0..n)
+        .map(|_| {
+            String::from_utf8(r.bytes16()?.to_vec()).map_err(|_| "group id is not UTF-8".into())
+        })
+        .collect()
 }
 
 fn read_optional_u64(r: &mut Reader) -> std::result::Result<Option<u64>, String> {
@@ -449,6 +556,23 @@ mod tests {
                     .retention_bytes(1 << 20)
                     .cleanup_policy(CleanupPolicy::Compact)
                     .message_timestamp_type(TimestampType::LogAppendTime),
+            ),
+            (
+                "cleaned".to_string(),
+                TopicConfig::default()
+                    .cleanup_policy(CleanupPolicy::CompactAndDelete)
+                    .min_cleanable_dirty_ratio(0.25)
+                    .min_compaction_lag_ms(Duration::from_millis(5))
+                    .max_compaction_lag_ms(Duration::from_secs(9))
+                    .delete_retention_ms(Duration::ZERO)
+                    .compaction_strategy(CompactionStrategy::Header("version".into()))
+                    .retain_for_groups(["billing", "audit"])
+                    .max_retention_ms(Duration::from_secs(3600))
+                    .max_retention_bytes(1 << 30),
+            ),
+            (
+                "by-time".to_string(),
+                TopicConfig::default().compaction_strategy(CompactionStrategy::Timestamp),
             ),
         ];
         let bytes = encode_topics(&topics);
