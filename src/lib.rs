@@ -42,6 +42,7 @@ macro_rules! setter {
     };
 }
 
+mod cleaner;
 mod config;
 mod error;
 pub mod format;
@@ -53,6 +54,7 @@ mod record;
 mod segment;
 pub mod storage;
 
+pub use cleaner::{CompactionReport, MaintenanceReport, PartitionReport, RetentionReport};
 pub use config::{CleanupPolicy, CompactionStrategy, TopicConfig};
 pub use error::{Error, Result};
 pub use format::{Compression, TimestampType};

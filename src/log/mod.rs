@@ -1,5 +1,6 @@
 //! [`Log`]: a directory of topics, each a set of partitions. The public entry point.
 
+mod maintenance;
 mod names;
 mod producer_ids;
 
@@ -12,7 +13,7 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::config::TopicConfig;
 use crate::error::{Error, Result};
-use crate::meta::{load_topics, store_topics, CHECKPOINT_FILE, TOPICS_FILE};
+use crate::meta::{load_topics, store_topics, BOUNDS_FILE, CHECKPOINT_FILE, TOPICS_FILE};
 use crate::partition::{open_partition, OpenParams, Partition, RecoveryMode};
 use crate::producer::{Producer, ProducerConfig};
 use crate::storage::{FsStorage, LockGuard, OpenMode, Storage};
@@ -31,6 +32,9 @@ pub struct LogBuilder {
     dir: PathBuf,
     storage: Arc<dyn Storage>,
     recovery_mode: RecoveryMode,
+    /// Background maintenance period (`None`: off); see `maintenance.rs`.
+    maintenance_interval: Option<std::time::Duration>,
+    cleaner_buffer_bytes: usize,
 }
 
 impl LogBuilder {
@@ -51,7 +55,10 @@ impl LogBuilder {
     /// Opens (creating if needed) the log directory, takes its lock, and recovers every
     /// partition.
     pub fn open(self) -> Result<Log> {
-        Log::open_with(self)
+        self.validate()?;
+        let log = Log::open_with(self.clone())?;
+        log.start_maintenance(self.maintenance_interval)?;
+        Ok(log)
     }
 }
 
@@ -84,6 +91,10 @@ struct LogInner {
     admin: Mutex<()>,
     lock: Mutex<Option<Box<dyn LockGuard>>>,
     producer_ids: ProducerIds,
+    #[allow(dead_code)] // read by compaction, the next commit
+    cleaner_buffer_bytes: usize,
+    /// The background maintenance thread, if running (see `maintenance.rs`).
+    maintenance: Mutex<Option<maintenance::Worker>>,
 }
 
 #[derive(Debug, Default)]
@@ -110,6 +121,8 @@ impl Log {
             dir: dir.as_ref().to_path_buf(),
             storage: FsStorage::new(),
             recovery_mode: RecoveryMode::default(),
+            maintenance_interval: Some(maintenance::DEFAULT_INTERVAL),
+            cleaner_buffer_bytes: maintenance::DEFAULT_CLEANER_BUFFER_BYTES,
         }
     }
 
@@ -150,6 +163,8 @@ impl Log {
                 admin: Mutex::new(()),
                 lock: Mutex::new(Some(guard)),
                 producer_ids,
+                cleaner_buffer_bytes: b.cleaner_buffer_bytes,
+                maintenance: Mutex::new(None),
             }),
         })
     }
@@ -350,6 +365,16 @@ impl Log {
 
 impl LogInner {
     fn close(&self) -> Result<()> {
+        // Stop background maintenance first, outside the admin lock (it may be waiting for it).
+        let worker = self.stop_maintenance();
+        let result = self.close_partitions();
+        if let Some(worker) = worker {
+            worker.join();
+        }
+        result
+    }
+
+    fn close_partitions(&self) -> Result<()> {
         let _admin = self.admin.lock();
         let partitions: Vec<Partition> = {
             let mut state = self.state.write();
@@ -444,7 +469,11 @@ fn is_partition_file(name: &str) -> bool {
     let segment_file = ["log", "index", "timeindex"]
         .iter()
         .any(|ext| crate::segment::parse_file_name(name, ext).is_some());
-    segment_file || name == CHECKPOINT_FILE || name == format!("{CHECKPOINT_FILE}.tmp")
+    segment_file
+        || crate::partition::swap::is_swap_protocol_file(name)
+        || [CHECKPOINT_FILE, BOUNDS_FILE]
+            .iter()
+            .any(|f| name == *f || name == format!("{f}.tmp"))
 }
 
 /// Removes what interrupted operations left behind: partition directories of deleted topics,

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 
 use crate::format::BatchHeader;
 use crate::storage::{OpenMode, Storage, StorageFile};
@@ -33,6 +33,9 @@ pub(crate) struct SegmentLimits {
     /// Largest batch the scanner accepts; anything claiming more is corrupt.
     pub max_batch_bytes: usize,
 }
+
+/// Suffix of a retired segment file waiting for its last reader (removed on the next open).
+pub(crate) const DELETED_SUFFIX: &str = "deleted";
 
 pub(crate) fn file_name(base_offset: u64, ext: &str) -> String {
     format!("{base_offset:020}.{ext}")
@@ -76,6 +79,33 @@ pub(crate) struct Segment {
     max_timestamp: AtomicI64,
     offset_of_max_timestamp: AtomicU64,
     pub indexes: RwLock<Indexes>,
+    /// Compaction may have left offset gaps here (the segment lies below the partition's
+    /// cleaned boundary): batches need only start after the previous one, not right at its end.
+    pub allow_gaps: bool,
+    /// Files to unlink once the last holder of this segment lets go (retention or a compaction
+    /// swap retired it while readers may still be using it).
+    doomed: Mutex<Option<Doomed>>,
+}
+
+/// A retired segment's renamed files, removed when the segment is dropped.
+#[derive(Debug)]
+struct Doomed {
+    storage: Arc<dyn Storage>,
+    paths: Vec<PathBuf>,
+}
+
+impl Drop for Segment {
+    fn drop(&mut self) {
+        if let Some(doomed) = self.doomed.get_mut().take() {
+            // Unmap before unlinking, so no mapping outlives its file's name. Errors cannot be
+            // reported from drop; a file left behind ends in `.deleted`, and the next open
+            // removes it.
+            self.unmap();
+            for path in &doomed.paths {
+                let _ = doomed.storage.remove_file(path);
+            }
+        }
+    }
 }
 
 impl Segment {
@@ -109,12 +139,15 @@ impl Segment {
                 max_timestamp: NO_TIMESTAMP,
                 offset_of_max_timestamp: base_offset,
             },
+            false,
         ))
     }
 
     /// Opens an existing segment whose contents are already known (`stats`). Its index files
     /// are used as they are if their checksums equal `trusted_index_crcs` (recorded when the
-    /// segment was sealed); otherwise they are rebuilt from the `.log`.
+    /// segment was sealed); otherwise they are rebuilt from the `.log`. `allow_gaps`: see the
+    /// field.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn open(
         storage: &dyn Storage,
         dir: &Path,
@@ -123,6 +156,7 @@ impl Segment {
         stats: SegmentStats,
         active: bool,
         trusted_index_crcs: Option<(u32, u32)>,
+        allow_gaps: bool,
     ) -> io::Result<Segment> {
         let log_path = dir.join(file_name(base_offset, "log"));
         let file = storage.open(&log_path, OpenMode::ReadWrite)?;
@@ -135,7 +169,7 @@ impl Segment {
             None => true,
         };
         let indexes = open_indexes(storage, dir, base_offset, limits, active, rebuild_indexes)?;
-        let segment = Segment::assemble(base_offset, log_path, file, indexes, stats);
+        let segment = Segment::assemble(base_offset, log_path, file, indexes, stats, allow_gaps);
         if rebuild_indexes {
             segment.rebuild_indexes(limits)?;
             if !active {
@@ -153,8 +187,11 @@ impl Segment {
         file: Arc<dyn StorageFile>,
         indexes: Indexes,
         stats: SegmentStats,
+        allow_gaps: bool,
     ) -> Segment {
         Segment {
+            allow_gaps,
+            doomed: Mutex::new(None),
             base_offset,
             log_path,
             file,
@@ -363,6 +400,7 @@ impl Segment {
         let mut max_at = self.base_offset;
         let opts = ScanOptions {
             segment_base: self.base_offset,
+            allow_gaps: self.allow_gaps,
             verify_crc: false,
             max_batch_bytes: limits.max_batch_bytes,
         };
@@ -406,6 +444,32 @@ impl Segment {
             .store(stats.max_timestamp, Ordering::Release);
         self.offset_of_max_timestamp
             .store(stats.offset_of_max_timestamp, Ordering::Release);
+        Ok(())
+    }
+
+    /// Retires the segment: renames its three files to `<name>.deleted` (so no later open takes
+    /// them for live data) and arranges for them to be unlinked when the last `Arc` of this
+    /// segment is dropped. Readers holding it keep reading through their open handle and
+    /// mapping, which a rename does not disturb; nothing is truncated or unlinked under them.
+    /// Only files that exist are renamed (an index may be missing after a crash).
+    pub(crate) fn retire(&self, storage: &Arc<dyn Storage>, dir: &Path) -> io::Result<()> {
+        let mut paths = Vec::with_capacity(3);
+        for ext in ["log", "index", "timeindex"] {
+            let from = dir.join(file_name(self.base_offset, ext));
+            if !storage.exists(&from)? {
+                continue;
+            }
+            let to = dir.join(format!(
+                "{}.{DELETED_SUFFIX}",
+                file_name(self.base_offset, ext)
+            ));
+            storage.rename(&from, &to)?;
+            paths.push(to);
+        }
+        *self.doomed.lock() = Some(Doomed {
+            storage: storage.clone(),
+            paths,
+        });
         Ok(())
     }
 
