@@ -545,7 +545,6 @@ pub(crate) const BOUNDS_FILE: &str = "partition.bounds";
 pub(crate) const BOUNDS_MAGIC: [u8; 4] = *b"ANPB";
 /// At most this many compaction passes are remembered for tombstone horizons; older ones are
 /// merged (conservatively: the merged pass takes the later time, so tombstones live longer).
-#[allow(dead_code)] // used by compaction, the next commit
 pub(crate) const MAX_PASSES: usize = 64;
 
 /// Where a partition's data begins and how far compaction has reached: the durable state that
@@ -564,7 +563,6 @@ pub(crate) struct Bounds {
     pub passes: Vec<(u64, i64)>,
 }
 
-#[allow(dead_code)] // used by compaction, the next commit
 impl Bounds {
     /// When the record at `offset` was first compacted, if it has been.
     pub(crate) fn first_cleaned_at(&self, offset: u64) -> Option<i64> {

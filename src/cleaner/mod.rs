@@ -1,10 +1,14 @@
 //! Retention and compaction: deciding (pure policy) and doing (executors).
 //!
 //! The decisions are pure functions over plain descriptions of a partition's segments
-//! ([`plan_retention`](retention::plan_retention)) so they are unit-tested without files. The executors
+//! (`retention::plan_retention`, `policy::plan_compaction`, `policy::plan_groups`, and
+//! `map::decide`, the per-record keep rule) so they are unit-tested without files. The executors
 //! (`retain.rs`, `compact.rs`) carry a plan out on a live partition with the crash-safe
 //! protocols described in `docs/ARCHITECTURE.md` ("Retention", "Compaction").
 
+mod compact;
+pub(crate) mod map;
+pub(crate) mod policy;
 mod retain;
 pub(crate) mod retention;
 

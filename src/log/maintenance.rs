@@ -222,9 +222,16 @@ impl Log {
                     (g.clone(), committed)
                 })
                 .collect();
-            let retention = p.retain_with_groups(&groups)?;
-            // Compaction joins here in the next commit.
-            let compaction = crate::cleaner::CompactionReport::default();
+            // A partition of a topic deleted meanwhile is closed: skip it, unless the whole log
+            // is closing.
+            let retention = match p.retain_with_groups(&groups) {
+                Err(Error::Closed) if !self.inner.state.read().closed => continue,
+                r => r?,
+            };
+            let compaction = match p.compact_with_buffer(self.inner.cleaner_buffer_bytes) {
+                Err(Error::Closed) if !self.inner.state.read().closed => continue,
+                r => r?,
+            };
             if retention.segments_deleted > 0
                 || retention.offsets_removed > 0
                 || compaction.passes > 0

@@ -91,7 +91,6 @@ struct LogInner {
     admin: Mutex<()>,
     lock: Mutex<Option<Box<dyn LockGuard>>>,
     producer_ids: ProducerIds,
-    #[allow(dead_code)] // read by compaction, the next commit
     cleaner_buffer_bytes: usize,
     /// The background maintenance thread, if running (see `maintenance.rs`).
     maintenance: Mutex<Option<maintenance::Worker>>,

@@ -26,7 +26,7 @@ use crate::storage::Storage;
 pub(crate) use append::{now_ms, Appended};
 use producer_state::ProducerStates;
 pub use recovery::RecoveryMode;
-pub(crate) use recovery::{open_partition, OpenParams};
+pub(crate) use recovery::{open_partition, seal_record, OpenParams};
 
 /// A handle to one partition of a topic. Cheap to clone; all clones share the partition.
 ///
@@ -67,7 +67,6 @@ pub(crate) struct PartitionInner {
     pub log_start_offset: AtomicU64,
     /// Everything below this offset has been compacted; mirrors `Bounds::cleaned_end`. Read by
     /// nothing on the hot path (segments carry their own `allow_gaps`); kept for reports.
-    #[allow(dead_code)] // set by compaction, the next commit
     pub cleaned_end: AtomicU64,
     /// The durable bounds (log start, compaction progress). Its lock also serialises
     /// maintenance (retention, compaction, `delete_records`) on this partition, and close

@@ -310,7 +310,7 @@ fn rebuild_producer_states(
     Ok(states)
 }
 
-fn seal_record(segment: &Segment) -> Result<SealedSegment> {
+pub(crate) fn seal_record(segment: &Segment) -> Result<SealedSegment> {
     let (index_crc, time_index_crc) = segment.index_checksums()?;
     Ok(SealedSegment {
         base_offset: segment.base_offset,
