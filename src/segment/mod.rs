@@ -516,3 +516,51 @@ fn open_indexes(
         time: TimeIndex::open(storage, &time_path, limits.index_max_bytes, preallocate)?,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::SimStorage;
+
+    /// A retired segment's files are renamed at once but unlinked only when its last holder
+    /// lets go, and it stays readable meanwhile.
+    #[test]
+    fn retired_files_outlive_their_last_reader_only() {
+        let sim = SimStorage::new();
+        let storage: Arc<dyn Storage> = sim.clone();
+        let dir = Path::new("/p");
+        storage.create_dir_all(dir).unwrap();
+        let limits = SegmentLimits {
+            index_max_bytes: 1024,
+            index_interval_bytes: 0,
+            max_batch_bytes: 1 << 20,
+        };
+        let segment = Arc::new(Segment::create(&*storage, dir, 0, &limits).unwrap());
+        segment.file.write_all_at(b"twelve bytes", 0).unwrap();
+        segment.end.store(12, Ordering::Release);
+        let reader = segment.clone();
+        segment.retire(&storage, dir).unwrap();
+        let names = |sim: &SimStorage| {
+            let mut v: Vec<String> = sim
+                .paths()
+                .iter()
+                .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(
+            names(&sim),
+            vec![
+                "00000000000000000000.index.deleted",
+                "00000000000000000000.log.deleted",
+                "00000000000000000000.timeindex.deleted",
+            ]
+        );
+        drop(segment);
+        assert_eq!(names(&sim).len(), 3, "a reader still holds it");
+        assert_eq!(&reader.read(0, 12).unwrap()[..], b"twelve bytes");
+        drop(reader);
+        assert!(names(&sim).is_empty(), "{:?}", names(&sim));
+    }
+}
