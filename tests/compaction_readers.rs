@@ -78,7 +78,7 @@ fn readers_see_no_errors_while_segments_are_deleted_and_swapped() {
             .index_interval_bytes(256)
             .segment_index_bytes(4096)
             .min_cleanable_dirty_ratio(0.0)
-            .retention_bytes(60_000),
+            .retention_bytes(10_000),
     )
     .unwrap();
     let p = log.partition(T, 0).unwrap();

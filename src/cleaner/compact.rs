@@ -2,10 +2,10 @@
 //!
 //! One pass: build the key map over the dirty part (stopping early if it fills), record the
 //! pass durably in `partition.bounds`, then rewrite the cleanable segments below the map's end
-//! group by group, each group through the swap protocol of `partition/swap.rs`. Copying reads
-//! sealed segments only and takes no partition lock; appends and reads go on meanwhile, and
-//! the writer lock is taken twice per group, briefly, to swap the segment list and rewrite the
-//! checkpoint. A batch keeps its base offset, producer id, epoch and base sequence, and every
+//! group by group into fsynced `.cleaned` files, and swap them in, many groups at a time,
+//! through the protocol of `partition/swap.rs` (`install.rs`). Copying reads sealed segments
+//! only and takes no partition lock; appends and reads go on meanwhile, and the writer lock is
+//! taken twice per commit, briefly, to rewrite the checkpoint and swap the segment list. A batch keeps its base offset, producer id, epoch and base sequence, and every
 //! record its offset; a batch whose records all survive is copied byte for byte, one that loses
 //! some is re-encoded (with the topic's current codec), one that loses all is dropped.
 
@@ -13,31 +13,25 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::Bytes;
-
+use super::install::Staged;
 use super::map::{decide, version_of, Decision, Entry, KeyMap};
-use super::policy::{plan_compaction, plan_groups, CompactionInput, CompactionPlan};
+use super::output::{decode, for_each_batch, Output};
+use super::policy::{joins_group, plan_compaction, CompactionInput, CompactionPlan};
 use super::{CompactionReport, SegmentInfo};
 use crate::config::TopicConfig;
-use crate::error::{Error, Result};
-use crate::format::{
-    decode_batch, peek_batch_len, set_log_append_time, BatchBuilder, BatchHeader, BatchOptions,
-    TimestampType, HEADER_LEN,
-};
+use crate::error::Result;
 use crate::meta::{store_bounds, Bounds};
-use crate::partition::swap::{swap_file_name, CLEANED_SUFFIX, SWAP_SUFFIX};
-use crate::partition::{now_ms, seal_record, Partition, PartitionInner};
-use crate::record::{Record, StoredRecord};
-use crate::segment::{file_name, Segment, SegmentStats, NO_TIMESTAMP};
-use crate::storage::{OpenMode, StorageFile};
+use crate::partition::swap::CLEANED_LOG;
+use crate::partition::{now_ms, Partition, PartitionInner};
+use crate::segment::{file_name, Segment};
+use crate::storage::OpenMode;
 
 /// Key-map memory of [`Partition::compact`]; `Log::run_maintenance` uses the log's
 /// `cleaner_buffer_bytes` instead.
 pub(crate) const DEFAULT_BUFFER_BYTES: usize = 16 << 20;
-/// Bytes read per I/O while compacting.
-const READ_CHUNK: usize = 4 << 20;
-/// Output gathered before each write.
-const WRITE_CHUNK: usize = 1 << 20;
+/// Staged groups are committed together once their new segments reach this many bytes: one
+/// round of fsyncs for many groups, and at most this much disk beyond the log's own size.
+const COMMIT_BYTES: u64 = 64 << 20;
 
 impl Partition {
     /// Compacts the partition now if its topic's cleanup policy includes compaction and the
@@ -170,17 +164,31 @@ impl Pass<'_> {
             .iter()
             .take_while(|s| s.base_offset < map_end)
             .count();
-        for group in plan_groups(&self.infos[..touched], self.config.segment_bytes) {
-            let end = self.segments[group.end].base_offset;
-            self.rewrite(
-                &self.segments[group],
-                end,
-                &mut map,
-                map_end,
-                &prior,
-                report,
-            )?;
+        let mut staged = Vec::new();
+        let mut staged_bytes = 0;
+        let mut i = 0;
+        let result = (|| -> Result<()> {
+            while i < touched {
+                let (end, group) = self.stage(i, touched, &mut map, map_end, &prior, report)?;
+                i = end;
+                if let Some(group) = group {
+                    staged_bytes += group.stats.size;
+                    staged.push(group);
+                }
+                // Commit in batches: one set of fsyncs for many groups, bounded extra disk.
+                if staged_bytes >= COMMIT_BYTES || (i == touched && !staged.is_empty()) {
+                    self.inner.commit(std::mem::take(&mut staged))?;
+                    staged_bytes = 0;
+                }
+            }
+            Ok(())
+        })();
+        if result.is_err() {
+            for group in &staged {
+                let _ = self.inner.storage.remove_file(&group.cleaned);
+            }
         }
+        result?;
         report.passes += 1;
         Ok(map_end)
     }
@@ -223,58 +231,63 @@ impl Pass<'_> {
         Ok(end)
     }
 
-    /// Rewrites one group of adjacent segments (ending where the segment at offset `end`
-    /// begins) into one, and swaps it in. A single segment that would come out unchanged is left
-    /// alone.
-    fn rewrite(
+    /// Copies segments from `first` on into one new, fsynced `<base>.log.cleaned` file while
+    /// `joins_group` lets the next one in. Returns where the group ended and the staged group,
+    /// or `None` for a single segment that would come out unchanged (it is left alone).
+    fn stage(
         &self,
-        group: &[Arc<Segment>],
-        end: u64,
+        first: usize,
+        limit: usize,
         map: &mut KeyMap,
         map_end: u64,
         prior: &Bounds,
         report: &mut CompactionReport,
-    ) -> Result<()> {
-        let inner = self.inner;
-        let storage = &*inner.storage;
-        let base = group[0].base_offset;
-        let cleaned = inner.dir.join(swap_file_name(base, end, CLEANED_SUFFIX));
+    ) -> Result<(usize, Option<Staged>)> {
+        let storage = &*self.inner.storage;
+        let base = self.infos[first].base_offset;
+        let cleaned = self.inner.dir.join(file_name(base, CLEANED_LOG));
         if storage.exists(&cleaned)? {
             storage.remove_file(&cleaned)?;
         }
         let file = storage.open(&cleaned, OpenMode::CreateNew)?;
         let mut out = Output::new(file, base);
-        let copied = self.copy(group, map, map_end, prior, &mut out, report);
-        let finished = copied.and_then(|changed| {
-            out.finish()?;
-            Ok(changed)
-        });
-        let changed = match finished {
-            Ok(changed) => changed,
-            Err(e) => {
-                let _ = storage.remove_file(&cleaned);
-                return Err(e);
+        let mut changed = false;
+        let mut end = first;
+        let copied = (|| {
+            while end < limit
+                && (end == first
+                    || joins_group(base, out.len(), &self.infos[end], self.config.segment_bytes))
+            {
+                changed |= self.copy(&self.segments[end], map, map_end, prior, &mut out, report)?;
+                end += 1;
             }
-        };
-        report.segments_read += group.len();
-        report.bytes_read += group.iter().map(|s| s.end()).sum::<u64>();
-        if !changed && group.len() == 1 {
+            out.finish()
+        })();
+        if let Err(e) = copied {
+            let _ = storage.remove_file(&cleaned);
+            return Err(e);
+        }
+        report.segments_read += end - first;
+        report.bytes_read += self.infos[first..end].iter().map(|s| s.size).sum::<u64>();
+        if !changed && end == first + 1 {
             storage.remove_file(&cleaned)?;
-            return Ok(());
+            return Ok((end, None));
         }
         report.segments_written += 1;
         report.bytes_written += out.written;
-        // The commit point: from here on a reopen installs the new segment.
-        let swap = inner.dir.join(swap_file_name(base, end, SWAP_SUFFIX));
-        storage.rename(&cleaned, &swap)?;
-        storage.sync_dir(&inner.dir)?;
-        inner.install(group, end, out.stats())
+        let group = Staged {
+            segments: self.segments[first..end].to_vec(),
+            end: self.infos[end].base_offset,
+            cleaned,
+            stats: out.stats(),
+        };
+        Ok((end, Some(group)))
     }
 
-    /// Copies the group's surviving records into `out`; returns whether anything changed.
+    /// Copies one segment's surviving records into `out`; returns whether anything changed.
     fn copy(
         &self,
-        group: &[Arc<Segment>],
+        segment: &Segment,
         map: &mut KeyMap,
         map_end: u64,
         prior: &Bounds,
@@ -287,291 +300,44 @@ impl Pass<'_> {
         let mut changed = false;
         let mut records = Vec::new();
         let mut kept: Vec<usize> = Vec::new();
-        for segment in group {
-            for_each_batch(self.inner, segment, |pos, header, batch| {
-                report.records_read += u64::from(header.record_count);
-                if header.is_control() || header.base_offset >= map_end {
-                    out.push_verbatim(batch, header)?;
-                    return Ok(true);
-                }
-                records.clear();
-                kept.clear();
-                decode(segment, pos, batch, max, &mut records)?;
-                for (i, r) in records.iter().enumerate() {
-                    let key = r.key.as_deref().map(|k| map.hash(k));
-                    let this = Entry {
-                        version: version_of(strategy, r),
-                        offset: r.offset,
-                    };
-                    let horizon_passed = prior
-                        .first_cleaned_at(r.offset)
-                        .is_some_and(|at| self.now.saturating_sub(at) >= delete_retention);
-                    match decide(map, key, this, r.value.is_none(), map_end, horizon_passed) {
-                        Decision::Keep => kept.push(i),
-                        Decision::Superseded => report.records_removed += 1,
-                        Decision::ExpiredTombstone => {
-                            report.records_removed += 1;
-                            report.tombstones_removed += 1;
-                        }
+        for_each_batch(self.inner, segment, |pos, header, batch| {
+            report.records_read += u64::from(header.record_count);
+            if header.is_control() || header.base_offset >= map_end {
+                out.push_verbatim(batch, header)?;
+                return Ok(true);
+            }
+            records.clear();
+            kept.clear();
+            decode(segment, pos, batch, max, &mut records)?;
+            for (i, r) in records.iter().enumerate() {
+                let key = r.key.as_deref().map(|k| map.hash(k));
+                let this = Entry {
+                    version: version_of(strategy, r),
+                    offset: r.offset,
+                };
+                let horizon_passed = prior
+                    .first_cleaned_at(r.offset)
+                    .is_some_and(|at| self.now.saturating_sub(at) >= delete_retention);
+                match decide(map, key, this, r.value.is_none(), map_end, horizon_passed) {
+                    Decision::Keep => kept.push(i),
+                    Decision::Superseded => report.records_removed += 1,
+                    Decision::ExpiredTombstone => {
+                        report.records_removed += 1;
+                        report.tombstones_removed += 1;
                     }
                 }
-                if kept.len() == records.len() {
-                    out.push_verbatim(batch, header)?;
-                } else {
-                    changed = true;
-                    if !kept.is_empty() {
-                        let survivors = kept.iter().map(|&i| &records[i]);
-                        out.push_reencoded(header, survivors, self.config)?;
-                    }
+            }
+            if kept.len() == records.len() {
+                out.push_verbatim(batch, header)?;
+            } else {
+                changed = true;
+                if !kept.is_empty() {
+                    let survivors = kept.iter().map(|&i| &records[i]);
+                    out.push_reencoded(header, survivors, self.config)?;
                 }
-                Ok(true)
-            })?;
-        }
+            }
+            Ok(true)
+        })?;
         Ok(changed)
     }
-}
-
-impl PartitionInner {
-    /// Steps 3-7 of the swap protocol (`partition/swap.rs`), after the commit point.
-    fn install(&self, group: &[Arc<Segment>], end: u64, stats: SegmentStats) -> Result<()> {
-        let storage = &self.storage;
-        let base = group[0].base_offset;
-        // 3. The checkpoint stops vouching for the old segments.
-        {
-            let mut w = self.writer.lock();
-            self.check_open()?;
-            w.sealed.retain(|s| !(base..end).contains(&s.base_offset));
-            let recovery_point = w.recovery_point;
-            self.write_checkpoint(&w, recovery_point)?;
-        }
-        // 4. Old files out of the way; readers holding them keep reading.
-        for s in group {
-            s.retire(storage, &self.dir)?;
-        }
-        storage.sync_dir(&self.dir)?;
-        // 5. The new file takes the group's first name.
-        let swap = self.dir.join(swap_file_name(base, end, SWAP_SUFFIX));
-        storage.rename(&swap, &self.dir.join(file_name(base, "log")))?;
-        storage.sync_dir(&self.dir)?;
-        // 6. Indexes built from the new file.
-        let segment = Arc::new(Segment::open(
-            &**storage,
-            &self.dir,
-            base,
-            &self.limits(),
-            stats,
-            false,
-            None,
-            true,
-        )?);
-        // 7. Readers see the new segment from their next snapshot on.
-        let mut w = self.writer.lock();
-        self.check_open()?;
-        {
-            let mut list = self.segments.write();
-            let at = list
-                .iter()
-                .position(|s| Arc::ptr_eq(s, &group[0]))
-                .ok_or_else(|| {
-                    Error::Io(Arc::new(std::io::Error::other(
-                        "compacted segments vanished from the segment list",
-                    )))
-                })?;
-            let mut next: Vec<Arc<Segment>> = Vec::with_capacity(list.len() + 1 - group.len());
-            next.extend(list[..at].iter().cloned());
-            next.push(segment.clone());
-            next.extend(list[at + group.len()..].iter().cloned());
-            *list = Arc::new(next);
-        }
-        let record = seal_record(&segment)?;
-        let at = w.sealed.partition_point(|s| s.base_offset < base);
-        w.sealed.insert(at, record);
-        let recovery_point = w.recovery_point;
-        self.write_checkpoint(&w, recovery_point)
-    }
-}
-
-/// The new segment being written, gathered in large writes.
-struct Output {
-    file: Arc<dyn StorageFile>,
-    buf: Vec<u8>,
-    written: u64,
-    base: u64,
-    next_offset: u64,
-    max_timestamp: i64,
-    offset_of_max: u64,
-}
-
-impl Output {
-    fn new(file: Arc<dyn StorageFile>, base: u64) -> Output {
-        Output {
-            file,
-            buf: Vec::with_capacity(WRITE_CHUNK + (64 << 10)),
-            written: 0,
-            base,
-            next_offset: base,
-            max_timestamp: NO_TIMESTAMP,
-            offset_of_max: base,
-        }
-    }
-
-    fn note(&mut self, header: &BatchHeader) -> Result<()> {
-        self.next_offset = header.next_offset();
-        if header.max_timestamp > self.max_timestamp {
-            self.max_timestamp = header.max_timestamp;
-            self.offset_of_max = header.last_offset();
-        }
-        if self.buf.len() >= WRITE_CHUNK {
-            self.flush()?;
-        }
-        Ok(())
-    }
-
-    fn push_verbatim(&mut self, batch: &[u8], header: &BatchHeader) -> Result<()> {
-        self.buf.extend_from_slice(batch);
-        self.note(header)
-    }
-
-    /// Re-encodes `survivors` (a strict subset of the batch `original`) at their own offsets,
-    /// keeping the batch's base offset, producer fields and timestamp type.
-    fn push_reencoded<'r>(
-        &mut self,
-        original: &BatchHeader,
-        survivors: impl Iterator<Item = &'r StoredRecord>,
-        config: &TopicConfig,
-    ) -> Result<()> {
-        let options = BatchOptions {
-            base_offset: original.base_offset,
-            compression: config.compression,
-            timestamp_type: original.timestamp_type(),
-            partition_leader_epoch: original.partition_leader_epoch,
-            producer_id: original.producer_id,
-            producer_epoch: original.producer_epoch,
-            base_sequence: original.base_sequence,
-            transactional: original.is_transactional(),
-            control: false,
-        };
-        let mut builder = BatchBuilder::new(options);
-        for r in survivors {
-            let record = Record {
-                key: r.key.clone(),
-                value: r.value.clone(),
-                headers: r.headers.clone(),
-                timestamp: Some(r.timestamp),
-            };
-            let delta = (r.offset - original.base_offset) as u32;
-            builder.push_at(&record, r.timestamp, delta)?;
-        }
-        let start = self.buf.len();
-        let mut header = builder.finish_into(&mut self.buf)?;
-        if original.timestamp_type() == TimestampType::LogAppendTime {
-            set_log_append_time(&mut self.buf[start..], original.max_timestamp);
-            header.max_timestamp = original.max_timestamp;
-        }
-        self.note(&header)
-    }
-
-    fn flush(&mut self) -> Result<()> {
-        if !self.buf.is_empty() {
-            self.file.write_all_at(&self.buf, self.written)?;
-            self.written += self.buf.len() as u64;
-            self.buf.clear();
-        }
-        Ok(())
-    }
-
-    /// Writes what is left and makes the file durable.
-    fn finish(&mut self) -> Result<()> {
-        self.flush()?;
-        self.file.sync_data()?;
-        Ok(())
-    }
-
-    fn stats(&self) -> SegmentStats {
-        SegmentStats {
-            size: self.written,
-            next_offset: self.next_offset.max(self.base),
-            max_timestamp: self.max_timestamp,
-            offset_of_max_timestamp: self.offset_of_max,
-        }
-    }
-}
-
-fn corrupt(segment: &Segment, position: u64, reason: impl ToString) -> Error {
-    Error::Corrupt {
-        segment: segment.log_path.clone(),
-        position,
-        reason: reason.to_string(),
-    }
-}
-
-fn decode(
-    segment: &Segment,
-    pos: u64,
-    batch: &Bytes,
-    max_uncompressed: usize,
-    out: &mut Vec<StoredRecord>,
-) -> Result<()> {
-    match decode_batch(batch, 0, max_uncompressed, out) {
-        Ok(_) => Ok(()),
-        Err(Error::InvalidBatch { reason }) => Err(corrupt(segment, pos, reason)),
-        Err(e) => Err(e),
-    }
-}
-
-/// Calls `visit(position, header, batch)` for each batch of a sealed segment, in order, with
-/// large positioned reads; stops early when `visit` returns `false`. Offsets must increase
-/// (the batches' CRCs are checked by `decode`). Gives up with `Error::Closed` once the
-/// partition closes, so a close never waits for a long compaction.
-fn for_each_batch(
-    inner: &PartitionInner,
-    segment: &Segment,
-    mut visit: impl FnMut(u64, &BatchHeader, &Bytes) -> Result<bool>,
-) -> Result<()> {
-    let end = segment.end();
-    let mut chunk = Bytes::new();
-    let mut chunk_pos = 0u64;
-    let mut pos = 0u64;
-    let mut next_offset = segment.base_offset;
-    while pos < end {
-        inner.check_open()?;
-        if end - pos < HEADER_LEN as u64 {
-            return Err(corrupt(segment, pos, "segment ends inside a batch header"));
-        }
-        let have =
-            |p: u64, n: u64, chunk: &Bytes, at: u64| p >= at && p + n <= at + chunk.len() as u64;
-        if !have(pos, HEADER_LEN as u64, &chunk, chunk_pos) {
-            chunk = segment.read(pos, (end - pos).min(READ_CHUNK as u64) as usize)?;
-            chunk_pos = pos;
-        }
-        let at = (pos - chunk_pos) as usize;
-        let len = match peek_batch_len(&chunk[at..]) {
-            Ok(Some(len)) if len as u64 <= end - pos => len,
-            Ok(_) => {
-                return Err(corrupt(
-                    segment,
-                    pos,
-                    "batch runs past the end of the segment",
-                ))
-            }
-            Err(e) => return Err(corrupt(segment, pos, e)),
-        };
-        let header = BatchHeader::parse(&chunk[at..]).map_err(|e| corrupt(segment, pos, e))?;
-        if header.base_offset < next_offset {
-            return Err(corrupt(segment, pos, "batch offsets go backwards"));
-        }
-        next_offset = header.next_offset();
-        if !have(pos, len as u64, &chunk, chunk_pos) {
-            let want = (end - pos).min(READ_CHUNK.max(len) as u64) as usize;
-            chunk = segment.read(pos, want)?;
-            chunk_pos = pos;
-        }
-        let at = (pos - chunk_pos) as usize;
-        let batch = chunk.slice(at..at + len);
-        if !visit(pos, &header, &batch)? {
-            break;
-        }
-        pos += len as u64;
-    }
-    Ok(())
 }

@@ -11,8 +11,6 @@
 //! Transactions (a later issue) will add one more bound here: nothing at or past the last
 //! stable offset is cleanable, because its transaction's outcome is not known yet.
 
-use std::ops::Range;
-
 use super::SegmentInfo;
 
 /// Everything the compaction decision depends on.
@@ -95,29 +93,20 @@ pub(crate) fn plan_compaction(input: &CompactionInput<'_>) -> Option<CompactionP
     })
 }
 
-/// Splits `segments` (adjacent, all to be rewritten) into runs that are each rewritten into one
-/// new segment: as many neighbours as fit together in `max_bytes` of input (Kafka's
-/// `groupSegmentsBySize`; the output is no larger than the input) and within one segment's
-/// 32-bit relative-offset range. Every segment is in exactly one group, in order.
-pub(crate) fn plan_groups(segments: &[SegmentInfo], max_bytes: u64) -> Vec<Range<usize>> {
-    let mut groups = Vec::new();
-    let mut start = 0;
-    while start < segments.len() {
-        let mut end = start + 1;
-        let mut bytes = segments[start].size;
-        while end < segments.len() {
-            let s = &segments[end];
-            let span = s.next_offset.max(s.base_offset + 1) - segments[start].base_offset;
-            if bytes + s.size > max_bytes || span > i32::MAX as u64 {
-                break;
-            }
-            bytes += s.size;
-            end += 1;
-        }
-        groups.push(start..end);
-        start = end;
-    }
-    groups
+/// Whether the segment `next` joins the group being rewritten into one new segment that starts
+/// at offset `group_base` and has `written` bytes so far. Groups grow while the output so far
+/// plus `next`'s whole input fits in `max_bytes` (`segment_bytes`: compaction only shrinks, so
+/// the new segment cannot outgrow it) and the group stays within one segment's 32-bit
+/// relative-offset range. Judging by output rather than input (Kafka's `groupSegmentsBySize`
+/// sums inputs) merges the segments compaction has shrunk in the same pass that shrank them.
+pub(crate) fn joins_group(
+    group_base: u64,
+    written: u64,
+    next: &SegmentInfo,
+    max_bytes: u64,
+) -> bool {
+    let span = next.next_offset.max(next.base_offset + 1) - group_base;
+    written + next.size <= max_bytes && span <= i32::MAX as u64 + 1
 }
 
 #[cfg(test)]
@@ -231,34 +220,32 @@ mod tests {
     }
 
     #[test]
-    fn groups_merge_neighbours_up_to_the_size_limit() {
-        let s = segs(&[(300, 0), (300, 0), (300, 0), (900, 0), (50, 0), (50, 0)]);
-        let sealed = &s[..6];
-        assert_eq!(plan_groups(sealed, 1000), vec![0..3, 3..6]);
-        assert_eq!(plan_groups(sealed, 999), vec![0..3, 3..5, 5..6]);
-        assert_eq!(plan_groups(sealed, 100), vec![0..1, 1..2, 2..3, 3..4, 4..6]);
-        assert_eq!(plan_groups(sealed, 10_000), vec![0..6]);
-        assert!(plan_groups(&[], 1000).is_empty());
-        // A segment bigger than the limit stands alone.
-        assert_eq!(plan_groups(&s[3..4], 10), vec![0..1]);
+    fn groups_grow_while_the_output_and_the_next_input_fit() {
+        let next = SegmentInfo {
+            base_offset: 100,
+            next_offset: 200,
+            size: 600,
+            max_timestamp: 0,
+        };
+        assert!(joins_group(0, 400, &next, 1000));
+        assert!(!joins_group(0, 401, &next, 1000));
+        // An emptied group takes a whole segment's input.
+        assert!(joins_group(0, 0, &SegmentInfo { size: 1000, ..next }, 1000));
     }
 
     #[test]
     fn groups_respect_the_relative_offset_range() {
-        let s = vec![
-            SegmentInfo {
-                base_offset: 0,
-                next_offset: 10,
-                size: 1,
-                max_timestamp: 0,
-            },
-            SegmentInfo {
-                base_offset: 10,
-                next_offset: i32::MAX as u64 + 5,
-                size: 1,
-                max_timestamp: 0,
-            },
-        ];
-        assert_eq!(plan_groups(&s, 1000), vec![0..1, 1..2]);
+        let far = SegmentInfo {
+            base_offset: 10,
+            next_offset: i32::MAX as u64 + 1,
+            size: 1,
+            max_timestamp: 0,
+        };
+        assert!(joins_group(0, 0, &far, 1000));
+        let farther = SegmentInfo {
+            next_offset: i32::MAX as u64 + 2,
+            ..far
+        };
+        assert!(!joins_group(0, 0, &farther, 1000));
     }
 }

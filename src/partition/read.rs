@@ -56,6 +56,12 @@ impl Partition {
                 break;
             }
         }
+        // The active segment's end is published before the high watermark, so the read may
+        // have picked up a batch the watermark loaded above does not cover yet. Hand out only
+        // what is below it: otherwise the caller's next read, from past those records, could
+        // find the watermark still behind and fail with OffsetOutOfRange.
+        let visible = out[before..].partition_point(|r| r.offset < hw);
+        out.truncate(before + visible);
         Ok(())
     }
 

@@ -2,9 +2,10 @@
 //! every state an interrupted swap or deletion can leave behind.
 //!
 //! A compaction pass rewrites a group of adjacent sealed segments `[base, end)` (`end` is the
-//! base of the first segment after the group) into one new file. The protocol, in order:
+//! base of the first segment after the group) into one new file. The protocol, in order (steps
+//! 2 to 7 are done for several groups at once, sharing their fsyncs):
 //!
-//! 1. write `<base>-<end>.cleaned` (20-digit offsets), fsync it;
+//! 1. write `<base>.log.cleaned` (20-digit offset), fsync it;
 //! 2. rename it to `<base>-<end>.swap`, fsync the directory — **the commit point**;
 //! 3. write the checkpoint without the old segments;
 //! 4. rename each old segment's files to `<name>.deleted`, fsync the directory;
@@ -13,7 +14,7 @@
 //! 7. unlink each `.deleted` file once no reader holds its segment.
 //!
 //! Recovery ([`finish_interrupted`]) before a partition is opened:
-//! - `*.cleaned`: the pass did not commit — remove it (the old segments are all still there);
+//! - `*.log.cleaned`: the pass did not commit — remove it (the old segments are all there);
 //! - `<base>-<end>.swap`: the pass committed — remove every segment file with a base offset in
 //!   `[base, end)`, then rename the swap file to `<base>.log` (idempotent if interrupted again);
 //! - `*.deleted`: a retired segment whose unlink did not happen — remove it.
@@ -26,7 +27,8 @@ use std::path::Path;
 use crate::segment::{file_name, parse_file_name, DELETED_SUFFIX};
 use crate::storage::Storage;
 
-pub(crate) const CLEANED_SUFFIX: &str = "cleaned";
+/// Extension (after the 20-digit base offset) of a new segment still being written.
+pub(crate) const CLEANED_LOG: &str = "log.cleaned";
 pub(crate) const SWAP_SUFFIX: &str = "swap";
 
 /// `<base>-<end>.<suffix>`, both offsets 20 zero-padded digits.
@@ -60,7 +62,7 @@ pub(crate) fn is_deleted_segment_file(name: &str) -> bool {
 /// Whether `name` is one of the files this module's protocol leaves in a partition directory.
 pub(crate) fn is_swap_protocol_file(name: &str) -> bool {
     is_deleted_segment_file(name)
-        || parse_swap_file_name(name, CLEANED_SUFFIX).is_some()
+        || parse_file_name(name, CLEANED_LOG).is_some()
         || parse_swap_file_name(name, SWAP_SUFFIX).is_some()
 }
 
@@ -75,7 +77,7 @@ pub(crate) fn finish_interrupted(
     let mut changed = false;
     let mut swaps = Vec::new();
     for name in &names {
-        if parse_swap_file_name(name, CLEANED_SUFFIX).is_some() || is_deleted_segment_file(name) {
+        if parse_file_name(name, CLEANED_LOG).is_some() || is_deleted_segment_file(name) {
             storage.remove_file(&dir.join(name))?;
             changed = true;
         } else if let Some(range) = parse_swap_file_name(name, SWAP_SUFFIX) {
@@ -116,7 +118,9 @@ mod tests {
         let n = swap_file_name(5, 1234, SWAP_SUFFIX);
         assert_eq!(n, "00000000000000000005-00000000000000001234.swap");
         assert_eq!(parse_swap_file_name(&n, SWAP_SUFFIX), Some((5, 1234)));
-        assert_eq!(parse_swap_file_name(&n, CLEANED_SUFFIX), None);
+        assert_eq!(parse_swap_file_name(&n, "cleaned"), None);
+        assert!(is_swap_protocol_file("00000000000000000005.log.cleaned"));
+        assert!(!is_swap_protocol_file("00000000000000000005.cleaned"));
         assert_eq!(
             parse_swap_file_name(
                 "00000000000000000005-00000000000000000005.swap",
