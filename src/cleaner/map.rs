@@ -4,12 +4,14 @@
 //! (see [`CompactionStrategy`]), ties broken by the higher offset. Keys are stored as 128-bit
 //! hashes, like Kafka's `SkimpyOffsetMap` (which keeps 16-byte MD5 digests), so memory per key is
 //! fixed whatever the key length and the map can be sized to `cleaner_buffer_bytes` up front.
-//! The hash is two SipHash-1-3 runs with random keys drawn per pass (std's `RandomState`), so
-//! even chosen keys cannot be made to collide; two distinct keys share a hash with probability
-//! about n²/2¹²⁹ for n keys (below 10⁻²⁰ for a billion keys). A collision would drop the older
-//! of the two keys' records, which is the price of bounded memory that Kafka pays too.
+//! The hash is SipHash-1-3 with 128-bit output (the "SipHash128" variant of Aumasson and
+//! Bernstein's spec, with one compression and three finalization rounds, like std's hasher)
+//! under a random key drawn per map, so chosen keys cannot be made to collide; two distinct
+//! keys share a hash with probability about n²/2¹²⁹ for n keys (below 10⁻²⁰ for a billion).
+//! A collision would drop the older of the two keys' records: the price of bounded memory,
+//! which Kafka pays too.
 
-use std::collections::HashMap;
+use std::collections::hash_map::{Entry as Slot, HashMap};
 use std::hash::{BuildHasher, Hasher, RandomState};
 
 use crate::config::CompactionStrategy;
@@ -35,7 +37,8 @@ impl Entry {
 /// Key hash → winning entry, with a capacity fixed at creation.
 #[derive(Debug)]
 pub(crate) struct KeyMap {
-    hashers: (RandomState, RandomState),
+    /// The SipHash key.
+    key: (u64, u64),
     map: HashMap<u128, Entry, PassThrough>,
     capacity: usize,
 }
@@ -50,8 +53,10 @@ impl KeyMap {
             slots *= 2;
         }
         let capacity = slots / 8 * 7;
+        // Two random words from std's per-process random source.
+        let random = || RandomState::new().hash_one(0u64);
         KeyMap {
-            hashers: (RandomState::new(), RandomState::new()),
+            key: (random(), random()),
             map: HashMap::with_capacity_and_hasher(capacity, PassThrough),
             capacity,
         }
@@ -65,36 +70,96 @@ impl KeyMap {
 
     /// The 128-bit hash of `key`.
     pub(crate) fn hash(&self, key: &[u8]) -> u128 {
-        let a = self.hashers.0.hash_one(key) as u128;
-        let b = self.hashers.1.hash_one(key) as u128;
-        a << 64 | b
+        siphash13_128(self.key, key)
     }
 
     /// Offers a dirty record: it becomes its key's entry if it beats the current one. Returns
     /// `false`, changing nothing, when the key is new and the map is full (the pass ends here).
     pub(crate) fn offer(&mut self, key: u128, candidate: Entry) -> bool {
-        if let Some(e) = self.map.get_mut(&key) {
-            if candidate.beats(*e) {
-                *e = candidate;
+        let full = self.map.len() >= self.capacity;
+        match self.map.entry(key) {
+            Slot::Occupied(mut e) => {
+                if candidate.beats(*e.get()) {
+                    e.insert(candidate);
+                }
+                true
             }
-            return true;
+            Slot::Vacant(_) if full => false,
+            Slot::Vacant(e) => {
+                e.insert(candidate);
+                true
+            }
         }
-        if self.map.len() >= self.capacity {
-            return false;
-        }
-        self.map.insert(key, candidate);
-        true
     }
 
-    pub(crate) fn get(&self, key: u128) -> Option<Entry> {
-        self.map.get(&key).copied()
+    /// The key's entry, for reading and (when a clean record beats it) replacing.
+    fn entry_mut(&mut self, key: u128) -> Option<&mut Entry> {
+        self.map.get_mut(&key)
     }
+}
 
-    fn set(&mut self, key: u128, entry: Entry) {
-        if let Some(e) = self.map.get_mut(&key) {
-            *e = entry;
-        }
+/// SipHash-1-3 with 128-bit output.
+fn siphash13_128(key: (u64, u64), msg: &[u8]) -> u128 {
+    let (high, low) = siphash::<1, 3, true>(key, msg);
+    u128::from(high) << 64 | u128::from(low)
+}
+
+/// SipHash-c-d as its paper specifies it; `WIDE` is the 128-bit mode (`v1 ^= 0xee` at the
+/// start, `v2 ^= 0xee` before the first finalization, `v1 ^= 0xdd` before the second; the
+/// 64-bit mode uses `v2 ^= 0xff` and returns one word, the second then being 0).
+fn siphash<const C: usize, const D: usize, const WIDE: bool>(
+    key: (u64, u64),
+    msg: &[u8],
+) -> (u64, u64) {
+    let mut v = [
+        key.0 ^ 0x736f_6d65_7073_6575,
+        key.1 ^ 0x646f_7261_6e64_6f6d ^ if WIDE { 0xee } else { 0 },
+        key.0 ^ 0x6c79_6765_6e65_7261,
+        key.1 ^ 0x7465_6462_7974_6573,
+    ];
+    fn round(v: &mut [u64; 4]) {
+        v[0] = v[0].wrapping_add(v[1]);
+        v[1] = v[1].rotate_left(13) ^ v[0];
+        v[0] = v[0].rotate_left(32);
+        v[2] = v[2].wrapping_add(v[3]);
+        v[3] = v[3].rotate_left(16) ^ v[2];
+        v[0] = v[0].wrapping_add(v[3]);
+        v[3] = v[3].rotate_left(21) ^ v[0];
+        v[2] = v[2].wrapping_add(v[1]);
+        v[1] = v[1].rotate_left(17) ^ v[2];
+        v[2] = v[2].rotate_left(32);
     }
+    let compress = |v: &mut [u64; 4], m: u64| {
+        v[3] ^= m;
+        for _ in 0..C {
+            round(v);
+        }
+        v[0] ^= m;
+    };
+    let mut words = msg.chunks_exact(8);
+    for w in &mut words {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(w);
+        compress(&mut v, u64::from_le_bytes(word));
+    }
+    let tail = words.remainder();
+    let mut last = [0u8; 8];
+    last[..tail.len()].copy_from_slice(tail);
+    last[7] = msg.len() as u8;
+    compress(&mut v, u64::from_le_bytes(last));
+    v[2] ^= if WIDE { 0xee } else { 0xff };
+    for _ in 0..D {
+        round(&mut v);
+    }
+    let first = v[0] ^ v[1] ^ v[2] ^ v[3];
+    if !WIDE {
+        return (first, 0);
+    }
+    v[1] ^= 0xdd;
+    for _ in 0..D {
+        round(&mut v);
+    }
+    (first, v[0] ^ v[1] ^ v[2] ^ v[3])
 }
 
 /// The version a record carries under `strategy` (the offset breaks ties, so `Offset` needs
@@ -148,13 +213,13 @@ pub(crate) fn decide(
     if this.offset >= map_end {
         return Decision::Keep;
     }
-    let wins = match map.get(key) {
+    let wins = match map.entry_mut(key) {
         None => true,
-        Some(e) if this.beats(e) => {
-            map.set(key, this);
+        Some(e) if this.beats(*e) => {
+            *e = this;
             true
         }
-        Some(e) => e == this,
+        Some(e) => *e == this,
     };
     match (wins, is_tombstone && horizon_passed) {
         (false, _) => Decision::Superseded,

@@ -456,15 +456,16 @@ impl Segment {
         let mut paths = Vec::with_capacity(3);
         for ext in ["log", "index", "timeindex"] {
             let from = dir.join(file_name(self.base_offset, ext));
-            if !storage.exists(&from)? {
-                continue;
-            }
             let to = dir.join(format!(
                 "{}.{DELETED_SUFFIX}",
                 file_name(self.base_offset, ext)
             ));
-            storage.rename(&from, &to)?;
-            paths.push(to);
+            match storage.rename(&from, &to) {
+                Ok(()) => paths.push(to),
+                // No such file (an index lost in a crash): nothing to retire.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
         }
         *self.doomed.lock() = Some(Doomed {
             storage: storage.clone(),
