@@ -254,6 +254,13 @@ fn alter_topic_validates_persists_and_applies() {
             ..
         })
     ));
+    assert!(matches!(
+        log.alter_topic(T, small_segments().partitions(2).max_message_bytes(1000)),
+        Err(Error::InvalidConfig {
+            field: "max_message_bytes",
+            ..
+        })
+    ));
     let p = log.partition(T, 1).unwrap();
     fill(&p, 30, |i| OLD + i as i64);
     assert_eq!(p.retain().unwrap().segments_deleted, 0);

@@ -126,7 +126,8 @@ impl Log {
     /// compaction settings.
     ///
     /// Errors: [`Error::UnknownTopic`], [`Error::InvalidConfig`] (including a different
-    /// `partitions`: the number of partitions is fixed at creation), [`Error::Closed`], I/O.
+    /// `partitions` — the number of partitions is fixed at creation — and a lower
+    /// `max_message_bytes`, which batches already stored could exceed), [`Error::Closed`], I/O.
     ///
     /// ```
     /// # fn main() -> annals::Result<()> {
@@ -161,6 +162,17 @@ impl Log {
                 format!(
                     "cannot change from {} to {}: the number of partitions is fixed at creation",
                     topic.config.partitions, config.partitions
+                ),
+            ));
+        }
+        if config.max_message_bytes < topic.config.max_message_bytes {
+            // Batches up to the old limit are on disk, and recovery and reads judge lengths
+            // (and decompressed sizes) by the current one: they would turn into "corruption".
+            return Err(Error::invalid_config(
+                "max_message_bytes",
+                format!(
+                    "cannot be lowered from {} to {}: stored batches may be that large",
+                    topic.config.max_message_bytes, config.max_message_bytes
                 ),
             ));
         }
