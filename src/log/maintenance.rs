@@ -234,14 +234,16 @@ impl Log {
                     (g.clone(), committed)
                 })
                 .collect();
-            // A partition of a topic deleted meanwhile is closed: skip it, unless the whole log
-            // is closing.
+            // A partition of a topic deleted meanwhile is closed (and its directory may be gone
+            // under a pass): skip it, unless the whole log is closing.
+            let deleted =
+                |p: &crate::Partition| p.inner.is_closed() && !self.inner.state.read().closed;
             let retention = match p.retain_with_groups(&groups) {
-                Err(Error::Closed) if !self.inner.state.read().closed => continue,
+                Err(_) if deleted(&p) => continue,
                 r => r?,
             };
             let compaction = match p.compact_with_buffer(self.inner.cleaner_buffer_bytes) {
-                Err(Error::Closed) if !self.inner.state.read().closed => continue,
+                Err(_) if deleted(&p) => continue,
                 r => r?,
             };
             if retention.segments_deleted > 0
