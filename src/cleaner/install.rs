@@ -5,9 +5,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
+use crate::format::HEADER_LEN;
 use crate::partition::swap::{swap_file_name, SWAP_SUFFIX};
 use crate::partition::{seal_record, PartitionInner};
-use crate::segment::{file_name, Segment, SegmentStats};
+use crate::segment::index::TIME_ENTRY;
+use crate::segment::{file_name, Segment, SegmentLimits, SegmentStats};
 
 /// A group's new segment, written and fsynced as `<base>.log.cleaned`, not yet committed.
 #[derive(Debug)]
@@ -69,7 +71,18 @@ impl PartitionInner {
         let fresh = groups
             .iter()
             .map(|g| {
-                Segment::open(
+                // Rebuilding preallocates the index files before trimming them: size them for
+                // this segment (one entry per index interval, or per batch at most), not for a
+                // whole active segment, which would zero megabytes per new segment for nothing.
+                let per_entry = limits.index_interval_bytes.max(HEADER_LEN) as u64;
+                let entries = g.stats.size / per_entry + 2;
+                let limits = SegmentLimits {
+                    index_max_bytes: limits
+                        .index_max_bytes
+                        .min((entries * TIME_ENTRY as u64).max(1024) as usize),
+                    ..limits
+                };
+                let s = Segment::open(
                     &**storage,
                     dir,
                     g.base(),
@@ -78,8 +91,8 @@ impl PartitionInner {
                     false,
                     None,
                     true,
-                )
-                .map(Arc::new)
+                );
+                s.map(Arc::new)
             })
             .collect::<std::io::Result<Vec<_>>>()?;
         // 7. Readers see the new segments from their next snapshot on.
