@@ -474,6 +474,19 @@ impl Segment {
         Ok(())
     }
 
+    /// Unlinks the segment's files now, for a segment no reader can reach any more (the
+    /// caller's word); its mappings go first. Missing files are skipped.
+    pub(crate) fn delete_now(&self, storage: &dyn Storage, dir: &Path) -> io::Result<()> {
+        self.unmap();
+        for ext in ["log", "index", "timeindex"] {
+            match storage.remove_file(&dir.join(file_name(self.base_offset, ext))) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
     /// CRC-32C of each index file as it is on disk, for the checkpoint's record of sealed
     /// segments (a later open trusts the files only if they still match).
     pub(crate) fn index_checksums(&self) -> io::Result<(u32, u32)> {
