@@ -82,6 +82,24 @@ fn check(p: &Partition, model: &Model, horizon_may_have_passed: bool, ctx: &str)
         assert_eq!(&r.value, value, "{ctx}: value at {}", r.offset);
         last_seen.insert(key.clone(), r);
     }
+    // A read at any offset returns the next stored record at or after it, skipping gaps.
+    let hw = p.high_watermark();
+    let start = p.log_start_offset();
+    let mut probe = start;
+    while probe < hw {
+        let got = p
+            .read(probe, 1)
+            .unwrap_or_else(|e| panic!("{ctx}: read({probe}): {e}"));
+        let next = all.iter().find(|r| r.offset >= probe).map(|r| r.offset);
+        assert_eq!(got.first().map(|r| r.offset), next, "{ctx}: read({probe})");
+        probe += 1 + (probe * 7919 + ctx.len() as u64) % 5;
+    }
+    // Every record was appended at or after 0 ms: the first stored one is the answer.
+    assert_eq!(
+        p.offset_for_timestamp(0).unwrap(),
+        all.first().map(|r| r.offset),
+        "{ctx}: offset_for_timestamp"
+    );
     for (key, (offset, value)) in &model.latest {
         match (last_seen.get(key), value) {
             (Some(r), _) => assert_eq!(r.offset, *offset, "{ctx}: key {key:?} latest"),
