@@ -228,6 +228,11 @@ fn run(name: &str, compression: Compression, work: &dyn Fn(&Log) -> annals::Resu
         "{name}: too few crash points ({})",
         points.len()
     );
+    eprintln!(
+        "{name}: {} crash points of {} operations",
+        points.len(),
+        kinds.len()
+    );
     for at in points {
         let mode = match rng.below(3) {
             0 => CrashMode::ProcessKill,
