@@ -317,3 +317,50 @@ fn background_thread_applies_retention_and_stops_on_close() {
     let log = Log::open(dir.path()).unwrap();
     assert!(log.partition(T, 0).unwrap().log_start_offset() > 0);
 }
+
+#[test]
+fn background_errors_are_kept_for_the_host() {
+    let sim = SimStorage::new();
+    let log = Log::builder(DIR)
+        .storage(sim.clone())
+        .maintenance_interval(Some(Duration::from_millis(5)))
+        .open()
+        .unwrap();
+    log.create_topic(T, small_segments().retention_ms(Duration::from_secs(1)))
+        .unwrap();
+    let p = log.partition(T, 0).unwrap();
+    assert!(log.last_maintenance_error().is_none());
+    // Retention's commit point is the bounds file: make writing it fail.
+    sim.fail_when(
+        annals::storage::SimOpKind::Rename,
+        "partition.bounds",
+        std::io::ErrorKind::StorageFull,
+    );
+    fill(&p, 40, |i| OLD + i as i64);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while log.last_maintenance_error().is_none() {
+        assert!(std::time::Instant::now() < deadline, "no error surfaced");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(matches!(log.last_maintenance_error(), Some(Error::Io(_))));
+    assert_eq!(
+        p.log_start_offset(),
+        0,
+        "nothing moved without its commit point"
+    );
+    sim.clear_fault_hook();
+    while p.log_start_offset() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "retention never recovered"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    while log.last_maintenance_error().is_some() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the error was never cleared"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}

@@ -66,6 +66,8 @@ pub(super) struct Worker {
     stop: Arc<(Mutex<bool>, Condvar)>,
     thread: JoinHandle<()>,
     id: ThreadId,
+    /// The outcome of the thread's latest run: `Some` while it last failed.
+    last_error: Arc<Mutex<Option<Error>>>,
 }
 
 impl Worker {
@@ -96,6 +98,8 @@ impl Log {
         let stop = Arc::new((Mutex::new(false), Condvar::new()));
         let weak = Arc::downgrade(&self.inner);
         let signal = stop.clone();
+        let last_error = Arc::new(Mutex::new(None));
+        let outcome = last_error.clone();
         let thread = std::thread::Builder::new()
             .name("annals-maintenance".into())
             .spawn(move || loop {
@@ -111,13 +115,28 @@ impl Log {
                 let Some(inner) = weak.upgrade() else {
                     return;
                 };
-                // Errors (a full disk, a closed log) are retried next period; a host that needs
-                // to see them calls run_maintenance itself.
-                let _ = (Log { inner }).run_maintenance_while(|| !*signal.0.lock());
+                // Errors (a full disk, say) are retried next period, and kept for
+                // `last_maintenance_error`.
+                let result = (Log { inner }).run_maintenance_while(|| !*signal.0.lock());
+                *outcome.lock() = result.err();
             })?;
         let id = thread.thread().id();
-        *self.inner.maintenance.lock() = Some(Worker { stop, thread, id });
+        *self.inner.maintenance.lock() = Some(Worker {
+            stop,
+            thread,
+            id,
+            last_error,
+        });
         Ok(())
+    }
+
+    /// The error of the background maintenance thread's latest run, if that run failed (it is
+    /// retried every `maintenance_interval`; a later successful run clears this). `None` also
+    /// when background maintenance is off.
+    pub fn last_maintenance_error(&self) -> Option<Error> {
+        let worker = self.inner.maintenance.lock();
+        let error = worker.as_ref()?.last_error.lock().clone();
+        error
     }
 
     /// Replaces a topic's configuration at runtime: validated, persisted in `topics.meta`

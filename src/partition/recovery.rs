@@ -26,7 +26,9 @@ use super::{PartitionInner, ProducerStates, WriterState};
 use crate::config::TopicConfig;
 use crate::error::{Error, Result};
 use crate::format::BatchHeader;
-use crate::meta::{load_bounds, load_checkpoint, Bounds, SealedSegment, CHECKPOINT_FILE};
+use crate::meta::{
+    load_bounds, load_checkpoint, Bounds, SealedSegment, BOUNDS_FILE, CHECKPOINT_FILE,
+};
 use crate::segment::{
     file_name, parse_file_name, scan_batches, valid_batch_after, ScanEnd, ScanOptions, Segment,
     SegmentLimits, SegmentStats, NO_TIMESTAMP,
@@ -333,7 +335,9 @@ fn list_segments(storage: &dyn Storage, dir: &Path) -> Result<Vec<u64>> {
         let orphan_index = ["index", "timeindex"].iter().any(|ext| {
             parse_file_name(name, ext).is_some_and(|b| bases.binary_search(&b).is_err())
         });
-        if orphan_index || (name.ends_with(".tmp") && name.starts_with(CHECKPOINT_FILE)) {
+        let temp = name.ends_with(".tmp")
+            && (name.starts_with(CHECKPOINT_FILE) || name.starts_with(BOUNDS_FILE));
+        if orphan_index || temp {
             storage.remove_file(&dir.join(name))?;
         }
     }
