@@ -207,6 +207,18 @@ fn delete_records_moves_the_start_and_survives_a_lost_checkpoint() {
         Err(Error::CorruptMetadata { file, .. }) => assert_eq!(file, bounds),
         other => panic!("expected CorruptMetadata, got {other:?}"),
     }
+    // TruncateCorrupt opens with the checkpoint's start and repairs the file for later opens.
+    let sim3 = restore(&snap);
+    let log = Log::builder(DIR)
+        .storage(sim3.clone())
+        .maintenance_interval(None)
+        .recovery_mode(annals::RecoveryMode::TruncateCorrupt)
+        .open()
+        .unwrap();
+    assert_eq!(log.partition(T, 0).unwrap().log_start_offset(), 23);
+    log.close().unwrap();
+    let log = open(&sim3);
+    assert_eq!(log.partition(T, 0).unwrap().log_start_offset(), 23);
 }
 
 #[test]

@@ -9,7 +9,6 @@
 //! record its offset; a batch whose records all survive is copied byte for byte, one that loses
 //! some is re-encoded (with the topic's current codec), one that loses all is dropped.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -159,7 +158,6 @@ impl Pass<'_> {
         next.add_pass(map_end, self.now);
         store_bounds(&*self.inner.storage, &self.inner.dir, &next)?;
         *bounds = next;
-        self.inner.cleaned_end.store(map_end, Ordering::Release);
         let touched = cleanable
             .iter()
             .take_while(|s| s.base_offset < map_end)

@@ -65,12 +65,10 @@ pub(crate) struct PartitionInner {
     /// Next offset to be written; stored (Release) after the batch is readable.
     pub high_watermark: AtomicU64,
     pub log_start_offset: AtomicU64,
-    /// Everything below this offset has been compacted; mirrors `Bounds::cleaned_end`. Read by
-    /// nothing on the hot path (segments carry their own `allow_gaps`); kept for reports.
-    pub cleaned_end: AtomicU64,
     /// The durable bounds (log start, compaction progress). Its lock also serialises
-    /// maintenance (retention, compaction, `delete_records`) on this partition, and close
-    /// takes it so no maintenance runs on a closed partition.
+    /// maintenance (retention, compaction, `delete_records`) on this partition; close does not
+    /// take it (a long compaction must not delay it): maintenance checks `closed` under the
+    /// writer lock before it changes the segment list, and gives up.
     pub bounds: Mutex<Bounds>,
     pub closed: AtomicBool,
     /// Why the partition refuses writes, after a failed fsync or an unrepairable write error.

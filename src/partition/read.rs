@@ -15,9 +15,10 @@ impl Partition {
     ///
     /// At least one batch is returned when `offset` is below the high watermark, even if that
     /// batch alone is larger than `max_bytes` (so a reader always makes progress, as in Kafka).
-    /// Records before `offset` in the first batch are skipped, and so are offsets that compaction
-    /// removed: the read returns the next records at or after `offset`, and is empty only when
-    /// no record at or after it is stored. Reading at the high watermark returns an empty vector; outside `[log_start_offset, high_watermark]` is
+    /// Records before `offset` in the first batch are skipped, and so are offsets that
+    /// compaction removed: the read returns the next records at or after `offset`, and is empty
+    /// only when no record at or after it is stored below the high watermark. Reading at the
+    /// high watermark returns an empty vector; outside `[log_start_offset, high_watermark]` is
     /// [`Error::OffsetOutOfRange`]. The records' bytes are slices of one positioned read per
     /// segment visited (compressed batches are decompressed once, into one buffer each).
     pub fn read(&self, offset: u64, max_bytes: usize) -> Result<Vec<StoredRecord>> {

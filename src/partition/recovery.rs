@@ -27,7 +27,7 @@ use crate::config::TopicConfig;
 use crate::error::{Error, Result};
 use crate::format::BatchHeader;
 use crate::meta::{
-    load_bounds, load_checkpoint, Bounds, SealedSegment, BOUNDS_FILE, CHECKPOINT_FILE,
+    load_bounds, load_checkpoint, store_bounds, Bounds, SealedSegment, BOUNDS_FILE, CHECKPOINT_FILE,
 };
 use crate::segment::{
     file_name, parse_file_name, scan_batches, valid_batch_after, ScanEnd, ScanOptions, Segment,
@@ -80,14 +80,17 @@ pub(crate) fn open_partition(p: OpenParams<'_>) -> Result<PartitionInner> {
     // The log start's own home: never guessed, because guessing low would bring deleted
     // records back. Only TruncateCorrupt opens without it, and then allows offset gaps
     // everywhere rather than truncate compacted segments as damaged.
-    let bounds = match load_bounds(storage, &p.dir) {
-        Ok(b) => b.unwrap_or_default(),
+    let (bounds, bounds_lost) = match load_bounds(storage, &p.dir) {
+        Ok(b) => (b.unwrap_or_default(), false),
         Err(e) if p.mode == RecoveryMode::Strict => return Err(e),
-        Err(_) => Bounds {
-            log_start_offset: checkpoint.log_start_offset,
-            cleaned_end: u64::MAX,
-            passes: Vec::new(),
-        },
+        Err(_) => {
+            let guess = Bounds {
+                log_start_offset: checkpoint.log_start_offset,
+                cleaned_end: u64::MAX,
+                passes: Vec::new(),
+            };
+            (guess, true)
+        }
     };
     let start_floor = bounds.log_start_offset.max(checkpoint.log_start_offset);
     remove_segments_below(storage, &p.dir, &mut bases, start_floor)?;
@@ -250,9 +253,11 @@ pub(crate) fn open_partition(p: OpenParams<'_>) -> Result<PartitionInner> {
         segments: RwLock::new(Arc::new(segments)),
         high_watermark: AtomicU64::new(high_watermark),
         log_start_offset: AtomicU64::new(log_start_offset),
-        cleaned_end: AtomicU64::new(bounds.cleaned_end),
         bounds: Mutex::new(Bounds {
             log_start_offset,
+            // Compaction never reaches the active segment; this also turns the "gaps anywhere"
+            // of a lost bounds file into "gaps in any sealed segment" from here on.
+            cleaned_end: bounds.cleaned_end.min(active.base_offset),
             ..bounds
         }),
         closed: AtomicBool::new(false),
@@ -269,6 +274,11 @@ pub(crate) fn open_partition(p: OpenParams<'_>) -> Result<PartitionInner> {
         let mut w = inner.writer.lock();
         w.recovery_point = high_watermark;
         inner.write_checkpoint(&w, high_watermark)?;
+    }
+    if bounds_lost {
+        // TruncateCorrupt opened without a readable bounds file: write the repaired one, or
+        // every later open would trip over the damaged file again.
+        store_bounds(storage, &p.dir, &inner.bounds.lock())?;
     }
     *inner.synced.lock() = high_watermark;
     Ok(inner)
