@@ -377,3 +377,63 @@ fn producer_writes_then_compaction_then_more_writes() {
     check(&p, &model, false, "producer");
     assert!(read_everything(&p, 1 << 20, "producer").len() < 200);
 }
+
+/// Partly kept batches are re-encoded with the topic's codec as it is now; LogAppendTime
+/// batches keep their append time.
+#[test]
+fn rewritten_batches_use_the_current_codec_and_keep_log_append_time() {
+    use annals::format::BatchHeader;
+    use annals::TimestampType;
+    let sim = SimStorage::new();
+    let log = open(&sim, 1 << 20);
+    let config = TopicConfig::default()
+        .cleanup_policy(CleanupPolicy::Compact)
+        .segment_bytes(2048)
+        .min_cleanable_dirty_ratio(0.0)
+        .compression(Compression::Lz4)
+        .message_timestamp_type(TimestampType::LogAppendTime);
+    log.create_topic(T, config.clone()).unwrap();
+    let p = log.partition(T, 0).unwrap();
+    // Batches of 4 where two keys repeat: every batch loses records but keeps some.
+    for i in 0..60u32 {
+        let batch: Vec<Record> = (0..4u32)
+            .map(|j| Record::new(format!("{i}-{j}")).key(format!("k{}", (i * 4 + j) % 90)))
+            .collect();
+        p.append(&batch).unwrap();
+    }
+    let before: Vec<(u64, i64)> = read_everything(&p, 1 << 20, "before")
+        .iter()
+        .map(|r| (r.offset, r.timestamp))
+        .collect();
+    log.alter_topic(T, config.compression(Compression::Zstd { level: 3 }))
+        .unwrap();
+    let report = p.compact().unwrap();
+    assert!(
+        report.records_removed > 0 && report.segments_written > 0,
+        "{report:?}"
+    );
+    // Every surviving record reads back with the timestamp it had (its append time).
+    for r in read_everything(&p, 1 << 20, "after") {
+        let (_, ts) = before.iter().find(|(o, _)| *o == r.offset).unwrap();
+        assert_eq!(r.timestamp, *ts, "offset {}", r.offset);
+    }
+    // On disk: sealed segments hold zstd batches (re-encoded) and lz4 ones (copied whole).
+    let dir = p.dir().to_path_buf();
+    let mut codecs = std::collections::BTreeSet::new();
+    for (path, bytes) in snapshot(&sim) {
+        if path.parent() != Some(&dir) || path.extension().is_none_or(|e| e != "log") {
+            continue;
+        }
+        let mut pos = 0;
+        while pos < bytes.len() {
+            let h = BatchHeader::parse(&bytes[pos..]).unwrap();
+            assert_eq!(h.timestamp_type(), TimestampType::LogAppendTime);
+            codecs.insert(h.codec_id());
+            pos += h.total_len();
+        }
+    }
+    assert!(
+        codecs.contains(&4),
+        "no batch was re-encoded with zstd: {codecs:?}"
+    );
+}
