@@ -20,6 +20,26 @@ pub enum CleanupPolicy {
     CompactAndDelete,
 }
 
+/// Which record survives compaction for a key (KIP-280's `compaction.strategy`).
+///
+/// Every strategy orders a key's records by a *version* and keeps the highest; equal versions
+/// are broken by offset (the later record wins), so the order is total and compaction is
+/// deterministic.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum CompactionStrategy {
+    /// Kafka's classic rule: the record with the highest offset (the newest append) wins.
+    #[default]
+    Offset,
+    /// The record with the highest timestamp wins (ties: the higher offset).
+    Timestamp,
+    /// The record whose header of this name holds the highest version wins (ties: the higher
+    /// offset). The header value is the version as a **signed 64-bit big-endian integer**
+    /// (exactly 8 bytes). A record without that header, with a null value or with a value that
+    /// is not 8 bytes has the lowest version (`i64::MIN`), so any well-versioned record beats it
+    /// and among unversioned records the latest offset wins, as under `Offset`.
+    Header(String),
+}
+
 /// Configuration of one topic.
 ///
 /// ```
@@ -30,7 +50,7 @@ pub enum CleanupPolicy {
 ///     .compression(Compression::Lz4);
 /// assert_eq!(cfg.partitions, 3);
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct TopicConfig {
     /// Number of partitions. Default 1; 1 to 10,000. Fixed at creation.
@@ -64,7 +84,39 @@ pub struct TopicConfig {
     /// Delete old segments while a partition is larger than this (`retention.bytes`).
     /// Default `None`: no size limit.
     pub retention_bytes: Option<u64>,
+    /// Compaction runs on a partition once this share of its cleanable bytes is dirty (not yet
+    /// compacted) (`min.cleanable.dirty.ratio`). Default 0.5; 0.0 to 1.0.
+    pub min_cleanable_dirty_ratio: f64,
+    /// A record stays uncompacted at least this long after its segment's newest timestamp
+    /// (`min.compaction.lag.ms`): consumers get this window to see every update. Default 0.
+    pub min_compaction_lag_ms: Duration,
+    /// Compact a partition whose dirty part is older than this even below the dirty ratio
+    /// (`max.compaction.lag.ms`). Default `None` (no deadline); when set, positive and at least
+    /// `min_compaction_lag_ms`.
+    pub max_compaction_lag_ms: Option<Duration>,
+    /// How long a tombstone survives after the cleaner first compacted the segment holding it
+    /// (`delete.retention.ms`), so consumers that are behind still see the delete. Default 1 day;
+    /// zero removes tombstones on the next pass after they were first compacted.
+    pub delete_retention_ms: Duration,
+    /// Which record per key compaction keeps (KIP-280). Default [`CompactionStrategy::Offset`].
+    pub compaction_strategy: CompactionStrategy,
+    /// Consumer groups whose progress holds retention back (beyond Kafka): a segment is deleted
+    /// by `retention_ms`/`retention_bytes` only once every group listed here has committed an
+    /// offset at or past the segment's end. A group that never committed holds everything.
+    /// Default empty; at most 100 groups, each id 1 to 255 bytes, no duplicates.
+    pub retain_for_groups: Vec<String>,
+    /// Hard cap on age that overrides `retain_for_groups`: a segment whose newest record is
+    /// older than this is deleted even if a listed group has not consumed it, so a dead group
+    /// cannot fill the disk. Default `None`; when set, positive and at least `retention_ms`.
+    pub max_retention_ms: Option<Duration>,
+    /// Hard cap on partition size that overrides `retain_for_groups`. Default `None`; when set,
+    /// positive and at least `retention_bytes`.
+    pub max_retention_bytes: Option<u64>,
 }
+
+// `min_cleanable_dirty_ratio` is an f64, so `Eq` cannot be derived; `validate` rejects NaN, the
+// one value for which equality is not reflexive.
+impl Eq for TopicConfig {}
 
 impl Default for TopicConfig {
     fn default() -> Self {
@@ -80,6 +132,14 @@ impl Default for TopicConfig {
             cleanup_policy: CleanupPolicy::Delete,
             retention_ms: None,
             retention_bytes: None,
+            min_cleanable_dirty_ratio: 0.5,
+            min_compaction_lag_ms: Duration::ZERO,
+            max_compaction_lag_ms: None,
+            delete_retention_ms: Duration::from_secs(24 * 3600),
+            compaction_strategy: CompactionStrategy::Offset,
+            retain_for_groups: Vec::new(),
+            max_retention_ms: None,
+            max_retention_bytes: None,
         }
     }
 }
@@ -103,6 +163,57 @@ impl TopicConfig {
         message_timestamp_type: TimestampType);
     setter!(/// Sets `cleanup_policy`.
         cleanup_policy: CleanupPolicy);
+    setter!(/// Sets `min_cleanable_dirty_ratio`.
+        min_cleanable_dirty_ratio: f64);
+    setter!(/// Sets `min_compaction_lag_ms`.
+        min_compaction_lag_ms: Duration);
+    setter!(/// Sets `delete_retention_ms`.
+        delete_retention_ms: Duration);
+    setter!(/// Sets `compaction_strategy`.
+        compaction_strategy: CompactionStrategy);
+
+    /// Sets `max_compaction_lag_ms` (`None`: no deadline).
+    pub fn max_compaction_lag_ms(mut self, value: impl Into<Option<Duration>>) -> Self {
+        self.max_compaction_lag_ms = value.into();
+        self
+    }
+
+    /// Sets `retain_for_groups`.
+    pub fn retain_for_groups<S: Into<String>>(
+        mut self,
+        groups: impl IntoIterator<Item = S>,
+    ) -> Self {
+        self.retain_for_groups = groups.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Sets `max_retention_ms` (`None`: no hard cap on age).
+    pub fn max_retention_ms(mut self, value: impl Into<Option<Duration>>) -> Self {
+        self.max_retention_ms = value.into();
+        self
+    }
+
+    /// Sets `max_retention_bytes` (`None`: no hard cap on size).
+    pub fn max_retention_bytes(mut self, value: impl Into<Option<u64>>) -> Self {
+        self.max_retention_bytes = value.into();
+        self
+    }
+
+    /// Whether compaction applies (`Compact` or `CompactAndDelete`).
+    pub fn compacts(&self) -> bool {
+        matches!(
+            self.cleanup_policy,
+            CleanupPolicy::Compact | CleanupPolicy::CompactAndDelete
+        )
+    }
+
+    /// Whether time/size retention applies (`Delete` or `CompactAndDelete`).
+    pub fn deletes(&self) -> bool {
+        matches!(
+            self.cleanup_policy,
+            CleanupPolicy::Delete | CleanupPolicy::CompactAndDelete
+        )
+    }
 
     /// Sets `retention_ms` (`None` keeps data forever).
     pub fn retention_ms(mut self, value: impl Into<Option<Duration>>) -> Self {
@@ -161,6 +272,79 @@ impl TopicConfig {
                 "must be positive (use None for no size limit)",
             ));
         }
+        self.validate_cleaner()
+    }
+
+    /// The retention-for-groups and compaction fields.
+    fn validate_cleaner(&self) -> Result<()> {
+        let ratio = self.min_cleanable_dirty_ratio;
+        if !(0.0..=1.0).contains(&ratio) {
+            return Err(Error::invalid_config(
+                "min_cleanable_dirty_ratio",
+                format!("is {ratio}, must be between 0.0 and 1.0"),
+            ));
+        }
+        if let Some(max) = self.max_compaction_lag_ms {
+            if max.is_zero() || max < self.min_compaction_lag_ms {
+                return Err(Error::invalid_config(
+                    "max_compaction_lag_ms",
+                    "must be positive and at least min_compaction_lag_ms (use None for no deadline)",
+                ));
+            }
+        }
+        // Stored as u64 milliseconds in topics.meta.
+        for (field, d) in [
+            ("min_compaction_lag_ms", self.min_compaction_lag_ms),
+            ("delete_retention_ms", self.delete_retention_ms),
+        ] {
+            if d.as_millis() > i64::MAX as u128 {
+                return Err(Error::invalid_config(field, "is too large"));
+            }
+        }
+        if let CompactionStrategy::Header(name) = &self.compaction_strategy {
+            if name.is_empty() || name.len() > 1024 {
+                return Err(Error::invalid_config(
+                    "compaction_strategy",
+                    "the version header name must be 1 to 1024 bytes",
+                ));
+            }
+        }
+        for (i, g) in self.retain_for_groups.iter().enumerate() {
+            if g.is_empty() || g.len() > 255 {
+                return Err(Error::invalid_config(
+                    "retain_for_groups",
+                    format!("group id {g:?} must be 1 to 255 bytes"),
+                ));
+            }
+            if self.retain_for_groups[..i].contains(g) {
+                return Err(Error::invalid_config(
+                    "retain_for_groups",
+                    format!("group id {g:?} is listed twice"),
+                ));
+            }
+        }
+        if self.retain_for_groups.len() > 100 {
+            return Err(Error::invalid_config(
+                "retain_for_groups",
+                "lists more than 100 groups",
+            ));
+        }
+        if let Some(max) = self.max_retention_ms {
+            if max.is_zero() || self.retention_ms.is_some_and(|r| max < r) {
+                return Err(Error::invalid_config(
+                    "max_retention_ms",
+                    "must be positive and at least retention_ms (use None for no hard cap)",
+                ));
+            }
+        }
+        if let Some(max) = self.max_retention_bytes {
+            if max == 0 || self.retention_bytes.is_some_and(|r| max < r) {
+                return Err(Error::invalid_config(
+                    "max_retention_bytes",
+                    "must be positive and at least retention_bytes (use None for no hard cap)",
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -192,6 +376,25 @@ mod tests {
     }
 
     #[test]
+    fn boundary_values_are_accepted() {
+        let good = [
+            TopicConfig::default().min_cleanable_dirty_ratio(0.0),
+            TopicConfig::default().min_cleanable_dirty_ratio(1.0),
+            TopicConfig::default().delete_retention_ms(Duration::ZERO),
+            TopicConfig::default()
+                .min_compaction_lag_ms(Duration::from_secs(5))
+                .max_compaction_lag_ms(Duration::from_secs(5)),
+            TopicConfig::default().compaction_strategy(CompactionStrategy::Header("v".into())),
+            TopicConfig::default()
+                .retain_for_groups(["a", "b"])
+                .max_retention_ms(Duration::from_secs(1)),
+        ];
+        for cfg in good {
+            cfg.validate().unwrap();
+        }
+    }
+
+    #[test]
     fn out_of_bounds_values_are_rejected_not_clamped() {
         let bad = [
             TopicConfig::default().partitions(0),
@@ -205,6 +408,24 @@ mod tests {
             TopicConfig::default().compression(Compression::Zstd { level: 23 }),
             TopicConfig::default().retention_ms(Duration::ZERO),
             TopicConfig::default().retention_bytes(0),
+            TopicConfig::default().min_cleanable_dirty_ratio(-0.1),
+            TopicConfig::default().min_cleanable_dirty_ratio(1.5),
+            TopicConfig::default().min_cleanable_dirty_ratio(f64::NAN),
+            TopicConfig::default().max_compaction_lag_ms(Duration::ZERO),
+            TopicConfig::default()
+                .min_compaction_lag_ms(Duration::from_secs(10))
+                .max_compaction_lag_ms(Duration::from_secs(5)),
+            TopicConfig::default().compaction_strategy(CompactionStrategy::Header(String::new())),
+            TopicConfig::default().retain_for_groups([""]),
+            TopicConfig::default().retain_for_groups(["a", "a"]),
+            TopicConfig::default().max_retention_ms(Duration::ZERO),
+            TopicConfig::default()
+                .retention_ms(Duration::from_secs(60))
+                .max_retention_ms(Duration::from_secs(59)),
+            TopicConfig::default().max_retention_bytes(0),
+            TopicConfig::default()
+                .retention_bytes(100)
+                .max_retention_bytes(99),
         ];
         for cfg in bad {
             let err = cfg.validate().unwrap_err();

@@ -42,6 +42,7 @@ macro_rules! setter {
     };
 }
 
+mod cleaner;
 mod config;
 mod consumer;
 mod error;
@@ -57,7 +58,8 @@ mod segment;
 pub mod storage;
 mod wait;
 
-pub use config::{CleanupPolicy, TopicConfig};
+pub use cleaner::{CompactionReport, MaintenanceReport, PartitionReport, RetentionReport};
+pub use config::{CleanupPolicy, CompactionStrategy, TopicConfig};
 pub use consumer::{
     AutoOffsetReset, ConsumedRecord, Consumer, ConsumerConfig, IsolationLevel, PartitionLag,
     RebalanceListener,

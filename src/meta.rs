@@ -94,6 +94,10 @@ impl<'a> Reader<'a> {
     pub fn is_empty(&self) -> bool {
         self.buf.is_empty()
     }
+    /// Everything not read yet.
+    pub fn rest(&mut self) -> &'a [u8] {
+        std::mem::take(&mut self.buf)
+    }
 }
 
 pub(crate) fn seal_envelope(magic: [u8; 4], payload: &[u8]) -> Vec<u8> {
@@ -160,6 +164,14 @@ mod tag {
     pub const CLEANUP_POLICY: u16 = 9;
     pub const RETENTION_MS: u16 = 10;
     pub const RETENTION_BYTES: u16 = 11;
+    pub const MIN_CLEANABLE_DIRTY_RATIO: u16 = 12;
+    pub const MIN_COMPACTION_LAG_MS: u16 = 13;
+    pub const MAX_COMPACTION_LAG_MS: u16 = 14;
+    pub const DELETE_RETENTION_MS: u16 = 15;
+    pub const COMPACTION_STRATEGY: u16 = 16;
+    pub const RETAIN_FOR_GROUPS: u16 = 17;
+    pub const MAX_RETENTION_MS: u16 = 18;
+    pub const MAX_RETENTION_BYTES: u16 = 19;
 }
 
 fn field(w: &mut Writer, tag: u16, value: &[u8]) {
@@ -227,6 +239,35 @@ pub(crate) fn encode_topics(topics: &[(String, TopicConfig)]) -> Vec<u8> {
                 optional_u64(c.retention_ms.map(|d| d.as_millis() as u64)),
             ),
             (tag::RETENTION_BYTES, optional_u64(c.retention_bytes)),
+            (
+                tag::MIN_CLEANABLE_DIRTY_RATIO,
+                c.min_cleanable_dirty_ratio.to_bits().to_be_bytes().to_vec(),
+            ),
+            (
+                tag::MIN_COMPACTION_LAG_MS,
+                millis(c.min_compaction_lag_ms).to_be_bytes().to_vec(),
+            ),
+            (
+                tag::MAX_COMPACTION_LAG_MS,
+                optional_u64(c.max_compaction_lag_ms.map(millis)),
+            ),
+            (
+                tag::DELETE_RETENTION_MS,
+                millis(c.delete_retention_ms).to_be_bytes().to_vec(),
+            ),
+            (
+                tag::COMPACTION_STRATEGY,
+                encode_strategy(&c.compaction_strategy),
+            ),
+            (tag::RETAIN_FOR_GROUPS, encode_groups(&c.retain_for_groups)),
+            (
+                tag::MAX_RETENTION_MS,
+                optional_u64(c.max_retention_ms.map(millis)),
+            ),
+            (
+                tag::MAX_RETENTION_BYTES,
+                optional_u64(c.max_retention_bytes),
+            ),
         ];
         w.u16(fields.len() as u16);
         for (t, v) in &fields {
@@ -291,6 +332,22 @@ fn decode_topics_payload(
                     c.retention_ms = read_optional_u64(&mut v)?.map(Duration::from_millis)
                 }
                 tag::RETENTION_BYTES => c.retention_bytes = read_optional_u64(&mut v)?,
+                tag::MIN_CLEANABLE_DIRTY_RATIO => {
+                    c.min_cleanable_dirty_ratio = f64::from_bits(v.u64()?)
+                }
+                tag::MIN_COMPACTION_LAG_MS => {
+                    c.min_compaction_lag_ms = Duration::from_millis(v.u64()?)
+                }
+                tag::MAX_COMPACTION_LAG_MS => {
+                    c.max_compaction_lag_ms = read_optional_u64(&mut v)?.map(Duration::from_millis)
+                }
+                tag::DELETE_RETENTION_MS => c.delete_retention_ms = Duration::from_millis(v.u64()?),
+                tag::COMPACTION_STRATEGY => c.compaction_strategy = decode_strategy(&mut v)?,
+                tag::RETAIN_FOR_GROUPS => c.retain_for_groups = decode_groups(&mut v)?,
+                tag::MAX_RETENTION_MS => {
+                    c.max_retention_ms = read_optional_u64(&mut v)?.map(Duration::from_millis)
+                }
+                tag::MAX_RETENTION_BYTES => c.max_retention_bytes = read_optional_u64(&mut v)?,
                 other => {
                     return Err(format!(
                         "unknown field tag {other} (written by a newer annals?)"
@@ -432,9 +489,17 @@ pub(crate) fn store_checkpoint(storage: &dyn Storage, dir: &Path, c: &Checkpoint
     )?)
 }
 
+// ---- partition.bounds: see meta/bounds.rs -----------------------------------------------------
+
+mod bounds;
+mod cleaner_fields;
+pub(crate) use bounds::{load_bounds, store_bounds, Bounds, BOUNDS_FILE};
+use cleaner_fields::{decode_groups, decode_strategy, encode_groups, encode_strategy, millis};
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::CompactionStrategy;
 
     #[test]
     fn topics_round_trip() {
@@ -449,6 +514,23 @@ mod tests {
                     .retention_bytes(1 << 20)
                     .cleanup_policy(CleanupPolicy::Compact)
                     .message_timestamp_type(TimestampType::LogAppendTime),
+            ),
+            (
+                "cleaned".to_string(),
+                TopicConfig::default()
+                    .cleanup_policy(CleanupPolicy::CompactAndDelete)
+                    .min_cleanable_dirty_ratio(0.25)
+                    .min_compaction_lag_ms(Duration::from_millis(5))
+                    .max_compaction_lag_ms(Duration::from_secs(9))
+                    .delete_retention_ms(Duration::ZERO)
+                    .compaction_strategy(CompactionStrategy::Header("version".into()))
+                    .retain_for_groups(["billing", "audit"])
+                    .max_retention_ms(Duration::from_secs(3600))
+                    .max_retention_bytes(1 << 30),
+            ),
+            (
+                "by-time".to_string(),
+                TopicConfig::default().compaction_strategy(CompactionStrategy::Timestamp),
             ),
         ];
         let bytes = encode_topics(&topics);

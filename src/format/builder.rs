@@ -138,6 +138,8 @@ pub struct BatchBuilder {
     buf: Vec<u8>,
     start: usize,
     count: u32,
+    /// Offset delta of the next record: `count` unless records were pushed at explicit deltas.
+    next_delta: u32,
     base_timestamp: Option<i64>,
     max_timestamp: i64,
 }
@@ -169,6 +171,7 @@ impl BatchBuilder {
             buf,
             start,
             count: 0,
+            next_delta: 0,
             base_timestamp: None,
             max_timestamp: 0,
         }
@@ -181,14 +184,27 @@ impl BatchBuilder {
     /// Errors (leaving the builder unchanged) on a negative timestamp, on a field longer than
     /// `i32::MAX` bytes, or when the batch would exceed `i32::MAX` records or bytes.
     pub fn push(&mut self, record: &Record, timestamp: i64) -> Result<()> {
+        self.push_at(record, timestamp, self.next_delta)
+    }
+
+    /// Like [`push`](Self::push), at an explicit offset delta, which must be larger than the
+    /// previous record's: the batch then has offset gaps, as Kafka's log cleaner leaves them
+    /// when it drops records from a batch but keeps its base offset. The batch's
+    /// `lastOffsetDelta` is the last pushed record's delta.
+    pub fn push_at(&mut self, record: &Record, timestamp: i64, offset_delta: u32) -> Result<()> {
+        if offset_delta < self.next_delta {
+            return Err(Error::InvalidArgument(format!(
+                "offset delta {offset_delta} does not follow the previous record's"
+            )));
+        }
         if timestamp < 0 {
             return Err(Error::InvalidArgument(format!(
                 "record timestamp {timestamp} is negative"
             )));
         }
-        let offset_delta = i32::try_from(self.count)
+        let offset_delta = i32::try_from(offset_delta)
             .ok()
-            .filter(|&d| d < i32::MAX)
+            .filter(|&d| d < i32::MAX && self.count < i32::MAX as u32)
             .ok_or_else(|| {
                 Error::InvalidArgument("a batch holds at most i32::MAX records".into())
             })?;
@@ -213,6 +229,7 @@ impl BatchBuilder {
             self.max_timestamp.max(timestamp)
         };
         self.count += 1;
+        self.next_delta = offset_delta as u32 + 1;
         Ok(())
     }
 
@@ -331,7 +348,8 @@ impl BatchBuilder {
 
     /// The header for the records pushed so far, with `batch_length` and `crc` still zero.
     fn header(&self) -> Result<BatchHeader> {
-        let Some(last_offset_delta) = self.count.checked_sub(1) else {
+        let Some(last_offset_delta) = self.next_delta.checked_sub(1).filter(|_| self.count > 0)
+        else {
             return Err(Error::InvalidArgument(
                 "cannot finish a batch with no records".into(),
             ));

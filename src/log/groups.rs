@@ -3,15 +3,29 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use super::Log;
+use super::{Log, LogBuilder};
 use crate::config::{CleanupPolicy, TopicConfig};
 use crate::consumer::{Consumer, ConsumerConfig, PartitionLag};
 use crate::error::{Error, Result};
 use crate::group::{validate_group_id, Coordinator, GroupDescription};
 use crate::offsets::{OffsetAndMetadata, OffsetStore, OFFSETS_TOPIC};
 use crate::record::TopicPartition;
+
+/// Kafka's `offsets.topic.segment.bytes` default.
+pub(super) const DEFAULT_OFFSETS_SEGMENT_BYTES: u64 = 100 << 20;
+
+impl LogBuilder {
+    /// Segment size of the internal `__consumer_offsets` topic, used when this log creates it
+    /// (its first [`Log::consumer`]); an existing topic keeps its size. Only sealed segments
+    /// are compacted, so a smaller size lets compaction shrink the commit history sooner
+    /// (Kafka's `offsets.topic.segment.bytes`). Default 100 MiB; 1 KiB to 2 GiB - 1.
+    pub fn offsets_topic_segment_bytes(mut self, bytes: u64) -> Self {
+        self.offsets_segment_bytes = bytes;
+        self
+    }
+}
 
 impl Log {
     /// Starts a [`Consumer`] for `config.group_id`. Committed offsets of the group, from this or
@@ -129,7 +143,7 @@ impl Log {
     }
 
     /// The offsets store if `__consumer_offsets` exists (loading it on first use).
-    fn offsets_if_exists(&self) -> Result<Option<Arc<OffsetStore>>> {
+    pub(super) fn offsets_if_exists(&self) -> Result<Option<Arc<OffsetStore>>> {
         let mut slot = self.inner.offsets.lock();
         if let Some(store) = slot.as_ref() {
             return Ok(Some(store.clone()));
@@ -154,7 +168,8 @@ impl Log {
         if let Some(store) = slot.as_ref() {
             return Ok(store.clone());
         }
-        match self.create_topic_unchecked(OFFSETS_TOPIC, offsets_topic_config()) {
+        let config = offsets_topic_config(self.inner.offsets_segment_bytes);
+        match self.create_topic_unchecked(OFFSETS_TOPIC, config) {
             Ok(()) | Err(Error::TopicExists { .. }) => {}
             Err(e) => return Err(e),
         }
@@ -164,14 +179,12 @@ impl Log {
     }
 }
 
-/// One partition, compacted (one record per group/topic/partition survives cleaning), 100 MiB
-/// segments as in Kafka's `offsets.topic.segment.bytes`.
-fn offsets_topic_config() -> TopicConfig {
-    let mut config = TopicConfig::default()
+/// One partition, compacted (one record per group/topic/partition survives cleaning), segments
+/// of `segment_bytes` (100 MiB by default, as Kafka's `offsets.topic.segment.bytes`).
+fn offsets_topic_config(segment_bytes: u64) -> TopicConfig {
+    TopicConfig::default()
         .partitions(1)
-        .segment_bytes(100 << 20)
-        .max_message_bytes(16 << 20);
-    config.cleanup_policy = CleanupPolicy::Compact;
-    config.segment_ms = Duration::from_secs(7 * 24 * 3600);
-    config
+        .segment_bytes(segment_bytes)
+        .max_message_bytes(16 << 20)
+        .cleanup_policy(CleanupPolicy::Compact)
 }

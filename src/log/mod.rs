@@ -1,6 +1,7 @@
 //! [`Log`]: a directory of topics, each a set of partitions. The public entry point.
 
 mod groups;
+mod maintenance;
 mod names;
 mod producer_ids;
 
@@ -14,7 +15,7 @@ use parking_lot::{Mutex, RwLock};
 use crate::config::TopicConfig;
 use crate::error::{Error, Result};
 use crate::group::Coordinator;
-use crate::meta::{load_topics, store_topics, CHECKPOINT_FILE, TOPICS_FILE};
+use crate::meta::{load_topics, store_topics, BOUNDS_FILE, CHECKPOINT_FILE, TOPICS_FILE};
 use crate::offsets::OffsetStore;
 use crate::partition::{open_partition, OpenParams, Partition, RecoveryMode};
 use crate::producer::{Producer, ProducerConfig};
@@ -34,6 +35,11 @@ pub struct LogBuilder {
     dir: PathBuf,
     storage: Arc<dyn Storage>,
     recovery_mode: RecoveryMode,
+    /// Background maintenance period (`None`: off); see `maintenance.rs`.
+    maintenance_interval: Option<std::time::Duration>,
+    cleaner_buffer_bytes: usize,
+    /// Segment size of `__consumer_offsets` when this open creates it; see `groups.rs`.
+    offsets_segment_bytes: u64,
 }
 
 impl LogBuilder {
@@ -54,7 +60,10 @@ impl LogBuilder {
     /// Opens (creating if needed) the log directory, takes its lock, and recovers every
     /// partition.
     pub fn open(self) -> Result<Log> {
-        Log::open_with(self)
+        self.validate()?;
+        let log = Log::open_with(self.clone())?;
+        log.start_maintenance(self.maintenance_interval)?;
+        Ok(log)
     }
 }
 
@@ -91,6 +100,10 @@ struct LogInner {
     coordinator: Coordinator,
     /// Committed offsets, loaded (or the internal topic created) on first use.
     offsets: Mutex<Option<Arc<OffsetStore>>>,
+    cleaner_buffer_bytes: usize,
+    offsets_segment_bytes: u64,
+    /// The background maintenance thread, if running (see `maintenance.rs`).
+    maintenance: Mutex<Option<maintenance::Worker>>,
 }
 
 #[derive(Debug, Default)]
@@ -117,6 +130,9 @@ impl Log {
             dir: dir.as_ref().to_path_buf(),
             storage: FsStorage::new(),
             recovery_mode: RecoveryMode::default(),
+            maintenance_interval: Some(maintenance::DEFAULT_INTERVAL),
+            cleaner_buffer_bytes: maintenance::DEFAULT_CLEANER_BUFFER_BYTES,
+            offsets_segment_bytes: groups::DEFAULT_OFFSETS_SEGMENT_BYTES,
         }
     }
 
@@ -159,6 +175,9 @@ impl Log {
                 producer_ids,
                 coordinator: Coordinator::default(),
                 offsets: Mutex::new(None),
+                cleaner_buffer_bytes: b.cleaner_buffer_bytes,
+                offsets_segment_bytes: b.offsets_segment_bytes,
+                maintenance: Mutex::new(None),
             }),
         })
     }
@@ -403,6 +422,16 @@ impl Log {
 
 impl LogInner {
     fn close(&self) -> Result<()> {
+        // Stop background maintenance first, outside the admin lock (it may be waiting for it).
+        let worker = self.stop_maintenance();
+        let result = self.close_partitions();
+        if let Some(worker) = worker {
+            worker.join();
+        }
+        result
+    }
+
+    fn close_partitions(&self) -> Result<()> {
         let _admin = self.admin.lock();
         let partitions: Vec<Partition> = {
             let mut state = self.state.write();
@@ -502,7 +531,11 @@ fn is_partition_file(name: &str) -> bool {
     let segment_file = ["log", "index", "timeindex"]
         .iter()
         .any(|ext| crate::segment::parse_file_name(name, ext).is_some());
-    segment_file || name == CHECKPOINT_FILE || name == format!("{CHECKPOINT_FILE}.tmp")
+    segment_file
+        || crate::partition::swap::is_swap_protocol_file(name)
+        || [CHECKPOINT_FILE, BOUNDS_FILE]
+            .iter()
+            .any(|f| name == *f || name == format!("{f}.tmp"))
 }
 
 /// Removes what interrupted operations left behind: partition directories of deleted topics,

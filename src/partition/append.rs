@@ -51,12 +51,13 @@ impl Partition {
             )));
         }
         let now = now_ms();
+        let config = inner.config();
         let mut w = inner.writer.lock();
         let base = inner.high_watermark.load(Ordering::Relaxed);
         let options = BatchOptions {
             base_offset: base,
-            compression: inner.config.compression,
-            timestamp_type: inner.config.message_timestamp_type,
+            compression: config.compression,
+            timestamp_type: config.message_timestamp_type,
             partition_leader_epoch: 0,
             producer_id: NO_PRODUCER_ID,
             producer_epoch: NO_PRODUCER_EPOCH,
@@ -67,8 +68,8 @@ impl Partition {
         let mut scratch = std::mem::take(&mut w.scratch);
         scratch.clear();
         let result = encode_batch(&mut scratch, &options, records, now).and_then(|header| {
-            check_size(&inner.config, scratch.len(), records.len())?;
-            if inner.config.message_timestamp_type == TimestampType::LogAppendTime {
+            check_size(&config, scratch.len(), records.len())?;
+            if config.message_timestamp_type == TimestampType::LogAppendTime {
                 set_log_append_time(&mut scratch, now);
             }
             inner.write_batch(&mut w, &scratch, &header, now)
@@ -99,17 +100,13 @@ impl Partition {
             });
         }
         let header = BatchHeader::parse(batch)?;
-        check_size(&inner.config, batch.len(), header.record_count as usize)?;
+        let config = inner.config();
+        check_size(&config, batch.len(), header.record_count as usize)?;
         // Decoding checks the CRC, the codec and each record. The one copy made here is also
         // the buffer that gets written, once the records (slices of it) are dropped.
         let owned = Bytes::from(batch.to_vec());
         let mut records = Vec::new();
-        decode_batch(
-            &owned,
-            0,
-            inner.config.max_uncompressed_bytes(),
-            &mut records,
-        )?;
+        decode_batch(&owned, 0, config.max_uncompressed_bytes(), &mut records)?;
         // The header's max timestamp drives segment rolls, the time index and retention, so it
         // must be the truth about the records (as a Kafka broker checks too).
         if let Some(r) = records.iter().find(|r| r.timestamp < 0) {
@@ -165,7 +162,7 @@ impl PartitionInner {
     pub(crate) fn append_encoded(&self, batch: &mut [u8]) -> Result<Appended> {
         self.check_writable()?;
         let header = BatchHeader::parse(batch)?;
-        check_size(&self.config, batch.len(), header.record_count as usize)?;
+        check_size(&self.config(), batch.len(), header.record_count as usize)?;
         let mut w = self.writer.lock();
         self.write_encoded(&mut w, batch)
     }
@@ -182,7 +179,7 @@ impl PartitionInner {
         }
         let base = self.high_watermark.load(Ordering::Relaxed);
         set_base_offset(batch, base);
-        if self.config.message_timestamp_type == TimestampType::LogAppendTime {
+        if self.config().message_timestamp_type == TimestampType::LogAppendTime {
             set_log_append_time(batch, now);
         }
         let header = BatchHeader::parse(batch)?;
@@ -210,16 +207,15 @@ impl PartitionInner {
             header.max_timestamp
         };
         let mut active = self.segments().last().cloned().expect("active segment");
+        let config = self.config();
         let too_old = w.first_batch_timestamp.is_some_and(|first| {
-            max_ts.saturating_sub(first) > self.config.segment_ms.as_millis() as i64
+            max_ts.saturating_sub(first) > config.segment_ms.as_millis() as i64
         });
-        if too_old
-            || active.is_full_for(batch.len(), header.last_offset(), self.config.segment_bytes)
-        {
+        if too_old || active.is_full_for(batch.len(), header.last_offset(), config.segment_bytes) {
             active = self.roll(w, &active)?;
         }
         let offset_of_max = header.last_offset();
-        let limits = self.limits();
+        let limits = PartitionInner::limits_of(&config);
         if let Err(e) = active.append(
             batch,
             header,

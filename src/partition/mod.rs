@@ -9,6 +9,7 @@ mod append;
 mod producer_state;
 mod read;
 mod recovery;
+pub(crate) mod swap;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -18,7 +19,7 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::config::TopicConfig;
 use crate::error::{Error, Result};
-use crate::meta::SealedSegment;
+use crate::meta::{Bounds, SealedSegment};
 use crate::segment::{Segment, SegmentLimits};
 use crate::storage::Storage;
 use crate::wait::Watchers;
@@ -26,7 +27,7 @@ use crate::wait::Watchers;
 pub(crate) use append::{now_ms, Appended};
 use producer_state::ProducerStates;
 pub use recovery::RecoveryMode;
-pub(crate) use recovery::{open_partition, OpenParams};
+pub(crate) use recovery::{open_partition, seal_record, OpenParams};
 
 /// A handle to one partition of a topic. Cheap to clone; all clones share the partition.
 ///
@@ -56,13 +57,20 @@ pub(crate) struct PartitionInner {
     pub id: u32,
     pub dir: PathBuf,
     pub storage: Arc<dyn Storage>,
-    pub config: TopicConfig,
+    /// The topic's configuration; `Log::alter_topic` replaces it while the partition is live.
+    /// Writers and readers clone the `Arc` once per operation (a brief read lock).
+    pub config: RwLock<Arc<TopicConfig>>,
     pub writer: Mutex<WriterState>,
     /// Copy-on-write list of segments, oldest first; the last one is active.
     pub segments: RwLock<Arc<Vec<Arc<Segment>>>>,
     /// Next offset to be written; stored (Release) after the batch is readable.
     pub high_watermark: AtomicU64,
     pub log_start_offset: AtomicU64,
+    /// The durable bounds (log start, compaction progress). Its lock also serialises
+    /// maintenance (retention, compaction, `delete_records`) on this partition; close does not
+    /// take it (a long compaction must not delay it): maintenance checks `closed` under the
+    /// writer lock before it changes the segment list, and gives up.
+    pub bounds: Mutex<Bounds>,
     pub closed: AtomicBool,
     /// Why the partition refuses writes, after a failed fsync or an unrepairable write error.
     pub poisoned: Mutex<Option<String>>,
@@ -92,11 +100,20 @@ pub(crate) struct WriterState {
 
 impl PartitionInner {
     pub(crate) fn limits(&self) -> SegmentLimits {
+        Self::limits_of(&self.config())
+    }
+
+    pub(crate) fn limits_of(config: &TopicConfig) -> SegmentLimits {
         SegmentLimits {
-            index_max_bytes: self.config.segment_index_bytes,
-            index_interval_bytes: self.config.index_interval_bytes,
-            max_batch_bytes: self.config.max_message_bytes,
+            index_max_bytes: config.segment_index_bytes,
+            index_interval_bytes: config.index_interval_bytes,
+            max_batch_bytes: config.max_message_bytes,
         }
+    }
+
+    /// The topic configuration as of now.
+    pub(crate) fn config(&self) -> Arc<TopicConfig> {
+        self.config.read().clone()
     }
 
     pub(crate) fn segments(&self) -> Arc<Vec<Arc<Segment>>> {

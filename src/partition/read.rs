@@ -15,8 +15,10 @@ impl Partition {
     ///
     /// At least one batch is returned when `offset` is below the high watermark, even if that
     /// batch alone is larger than `max_bytes` (so a reader always makes progress, as in Kafka).
-    /// Records before `offset` in the first batch are skipped. Reading at the high watermark
-    /// returns an empty vector; outside `[log_start_offset, high_watermark]` is
+    /// Records before `offset` in the first batch are skipped, and so are offsets that
+    /// compaction removed: the read returns the next records at or after `offset`, and is empty
+    /// only when no record at or after it is stored below the high watermark. Reading at the
+    /// high watermark returns an empty vector; outside `[log_start_offset, high_watermark]` is
     /// [`Error::OffsetOutOfRange`]. The records' bytes are slices of one positioned read per
     /// segment visited (compressed batches are decompressed once, into one buffer each).
     pub fn read(&self, offset: u64, max_bytes: usize) -> Result<Vec<StoredRecord>> {
@@ -55,6 +57,12 @@ impl Partition {
                 break;
             }
         }
+        // The active segment's end is published before the high watermark, so the read may
+        // have picked up a batch the watermark loaded above does not cover yet. Hand out only
+        // what is below it: otherwise the caller's next read, from past those records, could
+        // find the watermark still behind and fail with OffsetOutOfRange.
+        let visible = out[before..].partition_point(|r| r.offset < hw);
+        out.truncate(before + visible);
         Ok(())
     }
 
@@ -127,14 +135,14 @@ impl PartitionInner {
                     out,
                 ) {
                     Err(Error::Corrupt { position, .. }) if position == pos => {
-                        let first = Expect::Base(segment.base_offset);
+                        let first = Expect::after(segment.base_offset, segment);
                         self.read_segment_from(segment, 0, first, offset, max_bytes, out)
                     }
                     other => other,
                 }
             }
             None => {
-                let first = Expect::Base(segment.base_offset);
+                let first = Expect::after(segment.base_offset, segment);
                 self.read_segment_from(segment, 0, first, offset, max_bytes, out)
             }
         }
@@ -143,7 +151,8 @@ impl PartitionInner {
     /// Walks whole batches from `pos`, skipping those before `offset` without reading their
     /// bodies, and decodes the rest until `max_bytes` of batches (at least one) are used.
     /// Every batch's offsets are checked against the one before it: the base offset is outside
-    /// the batch CRC, so continuity is what proves it undamaged.
+    /// the batch CRC, so continuity is what proves it undamaged (in a compacted segment only
+    /// the order can be checked: compaction leaves gaps).
     fn read_segment_from(
         &self,
         segment: &Segment,
@@ -157,10 +166,11 @@ impl PartitionInner {
         let before = out.len();
         let mut used = 0usize;
         // One read covers the requested bytes plus the index's granularity of slack before them.
+        let config = self.config();
         let want = max_bytes
             .max(HEADER_LEN)
-            .saturating_add(self.config.index_interval_bytes);
-        let max_uncompressed = self.config.max_uncompressed_bytes();
+            .saturating_add(config.index_interval_bytes);
+        let max_uncompressed = config.max_uncompressed_bytes();
         let mut chunk = Chunk::default();
         while pos < end {
             if end - pos < HEADER_LEN as u64 {
@@ -191,7 +201,7 @@ impl PartitionInner {
                     ),
                 ));
             }
-            expect = Expect::Base(header.next_offset());
+            expect = Expect::after(header.next_offset(), segment);
             if header.last_offset() < offset {
                 pos += len as u64;
                 continue;
@@ -256,14 +266,27 @@ impl PartitionInner {
 enum Expect {
     /// Its base offset (it follows a batch we saw, or starts the segment).
     Base(u64),
+    /// Its base offset is at least this: as `Base`, in a compacted segment, where compaction
+    /// may have removed whole batches.
+    From(u64),
     /// Its last offset (the index entry that led us here names it).
     Last(u64),
 }
 
 impl Expect {
+    /// What must follow a batch ending before `next` (or start a segment at `next`).
+    fn after(next: u64, segment: &Segment) -> Expect {
+        if segment.allow_gaps {
+            Expect::From(next)
+        } else {
+            Expect::Base(next)
+        }
+    }
+
     fn matches(&self, header: &BatchHeader) -> bool {
         match *self {
             Expect::Base(base) => header.base_offset == base,
+            Expect::From(base) => header.base_offset >= base,
             Expect::Last(last) => header.last_offset() == last,
         }
     }

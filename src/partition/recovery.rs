@@ -21,11 +21,14 @@ use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
 
+use super::swap::finish_interrupted;
 use super::{PartitionInner, ProducerStates, WriterState};
 use crate::config::TopicConfig;
 use crate::error::{Error, Result};
 use crate::format::BatchHeader;
-use crate::meta::{load_checkpoint, SealedSegment, CHECKPOINT_FILE};
+use crate::meta::{
+    load_bounds, load_checkpoint, store_bounds, Bounds, SealedSegment, BOUNDS_FILE, CHECKPOINT_FILE,
+};
 use crate::segment::{
     file_name, parse_file_name, scan_batches, valid_batch_after, ScanEnd, ScanOptions, Segment,
     SegmentLimits, SegmentStats, NO_TIMESTAMP,
@@ -62,24 +65,57 @@ pub(crate) fn open_partition(p: OpenParams<'_>) -> Result<PartitionInner> {
         max_batch_bytes: p.config.max_message_bytes,
     };
     storage.create_dir_all(&p.dir)?;
-    let bases = list_segments(storage, &p.dir)?;
+    // Finish (or roll back) an interrupted compaction swap or segment deletion first, so the
+    // listing below sees one consistent set of segments.
+    let replaced = finish_interrupted(storage, &p.dir)?;
+    let mut bases = list_segments(storage, &p.dir)?;
     // A damaged checkpoint only costs a full scan: it is a cache of what scanning finds.
     let checkpoint = load_checkpoint(storage, &p.dir).unwrap_or(None);
     let had_checkpoint = checkpoint.is_some();
-    let checkpoint = checkpoint.unwrap_or_default();
+    let mut checkpoint = checkpoint.unwrap_or_default();
+    // Entries for segments a completed swap replaced describe files that are gone.
+    checkpoint
+        .sealed
+        .retain(|s| !replaced.iter().any(|r| (r.0..r.1).contains(&s.base_offset)));
+    // The log start's own home: never guessed, because guessing low would bring deleted
+    // records back. Only TruncateCorrupt opens without it, and then allows offset gaps
+    // everywhere rather than truncate compacted segments as damaged.
+    let (bounds, bounds_lost) = match load_bounds(storage, &p.dir) {
+        Ok(b) => (b.unwrap_or_default(), false),
+        Err(e) if p.mode == RecoveryMode::Strict => return Err(e),
+        Err(_) => {
+            let guess = Bounds {
+                log_start_offset: checkpoint.log_start_offset,
+                cleaned_end: u64::MAX,
+                passes: Vec::new(),
+            };
+            (guess, true)
+        }
+    };
+    let start_floor = bounds.log_start_offset.max(checkpoint.log_start_offset);
+    remove_segments_below(storage, &p.dir, &mut bases, start_floor)?;
+    check_listed_segments_exist(&p.dir, &bases, &checkpoint.sealed)?;
 
     let mut segments: Vec<Arc<Segment>> = Vec::new();
     let mut sealed: Vec<SealedSegment> = Vec::new();
     let mut needs_sync = false;
     let mut next_offset = checkpoint.log_start_offset;
+    let mut prev_allows_gaps = false;
     let mut i = 0;
     while i < bases.len() {
         let base = bases[i];
         let is_last = i + 1 == bases.len();
         let log_path = p.dir.join(file_name(base, "log"));
         let size = storage.open(&log_path, OpenMode::Read)?.len()?;
-        if base != next_offset && !segments.is_empty() {
-            // Each segment starts where the previous one ended; anything else means a segment
+        let allow_gaps = base < bounds.cleaned_end;
+        let follows = if prev_allows_gaps {
+            base >= next_offset
+        } else {
+            base == next_offset
+        };
+        if !follows && !segments.is_empty() {
+            // Each segment starts where the previous one ended (or, after a compacted one, at or
+            // after it: compaction may drop its last records); anything else means a segment
             // file is missing or foreign.
             return Err(Error::Corrupt {
                 segment: log_path,
@@ -89,6 +125,7 @@ pub(crate) fn open_partition(p: OpenParams<'_>) -> Result<PartitionInner> {
                 ),
             });
         }
+        prev_allows_gaps = allow_gaps;
         let trusted = checkpoint
             .sealed
             .iter()
@@ -103,6 +140,7 @@ pub(crate) fn open_partition(p: OpenParams<'_>) -> Result<PartitionInner> {
                 entry.stats,
                 is_last,
                 Some((entry.index_crc, entry.time_index_crc)),
+                allow_gaps,
             )?;
             if !is_last {
                 sealed.push(seal_record(&segment)?);
@@ -117,6 +155,7 @@ pub(crate) fn open_partition(p: OpenParams<'_>) -> Result<PartitionInner> {
         let opts = ScanOptions {
             // The first segment may start below the log start offset (records deleted inside it).
             segment_base: base,
+            allow_gaps,
             verify_crc: true,
             max_batch_bytes: limits.max_batch_bytes,
         };
@@ -162,7 +201,9 @@ pub(crate) fn open_partition(p: OpenParams<'_>) -> Result<PartitionInner> {
             drop_rest = true;
         }
         let is_active = is_last || drop_rest;
-        let segment = Segment::open(storage, &p.dir, base, &limits, stats, is_active, None)?;
+        let segment = Segment::open(
+            storage, &p.dir, base, &limits, stats, is_active, None, allow_gaps,
+        )?;
         if size != stats.size {
             segment.truncate(stats.size, stats)?;
             needs_sync = true;
@@ -191,10 +232,7 @@ pub(crate) fn open_partition(p: OpenParams<'_>) -> Result<PartitionInner> {
     }
     let active = segments.last().expect("at least one segment").clone();
     let high_watermark = active.next_offset();
-    let log_start_offset = checkpoint
-        .log_start_offset
-        .max(segments[0].base_offset)
-        .min(high_watermark);
+    let log_start_offset = start_floor.max(segments[0].base_offset).min(high_watermark);
     let first_batch_timestamp = first_batch_max_timestamp(&active)?;
     let producers = rebuild_producer_states(&checkpoint, had_checkpoint, &segments, &limits)?;
 
@@ -203,7 +241,7 @@ pub(crate) fn open_partition(p: OpenParams<'_>) -> Result<PartitionInner> {
         id: p.id,
         dir: p.dir.clone(),
         storage: p.storage.clone(),
-        config: p.config.clone(),
+        config: RwLock::new(Arc::new(p.config.clone())),
         writer: Mutex::new(WriterState {
             since_index: since_last_index_entry(&active),
             first_batch_timestamp,
@@ -216,6 +254,13 @@ pub(crate) fn open_partition(p: OpenParams<'_>) -> Result<PartitionInner> {
         high_watermark: AtomicU64::new(high_watermark),
         watchers: Default::default(),
         log_start_offset: AtomicU64::new(log_start_offset),
+        bounds: Mutex::new(Bounds {
+            log_start_offset,
+            // Compaction never reaches the active segment; this also turns the "gaps anywhere"
+            // of a lost bounds file into "gaps in any sealed segment" from here on.
+            cleaned_end: bounds.cleaned_end.min(active.base_offset),
+            ..bounds
+        }),
         closed: AtomicBool::new(false),
         poisoned: Mutex::new(None),
         synced: Mutex::new(0),
@@ -230,6 +275,11 @@ pub(crate) fn open_partition(p: OpenParams<'_>) -> Result<PartitionInner> {
         let mut w = inner.writer.lock();
         w.recovery_point = high_watermark;
         inner.write_checkpoint(&w, high_watermark)?;
+    }
+    if bounds_lost {
+        // TruncateCorrupt opened without a readable bounds file: write the repaired one, or
+        // every later open would trip over the damaged file again.
+        store_bounds(storage, &p.dir, &inner.bounds.lock())?;
     }
     *inner.synced.lock() = high_watermark;
     Ok(inner)
@@ -259,6 +309,7 @@ fn rebuild_producer_states(
         }
         let opts = ScanOptions {
             segment_base: segment.base_offset,
+            allow_gaps: segment.allow_gaps,
             verify_crc: false,
             max_batch_bytes: limits.max_batch_bytes,
         };
@@ -272,7 +323,7 @@ fn rebuild_producer_states(
     Ok(states)
 }
 
-fn seal_record(segment: &Segment) -> Result<SealedSegment> {
+pub(crate) fn seal_record(segment: &Segment) -> Result<SealedSegment> {
     let (index_crc, time_index_crc) = segment.index_checksums()?;
     Ok(SealedSegment {
         base_offset: segment.base_offset,
@@ -295,11 +346,57 @@ fn list_segments(storage: &dyn Storage, dir: &Path) -> Result<Vec<u64>> {
         let orphan_index = ["index", "timeindex"].iter().any(|ext| {
             parse_file_name(name, ext).is_some_and(|b| bases.binary_search(&b).is_err())
         });
-        if orphan_index || (name.ends_with(".tmp") && name.starts_with(CHECKPOINT_FILE)) {
+        let temp = name.ends_with(".tmp")
+            && (name.starts_with(CHECKPOINT_FILE) || name.starts_with(BOUNDS_FILE));
+        if orphan_index || temp {
             storage.remove_file(&dir.join(name))?;
         }
     }
     Ok(bases)
+}
+
+/// Removes the segments that lie wholly below the durable log start: retention advanced the
+/// start, then crashed before their files were gone. (A segment is wholly below the start when
+/// the next segment starts at or below it.)
+fn remove_segments_below(
+    storage: &dyn Storage,
+    dir: &Path,
+    bases: &mut Vec<u64>,
+    log_start: u64,
+) -> Result<()> {
+    let keep_from = bases.partition_point(|&b| b <= log_start).saturating_sub(1);
+    if keep_from == 0 {
+        return Ok(());
+    }
+    for &base in &bases[..keep_from] {
+        remove_segment_files(storage, dir, base)?;
+    }
+    bases.drain(..keep_from);
+    storage.sync_dir(dir)?;
+    Ok(())
+}
+
+/// A sealed segment the checkpoint lists, lying between the first and last segment on disk,
+/// must exist: retention only removes a prefix and compaction rewrites the checkpoint before it
+/// retires segments, so a missing one is a hole in the log, which compaction's offset gaps
+/// would otherwise hide.
+fn check_listed_segments_exist(dir: &Path, bases: &[u64], listed: &[SealedSegment]) -> Result<()> {
+    let (Some(&first), Some(&last)) = (bases.first(), bases.last()) else {
+        return Ok(());
+    };
+    for s in listed {
+        if s.base_offset > first
+            && s.base_offset < last
+            && bases.binary_search(&s.base_offset).is_err()
+        {
+            return Err(Error::Corrupt {
+                segment: dir.join(file_name(s.base_offset, "log")),
+                position: 0,
+                reason: "the checkpoint lists this segment but its file is missing".into(),
+            });
+        }
+    }
+    Ok(())
 }
 
 fn remove_segment_files(storage: &dyn Storage, dir: &Path, base: u64) -> Result<()> {
@@ -327,6 +424,8 @@ fn later_segments_hold_data(
         }
         let opts = ScanOptions {
             segment_base: base,
+            // Only asks whether valid batches exist at all; their offsets do not matter here.
+            allow_gaps: true,
             verify_crc: true,
             max_batch_bytes,
         };

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 
 use crate::format::BatchHeader;
 use crate::storage::{OpenMode, Storage, StorageFile};
@@ -33,6 +33,9 @@ pub(crate) struct SegmentLimits {
     /// Largest batch the scanner accepts; anything claiming more is corrupt.
     pub max_batch_bytes: usize,
 }
+
+/// Suffix of a retired segment file waiting for its last reader (removed on the next open).
+pub(crate) const DELETED_SUFFIX: &str = "deleted";
 
 pub(crate) fn file_name(base_offset: u64, ext: &str) -> String {
     format!("{base_offset:020}.{ext}")
@@ -76,6 +79,33 @@ pub(crate) struct Segment {
     max_timestamp: AtomicI64,
     offset_of_max_timestamp: AtomicU64,
     pub indexes: RwLock<Indexes>,
+    /// Compaction may have left offset gaps here (the segment lies below the partition's
+    /// cleaned boundary): batches need only start after the previous one, not right at its end.
+    pub allow_gaps: bool,
+    /// Files to unlink once the last holder of this segment lets go (retention or a compaction
+    /// swap retired it while readers may still be using it).
+    doomed: Mutex<Option<Doomed>>,
+}
+
+/// A retired segment's renamed files, removed when the segment is dropped.
+#[derive(Debug)]
+struct Doomed {
+    storage: Arc<dyn Storage>,
+    paths: Vec<PathBuf>,
+}
+
+impl Drop for Segment {
+    fn drop(&mut self) {
+        if let Some(doomed) = self.doomed.get_mut().take() {
+            // Unmap before unlinking, so no mapping outlives its file's name. Errors cannot be
+            // reported from drop; a file left behind ends in `.deleted`, and the next open
+            // removes it.
+            self.unmap();
+            for path in &doomed.paths {
+                let _ = doomed.storage.remove_file(path);
+            }
+        }
+    }
 }
 
 impl Segment {
@@ -109,12 +139,15 @@ impl Segment {
                 max_timestamp: NO_TIMESTAMP,
                 offset_of_max_timestamp: base_offset,
             },
+            false,
         ))
     }
 
     /// Opens an existing segment whose contents are already known (`stats`). Its index files
     /// are used as they are if their checksums equal `trusted_index_crcs` (recorded when the
-    /// segment was sealed); otherwise they are rebuilt from the `.log`.
+    /// segment was sealed); otherwise they are rebuilt from the `.log`. `allow_gaps`: see the
+    /// field.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn open(
         storage: &dyn Storage,
         dir: &Path,
@@ -123,6 +156,7 @@ impl Segment {
         stats: SegmentStats,
         active: bool,
         trusted_index_crcs: Option<(u32, u32)>,
+        allow_gaps: bool,
     ) -> io::Result<Segment> {
         let log_path = dir.join(file_name(base_offset, "log"));
         let file = storage.open(&log_path, OpenMode::ReadWrite)?;
@@ -135,7 +169,7 @@ impl Segment {
             None => true,
         };
         let indexes = open_indexes(storage, dir, base_offset, limits, active, rebuild_indexes)?;
-        let segment = Segment::assemble(base_offset, log_path, file, indexes, stats);
+        let segment = Segment::assemble(base_offset, log_path, file, indexes, stats, allow_gaps);
         if rebuild_indexes {
             segment.rebuild_indexes(limits)?;
             if !active {
@@ -153,8 +187,11 @@ impl Segment {
         file: Arc<dyn StorageFile>,
         indexes: Indexes,
         stats: SegmentStats,
+        allow_gaps: bool,
     ) -> Segment {
         Segment {
+            allow_gaps,
+            doomed: Mutex::new(None),
             base_offset,
             log_path,
             file,
@@ -363,6 +400,7 @@ impl Segment {
         let mut max_at = self.base_offset;
         let opts = ScanOptions {
             segment_base: self.base_offset,
+            allow_gaps: self.allow_gaps,
             verify_crc: false,
             max_batch_bytes: limits.max_batch_bytes,
         };
@@ -409,6 +447,46 @@ impl Segment {
         Ok(())
     }
 
+    /// Retires the segment: renames its three files to `<name>.deleted` (so no later open takes
+    /// them for live data) and arranges for them to be unlinked when the last `Arc` of this
+    /// segment is dropped. Readers holding it keep reading through their open handle and
+    /// mapping, which a rename does not disturb; nothing is truncated or unlinked under them.
+    /// Only files that exist are renamed (an index may be missing after a crash).
+    pub(crate) fn retire(&self, storage: &Arc<dyn Storage>, dir: &Path) -> io::Result<()> {
+        let mut paths = Vec::with_capacity(3);
+        for ext in ["log", "index", "timeindex"] {
+            let from = dir.join(file_name(self.base_offset, ext));
+            let to = dir.join(format!(
+                "{}.{DELETED_SUFFIX}",
+                file_name(self.base_offset, ext)
+            ));
+            match storage.rename(&from, &to) {
+                Ok(()) => paths.push(to),
+                // No such file (an index lost in a crash): nothing to retire.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        *self.doomed.lock() = Some(Doomed {
+            storage: storage.clone(),
+            paths,
+        });
+        Ok(())
+    }
+
+    /// Unlinks the segment's files now, for a segment no reader can reach any more (the
+    /// caller's word); its mappings go first. Missing files are skipped.
+    pub(crate) fn delete_now(&self, storage: &dyn Storage, dir: &Path) -> io::Result<()> {
+        self.unmap();
+        for ext in ["log", "index", "timeindex"] {
+            match storage.remove_file(&dir.join(file_name(self.base_offset, ext))) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
     /// CRC-32C of each index file as it is on disk, for the checkpoint's record of sealed
     /// segments (a later open trusts the files only if they still match).
     pub(crate) fn index_checksums(&self) -> io::Result<(u32, u32)> {
@@ -451,4 +529,52 @@ fn open_indexes(
         offset: OffsetIndex::open(storage, &offset_path, limits.index_max_bytes, preallocate)?,
         time: TimeIndex::open(storage, &time_path, limits.index_max_bytes, preallocate)?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::SimStorage;
+
+    /// A retired segment's files are renamed at once but unlinked only when its last holder
+    /// lets go, and it stays readable meanwhile.
+    #[test]
+    fn retired_files_outlive_their_last_reader_only() {
+        let sim = SimStorage::new();
+        let storage: Arc<dyn Storage> = sim.clone();
+        let dir = Path::new("/p");
+        storage.create_dir_all(dir).unwrap();
+        let limits = SegmentLimits {
+            index_max_bytes: 1024,
+            index_interval_bytes: 0,
+            max_batch_bytes: 1 << 20,
+        };
+        let segment = Arc::new(Segment::create(&*storage, dir, 0, &limits).unwrap());
+        segment.file.write_all_at(b"twelve bytes", 0).unwrap();
+        segment.end.store(12, Ordering::Release);
+        let reader = segment.clone();
+        segment.retire(&storage, dir).unwrap();
+        let names = |sim: &SimStorage| {
+            let mut v: Vec<String> = sim
+                .paths()
+                .iter()
+                .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(
+            names(&sim),
+            vec![
+                "00000000000000000000.index.deleted",
+                "00000000000000000000.log.deleted",
+                "00000000000000000000.timeindex.deleted",
+            ]
+        );
+        drop(segment);
+        assert_eq!(names(&sim).len(), 3, "a reader still holds it");
+        assert_eq!(&reader.read(0, 12).unwrap()[..], b"twelve bytes");
+        drop(reader);
+        assert!(names(&sim).is_empty(), "{:?}", names(&sim));
+    }
 }

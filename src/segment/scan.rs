@@ -14,10 +14,15 @@ const CHUNK: usize = 1 << 20;
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ScanOptions {
     /// The segment's base offset: the first batch starts there, each later batch starts where
-    /// the previous one ended (offsets are dense until compaction exists), and every batch lies
-    /// within `base .. base + i32::MAX`. The base offset field is outside the batch CRC, so this
-    /// continuity check is what catches a damaged one.
+    /// the previous one ended, and every batch lies within `base .. base + i32::MAX`. The base
+    /// offset field is outside the batch CRC, so this continuity check is what catches a
+    /// damaged one.
     pub segment_base: u64,
+    /// The segment was (or may have been) rewritten by compaction, which leaves offset gaps:
+    /// batches then only need to start at or after the previous one's end. This weaker check
+    /// misses a damaged base offset that keeps the order; it applies only below the partition's
+    /// cleaned boundary (see `docs/ARCHITECTURE.md`, "Offset gaps").
+    pub allow_gaps: bool,
     pub verify_crc: bool,
     /// A length field claiming more than this is corruption, not a batch.
     pub max_batch_bytes: usize,
@@ -102,7 +107,7 @@ pub(crate) fn scan_batches(
                 break;
             }
         };
-        if let Some(reason) = offset_problem(&header, summary.next_offset, opts.segment_base) {
+        if let Some(reason) = offset_problem(&header, summary.next_offset, opts) {
             summary.end = invalid(pos, reason);
             break;
         }
@@ -141,13 +146,15 @@ fn invalid(position: u64, reason: String) -> ScanEnd {
     ScanEnd::Invalid { position, reason }
 }
 
-/// Each batch must start exactly where the previous one ended and stay within the segment's
-/// relative-offset range.
-fn offset_problem(h: &BatchHeader, expected: u64, segment_base: u64) -> Option<String> {
-    if h.base_offset != expected {
+/// Each batch must start exactly where the previous one ended (or, in a compacted segment, at
+/// or after it) and stay within the segment's relative-offset range.
+fn offset_problem(h: &BatchHeader, expected: u64, opts: &ScanOptions) -> Option<String> {
+    let segment_base = opts.segment_base;
+    if h.base_offset < expected || (!opts.allow_gaps && h.base_offset != expected) {
         return Some(format!(
-            "base offset {} breaks the offset sequence (expected {expected})",
-            h.base_offset
+            "base offset {} breaks the offset sequence (expected {}{expected})",
+            h.base_offset,
+            if opts.allow_gaps { "at least " } else { "" }
         ));
     }
     if h.last_offset().saturating_sub(segment_base) > i32::MAX as u64 {

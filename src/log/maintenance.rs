@@ -1,0 +1,313 @@
+//! Changing a topic at runtime and keeping the log's size in check: `Log::alter_topic`,
+//! `Log::run_maintenance` (retention, then compaction, on every partition) and the background
+//! thread that calls it every `maintenance_interval`.
+//!
+//! The background thread holds only a weak reference to the log between runs, so dropping the
+//! last `Log` handle closes the log as usual; `close` signals the thread, closes the partitions
+//! (a compaction in progress notices and abandons its temporary file) and joins it.
+
+use std::sync::Arc;
+use std::thread::{JoinHandle, ThreadId};
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+
+use super::{Log, LogBuilder, LogInner};
+use crate::cleaner::{MaintenanceReport, PartitionReport};
+use crate::config::TopicConfig;
+use crate::error::{Error, Result};
+use crate::meta::store_topics;
+
+/// Default period of the background maintenance thread (Kafka checks retention every 5 minutes
+/// and backs the cleaner off 15 s; an embedded log's segments are smaller, so 30 s).
+pub(super) const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
+/// Default memory for the cleaner's key map (Kafka: 128 MiB shared by all cleaner threads).
+pub(super) const DEFAULT_CLEANER_BUFFER_BYTES: usize = 16 << 20;
+const MIN_CLEANER_BUFFER_BYTES: usize = 1024;
+const MAX_CLEANER_BUFFER_BYTES: usize = 1 << 40;
+
+impl LogBuilder {
+    /// How often the background thread runs [`Log::run_maintenance`]; `None` turns background
+    /// maintenance off, leaving it to the host. Default 30 s; when set, at least 1 ms.
+    pub fn maintenance_interval(mut self, interval: Option<Duration>) -> Self {
+        self.maintenance_interval = interval;
+        self
+    }
+
+    /// Memory the compactor may use for its key → latest-offset map, per partition being
+    /// compacted (one at a time). A dirty part with more distinct keys than fit is compacted in
+    /// several passes. Default 16 MiB; 1 KiB to 1 TiB. Each key takes about 40 bytes.
+    pub fn cleaner_buffer_bytes(mut self, bytes: usize) -> Self {
+        self.cleaner_buffer_bytes = bytes;
+        self
+    }
+
+    pub(super) fn validate(&self) -> Result<()> {
+        if self.maintenance_interval.is_some_and(|d| d.is_zero()) {
+            return Err(Error::invalid_config(
+                "maintenance_interval",
+                "must be at least 1 ms (use None to turn background maintenance off)",
+            ));
+        }
+        if !(1024..=i32::MAX as u64).contains(&self.offsets_segment_bytes) {
+            return Err(Error::invalid_config(
+                "offsets_topic_segment_bytes",
+                format!(
+                    "is {}, must be between 1024 and {}",
+                    self.offsets_segment_bytes,
+                    i32::MAX
+                ),
+            ));
+        }
+        let b = self.cleaner_buffer_bytes;
+        if !(MIN_CLEANER_BUFFER_BYTES..=MAX_CLEANER_BUFFER_BYTES).contains(&b) {
+            return Err(Error::invalid_config(
+                "cleaner_buffer_bytes",
+                format!("is {b}, must be between {MIN_CLEANER_BUFFER_BYTES} and {MAX_CLEANER_BUFFER_BYTES}"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The background maintenance thread and its stop signal.
+#[derive(Debug)]
+pub(super) struct Worker {
+    stop: Arc<(Mutex<bool>, Condvar)>,
+    thread: JoinHandle<()>,
+    id: ThreadId,
+    /// The outcome of the thread's latest run: `Some` while it last failed.
+    last_error: Arc<Mutex<Option<Error>>>,
+}
+
+impl Worker {
+    /// Waits for the thread to finish, unless this *is* the thread (the last `Log` handle was
+    /// dropped by a maintenance run): it then exits on its own once the run returns.
+    pub(super) fn join(self) {
+        if std::thread::current().id() != self.id {
+            let _ = self.thread.join();
+        }
+    }
+}
+
+impl LogInner {
+    /// Signals the background thread to stop and hands it over for joining.
+    pub(super) fn stop_maintenance(&self) -> Option<Worker> {
+        let worker = self.maintenance.lock().take()?;
+        *worker.stop.0.lock() = true;
+        worker.stop.1.notify_all();
+        Some(worker)
+    }
+}
+
+impl Log {
+    pub(super) fn start_maintenance(&self, interval: Option<Duration>) -> Result<()> {
+        let Some(interval) = interval else {
+            return Ok(());
+        };
+        let stop = Arc::new((Mutex::new(false), Condvar::new()));
+        let weak = Arc::downgrade(&self.inner);
+        let signal = stop.clone();
+        let last_error = Arc::new(Mutex::new(None));
+        let outcome = last_error.clone();
+        let thread = std::thread::Builder::new()
+            .name("annals-maintenance".into())
+            .spawn(move || loop {
+                {
+                    let mut stopped = signal.0.lock();
+                    if !*stopped {
+                        signal.1.wait_for(&mut stopped, interval);
+                    }
+                    if *stopped {
+                        return;
+                    }
+                }
+                let Some(inner) = weak.upgrade() else {
+                    return;
+                };
+                // Errors (a full disk, say) are retried next period, and kept for
+                // `last_maintenance_error`.
+                let result = (Log { inner }).run_maintenance_while(|| !*signal.0.lock());
+                *outcome.lock() = result.err();
+            })?;
+        let id = thread.thread().id();
+        *self.inner.maintenance.lock() = Some(Worker {
+            stop,
+            thread,
+            id,
+            last_error,
+        });
+        Ok(())
+    }
+
+    /// The error of the background maintenance thread's latest run, if that run failed (it is
+    /// retried every `maintenance_interval`; a later successful run clears this). `None` also
+    /// when background maintenance is off.
+    pub fn last_maintenance_error(&self) -> Option<Error> {
+        let worker = self.inner.maintenance.lock();
+        let error = worker.as_ref()?.last_error.lock().clone();
+        error
+    }
+
+    /// Replaces a topic's configuration at runtime: validated, persisted in `topics.meta`
+    /// (atomically), and applied to the live partitions — new segments use the new sizes,
+    /// appends the new compression and limits, the next maintenance run the new retention and
+    /// compaction settings.
+    ///
+    /// Errors: [`Error::UnknownTopic`], [`Error::InvalidConfig`] (including a different
+    /// `partitions` — the number of partitions is fixed at creation — and a lower
+    /// `max_message_bytes`, which batches already stored could exceed), [`Error::Closed`], I/O.
+    ///
+    /// ```
+    /// # fn main() -> annals::Result<()> {
+    /// use std::time::Duration;
+    /// use annals::{CleanupPolicy, Log, TopicConfig};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let log = Log::open(dir.path())?;
+    /// log.create_topic("users", TopicConfig::default())?;
+    /// let compacted = log.topic_config("users")?.cleanup_policy(CleanupPolicy::Compact)
+    ///     .delete_retention_ms(Duration::from_secs(3600));
+    /// log.alter_topic("users", compacted.clone())?;
+    /// assert_eq!(log.topic_config("users")?, compacted);
+    /// assert!(log.alter_topic("users", compacted.partitions(2)).is_err());
+    /// # Ok(()) }
+    /// ```
+    pub fn alter_topic(&self, name: &str, config: TopicConfig) -> Result<()> {
+        if super::is_internal_topic(name) {
+            return Err(Error::UnknownTopic {
+                topic: name.to_string(),
+            });
+        }
+        config.validate()?;
+        let inner = &self.inner;
+        let _admin = inner.admin.lock();
+        let mut state = inner.state.write();
+        if state.closed {
+            return Err(Error::Closed);
+        }
+        let Some(topic) = state.topics.get(name) else {
+            return Err(Error::UnknownTopic {
+                topic: name.to_string(),
+            });
+        };
+        if topic.config.partitions != config.partitions {
+            return Err(Error::invalid_config(
+                "partitions",
+                format!(
+                    "cannot change from {} to {}: the number of partitions is fixed at creation",
+                    topic.config.partitions, config.partitions
+                ),
+            ));
+        }
+        if config.max_message_bytes < topic.config.max_message_bytes {
+            // Batches up to the old limit are on disk, and recovery and reads judge lengths
+            // (and decompressed sizes) by the current one: they would turn into "corruption".
+            return Err(Error::invalid_config(
+                "max_message_bytes",
+                format!(
+                    "cannot be lowered from {} to {}: stored batches may be that large",
+                    topic.config.max_message_bytes, config.max_message_bytes
+                ),
+            ));
+        }
+        let list: Vec<(String, TopicConfig)> = state
+            .topics
+            .iter()
+            .map(|(n, t)| {
+                let c = if n == name { &config } else { &t.config };
+                (n.clone(), c.clone())
+            })
+            .collect();
+        // Durable first: a crash after this reopens with the new configuration.
+        store_topics(&*inner.storage, &inner.dir, &list)?;
+        let topic = state.topics.get_mut(name).expect("checked above");
+        topic.config = config.clone();
+        let shared = Arc::new(config);
+        for p in &topic.partitions {
+            *p.inner.config.write() = shared.clone();
+        }
+        Ok(())
+    }
+
+    /// Runs retention and then compaction on every partition now, and reports what changed.
+    /// This is what the background thread does every `maintenance_interval`; with it turned
+    /// off ([`LogBuilder::maintenance_interval`]`(None)`) the host calls this itself.
+    ///
+    /// Appends and reads continue meanwhile: compaction copies without the partition's writer
+    /// lock and takes it only to swap the new segments in.
+    ///
+    /// ```
+    /// # fn main() -> annals::Result<()> {
+    /// use annals::{Log, TopicConfig};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let log = Log::builder(dir.path()).maintenance_interval(None).open()?;
+    /// log.create_topic("t", TopicConfig::default())?;
+    /// let report = log.run_maintenance()?;
+    /// assert!(report.partitions.is_empty()); // nothing to do yet
+    /// # Ok(()) }
+    /// ```
+    pub fn run_maintenance(&self) -> Result<MaintenanceReport> {
+        self.run_maintenance_while(|| true)
+    }
+
+    /// `run_maintenance`, checking `go_on` before each partition (the background thread stops
+    /// between partitions when the log closes).
+    fn run_maintenance_while(&self, go_on: impl Fn() -> bool) -> Result<MaintenanceReport> {
+        let started = Instant::now();
+        let mut report = MaintenanceReport::default();
+        for p in self.all_partitions()? {
+            if !go_on() {
+                break;
+            }
+            let config = p.inner.config();
+            let groups: Vec<(String, Option<u64>)> = config
+                .retain_for_groups
+                .iter()
+                .map(|g| {
+                    let committed = self.committed_offset_for_retention(g, p.topic(), p.id())?;
+                    Ok((g.clone(), committed))
+                })
+                .collect::<Result<_>>()?;
+            // A partition of a topic deleted meanwhile is closed (and its directory may be gone
+            // under a pass): skip it, unless the whole log is closing.
+            let deleted =
+                |p: &crate::Partition| p.inner.is_closed() && !self.inner.state.read().closed;
+            let retention = match p.retain_with_groups(&groups) {
+                Err(_) if deleted(&p) => continue,
+                r => r?,
+            };
+            let compaction = match p.compact_with_buffer(self.inner.cleaner_buffer_bytes) {
+                Err(_) if deleted(&p) => continue,
+                r => r?,
+            };
+            if retention.segments_deleted > 0
+                || retention.offsets_removed > 0
+                || compaction.passes > 0
+            {
+                report.partitions.push(PartitionReport {
+                    topic: p.topic().to_string(),
+                    partition: p.id(),
+                    retention,
+                    compaction,
+                });
+            }
+        }
+        report.elapsed = started.elapsed();
+        Ok(report)
+    }
+
+    /// The offset `group` has committed for `topic`/`partition` (the next offset it will read),
+    /// as retention for `retain_for_groups` needs it; `None` if it never committed, which holds
+    /// every segment. Does not create `__consumer_offsets` if no consumer ever ran.
+    fn committed_offset_for_retention(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: u32,
+    ) -> Result<Option<u64>> {
+        Ok(self.offsets_if_exists()?.and_then(|o| {
+            o.committed(group, &crate::record::TopicPartition::new(topic, partition))
+                .map(|c| c.offset)
+        }))
+    }
+}
