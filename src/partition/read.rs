@@ -176,6 +176,12 @@ impl PartitionInner {
             if end - pos < HEADER_LEN as u64 {
                 return Err(self.corrupt(segment, pos, "segment ends inside a batch header"));
             }
+            // Once records are in hand, stop at the first batch this read did not bring in: a
+            // fresh read for it would be thrown away, and the caller's next read starts here
+            // anyway (this used to read most bytes from the kernel twice).
+            if out.len() > before && !chunk.holds(pos, HEADER_LEN) {
+                break;
+            }
             chunk.cover(segment, pos, HEADER_LEN, want, end)?;
             let head = chunk.at(pos, HEADER_LEN);
             let len = match peek_batch_len(head) {
@@ -206,7 +212,7 @@ impl PartitionInner {
                 pos += len as u64;
                 continue;
             }
-            if out.len() > before && used + len > max_bytes {
+            if out.len() > before && (used + len > max_bytes || !chunk.holds(pos, len)) {
                 break;
             }
             chunk.cover(segment, pos, len, want, end)?;
@@ -310,13 +316,17 @@ impl Chunk {
         want: usize,
         end: u64,
     ) -> Result<()> {
-        let have = pos >= self.pos && pos + need as u64 <= self.pos + self.bytes.len() as u64;
-        if !have {
+        if !self.holds(pos, need) {
             let len = (end - pos).min(want.max(need) as u64) as usize;
             self.bytes = segment.read(pos, len)?;
             self.pos = pos;
         }
         Ok(())
+    }
+
+    /// Whether `[pos, pos + len)` is buffered.
+    fn holds(&self, pos: u64, len: usize) -> bool {
+        pos >= self.pos && pos + len as u64 <= self.pos + self.bytes.len() as u64
     }
 
     fn at(&self, pos: u64, len: usize) -> &[u8] {
