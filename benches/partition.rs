@@ -22,7 +22,9 @@
 //! - `read/<codec>`: a full sequential scan, with `read_into(offset, 1 MiB, &mut vec)` from
 //!   offset 0 to the high watermark (clearing the vec between calls), of a partition
 //!   pre-written with 1,000,000 records in batches of 1000 (target: >= 20 M records/s
-//!   uncompressed). One iteration is one whole scan.
+//!   uncompressed). One iteration is one whole scan. `read/batches/<codec>` is the same scan
+//!   through `read_batches` (borrowing batch views, records decoded while iterated, every key
+//!   and value length touched).
 //! - `format/encode/<codec>` and `format/decode/<codec>`: `encode_batch` of 1000 records into a
 //!   reused buffer, and `decode_batch` of that batch, with no I/O, to tell the cost of the
 //!   format layer from that of the file system.
@@ -32,7 +34,7 @@ use std::hint::black_box;
 use std::io::{BufWriter, Write};
 use std::time::{Duration, Instant};
 
-use annals::format::{decode_batch, encode_batch, BatchOptions};
+use annals::format::{decode_batch, encode_batch, BatchOptions, BatchView};
 use annals::{Compression, Log, Partition, Record, StoredRecord, TopicConfig};
 use bytes::Bytes;
 use criterion::{
@@ -198,6 +200,29 @@ fn scan(p: &Partition, out: &mut Vec<StoredRecord>) -> u64 {
     seen
 }
 
+/// `scan` through `read_batches`: iterates every record of every view, touching its key and
+/// value lengths (the views decode nothing until iterated).
+fn scan_views(p: &Partition, out: &mut Vec<BatchView>) -> u64 {
+    let hw = p.high_watermark();
+    let mut offset = 0;
+    let mut seen = 0u64;
+    let mut bytes = 0usize;
+    while offset < hw {
+        out.clear();
+        p.read_batches(offset, READ_MAX_BYTES, out).expect("read");
+        for view in out.iter() {
+            for r in view.records() {
+                let r = r.expect("valid record");
+                bytes += r.key.map_or(0, <[u8]>::len) + r.value.map_or(0, <[u8]>::len);
+                seen += 1;
+            }
+        }
+        offset = out.last().expect("a batch below the hw").next_offset();
+    }
+    black_box(bytes);
+    seen
+}
+
 fn bench_read(c: &mut Criterion) {
     let records = make_records(POOL);
     let dir = tempfile::tempdir().expect("tempdir");
@@ -224,6 +249,17 @@ fn bench_read(c: &mut Criterion) {
             });
             b.iter(|| {
                 let seen = scan(p, &mut out);
+                assert_eq!(seen, READ_RECORDS);
+                seen
+            })
+        });
+        let mut views = Vec::new();
+        group.bench_function(format!("batches/{codec_name}"), |b| {
+            let p = partition.get_or_insert_with(|| {
+                prewrite(&log, &format!("read-{codec_name}"), compression, &records)
+            });
+            b.iter(|| {
+                let seen = scan_views(p, &mut views);
                 assert_eq!(seen, READ_RECORDS);
                 seen
             })

@@ -48,6 +48,7 @@ mod codec;
 mod decode;
 mod header;
 mod varint;
+mod view;
 
 #[cfg(test)]
 mod proptests;
@@ -59,6 +60,7 @@ pub use decode::decode_batch;
 pub use header::{
     peek_batch_len, set_base_offset, set_base_sequence, set_log_append_time, verify_crc,
 };
+pub use view::{BatchView, RecordRef, RecordRefs};
 
 use crate::error::{Error, Result};
 

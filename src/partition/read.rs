@@ -6,7 +6,7 @@ use bytes::Bytes;
 
 use super::{Partition, PartitionInner};
 use crate::error::{Error, Result};
-use crate::format::{decode_batch, peek_batch_len, BatchHeader, HEADER_LEN};
+use crate::format::{decode_batch, peek_batch_len, BatchHeader, BatchView, HEADER_LEN};
 use crate::record::StoredRecord;
 use crate::segment::Segment;
 
@@ -34,6 +34,24 @@ impl Partition {
         max_bytes: usize,
         out: &mut Vec<StoredRecord>,
     ) -> Result<()> {
+        self.read_with(offset, max_bytes, out)
+    }
+
+    /// Like [`read_into`](Self::read_into), but hands out whole batches whose records are
+    /// decoded as you iterate them, borrowing their bytes: no per-record allocation or
+    /// reference count, about twice the records/s of `read_into` on small records (see
+    /// `benches/partition.rs`). Every batch is CRC-checked and decompressed as with `read`;
+    /// the first batch's records before `offset` are skipped by its iterator.
+    pub fn read_batches(
+        &self,
+        offset: u64,
+        max_bytes: usize,
+        out: &mut Vec<BatchView>,
+    ) -> Result<()> {
+        self.read_with(offset, max_bytes, out)
+    }
+
+    fn read_with<S: Sink>(&self, offset: u64, max_bytes: usize, out: &mut S) -> Result<()> {
         let inner = &self.inner;
         inner.check_open()?;
         let hw = self.high_watermark();
@@ -61,8 +79,7 @@ impl Partition {
         // have picked up a batch the watermark loaded above does not cover yet. Hand out only
         // what is below it: otherwise the caller's next read, from past those records, could
         // find the watermark still behind and fail with OffsetOutOfRange.
-        let visible = out[before..].partition_point(|r| r.offset < hw);
-        out.truncate(before + visible);
+        out.truncate_at(before, hw);
         Ok(())
     }
 
@@ -112,12 +129,12 @@ impl PartitionInner {
     /// Reads from one segment. The index gives a starting position at or before the batch
     /// holding `offset`; if that hint turns out not to be the batch the index says (a damaged
     /// index), the read starts over from the segment's first byte instead of failing.
-    fn read_segment(
+    fn read_segment<S: Sink>(
         &self,
         segment: &Segment,
         offset: u64,
         max_bytes: usize,
-        out: &mut Vec<StoredRecord>,
+        out: &mut S,
     ) -> Result<()> {
         let start = if offset > segment.base_offset {
             segment.lookup(offset)
@@ -153,14 +170,14 @@ impl PartitionInner {
     /// Every batch's offsets are checked against the one before it: the base offset is outside
     /// the batch CRC, so continuity is what proves it undamaged (in a compacted segment only
     /// the order can be checked: compaction leaves gaps).
-    fn read_segment_from(
+    fn read_segment_from<S: Sink>(
         &self,
         segment: &Segment,
         mut pos: u64,
         mut expect: Expect,
         offset: u64,
         max_bytes: usize,
-        out: &mut Vec<StoredRecord>,
+        out: &mut S,
     ) -> Result<()> {
         let end = segment.end();
         let before = out.len();
@@ -227,17 +244,17 @@ impl PartitionInner {
         Ok(())
     }
 
-    fn decode(
+    fn decode<S: Sink>(
         &self,
         segment: &Segment,
         position: u64,
         batch: &Bytes,
         offset: u64,
         max_uncompressed: usize,
-        out: &mut Vec<StoredRecord>,
+        out: &mut S,
     ) -> Result<()> {
-        match decode_batch(batch, offset, max_uncompressed, out) {
-            Ok(_) => Ok(()),
+        match out.take(batch, offset, max_uncompressed) {
+            Ok(()) => Ok(()),
             Err(Error::InvalidBatch { reason }) => Err(self.corrupt(segment, position, reason)),
             Err(e) => Err(e),
         }
@@ -251,7 +268,7 @@ impl PartitionInner {
         timestamp: i64,
     ) -> Result<Option<u64>> {
         let mut offset = from;
-        let mut records = Vec::new();
+        let mut records: Vec<StoredRecord> = Vec::new();
         while offset < segment.next_offset() {
             records.clear();
             self.read_segment(segment, offset, 1 << 20, &mut records)?;
@@ -264,6 +281,44 @@ impl PartitionInner {
             offset = last.offset + 1;
         }
         Ok(None)
+    }
+}
+
+/// Where a read puts what it found: owned records, or batch views.
+trait Sink {
+    /// Items so far (a read stops once it has some and its byte budget is used).
+    fn len(&self) -> usize;
+    /// Takes one whole, CRC-unchecked batch, keeping what is at or after `offset`.
+    fn take(&mut self, batch: &Bytes, offset: u64, max_uncompressed: usize) -> Result<()>;
+    /// Drops items added after `before` that lie at or beyond the high watermark `hw`.
+    fn truncate_at(&mut self, before: usize, hw: u64);
+}
+
+impl Sink for Vec<StoredRecord> {
+    fn len(&self) -> usize {
+        Vec::len(self)
+    }
+    fn take(&mut self, batch: &Bytes, offset: u64, max_uncompressed: usize) -> Result<()> {
+        decode_batch(batch, offset, max_uncompressed, self).map(|_| ())
+    }
+    fn truncate_at(&mut self, before: usize, hw: u64) {
+        let visible = self[before..].partition_point(|r| r.offset < hw);
+        self.truncate(before + visible);
+    }
+}
+
+impl Sink for Vec<BatchView> {
+    fn len(&self) -> usize {
+        Vec::len(self)
+    }
+    fn take(&mut self, batch: &Bytes, offset: u64, max_uncompressed: usize) -> Result<()> {
+        self.push(BatchView::new(batch, offset, max_uncompressed)?);
+        Ok(())
+    }
+    fn truncate_at(&mut self, before: usize, hw: u64) {
+        // A batch is published whole, so it lies entirely below the watermark or beyond it.
+        let visible = self[before..].partition_point(|b| b.next_offset() <= hw);
+        self.truncate(before + visible);
     }
 }
 
