@@ -12,7 +12,9 @@
 //!   JSON-like value, written in batches of 1000) came back, touching every key and value.
 //!   `max_poll_records` 10,000. Target: >= 20 M records/s uncompressed, and >= 1.0x
 //!   `commitlog/read`. `poll/vec/none` is the same through `poll`, which returns a fresh vector
-//!   per call (the difference is the allocator faulting in that vector's pages).
+//!   per call (the difference is the allocator faulting in that vector's pages), and
+//!   `poll/batches/<codec>` through `poll_batches` (borrowing batch views, records decoded while
+//!   iterated).
 //! - `commitlog/read`: the `commitlog` crate (0.2) reading the same records (key as message
 //!   metadata, value as payload; appended in batches of 1000) with 1 MiB read limits.
 //! - `commit/synced`: one `commit()` of one partition's position per iteration (an append and an
@@ -95,6 +97,23 @@ fn bench_poll(c: &mut Criterion) {
                     c.poll_into(Duration::from_secs(1), &mut records)
                         .expect("poll");
                     payload_bytes(&records)
+                })
+            })
+        });
+        let mut batches = Vec::new();
+        group.bench_function(format!("batches/{name}"), |b| {
+            b.iter(|| {
+                scan(&mut consumer, |c| {
+                    c.poll_batches(Duration::from_secs(1), &mut batches)
+                        .expect("poll");
+                    batches
+                        .iter()
+                        .flat_map(|b| b.batch.records())
+                        .map(|r| {
+                            let r = r.expect("valid record");
+                            r.key.map_or(0, <[u8]>::len) + r.value.map_or(0, <[u8]>::len)
+                        })
+                        .sum()
                 })
             })
         });

@@ -61,8 +61,8 @@ mod wait;
 pub use cleaner::{CompactionReport, MaintenanceReport, PartitionReport, RetentionReport};
 pub use config::{CleanupPolicy, CompactionStrategy, TopicConfig};
 pub use consumer::{
-    AutoOffsetReset, ConsumedRecord, Consumer, ConsumerConfig, IsolationLevel, PartitionLag,
-    RebalanceListener,
+    AutoOffsetReset, ConsumedBatch, ConsumedRecord, Consumer, ConsumerConfig, IsolationLevel,
+    PartitionLag, RebalanceListener,
 };
 pub use error::{Error, Result};
 pub use format::{Compression, TimestampType};

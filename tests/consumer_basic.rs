@@ -407,3 +407,60 @@ fn auto_commit_commits_on_the_interval_and_on_close() {
         10
     );
 }
+
+#[test]
+fn poll_batches_and_poll_interleave_without_loss_or_repeats() {
+    let (_d, log) = setup(2);
+    for p in 0..2 {
+        for chunk in 0..20 {
+            append(&log, p, chunk * 10, 10);
+        }
+    }
+    let mut c = log
+        .consumer(ConsumerConfig::new("g").max_poll_records(25))
+        .unwrap();
+    c.assign(&[("t", 0), ("t", 1)]).unwrap();
+    let mut seen: Vec<(u32, u64)> = Vec::new();
+    let mut batches = Vec::new();
+    let mut records = Vec::new();
+    for round in 0.. {
+        assert!(round < 1000, "stuck");
+        if seen.len() == 400 {
+            break;
+        }
+        if round % 2 == 0 {
+            c.poll_batches(Duration::from_millis(100), &mut batches)
+                .unwrap();
+            let n: usize = batches
+                .iter()
+                .map(|b| b.batch.header().record_count as usize)
+                .sum();
+            // Whole batches of 10: at most one beyond max_poll_records per partition turn.
+            assert!(n <= 25 + 10, "{n} records");
+            for b in &batches {
+                for r in b.batch.records() {
+                    let r = r.unwrap();
+                    assert_eq!(r.value, Some(format!("v{}", r.offset).as_bytes()));
+                    seen.push((b.partition, r.offset));
+                }
+            }
+        } else {
+            c.poll_into(Duration::from_millis(100), &mut records)
+                .unwrap();
+            seen.extend(records.iter().map(|r| (r.partition, r.offset)));
+        }
+    }
+    let mut sorted = seen.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(sorted.len(), 400, "every record exactly once");
+    for p in 0..2 {
+        let order: Vec<u64> = seen.iter().filter(|s| s.0 == p).map(|s| s.1).collect();
+        assert!(
+            order.windows(2).all(|w| w[0] < w[1]),
+            "in order per partition"
+        );
+    }
+    c.commit().unwrap();
+    assert_eq!(c.committed("t", 1).unwrap().unwrap().offset, 200);
+}

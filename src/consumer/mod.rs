@@ -41,6 +41,16 @@ pub struct ConsumedRecord {
     pub headers: Vec<Header>,
 }
 
+/// A whole batch returned by [`Consumer::poll_batches`], with the partition it came from.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ConsumedBatch {
+    pub topic: Arc<str>,
+    pub partition: u32,
+    /// The batch; iterate [`BatchView::records`](crate::format::BatchView::records).
+    pub batch: crate::format::BatchView,
+}
+
 /// How far a group is behind in one partition.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -119,6 +129,17 @@ struct Assigned {
     /// Records read ahead of `position` (from one fetch of up to `max_partition_fetch_bytes`)
     /// that `max_poll_records` kept out of the last poll.
     read_ahead: std::collections::VecDeque<StoredRecord>,
+    /// The same for `poll_batches`: whole batches read beyond `max_poll_records`.
+    batch_ahead: std::collections::VecDeque<crate::format::BatchView>,
+}
+
+impl Assigned {
+    /// Moves to `position`, dropping what was read ahead (it starts at the old position).
+    fn jump(&mut self, position: u64) {
+        self.position = Some(position);
+        self.read_ahead.clear();
+        self.batch_ahead.clear();
+    }
 }
 
 #[derive(Debug)]
@@ -175,7 +196,7 @@ pub struct Consumer {
     /// Which assigned partition the next fetch starts with, so none starves.
     cursor: usize,
     closed: bool,
-    scratch: Vec<StoredRecord>,
+    scratch: fetch::Scratch,
 }
 
 impl std::fmt::Debug for Consumer {
@@ -204,7 +225,7 @@ impl Consumer {
             next_auto_commit,
             cursor: 0,
             closed: false,
-            scratch: Vec::new(),
+            scratch: Default::default(),
         }
     }
 
@@ -282,6 +303,7 @@ impl Consumer {
                 position: None,
                 paused: false,
                 read_ahead: Default::default(),
+                batch_ahead: Default::default(),
             },
         );
     }
@@ -332,8 +354,7 @@ impl Consumer {
                 latest: hw,
             });
         }
-        a.position = Some(offset);
-        a.read_ahead.clear();
+        a.jump(offset);
         Ok(())
     }
 
@@ -352,8 +373,7 @@ impl Consumer {
         for tp in &list {
             let a = self.assigned_mut(&tp.topic, tp.partition)?;
             let offset = choose(&a.partition)?;
-            a.position = Some(offset);
-            a.read_ahead.clear();
+            a.jump(offset);
         }
         Ok(())
     }

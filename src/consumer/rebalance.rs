@@ -225,8 +225,7 @@ impl Consumer {
     /// When the position fell out of the log (retention deleted records below it), where to go.
     pub(super) fn reset_out_of_range(&mut self, tp: &TopicPartition, error: Error) -> Result<()> {
         let a = self.assigned.get_mut(tp).expect("assigned");
-        a.read_ahead.clear();
-        a.position = Some(match self.config.auto_offset_reset {
+        a.jump(match self.config.auto_offset_reset {
             AutoOffsetReset::Earliest => a.partition.log_start_offset(),
             AutoOffsetReset::Latest => a.partition.high_watermark(),
             AutoOffsetReset::Error => return Err(error),
