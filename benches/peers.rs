@@ -37,7 +37,7 @@
 //!   (`Durability::Written`), then one `flush()`. No peer has a producer; compare with
 //!   `w1_append`.
 //!
-//! - `w3_poll/annals`: the `w3_read` store read back through a `Consumer` (`poll_into`, one
+//! - `w3_poll/annals`: the `w3_read` store read back through a `Consumer` (`poll_batches`, one
 //!   reused vector, up to 10,000 records per poll); no peer has a consumer: compare with
 //!   `w3_read`.
 

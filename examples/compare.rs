@@ -83,7 +83,7 @@ enum Workload {
     W5,
     /// annals only: W1's records through `Producer::send`, one at a time.
     Send,
-    /// annals only: W1's data read back through `Consumer::poll` (`timed_poll`).
+    /// annals only: W1's data read back through `Consumer::poll_batches` (`timed_poll`).
     Poll,
 }
 
@@ -128,7 +128,7 @@ impl Workload {
             Workload::Send => format!("W1 via `Producer::send`, {} one at a time", n(s.w1)),
             Workload::W2 => format!("W2 append {}, fsync per batch", n(s.w2)),
             Workload::W3 => format!("W3 sequential read of W1's {}", n(s.w1)),
-            Workload::Poll => "W3 via `Consumer::poll`".to_string(),
+            Workload::Poll => "W3 via `Consumer::poll_batches`".to_string(),
             Workload::W4 => format!("W4 append {} × 1 KiB, lz4", n(s.w4)),
             Workload::W5 => format!(
                 "W5 {W5_THREADS} threads × {} append, no fsync",
@@ -532,7 +532,8 @@ fn render(
     let _ = writeln!(
         t,
         "- W3 reads a store written as in W1, fsynced, closed and reopened in a new process \
-         (warm page cache); annals `read_into` 1 MiB at a time."
+         (warm page cache); annals `read_batches` 1 MiB at a time (borrowing batch views; \
+         `read_into`, which builds an owned record each, is about half as fast: `benches/partition.rs`)."
     );
     let sizes_w4: Vec<String> = SYSTEMS
         .iter()
@@ -559,7 +560,7 @@ fn render(
     );
     let _ = writeln!(
         t,
-        "- `Consumer::poll`: W1's store read back by a consumer (`poll_into` reusing one vector, \
+        "- `Consumer::poll_batches`: W1's store read back by a consumer (batch views, one reused vector, \
          up to 10,000 records per poll); its peer cells compare it with the peer's W3."
     );
     println!("{t}");

@@ -38,9 +38,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
+use annals::format::BatchView;
 use annals::{
-    Compression, ConsumerConfig, Durability, Log, Partition, ProducerConfig, Record, StoredRecord,
-    TopicConfig,
+    Compression, ConsumerConfig, Durability, Log, Partition, ProducerConfig, Record, TopicConfig,
 };
 use commitlog::message::{MessageBuf, MessageSet};
 use commitlog::{CommitLog, LogOptions, ReadLimit};
@@ -433,8 +433,11 @@ pub fn close_read(store: ReadStore) {
 }
 
 /// Reads the whole store front to back, touching every key and value; returns the record count.
-/// `out` is annals' reused record vector.
-pub fn scan(store: &ReadStore, out: &mut Vec<StoredRecord>) -> u64 {
+/// `out` is annals' reused vector of batch views: annals reads with `read_batches`, its
+/// borrowing read path (records decoded in place while iterated, as commitlog iterates its
+/// messages); `read_into`, which builds an owned `StoredRecord` per record, is what
+/// `benches/partition.rs`' `read/<codec>` measures.
+pub fn scan(store: &ReadStore, out: &mut Vec<BatchView>) -> u64 {
     let mut seen = 0u64;
     let mut bytes = 0usize;
     match store {
@@ -443,13 +446,15 @@ pub fn scan(store: &ReadStore, out: &mut Vec<StoredRecord>) -> u64 {
             let mut offset = 0;
             while offset < hw {
                 out.clear();
-                p.read_into(offset, READ_MAX_BYTES, out).expect("read");
-                for r in out.iter() {
-                    bytes += r.key.as_ref().map_or(0, |k| k.len());
-                    bytes += r.value.as_ref().map_or(0, |v| v.len());
+                p.read_batches(offset, READ_MAX_BYTES, out).expect("read");
+                for view in out.iter() {
+                    for r in view.records() {
+                        let r = r.expect("valid record");
+                        bytes += r.key.map_or(0, <[u8]>::len) + r.value.map_or(0, <[u8]>::len);
+                        seen += 1;
+                    }
                 }
-                offset = out.last().expect("records below the hw").offset + 1;
-                seen += out.len() as u64;
+                offset = out.last().expect("batches below the hw").next_offset();
             }
         }
         ReadStore::RawFile(path) => {
@@ -548,9 +553,9 @@ pub fn timed_send(dir: &Path, pool: &[Record], records: usize) -> Duration {
 }
 
 /// Reads the W1 store in `dir` (topic `TOPIC`, partition 0, closed) back through a `Consumer`:
-/// manual assignment from offset 0, `poll_into` with one reused vector and up to 10,000 records
-/// per poll, touching every key and value as `scan` does. Opening the log and the consumer is not
-/// timed. Returns the time to see `records` records.
+/// manual assignment from offset 0, `poll_batches` with one reused vector and up to 10,000
+/// records per poll, touching every key and value as `scan` does. Opening the log and the
+/// consumer is not timed. Returns the time to see `records` records.
 pub fn timed_poll(dir: &Path, records: usize) -> Duration {
     let log = Log::open(dir).expect("open log");
     let mut consumer = log
@@ -564,13 +569,15 @@ pub fn timed_poll(dir: &Path, records: usize) -> Duration {
     let start = Instant::now();
     while seen < records {
         consumer
-            .poll_into(Duration::from_secs(1), &mut out)
+            .poll_batches(Duration::from_secs(1), &mut out)
             .expect("poll");
-        for r in &out {
-            bytes += r.key.as_ref().map_or(0, |k| k.len());
-            bytes += r.value.as_ref().map_or(0, |v| v.len());
+        for batch in &out {
+            for r in batch.batch.records() {
+                let r = r.expect("valid record");
+                bytes += r.key.map_or(0, <[u8]>::len) + r.value.map_or(0, <[u8]>::len);
+                seen += 1;
+            }
         }
-        seen += out.len();
     }
     let elapsed = start.elapsed();
     black_box(bytes);
