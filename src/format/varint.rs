@@ -207,13 +207,19 @@ fn read_unsigned(
 ) -> Result<u64, &'static str> {
     let rest = buf.get(*pos..).unwrap_or(&[]);
     // Fast path: most lengths and deltas in real batches fit in one byte.
-    match rest.first() {
-        Some(&b) if b < 0x80 => {
+    match *rest {
+        [b, ..] if b < 0x80 => {
             *pos += 1;
             return Ok(u64::from(b));
         }
-        Some(_) => {}
-        None => return Err("truncated varint"),
+        // Two bytes: record lengths of 64-8191 bytes and offset deltas up to 8191, the rest of
+        // a typical batch. Every varint type allows two bytes, so no overflow check is needed.
+        [b0, b1, ..] if b1 < 0x80 => {
+            *pos += 2;
+            return Ok(u64::from(b0 & 0x7f) | (u64::from(b1) << 7));
+        }
+        [_, ..] => {}
+        [] => return Err("truncated varint"),
     }
     let mut value = 0u64;
     for (i, &b) in rest.iter().take(max_len).enumerate() {
