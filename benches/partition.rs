@@ -43,7 +43,7 @@ use criterion::{
 
 /// Distinct prebuilt records; batches cycle through them.
 mod common;
-use common::{codecs, in_stretches, make_records, write_raw, VALUE_LEN};
+use common::{codecs, in_stretches, make_records, scan_batches, write_raw, VALUE_LEN};
 
 const POOL: usize = 1000;
 const BATCH_SIZES: [usize; 3] = [1, 100, 1000];
@@ -203,22 +203,7 @@ fn scan(p: &Partition, out: &mut Vec<StoredRecord>) -> u64 {
 /// `scan` through `read_batches`: iterates every record of every view, touching its key and
 /// value lengths (the views decode nothing until iterated).
 fn scan_views(p: &Partition, out: &mut Vec<BatchView>) -> u64 {
-    let hw = p.high_watermark();
-    let mut offset = 0;
-    let mut seen = 0u64;
-    let mut bytes = 0usize;
-    while offset < hw {
-        out.clear();
-        p.read_batches(offset, READ_MAX_BYTES, out).expect("read");
-        for view in out.iter() {
-            for r in view.records() {
-                let r = r.expect("valid record");
-                bytes += r.key.map_or(0, <[u8]>::len) + r.value.map_or(0, <[u8]>::len);
-                seen += 1;
-            }
-        }
-        offset = out.last().expect("a batch below the hw").next_offset();
-    }
+    let (seen, bytes) = scan_batches(p, READ_MAX_BYTES, out);
     black_box(bytes);
     seen
 }

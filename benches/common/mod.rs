@@ -131,3 +131,27 @@ pub fn write_raw(w: &mut impl Write, r: &Record) -> std::io::Result<()> {
     w.write_all(&(value.len() as u32).to_be_bytes())?;
     w.write_all(value)
 }
+
+/// Reads `p` from offset 0 to its high watermark with `read_batches` (`max_bytes` per read),
+/// touching every record's key and value; returns (records, payload bytes).
+pub fn scan_batches(
+    p: &annals::Partition,
+    max_bytes: usize,
+    out: &mut Vec<annals::format::BatchView>,
+) -> (u64, usize) {
+    let hw = p.high_watermark();
+    let (mut offset, mut seen, mut bytes) = (0u64, 0u64, 0usize);
+    while offset < hw {
+        out.clear();
+        p.read_batches(offset, max_bytes, out).expect("read");
+        for view in out.iter() {
+            for r in view.records() {
+                let r = r.expect("valid record");
+                bytes += r.key.map_or(0, <[u8]>::len) + r.value.map_or(0, <[u8]>::len);
+                seen += 1;
+            }
+        }
+        offset = out.last().expect("a batch below the hw").next_offset();
+    }
+    (seen, bytes)
+}

@@ -442,20 +442,7 @@ pub fn scan(store: &ReadStore, out: &mut Vec<BatchView>) -> u64 {
     let mut bytes = 0usize;
     match store {
         ReadStore::Annals(_, p) => {
-            let hw = p.high_watermark();
-            let mut offset = 0;
-            while offset < hw {
-                out.clear();
-                p.read_batches(offset, READ_MAX_BYTES, out).expect("read");
-                for view in out.iter() {
-                    for r in view.records() {
-                        let r = r.expect("valid record");
-                        bytes += r.key.map_or(0, <[u8]>::len) + r.value.map_or(0, <[u8]>::len);
-                        seen += 1;
-                    }
-                }
-                offset = out.last().expect("batches below the hw").next_offset();
-            }
+            (seen, bytes) = crate::common::scan_batches(p, READ_MAX_BYTES, out);
         }
         ReadStore::RawFile(path) => {
             let mut r = BufReader::with_capacity(RAW_BUF_BYTES, File::open(path).expect("open"));

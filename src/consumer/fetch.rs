@@ -164,8 +164,14 @@ impl Consumer {
             if budget == 0 && !out.is_empty() {
                 break;
             }
-            let records_left = config.max_poll_records - out.records();
-            match out.take_turn(a, tp, config, offsets, scratch, records_left, budget.max(1))? {
+            let cx = TurnContext {
+                tp,
+                config,
+                offsets,
+                records_left: config.max_poll_records - out.records(),
+                byte_budget: budget.max(1),
+            };
+            match out.take_turn(a, &cx, scratch)? {
                 Turn::Read(0) => {}
                 Turn::Read(b) => {
                     added += b;
@@ -237,83 +243,44 @@ pub(super) fn resolve(
     Ok(offset)
 }
 
-/// One partition's share of a fetch: serve read-ahead first, else read up to
-/// `max_partition_fetch_bytes` (and the fetch's remaining byte budget) from the position.
-#[allow(clippy::too_many_arguments)]
-fn take_turn(
-    a: &mut Assigned,
-    tp: &TopicPartition,
-    config: &ConsumerConfig,
-    offsets: &OffsetStore,
-    scratch: &mut Scratch,
+/// What a partition's turn may use.
+struct TurnContext<'a> {
+    tp: &'a TopicPartition,
+    config: &'a ConsumerConfig,
+    offsets: &'a OffsetStore,
+    /// Room left under `max_poll_records`.
     records_left: usize,
+    /// Room left under `fetch_max_bytes` (at least 1).
     byte_budget: usize,
-    out: &mut Vec<ConsumedRecord>,
-) -> Result<Turn> {
-    let scratch = &mut scratch.records;
+}
+
+impl TurnContext<'_> {
+    /// Bytes to read from one partition now.
+    fn read_size(&self) -> usize {
+        self.config.max_partition_fetch_bytes.min(self.byte_budget)
+    }
+}
+
+/// The common start of a turn: the position to read from and the high watermark, or the turn's
+/// result if there is nothing to read (gone, paused, at the end).
+fn start_turn(a: &mut Assigned, cx: &TurnContext) -> Result<Result<(u64, u64), Turn>> {
     if a.partition.inner.is_closed() {
-        return Ok(Turn::Gone);
+        return Ok(Err(Turn::Gone));
     }
     if a.paused {
-        return Ok(Turn::Read(0));
+        return Ok(Err(Turn::Read(0)));
     }
-    let position = resolve(a, tp, config, offsets)?;
-    let mut bytes = 0usize;
-    let mut next = position;
-    let mut push = |r: StoredRecord, out: &mut Vec<ConsumedRecord>| {
-        bytes += r.key.as_ref().map_or(0, |k| k.len()) + r.value.as_ref().map_or(0, |v| v.len());
-        next = r.offset + 1;
-        out.push(ConsumedRecord {
-            topic: a.topic.clone(),
-            partition: tp.partition,
-            offset: r.offset,
-            timestamp: r.timestamp,
-            key: r.key,
-            value: r.value,
-            headers: r.headers,
-        });
-    };
-    // Batches `poll_batches` read ahead start at the position: read them again as records.
-    a.batch_ahead.clear();
-    let taken = if !a.read_ahead.is_empty() {
-        let take = records_left.min(a.read_ahead.len());
-        out.reserve(take);
-        for r in a.read_ahead.drain(..take) {
-            push(r, out);
-        }
-        take
-    } else {
-        let hw = a.partition.high_watermark();
-        if position >= hw {
-            return Ok(Turn::Read(0));
-        }
-        scratch.clear();
-        let max = config.max_partition_fetch_bytes.min(byte_budget);
-        match a.partition.read_into(position, max, scratch) {
-            Ok(()) => {}
-            Err(e @ Error::OffsetOutOfRange { .. }) => return Ok(Turn::OutOfRange(e)),
-            Err(Error::Closed) => return Ok(Turn::Gone),
-            Err(e) => return Err(e),
-        }
-        if scratch.is_empty() {
-            // Nothing at or after the position below `hw` (compaction removed the rest):
-            // move on so the next poll does not read the same gap again.
-            a.position = Some(hw);
-            return Ok(Turn::Read(0));
-        }
-        // Records beyond `max_poll_records` wait in the read-ahead for the next poll; the
-        // common case (all of them fit) moves each record once, straight into `out`.
-        let take = records_left.min(scratch.len());
-        a.read_ahead.extend(scratch.drain(take..));
-        out.reserve(take);
-        for r in scratch.drain(..) {
-            push(r, out);
-        }
-        take
-    };
-    a.position = Some(next);
-    // A zero-byte record still counts as progress for fetch_min_bytes purposes.
-    Ok(Turn::Read(bytes.max(usize::from(taken > 0))))
+    let position = resolve(a, cx.tp, cx.config, cx.offsets)?;
+    Ok(Ok((position, a.partition.high_watermark())))
+}
+
+/// Sorts a read's error into the turns that handle it, or the error the poll returns.
+fn read_failed(e: Error) -> Result<Turn> {
+    match e {
+        Error::OffsetOutOfRange { .. } => Ok(Turn::OutOfRange(e)),
+        Error::Closed => Ok(Turn::Gone),
+        e => Err(e),
+    }
 }
 
 /// Reused buffers of one consumer's fetches.
@@ -329,16 +296,13 @@ trait PollOutput {
     fn is_empty(&self) -> bool;
     /// Records held (for batches: their headers' record counts).
     fn records(&self) -> usize;
-    #[allow(clippy::too_many_arguments)]
+    /// One partition's share of a fetch: serve its read-ahead first, else read up to
+    /// `max_partition_fetch_bytes` (and the fetch's remaining byte budget) from its position.
     fn take_turn(
         &mut self,
         a: &mut Assigned,
-        tp: &TopicPartition,
-        config: &ConsumerConfig,
-        offsets: &OffsetStore,
+        cx: &TurnContext,
         scratch: &mut Scratch,
-        records_left: usize,
-        byte_budget: usize,
     ) -> Result<Turn>;
 }
 
@@ -355,23 +319,67 @@ impl PollOutput for Vec<ConsumedRecord> {
     fn take_turn(
         &mut self,
         a: &mut Assigned,
-        tp: &TopicPartition,
-        config: &ConsumerConfig,
-        offsets: &OffsetStore,
+        cx: &TurnContext,
         scratch: &mut Scratch,
-        records_left: usize,
-        byte_budget: usize,
     ) -> Result<Turn> {
-        take_turn(
-            a,
-            tp,
-            config,
-            offsets,
-            scratch,
-            records_left,
-            byte_budget,
-            self,
-        )
+        let (position, hw) = match start_turn(a, cx)? {
+            Ok(at) => at,
+            Err(turn) => return Ok(turn),
+        };
+        // Batches `poll_batches` read ahead start at the position: read them again as records.
+        a.batch_ahead.clear();
+        let out = self;
+        let scratch = &mut scratch.records;
+        let mut bytes = 0usize;
+        let mut next = position;
+        let mut push = |r: StoredRecord, out: &mut Vec<ConsumedRecord>| {
+            bytes +=
+                r.key.as_ref().map_or(0, |k| k.len()) + r.value.as_ref().map_or(0, |v| v.len());
+            next = r.offset + 1;
+            out.push(ConsumedRecord {
+                topic: a.topic.clone(),
+                partition: cx.tp.partition,
+                offset: r.offset,
+                timestamp: r.timestamp,
+                key: r.key,
+                value: r.value,
+                headers: r.headers,
+            });
+        };
+        let taken = if !a.read_ahead.is_empty() {
+            let take = cx.records_left.min(a.read_ahead.len());
+            out.reserve(take);
+            for r in a.read_ahead.drain(..take) {
+                push(r, out);
+            }
+            take
+        } else {
+            if position >= hw {
+                return Ok(Turn::Read(0));
+            }
+            scratch.clear();
+            if let Err(e) = a.partition.read_into(position, cx.read_size(), scratch) {
+                return read_failed(e);
+            }
+            if scratch.is_empty() {
+                // Nothing at or after the position below `hw` (compaction removed the rest):
+                // move on so the next poll does not read the same gap again.
+                a.position = Some(hw);
+                return Ok(Turn::Read(0));
+            }
+            // Records beyond `max_poll_records` wait in the read-ahead for the next poll; the
+            // common case (all of them fit) moves each record once, straight into `out`.
+            let take = cx.records_left.min(scratch.len());
+            a.read_ahead.extend(scratch.drain(take..));
+            out.reserve(take);
+            for r in scratch.drain(..) {
+                push(r, out);
+            }
+            take
+        };
+        a.position = Some(next);
+        // A zero-byte record still counts as progress for fetch_min_bytes purposes.
+        Ok(Turn::Read(bytes.max(usize::from(taken > 0))))
     }
 }
 
@@ -390,35 +398,23 @@ impl PollOutput for Vec<ConsumedBatch> {
     fn take_turn(
         &mut self,
         a: &mut Assigned,
-        tp: &TopicPartition,
-        config: &ConsumerConfig,
-        offsets: &OffsetStore,
+        cx: &TurnContext,
         scratch: &mut Scratch,
-        records_left: usize,
-        byte_budget: usize,
     ) -> Result<Turn> {
-        if a.partition.inner.is_closed() {
-            return Ok(Turn::Gone);
-        }
-        if a.paused {
-            return Ok(Turn::Read(0));
-        }
-        let position = resolve(a, tp, config, offsets)?;
+        let (position, hw) = match start_turn(a, cx)? {
+            Ok(at) => at,
+            Err(turn) => return Ok(turn),
+        };
         // Records `poll` read ahead start at the position: read their batches again.
         a.read_ahead.clear();
         if a.batch_ahead.is_empty() {
-            let hw = a.partition.high_watermark();
             if position >= hw {
                 return Ok(Turn::Read(0));
             }
             let views = &mut scratch.batches;
             views.clear();
-            let max = config.max_partition_fetch_bytes.min(byte_budget);
-            match a.partition.read_batches(position, max, views) {
-                Ok(()) => {}
-                Err(e @ Error::OffsetOutOfRange { .. }) => return Ok(Turn::OutOfRange(e)),
-                Err(Error::Closed) => return Ok(Turn::Gone),
-                Err(e) => return Err(e),
+            if let Err(e) = a.partition.read_batches(position, cx.read_size(), views) {
+                return read_failed(e);
             }
             if views.is_empty() {
                 a.position = Some(hw); // only a compaction gap up to the end
@@ -430,7 +426,7 @@ impl PollOutput for Vec<ConsumedBatch> {
         // wait in the read-ahead for the next poll.
         let mut bytes = 0usize;
         let mut records = 0usize;
-        while records < records_left {
+        while records < cx.records_left {
             let Some(batch) = a.batch_ahead.pop_front() else {
                 break;
             };
@@ -439,7 +435,7 @@ impl PollOutput for Vec<ConsumedBatch> {
             a.position = Some(batch.next_offset());
             self.push(ConsumedBatch {
                 topic: a.topic.clone(),
-                partition: tp.partition,
+                partition: cx.tp.partition,
                 batch,
             });
         }
