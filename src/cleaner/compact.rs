@@ -9,6 +9,7 @@
 //! record its offset; a batch whose records all survive is copied byte for byte, one that loses
 //! some is re-encoded (with the topic's current codec), one that loses all is dropped.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -101,6 +102,8 @@ impl Partition {
             }) else {
                 break;
             };
+            // Its own statement: the writer lock must be released before the pass runs.
+            let producer_batches = inner.writer.lock().producers.remembered_batches();
             let map_end = Pass {
                 inner,
                 config: &config,
@@ -108,6 +111,7 @@ impl Partition {
                 infos: &infos,
                 plan: &plan,
                 now: now_ms(),
+                producer_batches,
             }
             .run(&mut bounds, buffer_bytes, &mut report)?;
             // A full map left part of the dirty range for another pass.
@@ -138,6 +142,8 @@ struct Pass<'a> {
     infos: &'a [SegmentInfo],
     plan: &'a CompactionPlan,
     now: i64,
+    /// Idempotent producers' remembered batches (`(producer id, base offset)`): copied whole.
+    producer_batches: HashSet<(i64, u64)>,
 }
 
 impl Pass<'_> {
@@ -300,7 +306,13 @@ impl Pass<'_> {
         let mut kept: Vec<usize> = Vec::new();
         for_each_batch(self.inner, segment, |pos, header, batch| {
             report.records_read += u64::from(header.record_count);
-            if header.is_control() || header.base_offset >= map_end {
+            // A producer's remembered batches stay whole (Kafka keeps each producer's last
+            // batch too): replaying them is how its state comes back without the checkpoint.
+            let remembered = header.producer_id >= 0
+                && self
+                    .producer_batches
+                    .contains(&(header.producer_id, header.base_offset));
+            if header.is_control() || header.base_offset >= map_end || remembered {
                 out.push_verbatim(batch, header)?;
                 return Ok(true);
             }
