@@ -5,8 +5,9 @@
 //! group by group into fsynced `.cleaned` files, and swap them in, many groups at a time,
 //! through the protocol of `partition/swap.rs` (`install.rs`). Copying reads sealed segments
 //! only and takes no partition lock; appends and reads go on meanwhile, and the writer lock is
-//! taken twice per commit, briefly, to rewrite the checkpoint and swap the segment list. A batch keeps its base offset, producer id, epoch and base sequence, and every
-//! record its offset; a batch whose records all survive is copied byte for byte, one that loses
+//! taken twice per commit, briefly, to rewrite the checkpoint and swap the segment list. A
+//! batch keeps its base offset, producer id, epoch and base sequence, and every record its
+//! offset; a batch whose records all survive is copied byte for byte, one that loses
 //! some is re-encoded (with the topic's current codec), one that loses all is dropped.
 
 use std::collections::HashSet;
@@ -88,7 +89,7 @@ impl Partition {
                 break;
             }
             let segments = inner.segments();
-            let infos: Vec<SegmentInfo> = segments.iter().map(|s| info(s)).collect();
+            let infos: Vec<SegmentInfo> = segments.iter().map(|s| SegmentInfo::of(s)).collect();
             let millis = |d: std::time::Duration| d.as_millis().min(u64::MAX as u128) as u64;
             let Some(plan) = plan_compaction(&CompactionInput {
                 segments: &infos,
@@ -122,15 +123,6 @@ impl Partition {
         }
         report.elapsed = started.elapsed();
         Ok(report)
-    }
-}
-
-fn info(s: &Segment) -> SegmentInfo {
-    SegmentInfo {
-        base_offset: s.base_offset,
-        next_offset: s.next_offset(),
-        size: s.end(),
-        max_timestamp: s.max_timestamp(),
     }
 }
 
