@@ -437,3 +437,79 @@ fn rewritten_batches_use_the_current_codec_and_keep_log_append_time() {
         "no batch was re-encoded with zstd: {codecs:?}"
     );
 }
+
+/// An idempotent producer's remembered batches survive compaction even when every record in
+/// them is superseded, so that with `partition.ckpt` lost, the state rebuilt from the log still
+/// recognises a retry of its last batch as a duplicate.
+#[test]
+fn a_producers_last_batches_survive_compaction_for_dedupe_without_a_checkpoint() {
+    use annals::format::{BatchBuilder, BatchOptions};
+    let sim = SimStorage::new();
+    let log = open(&sim, 1 << 20);
+    log.create_topic(
+        T,
+        TopicConfig::default()
+            .cleanup_policy(CleanupPolicy::Compact)
+            .segment_bytes(1024)
+            .min_cleanable_dirty_ratio(0.0),
+    )
+    .unwrap();
+    let p = log.partition(T, 0).unwrap();
+    let idempotent = |seq: i32| {
+        let mut b = BatchBuilder::new(BatchOptions {
+            producer_id: 7,
+            producer_epoch: 0,
+            base_sequence: seq,
+            ..BatchOptions::default()
+        });
+        b.push(
+            &Record::new(format!("p{seq}")).key(format!("k{seq}")),
+            1_000,
+        )
+        .unwrap();
+        let mut out = Vec::new();
+        b.finish_into(&mut out).unwrap();
+        out
+    };
+    let mut last = 0;
+    for seq in 0..5 {
+        last = p.append_batch(&idempotent(seq)).unwrap();
+    }
+    // Supersede every key the producer wrote, and seal it all.
+    for round in 0..20 {
+        for k in 0..5 {
+            p.append(&[Record::new(format!("{round}")).key(format!("k{k}"))])
+                .unwrap();
+        }
+    }
+    p.append(&[Record::new(vec![0u8; 1000]).key("roll")])
+        .unwrap();
+    let report = p.compact().unwrap();
+    assert!(report.records_removed > 50, "{report:?}");
+    let kept: Vec<u64> = read_everything(&p, 1 << 20, "compacted")
+        .iter()
+        .filter(|r| r.value.as_deref().is_some_and(|v| v.starts_with(b"p")))
+        .map(|r| r.offset)
+        .collect();
+    assert_eq!(
+        kept,
+        (0..5).collect::<Vec<_>>(),
+        "the producer's batches went"
+    );
+    let hw = p.high_watermark();
+    drop(p);
+    log.close().unwrap();
+
+    // Lose the checkpoint (and with it the producer snapshot), then retry the last batch.
+    let mut snap = snapshot(&sim);
+    assert!(remove(&mut snap, "partition.ckpt"));
+    let sim = restore(&snap);
+    let log = open(&sim, 1 << 20);
+    let p = log.partition(T, 0).unwrap();
+    assert_eq!(
+        p.append_batch(&idempotent(4)).unwrap(),
+        last,
+        "the retry was not recognised"
+    );
+    assert_eq!(p.high_watermark(), hw, "the retry was written again");
+}

@@ -376,3 +376,37 @@ fn background_errors_are_kept_for_the_host() {
         std::thread::sleep(Duration::from_millis(5));
     }
 }
+
+/// A partition directory no topic names is removed on open even when it holds the files
+/// retention and compaction leave (bounds, retired segments, an uncommitted or committed swap);
+/// one with a file annals never writes stays.
+#[test]
+fn leftover_directories_with_maintenance_files_are_cleaned_up() {
+    let sim = SimStorage::new();
+    drop(open(&sim));
+    let ours = [
+        "00000000000000000000.log",
+        "partition.bounds",
+        "partition.bounds.tmp",
+        "00000000000000000000.log.deleted",
+        "00000000000000000000.index.deleted",
+        "00000000000000000010.log.cleaned",
+        "00000000000000000000-00000000000000000010.swap",
+    ];
+    for name in ours {
+        sim.write_file(format!("{DIR}/orphan-0/{name}"), b"x");
+        sim.write_file(format!("{DIR}/kept-0/{name}"), b"x");
+    }
+    sim.write_file(format!("{DIR}/kept-0/notes.txt"), b"mine");
+    drop(open(&sim));
+    let paths: Vec<String> = sim
+        .paths()
+        .iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
+    assert!(!paths.iter().any(|p| p.contains("/orphan-0/")), "{paths:?}");
+    assert!(
+        paths.iter().any(|p| p.ends_with("/kept-0/notes.txt")),
+        "{paths:?}"
+    );
+}

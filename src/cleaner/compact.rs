@@ -5,10 +5,12 @@
 //! group by group into fsynced `.cleaned` files, and swap them in, many groups at a time,
 //! through the protocol of `partition/swap.rs` (`install.rs`). Copying reads sealed segments
 //! only and takes no partition lock; appends and reads go on meanwhile, and the writer lock is
-//! taken twice per commit, briefly, to rewrite the checkpoint and swap the segment list. A batch keeps its base offset, producer id, epoch and base sequence, and every
-//! record its offset; a batch whose records all survive is copied byte for byte, one that loses
+//! taken twice per commit, briefly, to rewrite the checkpoint and swap the segment list. A
+//! batch keeps its base offset, producer id, epoch and base sequence, and every record its
+//! offset; a batch whose records all survive is copied byte for byte, one that loses
 //! some is re-encoded (with the topic's current codec), one that loses all is dropped.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -87,7 +89,7 @@ impl Partition {
                 break;
             }
             let segments = inner.segments();
-            let infos: Vec<SegmentInfo> = segments.iter().map(|s| info(s)).collect();
+            let infos: Vec<SegmentInfo> = segments.iter().map(|s| SegmentInfo::of(s)).collect();
             let millis = |d: std::time::Duration| d.as_millis().min(u64::MAX as u128) as u64;
             let Some(plan) = plan_compaction(&CompactionInput {
                 segments: &infos,
@@ -101,6 +103,8 @@ impl Partition {
             }) else {
                 break;
             };
+            // Its own statement: the writer lock must be released before the pass runs.
+            let producer_batches = inner.writer.lock().producers.remembered_batches();
             let map_end = Pass {
                 inner,
                 config: &config,
@@ -108,6 +112,7 @@ impl Partition {
                 infos: &infos,
                 plan: &plan,
                 now: now_ms(),
+                producer_batches,
             }
             .run(&mut bounds, buffer_bytes, &mut report)?;
             // A full map left part of the dirty range for another pass.
@@ -121,15 +126,6 @@ impl Partition {
     }
 }
 
-fn info(s: &Segment) -> SegmentInfo {
-    SegmentInfo {
-        base_offset: s.base_offset,
-        next_offset: s.next_offset(),
-        size: s.end(),
-        max_timestamp: s.max_timestamp(),
-    }
-}
-
 /// One compaction pass over a snapshot of the segment list.
 struct Pass<'a> {
     inner: &'a PartitionInner,
@@ -138,6 +134,8 @@ struct Pass<'a> {
     infos: &'a [SegmentInfo],
     plan: &'a CompactionPlan,
     now: i64,
+    /// Idempotent producers' remembered batches (`(producer id, base offset)`): copied whole.
+    producer_batches: HashSet<(i64, u64)>,
 }
 
 impl Pass<'_> {
@@ -300,7 +298,13 @@ impl Pass<'_> {
         let mut kept: Vec<usize> = Vec::new();
         for_each_batch(self.inner, segment, |pos, header, batch| {
             report.records_read += u64::from(header.record_count);
-            if header.is_control() || header.base_offset >= map_end {
+            // A producer's remembered batches stay whole (Kafka keeps each producer's last
+            // batch too): replaying them is how its state comes back without the checkpoint.
+            let remembered = header.producer_id >= 0
+                && self
+                    .producer_batches
+                    .contains(&(header.producer_id, header.base_offset));
+            if header.is_control() || header.base_offset >= map_end || remembered {
                 out.push_verbatim(batch, header)?;
                 return Ok(true);
             }

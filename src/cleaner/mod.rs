@@ -29,6 +29,18 @@ pub struct SegmentInfo {
     pub max_timestamp: i64,
 }
 
+impl SegmentInfo {
+    /// What the policies see of a live segment.
+    pub(crate) fn of(s: &crate::segment::Segment) -> SegmentInfo {
+        SegmentInfo {
+            base_offset: s.base_offset,
+            next_offset: s.next_offset(),
+            size: s.end(),
+            max_timestamp: s.max_timestamp(),
+        }
+    }
+}
+
 /// What one retention run (or `delete_records`) removed from a partition.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]

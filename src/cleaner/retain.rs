@@ -71,7 +71,7 @@ impl Partition {
         inner.check_open()?;
         let config = inner.config();
         let segments = inner.segments();
-        let infos: Vec<SegmentInfo> = segments.iter().map(|s| info(s)).collect();
+        let infos: Vec<SegmentInfo> = segments.iter().map(|s| SegmentInfo::of(s)).collect();
         let millis = |d: Option<Duration>| d.map(|d| d.as_millis().min(u64::MAX as u128) as u64);
         let plan = plan_retention(&RetentionInput {
             segments: &infos,
@@ -135,15 +135,6 @@ impl Partition {
             .count();
         inner.delete_prefix(&mut bounds, &segments, whole, before_offset)?;
         Ok(self.log_start_offset())
-    }
-}
-
-fn info(s: &Segment) -> SegmentInfo {
-    SegmentInfo {
-        base_offset: s.base_offset,
-        next_offset: s.next_offset(),
-        size: s.end(),
-        max_timestamp: s.max_timestamp(),
     }
 }
 

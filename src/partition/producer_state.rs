@@ -145,6 +145,16 @@ impl ProducerStates {
         });
     }
 
+    /// `(producer id, first offset)` of every batch the states remember. Compaction keeps these
+    /// batches whole (as Kafka keeps each producer's last batch), so that the states can be
+    /// rebuilt from the log alone if the checkpoint's snapshot is lost.
+    pub(crate) fn remembered_batches(&self) -> std::collections::HashSet<(i64, u64)> {
+        self.map
+            .iter()
+            .flat_map(|(&pid, e)| e.batches.iter().map(move |b| (pid, b.first_offset)))
+            .collect()
+    }
+
     /// Serialises the states (the checkpoint's producer section, see `docs/FORMAT.md`).
     pub(crate) fn encode(&self) -> Vec<u8> {
         let mut w = Writer::default();
