@@ -14,6 +14,8 @@
 use std::collections::hash_map::{Entry as Slot, HashMap};
 use std::hash::{BuildHasher, Hasher, RandomState};
 
+use siphasher::sip128::{Hasher128, SipHasher13};
+
 use crate::config::CompactionStrategy;
 use crate::record::StoredRecord;
 
@@ -98,68 +100,11 @@ impl KeyMap {
     }
 }
 
-/// SipHash-1-3 with 128-bit output.
+/// SipHash-1-3 with 128-bit output (the `siphasher` crate).
 fn siphash13_128(key: (u64, u64), msg: &[u8]) -> u128 {
-    let (high, low) = siphash::<1, 3, true>(key, msg);
-    u128::from(high) << 64 | u128::from(low)
-}
-
-/// SipHash-c-d as its paper specifies it; `WIDE` is the 128-bit mode (`v1 ^= 0xee` at the
-/// start, `v2 ^= 0xee` before the first finalization, `v1 ^= 0xdd` before the second; the
-/// 64-bit mode uses `v2 ^= 0xff` and returns one word, the second then being 0).
-fn siphash<const C: usize, const D: usize, const WIDE: bool>(
-    key: (u64, u64),
-    msg: &[u8],
-) -> (u64, u64) {
-    let mut v = [
-        key.0 ^ 0x736f_6d65_7073_6575,
-        key.1 ^ 0x646f_7261_6e64_6f6d ^ if WIDE { 0xee } else { 0 },
-        key.0 ^ 0x6c79_6765_6e65_7261,
-        key.1 ^ 0x7465_6462_7974_6573,
-    ];
-    fn round(v: &mut [u64; 4]) {
-        v[0] = v[0].wrapping_add(v[1]);
-        v[1] = v[1].rotate_left(13) ^ v[0];
-        v[0] = v[0].rotate_left(32);
-        v[2] = v[2].wrapping_add(v[3]);
-        v[3] = v[3].rotate_left(16) ^ v[2];
-        v[0] = v[0].wrapping_add(v[3]);
-        v[3] = v[3].rotate_left(21) ^ v[0];
-        v[2] = v[2].wrapping_add(v[1]);
-        v[1] = v[1].rotate_left(17) ^ v[2];
-        v[2] = v[2].rotate_left(32);
-    }
-    let compress = |v: &mut [u64; 4], m: u64| {
-        v[3] ^= m;
-        for _ in 0..C {
-            round(v);
-        }
-        v[0] ^= m;
-    };
-    let mut words = msg.chunks_exact(8);
-    for w in &mut words {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(w);
-        compress(&mut v, u64::from_le_bytes(word));
-    }
-    let tail = words.remainder();
-    let mut last = [0u8; 8];
-    last[..tail.len()].copy_from_slice(tail);
-    last[7] = msg.len() as u8;
-    compress(&mut v, u64::from_le_bytes(last));
-    v[2] ^= if WIDE { 0xee } else { 0xff };
-    for _ in 0..D {
-        round(&mut v);
-    }
-    let first = v[0] ^ v[1] ^ v[2] ^ v[3];
-    if !WIDE {
-        return (first, 0);
-    }
-    v[1] ^= 0xdd;
-    for _ in 0..D {
-        round(&mut v);
-    }
-    (first, v[0] ^ v[1] ^ v[2] ^ v[3])
+    let mut hasher = SipHasher13::new_with_keys(key.0, key.1);
+    hasher.write(msg);
+    hasher.finish128().as_u128()
 }
 
 /// The version a record carries under `strategy` (the offset breaks ties, so `Offset` needs
