@@ -11,8 +11,8 @@
 mod common;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use annals::storage::{CrashMode, SimOpKind, SimStorage};
@@ -131,25 +131,7 @@ fn crash_at(
     ctx: &str,
 ) {
     let sim = restore(setup);
-    let weak: Weak<SimStorage> = Arc::downgrade(&sim);
-    let count = Arc::new(AtomicU64::new(0));
-    let dead = Arc::new(AtomicBool::new(false));
-    {
-        let (count, dead) = (count.clone(), dead.clone());
-        sim.set_fault_hook(move |op| {
-            if dead.load(Ordering::SeqCst) {
-                return Some(std::io::Error::other(format!("dead process: {op:?}")));
-            }
-            if count.fetch_add(1, Ordering::SeqCst) == at {
-                dead.store(true, Ordering::SeqCst);
-                if let Some(sim) = weak.upgrade() {
-                    sim.crash(mode);
-                }
-                return Some(std::io::Error::other("the machine lost power"));
-            }
-            None
-        });
-    }
+    let dead = common::crash_at_operation_n(&sim, at, mode);
     if let Ok(log) = open(&sim) {
         let _ = work(&log);
         std::mem::forget(log);

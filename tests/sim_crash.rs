@@ -14,7 +14,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::io::ErrorKind;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 
 use annals::storage::{CrashMode, SimOpKind, SimStorage};
 use annals::{Compression, Error, Log, Partition, Record, TopicConfig};
@@ -260,25 +260,7 @@ fn workload(sim: &Arc<SimStorage>, seed: u64, model: &mut Model) -> Option<Log> 
 fn crash_at_operation(setup: &Snapshot, seed: u64, at: u64, mode: CrashMode) {
     let ctx = format!("seed {seed}: {mode:?} at operation {at}");
     let sim = restore(setup);
-    let weak: Weak<SimStorage> = Arc::downgrade(&sim);
-    let count = Arc::new(AtomicU64::new(0));
-    let dead = Arc::new(AtomicBool::new(false));
-    {
-        let (count, dead) = (count.clone(), dead.clone());
-        sim.set_fault_hook(move |op| {
-            if dead.load(Ordering::SeqCst) {
-                return Some(std::io::Error::other(format!("dead process: {op:?}")));
-            }
-            if count.fetch_add(1, Ordering::SeqCst) == at {
-                dead.store(true, Ordering::SeqCst);
-                if let Some(sim) = weak.upgrade() {
-                    sim.crash(mode);
-                }
-                return Some(std::io::Error::other("the machine lost power"));
-            }
-            None
-        });
-    }
+    let dead = common::crash_at_operation_n(&sim, at, mode);
     let mut model = Model::new();
     let log = workload(&sim, seed, &mut model);
     let crashed = dead.load(Ordering::SeqCst);

@@ -399,3 +399,32 @@ pub fn spawn_child(
     });
     (child, rx)
 }
+
+/// Makes `sim` crash (`mode`) at its `at`-th storage operation from now on, failing that
+/// operation and every later one of the dead process, as a real crash would stop it. Returns
+/// the flag that says whether the crash happened.
+pub fn crash_at_operation_n(
+    sim: &Arc<SimStorage>,
+    at: u64,
+    mode: annals::storage::CrashMode,
+) -> Arc<std::sync::atomic::AtomicBool> {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let weak = Arc::downgrade(sim);
+    let count = AtomicU64::new(0);
+    let dead = Arc::new(AtomicBool::new(false));
+    let flag = dead.clone();
+    sim.set_fault_hook(move |op| {
+        if dead.load(Ordering::SeqCst) {
+            return Some(std::io::Error::other(format!("dead process: {op:?}")));
+        }
+        if count.fetch_add(1, Ordering::SeqCst) == at {
+            dead.store(true, Ordering::SeqCst);
+            if let Some(sim) = weak.upgrade() {
+                sim.crash(mode);
+            }
+            return Some(std::io::Error::other("the machine lost power"));
+        }
+        None
+    });
+    flag
+}
