@@ -12,7 +12,7 @@
 //!   JSON-like value, written in batches of 1000) came back, touching every key and value.
 //!   `max_poll_records` 10,000. Target: >= 20 M records/s uncompressed, and >= 1.0x
 //!   `commitlog/read`. `poll/vec/none` is the same through `poll`, which returns a fresh vector
-//!   per call (the difference is the allocator faulting in that vector's pages), and
+//!   per call, and
 //!   `poll/batches/<codec>` through `poll_batches` (borrowing batch views, records decoded while
 //!   iterated).
 //! - `commitlog/read`: the `commitlog` crate (0.2) reading the same records (key as message
