@@ -253,3 +253,73 @@ fn crash_at_every_step_of_retention() {
         Ok(())
     });
 }
+
+/// An I/O error (not a crash) at each durable step of a compaction: the process goes on. Reads
+/// through the same `Log` stay correct; a failure after the swap's commit point poisons the
+/// partition (writes and further maintenance are refused, rather than acting on a stale
+/// segment list); closing and reopening completes or rolls back the swap.
+#[test]
+fn io_error_at_every_step_of_compaction() {
+    let seed = base_seed();
+    let _g = SeedGuard::new("io_error_at_every_step_of_compaction", seed);
+    let (setup, written) = setup(seed, Compression::None);
+    let kinds = operations(&setup, &compact);
+    let sim = restore(&setup);
+    let before = sim.op_count();
+    std::mem::forget(open(&sim).unwrap());
+    let opened = sim.op_count() - before;
+    let mut poisoned_runs = 0;
+    for (i, kind) in kinds.iter().enumerate() {
+        if matches!(
+            kind,
+            SimOpKind::Read | SimOpKind::Write | SimOpKind::Len | SimOpKind::Exists
+        ) {
+            continue;
+        }
+        let at = opened + i as u64;
+        let ctx = format!("seed {seed}: {kind:?} fails at operation {at}");
+        let sim = restore(&setup);
+        let count = std::sync::atomic::AtomicU64::new(0);
+        sim.set_fault_hook(move |_| {
+            (count.fetch_add(1, Ordering::SeqCst) == at)
+                .then(|| std::io::Error::other("injected I/O error"))
+        });
+        let log = open(&sim).unwrap();
+        let failed = compact(&log).is_err();
+        sim.clear_fault_hook();
+        let p = log.partition(T, 0).unwrap();
+        check(&p, &written, &format!("{ctx}, same process"));
+        let poisoned = matches!(
+            p.append(&[Record::new("x").key("late")]),
+            Err(annals::Error::Poisoned { .. })
+        );
+        if poisoned {
+            assert!(failed, "{ctx}: poisoned by a run that succeeded");
+            assert!(
+                matches!(compact(&log), Err(annals::Error::Poisoned { .. })),
+                "{ctx}: a poisoned partition must refuse further maintenance"
+            );
+            poisoned_runs += 1;
+        }
+        drop(p);
+        let _ = log.close(); // reports Poisoned, and then writes no clean-shutdown marker
+        let log = open(&sim).unwrap_or_else(|e| panic!("{ctx}: reopen failed: {e}"));
+        let p = log.partition(T, 0).unwrap();
+        let mut written = written.clone();
+        if !poisoned {
+            written.insert(
+                written.len() as u64,
+                (Bytes::from("late"), Some(Bytes::from("x"))),
+            );
+        }
+        check(&p, &written, &format!("{ctx}, reopened"));
+        compact(&log).unwrap_or_else(|e| panic!("{ctx}: rerun failed: {e}"));
+        check(&p, &written, &format!("{ctx}, rerun"));
+        drop(p);
+        log.close().unwrap();
+    }
+    assert!(
+        poisoned_runs > 0,
+        "no failure landed after a swap's commit point"
+    );
+}

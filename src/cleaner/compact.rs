@@ -80,7 +80,8 @@ impl Partition {
         let started = Instant::now();
         let inner = &self.inner;
         let mut bounds = inner.bounds.lock();
-        inner.check_open()?;
+        // Maintenance writes: a poisoned partition refuses it like any other write.
+        inner.check_writable()?;
         let mut report = CompactionReport::default();
         let mut continuing = false;
         loop {

@@ -36,6 +36,21 @@ impl PartitionInner {
         if groups.is_empty() {
             return Ok(());
         }
+        let result = self.commit_steps(groups);
+        if let Err(e) = &result {
+            // Past its first rename a swap may be committed on disk while memory still lists
+            // the old segments (whose files may be renamed away already). Reads of the old
+            // segments stay correct through their open handles, but nothing may write (or
+            // compact) from this stale picture: refuse writes until a reopen, which completes
+            // the swap. A partition closed meanwhile is not a storage failure.
+            if !matches!(e, Error::Closed) {
+                self.poison(format!("a compaction swap failed part way: {e}"));
+            }
+        }
+        result
+    }
+
+    fn commit_steps(&self, groups: Vec<Staged>) -> Result<()> {
         let storage = &self.storage;
         let dir = &self.dir;
         let swap = |g: &Staged| dir.join(swap_file_name(g.base(), g.end, SWAP_SUFFIX));

@@ -68,7 +68,8 @@ impl Partition {
         let started = Instant::now();
         let inner = &self.inner;
         let mut bounds = inner.bounds.lock();
-        inner.check_open()?;
+        // Maintenance writes: a poisoned partition refuses it like any other write.
+        inner.check_writable()?;
         let config = inner.config();
         let segments = inner.segments();
         let infos: Vec<SegmentInfo> = segments.iter().map(|s| SegmentInfo::of(s)).collect();
@@ -114,7 +115,8 @@ impl Partition {
     pub fn delete_records(&self, before_offset: u64) -> Result<u64> {
         let inner = &self.inner;
         let mut bounds = inner.bounds.lock();
-        inner.check_open()?;
+        // Maintenance writes: a poisoned partition refuses it like any other write.
+        inner.check_writable()?;
         let start = self.log_start_offset();
         let hw = self.high_watermark();
         if before_offset > hw {

@@ -236,6 +236,10 @@ impl Log {
     /// Appends and reads continue meanwhile: compaction copies without the partition's writer
     /// lock and takes it only to swap the new segments in.
     ///
+    /// A poisoned partition (an fsync failed, or a swap failed part way) is skipped until the
+    /// log is reopened; the run still maintains the others and then returns its
+    /// [`Error::Poisoned`].
+    ///
     /// ```
     /// # fn main() -> annals::Result<()> {
     /// use annals::{Log, TopicConfig};
@@ -255,6 +259,7 @@ impl Log {
     fn run_maintenance_while(&self, go_on: impl Fn() -> bool) -> Result<MaintenanceReport> {
         let started = Instant::now();
         let mut report = MaintenanceReport::default();
+        let mut poisoned = None;
         for p in self.all_partitions()? {
             if !go_on() {
                 break;
@@ -272,12 +277,22 @@ impl Log {
             // under a pass): skip it, unless the whole log is closing.
             let deleted =
                 |p: &crate::Partition| p.inner.is_closed() && !self.inner.state.read().closed;
+            // A poisoned partition (a failed fsync, or a swap that failed part way) waits for
+            // a reopen; the others are still maintained, and the run reports it at the end.
             let retention = match p.retain_with_groups(&groups) {
                 Err(_) if deleted(&p) => continue,
+                Err(e @ Error::Poisoned { .. }) => {
+                    poisoned.get_or_insert(e);
+                    continue;
+                }
                 r => r?,
             };
             let compaction = match p.compact_with_buffer(self.inner.cleaner_buffer_bytes) {
                 Err(_) if deleted(&p) => continue,
+                Err(e @ Error::Poisoned { .. }) => {
+                    poisoned.get_or_insert(e);
+                    continue;
+                }
                 r => r?,
             };
             if retention.segments_deleted > 0
@@ -293,7 +308,10 @@ impl Log {
             }
         }
         report.elapsed = started.elapsed();
-        Ok(report)
+        match poisoned {
+            Some(e) => Err(e),
+            None => Ok(report),
+        }
     }
 
     /// The offset `group` has committed for `topic`/`partition` (the next offset it will read),
