@@ -13,7 +13,7 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::io::ErrorKind;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use annals::storage::{CrashMode, SimOpKind, SimStorage};
@@ -326,25 +326,7 @@ fn power_loss_during_create_topic() {
     let mut at = 0;
     loop {
         let sim = restore(&setup);
-        let weak = Arc::downgrade(&sim);
-        let count = Arc::new(AtomicU64::new(0));
-        let dead = Arc::new(AtomicBool::new(false));
-        {
-            let (count, dead) = (count.clone(), dead.clone());
-            sim.set_fault_hook(move |_| {
-                if dead.load(Ordering::SeqCst) {
-                    return Some(std::io::Error::other("dead"));
-                }
-                if count.fetch_add(1, Ordering::SeqCst) == at {
-                    dead.store(true, Ordering::SeqCst);
-                    weak.upgrade()
-                        .unwrap()
-                        .crash(CrashMode::PowerLossTorn { seed: at });
-                    return Some(std::io::Error::other("power lost"));
-                }
-                None
-            });
-        }
+        let dead = crash_at_operation_n(&sim, at, CrashMode::PowerLossTorn { seed: at });
         let log = open_sim(&sim, DIR);
         let created = log
             .as_ref()
@@ -707,25 +689,7 @@ fn power_loss_during_delete_topic() {
     loop {
         let sim = restore(&setup);
         let log = open_sim(&sim, DIR).unwrap();
-        let weak = Arc::downgrade(&sim);
-        let count = Arc::new(AtomicU64::new(0));
-        let dead = Arc::new(AtomicBool::new(false));
-        {
-            let (count, dead) = (count.clone(), dead.clone());
-            sim.set_fault_hook(move |_| {
-                if dead.load(Ordering::SeqCst) {
-                    return Some(std::io::Error::other("dead"));
-                }
-                if count.fetch_add(1, Ordering::SeqCst) == at {
-                    dead.store(true, Ordering::SeqCst);
-                    weak.upgrade()
-                        .unwrap()
-                        .crash(CrashMode::PowerLossTorn { seed: at });
-                    return Some(std::io::Error::other("power lost"));
-                }
-                None
-            });
-        }
+        let dead = crash_at_operation_n(&sim, at, CrashMode::PowerLossTorn { seed: at });
         let deleted = log.delete_topic("doomed").is_ok();
         let finished = !dead.load(Ordering::SeqCst);
         sim.clear_fault_hook();
