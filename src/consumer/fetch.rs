@@ -61,7 +61,7 @@ impl Consumer {
         self.poll_with(timeout, out)
     }
 
-    fn poll_with<O: PollOutput>(&mut self, timeout: Duration, out: &mut O) -> Result<()> {
+    fn poll_with<I: PollItem>(&mut self, timeout: Duration, out: &mut Vec<I>) -> Result<()> {
         out.clear();
         self.check_usable()?;
         if self.in_callback {
@@ -98,7 +98,7 @@ impl Consumer {
             let now = Instant::now();
             let enough = !out.is_empty()
                 && (bytes >= self.config.fetch_min_bytes || now >= min_bytes_deadline);
-            if enough || out.records() >= self.config.max_poll_records || now >= deadline {
+            if enough || I::count(out) >= self.config.max_poll_records || now >= deadline {
                 return Ok(());
             }
             let mut wake = deadline;
@@ -135,7 +135,7 @@ impl Consumer {
 
     /// One pass over the assigned partitions, starting at the cursor. Returns payload bytes
     /// added to `out`.
-    fn fetch<O: PollOutput>(&mut self, out: &mut O, bytes_so_far: usize) -> Result<usize> {
+    fn fetch<I: PollItem>(&mut self, out: &mut Vec<I>, bytes_so_far: usize) -> Result<usize> {
         let n = self.assigned.len();
         if n == 0 {
             return Ok(0);
@@ -156,7 +156,7 @@ impl Consumer {
             .collect();
         entries.rotate_left(start);
         for (i, tp, a) in entries {
-            if out.records() >= config.max_poll_records {
+            if I::count(out) >= config.max_poll_records {
                 break;
             }
             let budget = config.fetch_max_bytes.saturating_sub(bytes_so_far + added);
@@ -167,10 +167,10 @@ impl Consumer {
                 tp,
                 config,
                 offsets,
-                records_left: config.max_poll_records - out.records(),
+                records_left: config.max_poll_records - I::count(out),
                 byte_budget: budget.max(1),
             };
-            match out.take_turn(a, &cx, scratch)? {
+            match I::take_turn(out, a, &cx, scratch)? {
                 Turn::Read(0) => {}
                 Turn::Read(b) => {
                     added += b;
@@ -289,34 +289,26 @@ pub(super) struct Scratch {
     batches: Vec<BatchView>,
 }
 
-/// What a poll fills: records, or batch views.
-trait PollOutput {
-    fn clear(&mut self);
-    fn is_empty(&self) -> bool;
-    /// Records held (for batches: their headers' record counts).
-    fn records(&self) -> usize;
+/// What a poll returns: records, or batch views.
+trait PollItem: Sized {
+    /// Records in `items` (for batches: their headers' record counts).
+    fn count(items: &[Self]) -> usize;
     /// One partition's share of a fetch: serve its read-ahead first, else read up to
     /// `max_partition_fetch_bytes` (and the fetch's remaining byte budget) from its position.
     fn take_turn(
-        &mut self,
+        out: &mut Vec<Self>,
         a: &mut Assigned,
         cx: &TurnContext,
         scratch: &mut Scratch,
     ) -> Result<Turn>;
 }
 
-impl PollOutput for Vec<ConsumedRecord> {
-    fn clear(&mut self) {
-        Vec::clear(self)
-    }
-    fn is_empty(&self) -> bool {
-        Vec::is_empty(self)
-    }
-    fn records(&self) -> usize {
-        self.len()
+impl PollItem for ConsumedRecord {
+    fn count(items: &[Self]) -> usize {
+        items.len()
     }
     fn take_turn(
-        &mut self,
+        out: &mut Vec<Self>,
         a: &mut Assigned,
         cx: &TurnContext,
         scratch: &mut Scratch,
@@ -327,7 +319,6 @@ impl PollOutput for Vec<ConsumedRecord> {
         };
         // Batches `poll_batches` read ahead start at the position: read them again as records.
         a.batch_ahead.clear();
-        let out = self;
         let scratch = &mut scratch.records;
         let mut bytes = 0usize;
         let mut next = position;
@@ -382,20 +373,15 @@ impl PollOutput for Vec<ConsumedRecord> {
     }
 }
 
-impl PollOutput for Vec<ConsumedBatch> {
-    fn clear(&mut self) {
-        Vec::clear(self)
-    }
-    fn is_empty(&self) -> bool {
-        Vec::is_empty(self)
-    }
-    fn records(&self) -> usize {
-        self.iter()
+impl PollItem for ConsumedBatch {
+    fn count(items: &[Self]) -> usize {
+        items
+            .iter()
             .map(|b| b.batch.header().record_count as usize)
             .sum()
     }
     fn take_turn(
-        &mut self,
+        out: &mut Vec<Self>,
         a: &mut Assigned,
         cx: &TurnContext,
         scratch: &mut Scratch,
@@ -432,7 +418,7 @@ impl PollOutput for Vec<ConsumedBatch> {
             records += batch.header().record_count as usize;
             bytes += batch.header().total_len();
             a.position = Some(batch.next_offset());
-            self.push(ConsumedBatch {
+            out.push(ConsumedBatch {
                 topic: a.topic.clone(),
                 partition: cx.tp.partition,
                 batch,
