@@ -648,12 +648,16 @@ fn main() {
             "--quick" => quick = true,
             "--rounds" => {
                 let n = it.next().and_then(|n| n.parse::<usize>().ok());
-                rounds = Some(
-                    n.filter(|&n| n > 0)
-                        .expect("--rounds takes a positive count"),
-                );
+                let Some(n) = n.filter(|&n| n > 0) else {
+                    eprintln!("compare: --rounds takes a positive count");
+                    std::process::exit(2);
+                };
+                rounds = Some(n);
             }
-            other => panic!("unknown argument {other:?}; use --quick and/or --rounds N"),
+            other => {
+                eprintln!("compare: unknown argument {other:?}; use --quick and/or --rounds N");
+                std::process::exit(2);
+            }
         }
     }
     let sizes = if quick { QUICK } else { FULL };
@@ -709,4 +713,15 @@ fn main() {
     eprintln!("compare: done in {:.0} s", started.elapsed().as_secs_f64());
     let machine = machine(root.path());
     render(&results, &sizes, rounds, quick, idle_mib, &machine);
+    // The table marks a failed cell, but a run with one is not a result: CI runs this example
+    // and must see the failure.
+    let failed = results
+        .cells
+        .iter()
+        .filter(|(_, c)| c.failed.is_some())
+        .count();
+    if failed > 0 {
+        eprintln!("compare: {failed} cell(s) failed; see the FAILED lines above");
+        std::process::exit(1);
+    }
 }

@@ -6,11 +6,24 @@
 //! cargo run --release --example quickstart
 //! ```
 
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use annals::{Compression, ConsumerConfig, Durability, Log, ProducerConfig, Record, TopicConfig};
 
-fn main() -> annals::Result<()> {
+// `main` returning `annals::Result` would print the error with `Debug`; annals' `Display`
+// messages are the ones written for people (they name the path and the operation).
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> annals::Result<()> {
     let dir = tempfile::tempdir()?;
     println!("log directory: {}", dir.path().display());
 
