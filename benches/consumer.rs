@@ -1,6 +1,8 @@
-//! Consumer throughput and latency: `Consumer::poll` over a pre-written partition (beside the
-//! `commitlog` crate reading the same records), end-to-end latency from `Producer::send` to a
-//! parked `poll` returning, and `commit` throughput.
+//! Consumer throughput and latency: `Consumer::poll` over a pre-written partition, end-to-end
+//! latency from `Producer::send` to a parked `poll` returning, and `commit` throughput. The same
+//! scan beside the `commitlog` crate is in the peers' bench (`cargo bench -p annals-peers
+//! --bench peers -- w3_`: `w3_poll/annals` against `w3_read/commitlog`), so that this crate's
+//! dev-dependencies hold no peer.
 //!
 //! ```text
 //! cargo bench --bench consumer                  # ~2 minutes after the build (2 cores)
@@ -11,12 +13,9 @@
 //!   `poll_into` (reusing one vector) until all 1,000,000 records (12-byte key, 100-byte
 //!   JSON-like value, written in batches of 1000) came back, touching every key and value.
 //!   `max_poll_records` 10,000. Target: >= 20 M records/s uncompressed, and >= 1.0x
-//!   `commitlog/read`. `poll/vec/none` is the same through `poll`, which returns a fresh vector
-//!   per call, and
-//!   `poll/batches/<codec>` through `poll_batches` (borrowing batch views, records decoded while
-//!   iterated).
-//! - `commitlog/read`: the `commitlog` crate (0.2) reading the same records (key as message
-//!   metadata, value as payload; appended in batches of 1000) with 1 MiB read limits.
+//!   commitlog's read of the same records (peers' `w3_read/commitlog`). `poll/vec/none` is the
+//!   same through `poll`, which returns a fresh vector per call, and `poll/batches/<codec>`
+//!   through `poll_batches` (borrowing batch views, records decoded while iterated).
 //! - `commit/synced`: one `commit()` of one partition's position per iteration (an append and an
 //!   fdatasync of `__consumer_offsets`); criterion's records/s is commits/s.
 //! - Latency (printed, not a criterion group): a producer (`linger` 0, `Durability::Written`)
@@ -33,8 +32,6 @@ use annals::{
     Compression, Consumer, ConsumerConfig, Durability, Log, ProducerConfig, Record, TopicConfig,
     TopicPartition,
 };
-use commitlog::message::{MessageBuf, MessageSet};
-use commitlog::{CommitLog, LogOptions, ReadLimit};
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
 
 mod common;
@@ -128,50 +125,6 @@ fn bench_poll(c: &mut Criterion) {
             });
         }
     }
-    group.finish();
-
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut clog = CommitLog::new(LogOptions::new(dir.path().join("clog"))).expect("commitlog");
-    let records = make_records(BATCH);
-    let mut buf = MessageBuf::default();
-    for _ in 0..RECORDS / BATCH as u64 {
-        buf.clear();
-        for r in &records {
-            buf.push_with_metadata(
-                r.key.as_deref().unwrap_or_default(),
-                r.value.as_deref().unwrap_or_default(),
-            )
-            .expect("message");
-        }
-        clog.append(&mut buf).expect("append");
-    }
-    clog.flush().expect("flush");
-    let mut group = c.benchmark_group("commitlog");
-    group
-        .throughput(Throughput::Elements(RECORDS))
-        .sampling_mode(SamplingMode::Flat)
-        .sample_size(10)
-        .measurement_time(Duration::from_secs(8));
-    group.bench_function("read", |b| {
-        b.iter(|| {
-            let mut offset = 0;
-            let mut bytes = 0usize;
-            loop {
-                let set = clog
-                    .read(offset, ReadLimit::max_bytes(1 << 20))
-                    .expect("read");
-                if set.is_empty() {
-                    break;
-                }
-                for m in set.iter() {
-                    bytes += m.metadata().len() + m.payload().len();
-                    offset = m.offset() + 1;
-                }
-            }
-            assert_eq!(offset, RECORDS);
-            black_box(bytes)
-        })
-    });
     group.finish();
 }
 

@@ -1,4 +1,5 @@
-//! What the benches share: the records they measure, the raw-file baseline's record layout, and
+//! What the benches share (these and, included by path, the peers' in `peers/`): the records they
+//! measure, the raw-file baseline's record layout, and
 //! splitting long runs so disk use stays bounded.
 #![allow(dead_code)] // each bench uses its own subset
 
@@ -23,7 +24,7 @@ pub fn codecs() -> [(&'static str, Compression); 3] {
 pub struct Rng(pub u64);
 
 impl Rng {
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
@@ -31,7 +32,7 @@ impl Rng {
     }
 
     pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
+        self.next_u64() % n
     }
 }
 

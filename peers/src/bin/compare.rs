@@ -3,16 +3,16 @@
 //! This is the table in the README's "Performance" section.
 //!
 //! ```text
-//! cargo run --release --example compare                # full sizes, 5 rounds (~2 min, 2 cores)
-//! cargo run --release --example compare -- --quick     # a tenth of the sizes, 1 round (seconds)
-//! cargo run --release --example compare -- --rounds 9  # more rounds, steadier medians
+//! cargo run --release -p annals-peers --bin compare                # full sizes, 5 rounds (~2 min)
+//! cargo run --release -p annals-peers --bin compare -- --quick     # a tenth of the sizes (seconds)
+//! cargo run --release -p annals-peers --bin compare -- --rounds 9  # more rounds, steadier medians
 //! ```
 //!
-//! Why an example and not a criterion mode: the table needs one *process* per system and
+//! Why a binary and not a criterion mode: the table needs one *process* per system and
 //! workload (peak RSS, `VmHWM`, is per process and never goes down), the issue's full sizes
 //! (2 M records; criterion would repeat them ten times over) and ratios computed from one run,
 //! none of which criterion does. The workloads are not re-implemented here: they are
-//! `benches/common/peers_workloads.rs`, the same code `cargo bench --bench peers` times.
+//! `annals_peers::workloads`, the same code `cargo bench -p annals-peers --bench peers` times.
 //!
 //! How it runs: the parent re-executes itself as `compare --child <system> <workload> <dir>
 //! <full|quick>` for every cell, in rounds; each round goes through every workload, and inside a
@@ -30,13 +30,8 @@ use std::time::{Duration, Instant};
 
 use annals::Compression;
 
-#[path = "../benches/common/mod.rs"]
-mod common;
-#[path = "../benches/common/peers_workloads.rs"]
-mod peers_workloads;
-
-use common::{make_records, make_records_len, VALUE_LEN};
-use peers_workloads::{
+use annals_peers::common::{make_records, make_records_len, VALUE_LEN};
+use annals_peers::workloads::{
     close, close_read, open_for_read, scan, settle_and_close, timed_append, timed_poll, timed_send,
     System, SYSTEMS,
 };
@@ -713,7 +708,7 @@ fn main() {
     eprintln!("compare: done in {:.0} s", started.elapsed().as_secs_f64());
     let machine = machine(root.path());
     render(&results, &sizes, rounds, quick, idle_mib, &machine);
-    // The table marks a failed cell, but a run with one is not a result: CI runs this example
+    // The table marks a failed cell, but a run with one is not a result: CI runs this binary
     // and must see the failure.
     let failed = results
         .cells

@@ -1,10 +1,6 @@
 //! The peer workloads — one implementation, shared by `benches/peers.rs` (criterion, scaled-down
-//! sizes) and `examples/compare.rs` (the sizes, one child process per system and
+//! sizes) and the `compare` binary (the sizes, one child process per system and
 //! workload, one table) — so both measure exactly the same code.
-//!
-//! Both include this file with `#[path]` next to `common` (`benches/common/mod.rs`). It is not a
-//! submodule of `common` because the other benches include `common` too and would then compile
-//! the peers (commitlog, SQLite, redb) for nothing.
 //!
 //! What every system does (records from `common::make_records*`; batches are the pool's length):
 //!
@@ -29,7 +25,6 @@
 //! `parts` partitions; raw file and commitlog one file / log each; sqlite one database, a table
 //! and a connection per thread (writers serialise on SQLite's lock; `busy_timeout` 60 s); redb one
 //! database, a table per thread, writers serialise on `begin_write`.
-#![allow(dead_code)] // the bench and the example each use their own subset
 
 use std::fs::File;
 use std::hint::black_box;

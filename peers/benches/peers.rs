@@ -3,14 +3,14 @@
 //! `redb`.
 //!
 //! ```text
-//! cargo bench --bench peers                     # everything, ~2.5 minutes after the build (2 cores)
-//! cargo bench --bench peers -- --quick          # criterion's quick mode
-//! cargo bench --bench peers -- w3_read/         # one workload
-//! cargo bench --bench peers -- /sqlite          # one system
+//! cargo bench -p annals-peers --bench peers                  # everything, ~2.5 min (2 cores)
+//! cargo bench -p annals-peers --bench peers -- --quick       # criterion's quick mode
+//! cargo bench -p annals-peers --bench peers -- w3_read/      # one workload
+//! cargo bench -p annals-peers --bench peers -- /sqlite       # one system
 //! ```
 //!
-//! The workloads themselves live in `benches/common/peers_workloads.rs` (what each system does,
-//! exactly), shared with `examples/compare.rs`, which runs them at the issue's full sizes in one
+//! The workloads themselves live in `annals_peers::workloads` (what each system does,
+//! exactly), shared with the `compare` binary, which runs them at the issue's full sizes in one
 //! child process per system and workload and prints one table with ratios and peak memory: that
 //! is the table in the README. This bench is the criterion view of the same code.
 //!
@@ -25,7 +25,7 @@
 //!
 //! - `w1_append/<system>`: `W1_RECORDS` (100,000) records in batches of 1000, no fsync.
 //! - `w2_append_sync/<system>`: `W2_RECORDS` (10,000) per iteration, made durable after every
-//!   batch (commitlog's "durable" does not fsync its records: see `peers_workloads`).
+//!   batch (commitlog's "durable" does not fsync its records: see `annals_peers::workloads`).
 //! - `w3_read/<system>`: one full sequential scan of `W1_RECORDS` records written as in W1,
 //!   settled (fsynced) and reopened beforehand, touching every key and value.
 //! - `w4_append_lz4/<system>`: `W4_RECORDS` (20,000) records with 1 KiB values, batches of 1000,
@@ -50,12 +50,8 @@ use criterion::{
     criterion_group, criterion_main, BenchmarkGroup, Criterion, SamplingMode, Throughput,
 };
 
-mod common;
-#[path = "common/peers_workloads.rs"]
-mod peers_workloads;
-
-use common::{make_records, make_records_len};
-use peers_workloads::{
+use annals_peers::common::{make_records, make_records_len};
+use annals_peers::workloads::{
     close, close_read, open_for_read, scan, settle_and_close, timed_append, timed_poll, timed_send,
     ReadStore, System, SYSTEMS,
 };
