@@ -14,7 +14,7 @@ use parking_lot::{Condvar, Mutex};
 
 use super::{Log, LogBuilder, LogInner};
 use crate::cleaner::{MaintenanceReport, PartitionReport};
-use crate::config::TopicConfig;
+use crate::config::{check_duration, TopicConfig};
 use crate::error::{Error, Result};
 use crate::meta::store_topics;
 
@@ -28,7 +28,8 @@ const MAX_CLEANER_BUFFER_BYTES: usize = 1 << 40;
 
 impl LogBuilder {
     /// How often the background thread runs [`Log::run_maintenance`]; `None` turns background
-    /// maintenance off, leaving it to the host. Default 30 s; when set, at least 1 ms.
+    /// maintenance off, leaving it to the host. Default 30 s; when set, at least 1 ms and at
+    /// most `i64::MAX` ms.
     pub fn maintenance_interval(mut self, interval: Option<Duration>) -> Self {
         self.maintenance_interval = interval;
         self
@@ -43,6 +44,9 @@ impl LogBuilder {
     }
 
     pub(super) fn validate(&self) -> Result<()> {
+        if let Some(interval) = self.maintenance_interval {
+            check_duration("maintenance_interval", interval)?;
+        }
         if self.maintenance_interval.is_some_and(|d| d.is_zero()) {
             return Err(Error::invalid_config(
                 "maintenance_interval",
