@@ -184,8 +184,10 @@ impl Log {
         }
         config.validate()?;
         let inner = &self.inner;
+        // The metadata is written under the admin lock alone, which keeps the topic list as read
+        // here; `state` is taken only to read it and to publish the result.
         let _admin = inner.admin.lock();
-        let mut state = inner.state.write();
+        let state = inner.state.read();
         if state.closed {
             return Err(Error::Closed);
         }
@@ -222,9 +224,11 @@ impl Log {
                 (n.clone(), c.clone())
             })
             .collect();
+        drop(state);
         // Durable first: a crash after this reopens with the new configuration.
         store_topics(&*inner.storage, &inner.dir, &list)?;
-        let topic = state.topics.get_mut(name).expect("checked above");
+        let mut state = inner.state.write();
+        let topic = state.topics.get_mut(name).expect("the admin lock kept it");
         topic.config = config.clone();
         let shared = Arc::new(config);
         for p in &topic.partitions {
