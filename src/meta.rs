@@ -565,6 +565,25 @@ mod tests {
     }
 
     #[test]
+    fn a_stored_duration_beyond_i64_max_ms_is_corrupt() {
+        for (t, value) in [
+            (tag::SEGMENT_MS, u64::MAX.to_be_bytes().to_vec()),
+            (tag::RETENTION_MS, optional_u64(Some(i64::MAX as u64 + 1))),
+        ] {
+            let mut w = Writer::default();
+            w.u32(1);
+            w.bytes16(b"t");
+            w.u16(1);
+            field(&mut w, t, &value);
+            let bytes = seal_envelope(TOPICS_MAGIC, &w.0);
+            assert!(matches!(
+                decode_topics(Path::new("t"), &bytes),
+                Err(Error::CorruptMetadata { .. })
+            ));
+        }
+    }
+
+    #[test]
     fn checkpoint_round_trip_and_bounds() {
         let c = Checkpoint {
             recovery_point: 42,
