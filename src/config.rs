@@ -3,10 +3,53 @@
 //! Every field documents its default and bounds; [`TopicConfig::validate`] rejects values out of
 //! bounds with [`Error::InvalidConfig`] instead of clamping them.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::format::{Compression, TimestampType};
+
+/// The longest duration any configuration accepts: `i64::MAX` milliseconds (about 292 million
+/// years). Millisecond timestamps are `i64`, so every configured duration can be compared with
+/// them, stored as `u64` milliseconds and added to an [`Instant`] without overflowing.
+pub(crate) const MAX_DURATION: Duration = Duration::from_millis(i64::MAX as u64);
+
+/// `d` in milliseconds, exactly, for a duration that is stored (in `topics.meta`) or compared
+/// with millisecond timestamps. Refuses, naming `field`, a duration above [`MAX_DURATION`] and
+/// one with a sub-millisecond part (which storing would silently drop, so the reopened log
+/// would differ from the one configured). The result always fits an `i64` as well.
+pub(crate) fn duration_to_millis(field: &'static str, d: Duration) -> Result<u64> {
+    check_duration(field, d)?;
+    if !d.subsec_nanos().is_multiple_of(1_000_000) {
+        return Err(Error::invalid_config(
+            field,
+            format!("is {d:?}, which is not a whole number of milliseconds (it is stored in ms)"),
+        ));
+    }
+    // At most i64::MAX, checked above, so the narrowing is exact.
+    Ok(d.as_millis() as u64)
+}
+
+/// Refuses, naming `field`, a duration above [`MAX_DURATION`]: for configured durations that are
+/// only ever waited for (added to an [`Instant`]), never stored.
+pub(crate) fn check_duration(field: &'static str, d: Duration) -> Result<()> {
+    if d > MAX_DURATION {
+        return Err(Error::invalid_config(
+            field,
+            format!("is {d:?}, more than i64::MAX milliseconds"),
+        ));
+    }
+    Ok(())
+}
+
+/// `now + d` for a caller's timeout, which may be anything up to `Duration::MAX`: a sum past what
+/// an `Instant` can hold means "wait as long as it takes", so it becomes a century from now.
+pub(crate) fn deadline_after(now: Instant, d: Duration) -> Instant {
+    const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    now.checked_add(d)
+        .or_else(|| now.checked_add(CENTURY))
+        // No platform's Instant stops short of a century; a deadline of now still returns.
+        .unwrap_or(now)
+}
 
 /// What the log does with old data (Kafka's `cleanup.policy`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -41,6 +84,10 @@ pub enum CompactionStrategy {
 }
 
 /// Configuration of one topic.
+///
+/// Durations are kept in `topics.meta` as milliseconds, like Kafka's `*.ms` settings: each must
+/// be a whole number of milliseconds and at most `i64::MAX` ms, so that the reopened log has
+/// exactly the configuration it was given.
 ///
 /// ```
 /// use annals::{Compression, TopicConfig};
@@ -229,6 +276,13 @@ impl TopicConfig {
 
     /// Checks every field against its documented bounds.
     pub fn validate(&self) -> Result<()> {
+        // First, so that a duration out of range is reported under its own name rather than as
+        // breaking a relation with another field.
+        for (field, d) in self.durations() {
+            if let Some(d) = d {
+                duration_to_millis(field, d)?;
+            }
+        }
         check("partitions", self.partitions as u64, 1, 10_000)?;
         check("segment_bytes", self.segment_bytes, 1024, i32::MAX as u64)?;
         if self.segment_ms.is_zero() {
@@ -292,15 +346,6 @@ impl TopicConfig {
                 ));
             }
         }
-        // Stored as u64 milliseconds in topics.meta.
-        for (field, d) in [
-            ("min_compaction_lag_ms", self.min_compaction_lag_ms),
-            ("delete_retention_ms", self.delete_retention_ms),
-        ] {
-            if d.as_millis() > i64::MAX as u128 {
-                return Err(Error::invalid_config(field, "is too large"));
-            }
-        }
         if let CompactionStrategy::Header(name) = &self.compaction_strategy {
             if name.is_empty() || name.len() > 1024 {
                 return Err(Error::invalid_config(
@@ -346,6 +391,18 @@ impl TopicConfig {
             }
         }
         Ok(())
+    }
+
+    /// Every duration field, by name (`None`: an optional one that is unset).
+    fn durations(&self) -> [(&'static str, Option<Duration>); 6] {
+        [
+            ("segment_ms", Some(self.segment_ms)),
+            ("retention_ms", self.retention_ms),
+            ("min_compaction_lag_ms", Some(self.min_compaction_lag_ms)),
+            ("max_compaction_lag_ms", self.max_compaction_lag_ms),
+            ("delete_retention_ms", Some(self.delete_retention_ms)),
+            ("max_retention_ms", self.max_retention_ms),
+        ]
     }
 
     /// Largest uncompressed size a batch of this topic may decompress to. Compressed batches

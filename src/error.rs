@@ -136,7 +136,7 @@ pub enum Error {
     /// A commit carried the generation the member knew, but the group has rebalanced since.
     /// Poll (which finishes the rebalance and runs the rebalance callbacks), then commit again.
     #[error(
-        "commit for group {group:?} from generation {generation} refused: the group is at          generation {current}; poll to finish the rebalance"
+        "commit for group {group:?} from generation {generation} refused: the group is at generation {current}; poll to finish the rebalance"
     )]
     StaleGeneration {
         group: String,

@@ -14,7 +14,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::config::{CleanupPolicy, TopicConfig};
+use crate::config::{duration_to_millis, CleanupPolicy, TopicConfig};
 use crate::error::{Error, Result};
 use crate::format::{Compression, TimestampType};
 use crate::segment::SegmentStats;
@@ -190,7 +190,11 @@ fn optional_u64(v: Option<u64>) -> Vec<u8> {
     }
 }
 
-pub(crate) fn encode_topics(topics: &[(String, TopicConfig)]) -> Vec<u8> {
+/// Encodes validated configurations; a duration `topics.meta` cannot hold exactly is refused
+/// (`InvalidConfig`) rather than written wrong.
+pub(crate) fn encode_topics(topics: &[(String, TopicConfig)]) -> Result<Vec<u8>> {
+    let ms = duration_to_millis;
+    let optional_ms = |field, d: Option<Duration>| d.map(|d| ms(field, d)).transpose();
     let mut w = Writer::default();
     w.u32(topics.len() as u32);
     for (name, c) in topics {
@@ -207,7 +211,7 @@ pub(crate) fn encode_topics(topics: &[(String, TopicConfig)]) -> Vec<u8> {
             (tag::SEGMENT_BYTES, c.segment_bytes.to_be_bytes().to_vec()),
             (
                 tag::SEGMENT_MS,
-                (c.segment_ms.as_millis() as u64).to_be_bytes().to_vec(),
+                ms("segment_ms", c.segment_ms)?.to_be_bytes().to_vec(),
             ),
             (
                 tag::SEGMENT_INDEX_BYTES,
@@ -236,7 +240,7 @@ pub(crate) fn encode_topics(topics: &[(String, TopicConfig)]) -> Vec<u8> {
             ),
             (
                 tag::RETENTION_MS,
-                optional_u64(c.retention_ms.map(|d| d.as_millis() as u64)),
+                optional_u64(optional_ms("retention_ms", c.retention_ms)?),
             ),
             (tag::RETENTION_BYTES, optional_u64(c.retention_bytes)),
             (
@@ -245,15 +249,22 @@ pub(crate) fn encode_topics(topics: &[(String, TopicConfig)]) -> Vec<u8> {
             ),
             (
                 tag::MIN_COMPACTION_LAG_MS,
-                millis(c.min_compaction_lag_ms).to_be_bytes().to_vec(),
+                ms("min_compaction_lag_ms", c.min_compaction_lag_ms)?
+                    .to_be_bytes()
+                    .to_vec(),
             ),
             (
                 tag::MAX_COMPACTION_LAG_MS,
-                optional_u64(c.max_compaction_lag_ms.map(millis)),
+                optional_u64(optional_ms(
+                    "max_compaction_lag_ms",
+                    c.max_compaction_lag_ms,
+                )?),
             ),
             (
                 tag::DELETE_RETENTION_MS,
-                millis(c.delete_retention_ms).to_be_bytes().to_vec(),
+                ms("delete_retention_ms", c.delete_retention_ms)?
+                    .to_be_bytes()
+                    .to_vec(),
             ),
             (
                 tag::COMPACTION_STRATEGY,
@@ -262,7 +273,7 @@ pub(crate) fn encode_topics(topics: &[(String, TopicConfig)]) -> Vec<u8> {
             (tag::RETAIN_FOR_GROUPS, encode_groups(&c.retain_for_groups)),
             (
                 tag::MAX_RETENTION_MS,
-                optional_u64(c.max_retention_ms.map(millis)),
+                optional_u64(optional_ms("max_retention_ms", c.max_retention_ms)?),
             ),
             (
                 tag::MAX_RETENTION_BYTES,
@@ -274,7 +285,7 @@ pub(crate) fn encode_topics(topics: &[(String, TopicConfig)]) -> Vec<u8> {
             field(&mut w, *t, v);
         }
     }
-    seal_envelope(TOPICS_MAGIC, &w.0)
+    Ok(seal_envelope(TOPICS_MAGIC, &w.0))
 }
 
 pub(crate) fn decode_topics(file: &Path, bytes: &[u8]) -> Result<Vec<(String, TopicConfig)>> {
@@ -388,7 +399,7 @@ pub(crate) fn store_topics(
     Ok(write_atomic(
         storage,
         &dir.join(TOPICS_FILE),
-        &encode_topics(topics),
+        &encode_topics(topics)?,
     )?)
 }
 
@@ -493,8 +504,10 @@ pub(crate) fn store_checkpoint(storage: &dyn Storage, dir: &Path, c: &Checkpoint
 
 mod bounds;
 mod cleaner_fields;
+#[cfg(test)]
+mod proptests;
 pub(crate) use bounds::{load_bounds, store_bounds, Bounds, BOUNDS_FILE};
-use cleaner_fields::{decode_groups, decode_strategy, encode_groups, encode_strategy, millis};
+use cleaner_fields::{decode_groups, decode_strategy, encode_groups, encode_strategy};
 
 #[cfg(test)]
 mod tests {
@@ -533,13 +546,13 @@ mod tests {
                 TopicConfig::default().compaction_strategy(CompactionStrategy::Timestamp),
             ),
         ];
-        let bytes = encode_topics(&topics);
+        let bytes = encode_topics(&topics).unwrap();
         assert_eq!(decode_topics(Path::new("t"), &bytes).unwrap(), topics);
     }
 
     #[test]
     fn every_flipped_byte_or_cut_is_reported() {
-        let bytes = encode_topics(&[("a".to_string(), TopicConfig::default())]);
+        let bytes = encode_topics(&[("a".to_string(), TopicConfig::default())]).unwrap();
         for i in 0..bytes.len() {
             let mut b = bytes.clone();
             b[i] ^= 0x5a;
@@ -548,6 +561,25 @@ mod tests {
                 Err(Error::CorruptMetadata { .. })
             ));
             assert!(decode_topics(Path::new("t"), &bytes[..i]).is_err());
+        }
+    }
+
+    #[test]
+    fn a_stored_duration_beyond_i64_max_ms_is_corrupt() {
+        for (t, value) in [
+            (tag::SEGMENT_MS, u64::MAX.to_be_bytes().to_vec()),
+            (tag::RETENTION_MS, optional_u64(Some(i64::MAX as u64 + 1))),
+        ] {
+            let mut w = Writer::default();
+            w.u32(1);
+            w.bytes16(b"t");
+            w.u16(1);
+            field(&mut w, t, &value);
+            let bytes = seal_envelope(TOPICS_MAGIC, &w.0);
+            assert!(matches!(
+                decode_topics(Path::new("t"), &bytes),
+                Err(Error::CorruptMetadata { .. })
+            ));
         }
     }
 

@@ -5,7 +5,8 @@
 //! its length field and CRC repaired, which lets the fuzzer reach the record and decompression
 //! code behind the checksum.
 //!
-//! Run with `cargo +nightly fuzz run decode_batch` from the repository root.
+//! Run with `cargo fuzz run -s none decode_batch` from the repository root: without a sanitizer
+//! (`-s none`) cargo-fuzz works on the stable toolchain.
 
 #![no_main]
 

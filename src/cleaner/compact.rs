@@ -91,14 +91,19 @@ impl Partition {
             }
             let segments = inner.segments();
             let infos: Vec<SegmentInfo> = segments.iter().map(|s| SegmentInfo::of(s)).collect();
-            let millis = |d: std::time::Duration| d.as_millis().min(u64::MAX as u128) as u64;
             let Some(plan) = plan_compaction(&CompactionInput {
                 segments: &infos,
                 log_start_offset: self.log_start_offset(),
                 cleaned_end: bounds.cleaned_end,
                 now_ms: now_ms(),
-                min_compaction_lag_ms: millis(config.min_compaction_lag_ms),
-                max_compaction_lag_ms: config.max_compaction_lag_ms.map(millis),
+                min_compaction_lag_ms: crate::config::duration_to_millis(
+                    "min_compaction_lag_ms",
+                    config.min_compaction_lag_ms,
+                )?,
+                max_compaction_lag_ms: config
+                    .max_compaction_lag_ms
+                    .map(|d| crate::config::duration_to_millis("max_compaction_lag_ms", d))
+                    .transpose()?,
                 min_cleanable_dirty_ratio: config.min_cleanable_dirty_ratio,
                 continuing,
             }) else {
@@ -293,7 +298,11 @@ impl Pass<'_> {
     ) -> Result<bool> {
         let strategy = &self.config.compaction_strategy;
         let max = self.config.max_uncompressed_bytes();
-        let delete_retention = self.config.delete_retention_ms.as_millis() as i64;
+        // At most i64::MAX (validated), so the cast is exact.
+        let delete_retention = crate::config::duration_to_millis(
+            "delete_retention_ms",
+            self.config.delete_retention_ms,
+        )? as i64;
         let mut changed = false;
         let mut records = Vec::new();
         let mut kept: Vec<usize> = Vec::new();

@@ -73,14 +73,17 @@ impl Partition {
         let config = inner.config();
         let segments = inner.segments();
         let infos: Vec<SegmentInfo> = segments.iter().map(|s| SegmentInfo::of(s)).collect();
-        let millis = |d: Option<Duration>| d.map(|d| d.as_millis().min(u64::MAX as u128) as u64);
+        let millis = |field, d: Option<Duration>| {
+            d.map(|d| crate::config::duration_to_millis(field, d))
+                .transpose()
+        };
         let plan = plan_retention(&RetentionInput {
             segments: &infos,
             log_start_offset: self.log_start_offset(),
             delete_enabled: config.deletes(),
-            retention_ms: millis(config.retention_ms),
+            retention_ms: millis("retention_ms", config.retention_ms)?,
             retention_bytes: config.retention_bytes,
-            max_retention_ms: millis(config.max_retention_ms),
+            max_retention_ms: millis("max_retention_ms", config.max_retention_ms)?,
             max_retention_bytes: config.max_retention_bytes,
             groups,
             now_ms: now_ms(),

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use crate::config::check_duration;
 use crate::error::{Error, Result};
 use crate::group::{validate_group_id, Assignor};
 
@@ -59,7 +60,7 @@ pub struct ConsumerConfig {
     /// processed when the *next* poll runs, which is only at-least-once if the application
     /// finishes each batch before polling again; explicit `commit` makes that visible.
     pub enable_auto_commit: bool,
-    /// Default 5 s; at least 1 ms.
+    /// Default 5 s; at least 1 ms, at most `i64::MAX` ms.
     pub auto_commit_interval: Duration,
     /// Most records one `poll` returns (`max.poll.records`). Default 500; 1 to 1,000,000.
     pub max_poll_records: usize,
@@ -68,7 +69,7 @@ pub struct ConsumerConfig {
     /// there); at most `fetch_max_bytes`.
     pub fetch_min_bytes: usize,
     /// With less than `fetch_min_bytes` available, return what there is after this long
-    /// (`fetch.max.wait.ms`). Default 500 ms.
+    /// (`fetch.max.wait.ms`). Default 500 ms; at most `i64::MAX` ms.
     pub fetch_max_wait: Duration,
     /// Upper bound on the bytes of record batches one `poll` reads (`fetch.max.bytes`); at least
     /// one batch is always returned so a consumer cannot get stuck behind a large one. Default
@@ -78,7 +79,8 @@ pub struct ConsumerConfig {
     /// 1 GiB. Bounds the consumer's memory together with `fetch_max_bytes`.
     pub max_partition_fetch_bytes: usize,
     /// A group member that does not poll for this long is removed from its group and its
-    /// partitions go to the others (`max.poll.interval.ms`). Default 5 min; at least 10 ms.
+    /// partitions go to the others (`max.poll.interval.ms`). Default 5 min; at least 10 ms, at
+    /// most `i64::MAX` ms.
     pub max_poll_interval: Duration,
     /// How the group splits partitions; every member of a group must agree. Default `Range`.
     pub assignor: Assignor,
@@ -165,6 +167,14 @@ impl ConsumerConfig {
                 "must be at most 255 bytes without control characters",
             ));
         }
+        // Each is added to an Instant (the next auto-commit, poll's wait, a member's expiry).
+        for (field, d) in [
+            ("auto_commit_interval", self.auto_commit_interval),
+            ("fetch_max_wait", self.fetch_max_wait),
+            ("max_poll_interval", self.max_poll_interval),
+        ] {
+            check_duration(field, d)?;
+        }
         if self.auto_commit_interval < Duration::from_millis(1) {
             return Err(Error::invalid_config(
                 "auto_commit_interval",
@@ -228,6 +238,9 @@ mod tests {
             ConsumerConfig::new("g").fetch_min_bytes(100 << 20),
             ConsumerConfig::new("g").max_poll_interval(Duration::ZERO),
             ConsumerConfig::new("g").auto_commit_interval(Duration::ZERO),
+            ConsumerConfig::new("g").auto_commit_interval(Duration::MAX),
+            ConsumerConfig::new("g").fetch_max_wait(Duration::MAX),
+            ConsumerConfig::new("g").max_poll_interval(Duration::MAX),
             ConsumerConfig::new("g").isolation_level(IsolationLevel::ReadCommitted),
         ];
         for cfg in bad {

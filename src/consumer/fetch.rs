@@ -123,7 +123,8 @@ impl Consumer {
         if !self.config.enable_auto_commit || now < self.next_auto_commit {
             return Ok(());
         }
-        self.next_auto_commit = now + self.config.auto_commit_interval;
+        self.next_auto_commit =
+            crate::config::deadline_after(now, self.config.auto_commit_interval);
         match self.commit() {
             // The rebalance this poll is about to finish decides those partitions' fate (and
             // `on_revoked` can commit them); records are re-read at worst, never skipped.

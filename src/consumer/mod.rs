@@ -212,7 +212,8 @@ impl std::fmt::Debug for Consumer {
 
 impl Consumer {
     pub(crate) fn new(log: Log, config: ConsumerConfig, offsets: Arc<OffsetStore>) -> Self {
-        let next_auto_commit = Instant::now() + config.auto_commit_interval;
+        let next_auto_commit =
+            crate::config::deadline_after(Instant::now(), config.auto_commit_interval);
         Consumer {
             log,
             config,

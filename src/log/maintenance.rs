@@ -14,7 +14,7 @@ use parking_lot::{Condvar, Mutex};
 
 use super::{Log, LogBuilder, LogInner};
 use crate::cleaner::{MaintenanceReport, PartitionReport};
-use crate::config::TopicConfig;
+use crate::config::{check_duration, TopicConfig};
 use crate::error::{Error, Result};
 use crate::meta::store_topics;
 
@@ -28,7 +28,8 @@ const MAX_CLEANER_BUFFER_BYTES: usize = 1 << 40;
 
 impl LogBuilder {
     /// How often the background thread runs [`Log::run_maintenance`]; `None` turns background
-    /// maintenance off, leaving it to the host. Default 30 s; when set, at least 1 ms.
+    /// maintenance off, leaving it to the host. Default 30 s; when set, at least 1 ms and at
+    /// most `i64::MAX` ms.
     pub fn maintenance_interval(mut self, interval: Option<Duration>) -> Self {
         self.maintenance_interval = interval;
         self
@@ -43,6 +44,9 @@ impl LogBuilder {
     }
 
     pub(super) fn validate(&self) -> Result<()> {
+        if let Some(interval) = self.maintenance_interval {
+            check_duration("maintenance_interval", interval)?;
+        }
         if self.maintenance_interval.is_some_and(|d| d.is_zero()) {
             return Err(Error::invalid_config(
                 "maintenance_interval",
@@ -180,8 +184,10 @@ impl Log {
         }
         config.validate()?;
         let inner = &self.inner;
+        // The metadata is written under the admin lock alone, which keeps the topic list as read
+        // here; `state` is taken only to read it and to publish the result.
         let _admin = inner.admin.lock();
-        let mut state = inner.state.write();
+        let state = inner.state.read();
         if state.closed {
             return Err(Error::Closed);
         }
@@ -218,9 +224,11 @@ impl Log {
                 (n.clone(), c.clone())
             })
             .collect();
+        drop(state);
         // Durable first: a crash after this reopens with the new configuration.
         store_topics(&*inner.storage, &inner.dir, &list)?;
-        let topic = state.topics.get_mut(name).expect("checked above");
+        let mut state = inner.state.write();
+        let topic = state.topics.get_mut(name).expect("the admin lock kept it");
         topic.config = config.clone();
         let shared = Arc::new(config);
         for p in &topic.partitions {

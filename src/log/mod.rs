@@ -91,8 +91,13 @@ struct LogInner {
     dir: PathBuf,
     storage: Arc<dyn Storage>,
     recovery_mode: RecoveryMode,
+    /// Taken by every lookup (`partition`, `topics`, each poll): held only to read or publish,
+    /// never across I/O.
     state: RwLock<State>,
-    /// Serialises topic creation, deletion and close (each rewrites metadata or many files).
+    /// Serialises topic creation, alteration, deletion and close (each rewrites metadata or many
+    /// files). Taken before `state`; while it is held, only its holder changes `state.topics`
+    /// and `state.closed`, so it does its I/O holding this lock alone and then publishes under
+    /// a brief `state.write()`.
     admin: Mutex<()>,
     lock: Mutex<Option<Box<dyn LockGuard>>>,
     producer_ids: ProducerIds,
@@ -206,6 +211,8 @@ impl Log {
     fn create_topic_unchecked(&self, name: &str, config: TopicConfig) -> Result<()> {
         config.validate()?;
         let inner = &self.inner;
+        // Under the admin lock only, the topic list cannot change (nor the log close) until the
+        // new topic is published below.
         let _admin = inner.admin.lock();
         {
             let state = inner.state.read();
@@ -262,9 +269,12 @@ impl Log {
 
     fn delete_topic_files(&self, name: &str) -> Result<()> {
         let inner = &self.inner;
+        // The admin lock keeps the topic list as read here until the removal is published, so
+        // the metadata I/O runs under it alone and `state` is held only briefly (see
+        // "Concurrency" in docs/ARCHITECTURE.md).
         let _admin = inner.admin.lock();
-        let topic = {
-            let mut state = inner.state.write();
+        let list: Vec<_> = {
+            let state = inner.state.read();
             if state.closed {
                 return Err(Error::Closed);
             }
@@ -273,17 +283,22 @@ impl Log {
                     topic: name.to_string(),
                 });
             }
-            let list: Vec<_> = state
+            state
                 .topics
                 .iter()
                 .filter(|(n, _)| n.as_str() != name)
                 .map(|(n, t)| (n.clone(), t.config.clone()))
-                .collect();
-            // Metadata first: once it no longer names the topic, the topic is gone even if we
-            // crash before the files are.
-            store_topics(&*inner.storage, &inner.dir, &list)?;
-            state.topics.remove(name).expect("checked above")
+                .collect()
         };
+        // Metadata first: once it no longer names the topic, the topic is gone even if we crash
+        // before the files are.
+        store_topics(&*inner.storage, &inner.dir, &list)?;
+        let topic = inner
+            .state
+            .write()
+            .topics
+            .remove(name)
+            .expect("the admin lock kept it");
         let nonce = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_nanos())

@@ -1,15 +1,8 @@
 //! Encodings of the retention and compaction fields of `topics.meta` (tags 12-19, see
 //! `docs/FORMAT.md`).
 
-use std::time::Duration;
-
 use super::{Reader, Writer};
 use crate::config::CompactionStrategy;
-
-pub(super) fn millis(d: Duration) -> u64 {
-    // Validation bounds every duration to i64::MAX milliseconds.
-    d.as_millis().min(u64::MAX as u128) as u64
-}
 
 /// `u8` kind (0 offset, 1 timestamp, 2 header) followed, for a header, by its UTF-8 name.
 pub(super) fn encode_strategy(s: &CompactionStrategy) -> Vec<u8> {

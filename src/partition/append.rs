@@ -208,9 +208,11 @@ impl PartitionInner {
         };
         let mut active = self.segments().last().cloned().expect("active segment");
         let config = self.config();
-        let too_old = w.first_batch_timestamp.is_some_and(|first| {
-            max_ts.saturating_sub(first) > config.segment_ms.as_millis() as i64
-        });
+        // At most i64::MAX (validated), so the cast is exact.
+        let segment_ms = crate::config::duration_to_millis("segment_ms", config.segment_ms)? as i64;
+        let too_old = w
+            .first_batch_timestamp
+            .is_some_and(|first| max_ts.saturating_sub(first) > segment_ms);
         if too_old || active.is_full_for(batch.len(), header.last_offset(), config.segment_bytes) {
             active = self.roll(w, &active)?;
         }

@@ -158,7 +158,7 @@ impl Memory {
         let Some(block) = block else {
             return Err(full());
         };
-        let deadline = Instant::now() + block;
+        let deadline = crate::config::deadline_after(Instant::now(), block);
         let mut waiters = self.waiters.lock();
         *waiters += 1;
         // `release` frees space before it takes this lock to notify, and we check for space

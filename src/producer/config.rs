@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::partitioner::Partitioner;
+use crate::config::check_duration;
 use crate::error::{Error, Result};
 use crate::format::Compression;
 
@@ -50,7 +51,8 @@ pub struct ProducerConfig {
     /// 32 MiB; at least 64 KiB and at least `batch_size`.
     pub buffer_memory: usize,
     /// How long `send` may block waiting for buffer space before failing with
-    /// [`Error::BufferFull`] (`max.block.ms`). Default 60 s; `try_send` never blocks.
+    /// [`Error::BufferFull`] (`max.block.ms`). Default 60 s; at most `i64::MAX` ms. `try_send`
+    /// never blocks.
     pub max_block: Duration,
     /// Codec for this producer's batches; `None` (default) uses each topic's `compression`.
     pub compression: Option<Compression>,
@@ -143,6 +145,8 @@ impl ProducerConfig {
                 ),
             );
         }
+        // Added to an Instant when `send` blocks for buffer space.
+        check_duration("max_block", self.max_block)?;
         if self.retries > 1000 {
             return bad("retries", format!("{} is more than 1000", self.retries));
         }

@@ -97,7 +97,7 @@ impl Delivery {
         match &self.batch {
             None => Some(Ok(self.metadata(None))),
             Some(b) => b
-                .wait(Some(Instant::now() + timeout))
+                .wait(Some(crate::config::deadline_after(Instant::now(), timeout)))
                 .map(|r| self.finish(r)),
         }
     }
