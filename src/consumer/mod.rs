@@ -525,7 +525,9 @@ impl Drop for Consumer {
         // No callbacks from drop (it may run during a panic); leaving frees the partitions for
         // the rest of the group at once. `close` reports errors, drop cannot.
         if !self.closed {
-            if self.config.enable_auto_commit {
+            // While unwinding, the positions may be past records the application never got to
+            // process (the panic interrupted it): committing them would skip those records.
+            if self.config.enable_auto_commit && !std::thread::panicking() {
                 let _ = self.commit();
             }
             let _ = self.leave(false);
