@@ -195,6 +195,9 @@ pub struct Consumer {
     next_auto_commit: Instant,
     /// Which assigned partition the next fetch starts with, so none starves.
     cursor: usize,
+    /// Errors met after a poll had read records, returned by the next polls (a topic of a manual
+    /// assignment deleted).
+    deferred_errors: std::collections::VecDeque<Error>,
     closed: bool,
     scratch: fetch::Scratch,
 }
@@ -224,6 +227,7 @@ impl Consumer {
             in_callback: false,
             next_auto_commit,
             cursor: 0,
+            deferred_errors: Default::default(),
             closed: false,
             scratch: Default::default(),
         }
@@ -234,8 +238,10 @@ impl Consumer {
         &self.config
     }
 
+    /// Every fallible method starts here: after [`close`](Self::close) or
+    /// [`Log::close`](crate::Log::close) they all return [`Error::Closed`].
     fn check_usable(&self) -> Result<()> {
-        if self.closed {
+        if self.closed || self.log.is_closed() {
             return Err(Error::Closed);
         }
         Ok(())
@@ -428,6 +434,20 @@ impl Consumer {
 
     /// Commits the current position of every assigned partition (that has one) for this
     /// consumer's group, durably: when this returns, the commit survives a crash or power loss.
+    ///
+    /// A group member may commit every partition it owns, whenever — also in the middle of a
+    /// rebalance it has not caught up with yet: the coordinator is in this process and judges
+    /// a commit by who owns each partition now, not by the generation the member last saw. A
+    /// partition being handed over stays this member's until its next poll runs `on_revoked`
+    /// and releases it, and an accepted commit is written before any of its partitions can
+    /// move, so the next owner starts exactly where it left off and a committed offset never
+    /// goes back because a member lost a partition.
+    ///
+    /// Errors: [`Error::MemberFenced`] if this member was removed from its group (silent past
+    /// `max_poll_interval`; its partitions are someone else's, its next poll reports them lost
+    /// and rejoins); [`Error::NotAssigned`] for a partition taken without a revoke (its topic
+    /// deleted) that the next poll has not reported lost yet; [`Error::InvalidArgument`] for a
+    /// manual assignment while the group has subscribed members; [`Error::Closed`]; I/O.
     pub fn commit(&mut self) -> Result<()> {
         self.check_usable()?;
         let offsets: Vec<(TopicPartition, OffsetAndMetadata)> = self
@@ -441,11 +461,15 @@ impl Consumer {
         self.commit_checked(&offsets)
     }
 
-    /// Commits the given offsets (each the *next* offset to read) for assigned partitions.
+    /// Commits the given offsets (each the *next* offset to read) for assigned partitions, with
+    /// the same guarantees as [`commit`](Self::commit): accepted for every partition this
+    /// member owns now, whatever the generation, and written before the partitions can move.
     ///
-    /// Errors: [`Error::NotAssigned`], [`Error::OffsetOutOfRange`] for an offset past the high
-    /// watermark, [`Error::StaleGeneration`] / [`Error::MemberFenced`] after a rebalance this
-    /// member has not caught up with, [`Error::InvalidArgument`] for metadata over 4096 bytes.
+    /// Errors: [`Error::NotAssigned`] for a partition this consumer does not own (never
+    /// assigned, released after `on_revoked`, or taken because its topic was deleted),
+    /// [`Error::MemberFenced`] if this member was removed from its group,
+    /// [`Error::OffsetOutOfRange`] for an offset past the high watermark,
+    /// [`Error::InvalidArgument`] for metadata over 4096 bytes, [`Error::Closed`], I/O.
     pub fn commit_offsets(
         &mut self,
         offsets: &[(TopicPartition, OffsetAndMetadata)],
@@ -468,12 +492,18 @@ impl Consumer {
     fn commit_checked(&mut self, offsets: &[(TopicPartition, OffsetAndMetadata)]) -> Result<()> {
         let partitions: Vec<TopicPartition> = offsets.iter().map(|(tp, _)| tp.clone()).collect();
         let member = match &self.mode {
-            Mode::Group(m) => Some((m.member_id.as_str(), m.generation)),
+            Mode::Group(m) => Some(m.member_id.as_str()),
             _ => None,
         };
-        self.log
-            .coordinator()
-            .check_commit(&self.config.group_id, member, &partitions)?;
+        // Held until the offsets are durable and in the cache: meanwhile no partition in the
+        // commit can change owner (see `group::commit`).
+        let _permit = self.log.coordinator().begin_commit(
+            &self.config.group_id,
+            member,
+            &partitions,
+            &self.log.partition_counts(),
+            Instant::now(),
+        )?;
         self.offsets.commit(&self.config.group_id, offsets)
     }
 
@@ -505,9 +535,17 @@ impl Consumer {
 
     /// Leaves the group (after `on_revoked` for what it owns) and commits first if
     /// `enable_auto_commit` is on. Later calls return [`Error::Closed`]; closing twice is fine.
+    ///
+    /// After [`Log::close`](crate::Log::close) it still leaves the group, without callbacks or
+    /// commit, and returns [`Error::Closed`].
     pub fn close(&mut self) -> Result<()> {
         if self.closed {
             return Ok(());
+        }
+        if self.log.is_closed() {
+            let _ = self.leave(false);
+            self.closed = true;
+            return Err(Error::Closed);
         }
         let committed = if self.config.enable_auto_commit {
             self.commit()
