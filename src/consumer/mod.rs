@@ -164,6 +164,10 @@ struct Membership {
 /// Reads records from a [`Log`]: a group member ([`subscribe`](Consumer::subscribe)) or a
 /// standalone reader of chosen partitions ([`assign`](Consumer::assign)).
 ///
+/// After [`close`](Consumer::close) or [`Log::close`], every fallible method returns
+/// [`Error::Closed`]; the accessors that return plain values (`config`, `assignment`,
+/// `subscription`, `paused`) keep describing the consumer's last state.
+///
 /// ```
 /// # fn main() -> annals::Result<()> {
 /// use std::time::Duration;
