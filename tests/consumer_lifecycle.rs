@@ -231,6 +231,41 @@ fn a_fenced_member_whose_only_topic_was_deleted_keeps_its_subscription() {
     });
 }
 
+/// A commit for a partition whose topic was deleted — found before any poll noticed, even when
+/// a topic of that name was created again — must not land on the new topic: a new reader would
+/// start past records it never read.
+#[test]
+fn a_commit_for_a_deleted_topic_never_lands_on_a_topic_created_again_under_its_name() {
+    for subscribed in [false, true] {
+        let (_d, log) = open();
+        log.create_topic("t", TopicConfig::default()).unwrap();
+        append(&log, "t", 0, 5);
+        let mut c = log.consumer(ConsumerConfig::new("g")).unwrap();
+        if subscribed {
+            c.subscribe(&["t"]).unwrap();
+        } else {
+            c.assign(&[tp("t", 0)]).unwrap();
+        }
+        poll_until(&mut c, "5 records read", |c| {
+            c.lag().unwrap().first().and_then(|l| l.position) == Some(5)
+        });
+        log.delete_topic("t").unwrap();
+        log.create_topic("t", TopicConfig::default()).unwrap();
+        append(&log, "t", 0, 10);
+        let r = c.commit();
+        assert!(
+            matches!(&r, Err(Error::UnknownTopic { topic }) if topic == "t"),
+            "subscribed {subscribed}: {r:?}"
+        );
+        assert_eq!(log.committed_offset("g", "t", 0).unwrap(), None);
+        drop(c);
+        let mut fresh = log.consumer(ConsumerConfig::new("g")).unwrap();
+        fresh.assign(&[tp("t", 0)]).unwrap();
+        let first = fresh.poll(Duration::from_secs(5)).unwrap();
+        assert_eq!(first[0].offset, 0, "subscribed {subscribed}");
+    }
+}
+
 /// Asserts that each expression is `Err(Error::Closed)`, naming the one that is not.
 macro_rules! all_closed {
     ($($call:expr),+ $(,)?) => {

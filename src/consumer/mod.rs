@@ -449,8 +449,9 @@ impl Consumer {
     ///
     /// Errors: [`Error::MemberFenced`] if this member was removed from its group (silent past
     /// `max_poll_interval`; its partitions are someone else's, its next poll reports them lost
-    /// and rejoins); [`Error::NotAssigned`] for a partition taken without a revoke (its topic
-    /// deleted) that the next poll has not reported lost yet; [`Error::InvalidArgument`] for a
+    /// and rejoins); [`Error::UnknownTopic`] for a partition whose topic was deleted (also if a
+    /// topic of that name exists again: that is another topic) that no poll has dropped yet,
+    /// or [`Error::NotAssigned`] if the group already took it; [`Error::InvalidArgument`] for a
     /// manual assignment while the group has subscribed members; [`Error::Closed`]; I/O.
     pub fn commit(&mut self) -> Result<()> {
         self.check_usable()?;
@@ -471,7 +472,8 @@ impl Consumer {
     ///
     /// Errors: [`Error::NotAssigned`] for a partition this consumer does not own (never
     /// assigned, released after `on_revoked`, or taken because its topic was deleted),
-    /// [`Error::MemberFenced`] if this member was removed from its group,
+    /// [`Error::UnknownTopic`] for one whose topic was deleted before the group or a poll
+    /// noticed, [`Error::MemberFenced`] if this member was removed from its group,
     /// [`Error::OffsetOutOfRange`] for an offset past the high watermark,
     /// [`Error::InvalidArgument`] for metadata over 4096 bytes, [`Error::Closed`], I/O.
     pub fn commit_offsets(
@@ -508,7 +510,19 @@ impl Consumer {
             &self.log.partition_counts(),
             Instant::now(),
         )?;
-        self.offsets.commit(&self.config.group_id, offsets)
+        // A handle closes when its topic is deleted, before the deletion forgets the topic's
+        // commits: this one must not outlive that (a topic created again under the name would
+        // inherit it).
+        let assigned = &self.assigned;
+        let deleted = |tp: &TopicPartition| {
+            assigned
+                .get(tp)
+                .is_none_or(|a| a.partition.inner.is_closed())
+        };
+        match self.offsets.commit(&self.config.group_id, offsets, deleted) {
+            Err(Error::UnknownTopic { .. }) if self.log.is_closed() => Err(Error::Closed),
+            other => other,
+        }
     }
 
     /// The group's committed offset for a partition (assigned or not).
