@@ -18,12 +18,12 @@
 //! Commits are judged by ownership now, not by generation: the coordinator is in-process and
 //! knows who owns what, so a member may commit every partition it still owns — also during a
 //! rebalance it has not caught up with — and only partitions it does not own are refused
-//! ([`Error::NotAssigned`]). An accepted commit holds a `CommitPermit` (`commit.rs`) until its offsets are
-//! durable and visible; while it is held, the partitions in it cannot change owner (a member
-//! expiring meanwhile keeps them pinned, ungranted, until the write lands), so the next owner
-//! always starts from that commit and a member that lost a partition can never write after its
-//! successor. Membership lives in memory: a group is its members in this process; only
-//! committed offsets persist.
+//! ([`Error::NotAssigned`]). An accepted commit holds a `CommitPermit` (`commit.rs`) until its
+//! offsets are durable and visible; while it is held, the partitions in it cannot change owner
+//! (a member expiring meanwhile keeps them pinned, ungranted, until the write lands), so the
+//! next owner always starts from that commit and a member that lost a partition can never write
+//! after its successor. Membership lives in memory: a group is its members in this process;
+//! only committed offsets persist.
 
 pub(crate) mod assignor;
 mod commit;
