@@ -133,8 +133,11 @@ pub enum Error {
     #[error("invalid consumer group id {group:?}: {reason}")]
     InvalidGroupId { group: String, reason: &'static str },
 
-    /// A commit carried the generation the member knew, but the group has rebalanced since.
-    /// Poll (which finishes the rebalance and runs the rebalance callbacks), then commit again.
+    /// Not returned any more: commits are judged by which partitions the member owns now, not
+    /// by the generation it last saw, so a commit during a rebalance succeeds for the partitions
+    /// the member still owns (see [`Consumer::commit`](crate::Consumer::commit)); the others fail
+    /// with [`Error::NotAssigned`] or [`Error::MemberFenced`]. Kept so code matching on it still
+    /// compiles.
     #[error(
         "commit for group {group:?} from generation {generation} refused: the group is at generation {current}; poll to finish the rebalance"
     )]

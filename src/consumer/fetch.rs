@@ -34,10 +34,19 @@ impl Consumer {
     /// Never returns records past the high watermark. A position below the log start offset
     /// (records deleted by retention) follows `auto_offset_reset`.
     ///
-    /// Errors: [`Error::Closed`]; [`Error::InvalidArgument`] without a subscription or
-    /// assignment, or from inside a rebalance callback; [`Error::NoCommittedOffset`] /
-    /// [`Error::OffsetOutOfRange`] with `AutoOffsetReset::Error`; [`Error::UnknownTopic`] for a
-    /// manually assigned partition whose topic was deleted.
+    /// A topic deleted while this consumer reads it: a group member gets `on_lost` for its
+    /// partitions at this or the next poll (the group rebalances without them; the subscription
+    /// stays, and a topic created again under that name is assigned afresh). A manual
+    /// assignment gets [`Error::UnknownTopic`] once per deleted topic — at the next poll if this
+    /// one already holds records — and the partition leaves the assignment (also when a topic
+    /// of that name was created again since: [`assign`](Self::assign) it to read the new one);
+    /// later polls read the rest of the assignment, or return nothing if it is empty.
+    ///
+    /// Errors: [`Error::Closed`] (this consumer or its log); [`Error::InvalidArgument`] without
+    /// a subscription or assignment, or from inside a rebalance callback;
+    /// [`Error::NoCommittedOffset`] / [`Error::OffsetOutOfRange`] with `AutoOffsetReset::Error`;
+    /// [`Error::UnknownTopic`] as above. A poll that fails returns no records: an error met
+    /// after some records were read waits for the next poll.
     pub fn poll(&mut self, timeout: Duration) -> Result<Vec<ConsumedRecord>> {
         let mut out = Vec::new();
         self.poll_into(timeout, &mut out)?;
@@ -69,8 +78,8 @@ impl Consumer {
                 "poll cannot be called from inside a rebalance callback".into(),
             ));
         }
-        if self.log.is_closed() {
-            return Err(Error::Closed);
+        if let Some(e) = self.deferred_errors.pop_front() {
+            return Err(e);
         }
         if matches!(self.mode, Mode::Unassigned) {
             return Err(Error::InvalidArgument(
@@ -128,8 +137,7 @@ impl Consumer {
         match self.commit() {
             // The rebalance this poll is about to finish decides those partitions' fate (and
             // `on_revoked` can commit them); records are re-read at worst, never skipped.
-            Err(Error::StaleGeneration { .. } | Error::MemberFenced { .. })
-            | Err(Error::NotAssigned { .. }) => Ok(()),
+            Err(Error::MemberFenced { .. } | Error::NotAssigned { .. }) => Ok(()),
             other => other,
         }
     }
@@ -171,7 +179,15 @@ impl Consumer {
                 records_left: config.max_poll_records - I::count(out),
                 byte_budget: budget.max(1),
             };
-            match I::take_turn(out, a, &cx, scratch)? {
+            let turn = match I::take_turn(out, a, &cx, scratch) {
+                Ok(turn) => turn,
+                // Records in `out` already moved their partitions' positions: hand them over
+                // first. This partition's position did not move, so the error comes back at
+                // the next poll.
+                Err(_) if !out.is_empty() => break,
+                Err(e) => return Err(e),
+            };
+            match turn {
                 Turn::Read(0) => {}
                 Turn::Read(b) => {
                     added += b;
@@ -183,32 +199,56 @@ impl Consumer {
         if let Some(i) = last_served {
             self.cursor = i + 1;
         }
+        let mut failed = None;
         for (tp, problem) in problems {
             match problem {
-                Turn::OutOfRange(e) => self.reset_out_of_range(&tp, e)?,
+                // The position did not move: if deferred, the error recurs at the next poll.
+                Turn::OutOfRange(e) => {
+                    if let Err(e) = self.reset_out_of_range(&tp, e) {
+                        failed.get_or_insert(e);
+                    }
+                }
                 Turn::Gone => self.partition_gone(&tp)?,
                 Turn::Read(_) => {}
+            }
+        }
+        if out.is_empty() {
+            if let Some(e) = self.deferred_errors.pop_front().or(failed) {
+                return Err(e);
             }
         }
         Ok(added)
     }
 
-    /// A partition whose topic was deleted: a group member lets the next sync drop it (the
-    /// coordinator sees the topic gone); a manual assignment reports it.
+    /// A partition whose topic was deleted (its handle is closed while the log is open). A
+    /// group member syncs at once: the coordinator reports it lost (`on_lost`) and rebalances.
+    /// A manual assignment drops it and queues [`Error::UnknownTopic`], once per topic: the
+    /// poll returns it if it holds no records, else the next poll does.
     fn partition_gone(&mut self, tp: &TopicPartition) -> Result<()> {
-        if let Err(e) = self.log.topic_config(&tp.topic) {
-            if matches!(e, Error::Closed) {
-                return Err(e);
-            }
-            self.drop_partitions(std::slice::from_ref(tp));
-            if matches!(self.mode, Mode::Manual) {
-                if self.assigned.is_empty() {
-                    self.mode = Mode::Unassigned;
-                }
-                return Err(Error::UnknownTopic {
-                    topic: tp.topic.clone(),
-                });
-            }
+        if self.log.is_closed() {
+            return Err(Error::Closed);
+        }
+        if let Mode::Group(m) = &self.mode {
+            m.attention.store(true, Ordering::Release);
+            self.waiter.signal();
+            return Ok(());
+        }
+        // Every partition of the topic goes now (the pass may not have reached the others).
+        let gone: Vec<TopicPartition> = self
+            .assigned
+            .iter()
+            .filter(|(t, a)| t.topic == tp.topic && a.partition.inner.is_closed())
+            .map(|(t, _)| t.clone())
+            .collect();
+        self.drop_partitions(&gone);
+        let queued = self
+            .deferred_errors
+            .iter()
+            .any(|e| matches!(e, Error::UnknownTopic { topic } if *topic == tp.topic));
+        if !queued {
+            self.deferred_errors.push_back(Error::UnknownTopic {
+                topic: tp.topic.clone(),
+            });
         }
         Ok(())
     }

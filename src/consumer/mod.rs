@@ -164,6 +164,10 @@ struct Membership {
 /// Reads records from a [`Log`]: a group member ([`subscribe`](Consumer::subscribe)) or a
 /// standalone reader of chosen partitions ([`assign`](Consumer::assign)).
 ///
+/// After [`close`](Consumer::close) or [`Log::close`], every fallible method returns
+/// [`Error::Closed`]; the accessors that return plain values (`config`, `assignment`,
+/// `subscription`, `paused`) keep describing the consumer's last state.
+///
 /// ```
 /// # fn main() -> annals::Result<()> {
 /// use std::time::Duration;
@@ -195,6 +199,9 @@ pub struct Consumer {
     next_auto_commit: Instant,
     /// Which assigned partition the next fetch starts with, so none starves.
     cursor: usize,
+    /// Errors met after a poll had read records, returned by the next polls (a topic of a manual
+    /// assignment deleted).
+    deferred_errors: std::collections::VecDeque<Error>,
     closed: bool,
     scratch: fetch::Scratch,
 }
@@ -225,6 +232,7 @@ impl Consumer {
             in_callback: false,
             next_auto_commit,
             cursor: 0,
+            deferred_errors: Default::default(),
             closed: false,
             scratch: Default::default(),
         }
@@ -235,8 +243,10 @@ impl Consumer {
         &self.config
     }
 
+    /// Every fallible method starts here: after [`close`](Self::close) or
+    /// [`Log::close`](crate::Log::close) they all return [`Error::Closed`].
     fn check_usable(&self) -> Result<()> {
-        if self.closed {
+        if self.closed || self.log.is_closed() {
             return Err(Error::Closed);
         }
         Ok(())
@@ -429,6 +439,21 @@ impl Consumer {
 
     /// Commits the current position of every assigned partition (that has one) for this
     /// consumer's group, durably: when this returns, the commit survives a crash or power loss.
+    ///
+    /// A group member may commit every partition it owns, whenever — also in the middle of a
+    /// rebalance it has not caught up with yet: the coordinator is in this process and judges
+    /// a commit by who owns each partition now, not by the generation the member last saw. A
+    /// partition being handed over stays this member's until its next poll runs `on_revoked`
+    /// and releases it, and an accepted commit is written before any of its partitions can
+    /// move, so the next owner starts exactly where it left off and a committed offset never
+    /// goes back because a member lost a partition.
+    ///
+    /// Errors: [`Error::MemberFenced`] if this member was removed from its group (silent past
+    /// `max_poll_interval`; its partitions are someone else's, its next poll reports them lost
+    /// and rejoins); [`Error::UnknownTopic`] for a partition whose topic was deleted (also if a
+    /// topic of that name exists again: that is another topic) that no poll has dropped yet,
+    /// or [`Error::NotAssigned`] if the group already took it; [`Error::InvalidArgument`] for a
+    /// manual assignment while the group has subscribed members; [`Error::Closed`]; I/O.
     pub fn commit(&mut self) -> Result<()> {
         self.check_usable()?;
         let offsets: Vec<(TopicPartition, OffsetAndMetadata)> = self
@@ -442,11 +467,16 @@ impl Consumer {
         self.commit_checked(&offsets)
     }
 
-    /// Commits the given offsets (each the *next* offset to read) for assigned partitions.
+    /// Commits the given offsets (each the *next* offset to read) for assigned partitions, with
+    /// the same guarantees as [`commit`](Self::commit): accepted for every partition this
+    /// member owns now, whatever the generation, and written before the partitions can move.
     ///
-    /// Errors: [`Error::NotAssigned`], [`Error::OffsetOutOfRange`] for an offset past the high
-    /// watermark, [`Error::StaleGeneration`] / [`Error::MemberFenced`] after a rebalance this
-    /// member has not caught up with, [`Error::InvalidArgument`] for metadata over 4096 bytes.
+    /// Errors: [`Error::NotAssigned`] for a partition this consumer does not own (never
+    /// assigned, released after `on_revoked`, or taken because its topic was deleted),
+    /// [`Error::UnknownTopic`] for one whose topic was deleted before the group or a poll
+    /// noticed, [`Error::MemberFenced`] if this member was removed from its group,
+    /// [`Error::OffsetOutOfRange`] for an offset past the high watermark,
+    /// [`Error::InvalidArgument`] for metadata over 4096 bytes, [`Error::Closed`], I/O.
     pub fn commit_offsets(
         &mut self,
         offsets: &[(TopicPartition, OffsetAndMetadata)],
@@ -469,13 +499,31 @@ impl Consumer {
     fn commit_checked(&mut self, offsets: &[(TopicPartition, OffsetAndMetadata)]) -> Result<()> {
         let partitions: Vec<TopicPartition> = offsets.iter().map(|(tp, _)| tp.clone()).collect();
         let member = match &self.mode {
-            Mode::Group(m) => Some((m.member_id.as_str(), m.generation)),
+            Mode::Group(m) => Some(m.member_id.as_str()),
             _ => None,
         };
-        self.log
-            .coordinator()
-            .check_commit(&self.config.group_id, member, &partitions)?;
-        self.offsets.commit(&self.config.group_id, offsets)
+        // Held until the offsets are durable and in the cache: meanwhile no partition in the
+        // commit can change owner (see `group::commit`).
+        let _permit = self.log.coordinator().begin_commit(
+            &self.config.group_id,
+            member,
+            &partitions,
+            &self.log.partition_counts(),
+            Instant::now(),
+        )?;
+        // A handle closes when its topic is deleted, before the deletion forgets the topic's
+        // commits: this one must not outlive that (a topic created again under the name would
+        // inherit it).
+        let assigned = &self.assigned;
+        let deleted = |tp: &TopicPartition| {
+            assigned
+                .get(tp)
+                .is_none_or(|a| a.partition.inner.is_closed())
+        };
+        match self.offsets.commit(&self.config.group_id, offsets, deleted) {
+            Err(Error::UnknownTopic { .. }) if self.log.is_closed() => Err(Error::Closed),
+            other => other,
+        }
     }
 
     /// The group's committed offset for a partition (assigned or not).
@@ -506,9 +554,17 @@ impl Consumer {
 
     /// Leaves the group (after `on_revoked` for what it owns) and commits first if
     /// `enable_auto_commit` is on. Later calls return [`Error::Closed`]; closing twice is fine.
+    ///
+    /// After [`Log::close`](crate::Log::close) it still leaves the group, without callbacks or
+    /// commit, and returns [`Error::Closed`].
     pub fn close(&mut self) -> Result<()> {
         if self.closed {
             return Ok(());
+        }
+        if self.log.is_closed() {
+            let _ = self.leave(false);
+            self.closed = true;
+            return Err(Error::Closed);
         }
         let committed = if self.config.enable_auto_commit {
             self.commit()
@@ -526,7 +582,9 @@ impl Drop for Consumer {
         // No callbacks from drop (it may run during a panic); leaving frees the partitions for
         // the rest of the group at once. `close` reports errors, drop cannot.
         if !self.closed {
-            if self.config.enable_auto_commit {
+            // While unwinding, the positions may be past records the application never got to
+            // process (the panic interrupted it): committing them would skip those records.
+            if self.config.enable_auto_commit && !std::thread::panicking() {
                 let _ = self.commit();
             }
             let _ = self.leave(false);

@@ -7,13 +7,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::fetch::resolve;
-use super::{AutoOffsetReset, Consumer, Membership, Mode, RebalanceListener};
+use super::{AutoOffsetReset, Consumer, ConsumerConfig, Membership, Mode, RebalanceListener};
 use crate::error::{Error, Result};
 use crate::group::Join;
 use crate::record::TopicPartition;
 
-/// A member syncs with its coordinator at least this often while polling, which keeps it alive
-/// in the group (its `max_poll_interval` clock restarts at each sync).
+/// A member syncs with its coordinator at least this often while polling (more often with a
+/// `max_poll_interval` under 4 s: a quarter of it), which keeps it alive in the group (its
+/// `max_poll_interval` clock restarts at each sync).
 const HEARTBEAT: Duration = Duration::from_secs(1);
 /// How often a member waiting for partitions another member still holds looks again (the holder
 /// wakes it when it releases them; this only matters when the holder died silently).
@@ -28,7 +29,8 @@ impl Consumer {
     /// manual assignment, or the group's members use another assignor.
     pub fn subscribe(&mut self, topics: &[&str]) -> Result<()> {
         self.check_usable()?;
-        if matches!(self.mode, Mode::Manual) {
+        // (A manual assignment that deleted topics emptied counts as none.)
+        if matches!(self.mode, Mode::Manual) && !self.assigned.is_empty() {
             return Err(Error::InvalidArgument(
                 "this consumer has a manual assignment; assign(&[]) before subscribing".into(),
             ));
@@ -41,16 +43,23 @@ impl Consumer {
         if wanted.is_empty() {
             return self.unsubscribe();
         }
+        self.join_group(wanted)
+    }
+
+    /// Joins the group with `topics` (not validated: a rejoin keeps subscribed topics that were
+    /// deleted meanwhile; the coordinator ignores missing topics until they exist again), or
+    /// changes the subscription of this member.
+    fn join_group(&mut self, topics: BTreeSet<String>) -> Result<()> {
         let counts = self.log.partition_counts();
         match &mut self.mode {
             Mode::Group(m) => {
                 self.log.coordinator().resubscribe(
                     &self.config.group_id,
                     &m.member_id,
-                    wanted.clone(),
+                    topics.clone(),
                     &counts,
                 )?;
-                m.topics = wanted;
+                m.topics = topics;
                 m.attention.store(true, Ordering::Release);
             }
             _ => {
@@ -59,7 +68,7 @@ impl Consumer {
                     Join {
                         group: self.config.group_id.clone(),
                         client_id: self.config.client_id.clone(),
-                        topics: wanted.clone(),
+                        topics: topics.clone(),
                         assignor: self.config.assignor,
                         max_poll_interval: self.config.max_poll_interval,
                         waiter: self.waiter.clone(),
@@ -71,7 +80,7 @@ impl Consumer {
                 self.mode = Mode::Group(Membership {
                     member_id,
                     generation: 0,
-                    topics: wanted,
+                    topics,
                     attention,
                     last_sync: Instant::now(),
                     waiting: false,
@@ -102,14 +111,9 @@ impl Consumer {
     /// Leaves the group or the manual assignment. `callbacks` is false from `Drop`.
     pub(super) fn leave(&mut self, callbacks: bool) -> Result<()> {
         let owned = self.assignment();
-        if let Mode::Group(m) = &mut self.mode {
-            let coordinator = self.log.coordinator();
-            if let Some(g) = coordinator.current_generation(&self.config.group_id, &m.member_id) {
-                m.generation = g;
-            }
-            if callbacks && !owned.is_empty() {
-                self.callback(&owned, |l, c, p| l.on_revoked(c, p));
-            }
+        if matches!(self.mode, Mode::Group(_)) && callbacks && !owned.is_empty() {
+            // It still owns them: a commit in `on_revoked` is accepted.
+            self.callback(&owned, |l, c, p| l.on_revoked(c, p));
         }
         self.drop_partitions(&owned);
         if let Mode::Group(m) = std::mem::replace(&mut self.mode, Mode::Unassigned) {
@@ -142,13 +146,7 @@ impl Consumer {
             return Ok(());
         };
         let due = m.attention.swap(false, Ordering::AcqRel)
-            || now
-                >= m.last_sync
-                    + if m.waiting {
-                        WAITING_RECHECK
-                    } else {
-                        HEARTBEAT
-                    }
+            || now >= m.last_sync + sync_interval(&self.config, m.waiting)
             || m.generation == 0;
         if !due {
             return Ok(());
@@ -170,12 +168,23 @@ impl Consumer {
             m.generation = result.generation;
             m.waiting = result.waiting;
         }
-        if !result.revoke.is_empty() {
-            self.callback(&result.revoke, |l, c, p| l.on_revoked(c, p));
-            self.drop_partitions(&result.revoke);
-            self.log
-                .coordinator()
-                .release(&group, &member_id, &result.revoke);
+        let lost = self.lost_partitions(result.lost)?;
+        if !lost.is_empty() {
+            self.callback(&lost, |l, c, p| l.on_lost(c, p));
+            self.drop_partitions(&lost);
+            // Those still owned (a topic deleted and created again before the coordinator saw
+            // it) go back to the group, which grants the new topic's partitions afresh.
+            self.log.coordinator().release(&group, &member_id, &lost);
+        }
+        let revoke: Vec<TopicPartition> = result
+            .revoke
+            .into_iter()
+            .filter(|tp| !lost.contains(tp))
+            .collect();
+        if !revoke.is_empty() {
+            self.callback(&revoke, |l, c, p| l.on_revoked(c, p));
+            self.drop_partitions(&revoke);
+            self.log.coordinator().release(&group, &member_id, &revoke);
         }
         if !result.granted.is_empty() {
             for tp in &result.granted {
@@ -194,25 +203,42 @@ impl Consumer {
         Ok(())
     }
 
+    /// Partitions this member holds that were taken from it without a revoke: those the
+    /// coordinator reports (`reported`: their topic was deleted), and those whose handle is
+    /// closed because their topic was deleted (perhaps created again since) while the log is
+    /// still open.
+    fn lost_partitions(&self, reported: Vec<TopicPartition>) -> Result<Vec<TopicPartition>> {
+        let mut lost: Vec<TopicPartition> = reported
+            .into_iter()
+            .filter(|tp| self.assigned.contains_key(tp))
+            .collect();
+        for (tp, a) in &self.assigned {
+            if a.partition.inner.is_closed() && !lost.contains(tp) {
+                lost.push(tp.clone());
+            }
+        }
+        if !lost.is_empty() && self.log.is_closed() {
+            return Err(Error::Closed); // the handles closed with the log: nothing was lost
+        }
+        lost.sort();
+        Ok(lost)
+    }
+
     /// This member was removed (it stopped polling for too long): whatever it held belongs to
-    /// others now, so it cannot commit it (`on_lost`, not `on_revoked`); it joins again.
+    /// others now, so it cannot commit it (`on_lost`, not `on_revoked`); it joins again with the
+    /// same subscription.
     fn rejoin_after_fence(&mut self) -> Result<()> {
         let lost = self.assignment();
         if !lost.is_empty() {
             self.callback(&lost, |l, c, p| l.on_lost(c, p));
         }
         self.drop_partitions(&lost);
-        let topics: Vec<String> = match std::mem::replace(&mut self.mode, Mode::Unassigned) {
-            Mode::Group(m) => m.topics.into_iter().collect(),
-            _ => Vec::new(),
+        let topics = match std::mem::replace(&mut self.mode, Mode::Unassigned) {
+            Mode::Group(m) => m.topics,
+            _ => BTreeSet::new(),
         };
-        let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
-        // Topics deleted meanwhile are dropped from the subscription rather than failing.
-        let existing: Vec<&str> = refs
-            .into_iter()
-            .filter(|t| self.log.topic_config(t).is_ok())
-            .collect();
-        self.subscribe(&existing)
+        // Topics deleted meanwhile stay subscribed, as they would without the fence.
+        self.join_group(topics)
     }
 
     /// Where `tp` reads next: its position, else the committed offset if still inside the log,
@@ -236,15 +262,20 @@ impl Consumer {
     /// The deadline by which the group step must run again while parked.
     pub(super) fn group_deadline(&self) -> Option<Instant> {
         match &self.mode {
-            Mode::Group(m) => Some(
-                m.last_sync
-                    + if m.waiting {
-                        WAITING_RECHECK
-                    } else {
-                        HEARTBEAT
-                    },
-            ),
+            Mode::Group(m) => Some(m.last_sync + sync_interval(&self.config, m.waiting)),
             _ => None,
         }
+    }
+}
+
+/// How long a member may go without syncing: the heartbeat (shorter than `max_poll_interval`
+/// by a margin, so a member that polls is never taken for a silent one), or the recheck while
+/// waiting for partitions.
+fn sync_interval(config: &ConsumerConfig, waiting: bool) -> Duration {
+    let heartbeat = HEARTBEAT.min(config.max_poll_interval / 4);
+    if waiting {
+        heartbeat.min(WAITING_RECHECK)
+    } else {
+        heartbeat
     }
 }

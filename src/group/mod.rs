@@ -11,13 +11,22 @@
 //! 2. A released (or never owned) partition is granted to its target member on that member's
 //!    next poll, which starts reading at the committed offset.
 //!
-//! A member that stops polling for `max_poll_interval` is removed and its partitions are freed at
-//! once; its later commits are refused ([`Error::MemberFenced`]). Commits are accepted only from
-//! the current generation and only for partitions the member owns ([`Error::StaleGeneration`],
-//! [`Error::NotAssigned`]). Membership lives in memory: a group is its members in this process;
+//! A member that stops polling for `max_poll_interval` is removed and its partitions are freed;
+//! its later commits are refused ([`Error::MemberFenced`]). A partition of a deleted topic is
+//! taken from its owner, which learns it as *lost* at its next sync.
+//!
+//! Commits are judged by ownership now, not by generation: the coordinator is in-process and
+//! knows who owns what, so a member may commit every partition it still owns — also during a
+//! rebalance it has not caught up with — and only partitions it does not own are refused
+//! ([`Error::NotAssigned`]). An accepted commit holds a `CommitPermit` (`commit.rs`) until its
+//! offsets are durable and visible; while it is held, the partitions in it cannot change owner
+//! (a member expiring meanwhile keeps them pinned, ungranted, until the write lands), so the
+//! next owner always starts from that commit and a member that lost a partition can never write
+//! after its successor. Membership lives in memory: a group is its members in this process;
 //! only committed offsets persist.
 
 pub(crate) mod assignor;
+mod commit;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -97,7 +106,11 @@ pub(crate) struct SyncResult {
     pub revoke: Vec<TopicPartition>,
     /// Partitions now owned by this member, newly.
     pub granted: Vec<TopicPartition>,
-    /// Target partitions still owned by another member: poll again soon.
+    /// Partitions this member owned that were taken without a revoke (their topic was deleted):
+    /// run `on_lost` and drop them.
+    pub lost: Vec<TopicPartition>,
+    /// Target partitions still owned by another member (or a commit in flight): poll again
+    /// soon.
     pub waiting: bool,
 }
 
@@ -109,6 +122,8 @@ struct Member {
     last_seen: Instant,
     waiter: Arc<Waiter>,
     attention: Arc<AtomicBool>,
+    /// Owned partitions taken away since the last sync (topic deleted), to report as lost.
+    lost: Vec<TopicPartition>,
 }
 
 #[derive(Debug)]
@@ -122,6 +137,9 @@ struct Group {
     /// Partition counts of subscribed topics when the target was computed; a change (topic
     /// created, deleted) triggers a rebalance.
     topics_seen: BTreeMap<String, u32>,
+    /// Commits in flight per partition (see `commit.rs`): a pinned partition that has no
+    /// owner is granted to nobody until its count drops to zero.
+    pins: HashMap<TopicPartition, u32>,
 }
 
 /// All groups of one log.
@@ -132,6 +150,24 @@ pub(crate) struct Coordinator {
 }
 
 impl Group {
+    fn new(assignor: Assignor) -> Group {
+        Group {
+            generation: 0,
+            assignor,
+            members: BTreeMap::new(),
+            owners: HashMap::new(),
+            target: Assignment::new(),
+            topics_seen: BTreeMap::new(),
+            pins: HashMap::new(),
+        }
+    }
+
+    /// A group entry is kept while it has members, or commits in flight that must land before
+    /// a new member could be granted their partitions.
+    fn is_idle(&self) -> bool {
+        self.members.is_empty() && self.pins.is_empty()
+    }
+
     fn subscribed(&self, all: &BTreeMap<String, u32>) -> BTreeMap<String, u32> {
         let wanted: BTreeSet<&String> = self.members.values().flat_map(|m| &m.topics).collect();
         all.iter()
@@ -156,10 +192,19 @@ impl Group {
             owned.entry(m.clone()).or_default().insert(tp.clone());
         }
         self.target = assignor::assign(self.assignor, &subs, &self.topics_seen, &owned);
-        // Partitions of deleted topics (or beyond a shrunken count) are nobody's any more.
+        // Partitions of deleted topics (or beyond a shrunken count) are nobody's any more; their
+        // owners learn it as a loss at their next sync.
         let seen = &self.topics_seen;
-        self.owners
-            .retain(|tp, _| seen.get(&tp.topic).is_some_and(|&n| tp.partition < n));
+        let members = &mut self.members;
+        self.owners.retain(|tp, owner| {
+            let exists = seen.get(&tp.topic).is_some_and(|&n| tp.partition < n);
+            if !exists {
+                if let Some(m) = members.get_mut(owner) {
+                    m.lost.push(tp.clone());
+                }
+            }
+            exists
+        });
         self.wake_all();
     }
 
@@ -205,14 +250,9 @@ impl Coordinator {
             format!("{}-{}", req.client_id, *n)
         };
         let mut groups = self.groups.lock();
-        let group = groups.entry(req.group.clone()).or_insert_with(|| Group {
-            generation: 0,
-            assignor: req.assignor,
-            members: BTreeMap::new(),
-            owners: HashMap::new(),
-            target: Assignment::new(),
-            topics_seen: BTreeMap::new(),
-        });
+        let group = groups
+            .entry(req.group.clone())
+            .or_insert_with(|| Group::new(req.assignor));
         if group.members.is_empty() {
             group.assignor = req.assignor;
         } else if group.assignor != req.assignor {
@@ -231,6 +271,7 @@ impl Coordinator {
                 last_seen: now,
                 waiter: req.waiter,
                 attention: req.attention,
+                lost: Vec::new(),
             },
         );
         group.rebalance(topics);
@@ -245,7 +286,7 @@ impl Coordinator {
                 group.remove_member(member);
                 group.rebalance(topics);
             }
-            if group.members.is_empty() {
+            if group.is_idle() {
                 groups.remove(group_id);
             }
         }
@@ -271,9 +312,12 @@ impl Coordinator {
             .get_mut(member)
             .ok_or_else(|| fenced(group_id, member))?;
         m.last_seen = now;
+        let mut lost = std::mem::take(&mut m.lost);
+        lost.sort();
         let target = group.target.get(member).cloned().unwrap_or_default();
         let mut result = SyncResult {
             generation: group.generation,
+            lost,
             ..SyncResult::default()
         };
         for (tp, owner) in &group.owners {
@@ -283,6 +327,8 @@ impl Coordinator {
         }
         for tp in target {
             match group.owners.get(&tp) {
+                // A commit still in flight for it (its member expired meanwhile) lands first.
+                None if group.pins.contains_key(&tp) => result.waiting = true,
                 None => {
                     group.owners.insert(tp.clone(), member.to_string());
                     result.granted.push(tp);
@@ -307,58 +353,6 @@ impl Coordinator {
             }
             group.wake_all();
         }
-    }
-
-    /// Whether a member may commit offsets for `partitions` now. `member` is `None` for a
-    /// consumer with a manual assignment, which may commit only while the group has no members.
-    pub(crate) fn check_commit(
-        &self,
-        group_id: &str,
-        member: Option<(&str, u32)>,
-        partitions: &[TopicPartition],
-    ) -> Result<()> {
-        let groups = self.groups.lock();
-        let group = groups.get(group_id).filter(|g| !g.members.is_empty());
-        let Some((member, generation)) = member else {
-            return match group {
-                None => Ok(()),
-                Some(_) => Err(Error::InvalidArgument(format!(
-                    "group {group_id:?} has subscribed members; a consumer with a manual \
-                     assignment may not commit for it"
-                ))),
-            };
-        };
-        let group = group.ok_or_else(|| fenced(group_id, member))?;
-        if !group.members.contains_key(member) {
-            return Err(fenced(group_id, member));
-        }
-        if generation != group.generation {
-            return Err(Error::StaleGeneration {
-                group: group_id.to_string(),
-                generation,
-                current: group.generation,
-            });
-        }
-        for tp in partitions {
-            if group.owners.get(tp).map(String::as_str) != Some(member) {
-                return Err(Error::NotAssigned {
-                    topic: tp.topic.clone(),
-                    partition: tp.partition,
-                });
-            }
-        }
-        Ok(())
-    }
-
-    /// The group's generation if `member` is still in it (a leaving member refreshes its view
-    /// with this so its final `on_revoked` commit of partitions it still owns is accepted).
-    pub(crate) fn current_generation(&self, group_id: &str, member: &str) -> Option<u32> {
-        let groups = self.groups.lock();
-        let group = groups.get(group_id)?;
-        group
-            .members
-            .contains_key(member)
-            .then_some(group.generation)
     }
 
     /// Changes a member's subscription (starting a new generation if it differs).
@@ -397,9 +391,10 @@ impl Coordinator {
                 group.rebalance(topics);
             }
         }
-        groups.retain(|_, g| !g.members.is_empty());
+        groups.retain(|_, g| !g.is_idle());
         let mut out: Vec<GroupDescription> = groups
             .iter()
+            .filter(|(_, g)| !g.members.is_empty())
             .map(|(id, g)| GroupDescription {
                 group: id.clone(),
                 generation: g.generation,
@@ -441,11 +436,11 @@ fn fenced(group: &str, member: &str) -> Error {
 mod tests {
     use super::*;
 
-    fn topics() -> BTreeMap<String, u32> {
+    pub(super) fn topics() -> BTreeMap<String, u32> {
         [("t".to_string(), 3)].into_iter().collect()
     }
 
-    fn join(c: &Coordinator, now: Instant) -> String {
+    pub(super) fn join(c: &Coordinator, now: Instant) -> String {
         c.join(
             Join {
                 group: "g".into(),
@@ -476,38 +471,46 @@ mod tests {
         let sa = c.sync("g", &a, &topics(), now).unwrap();
         assert_eq!(sa.revoke.len(), 1);
         let all: Vec<TopicPartition> = (0..3).map(|p| TopicPartition::new("t", p)).collect();
-        c.check_commit("g", Some((&a, sa.generation)), &all)
-            .unwrap();
+        drop(c.begin_commit("g", Some(&a), &all, &topics(), now).unwrap());
         c.release("g", &a, &sa.revoke);
         let sb = c.sync("g", &b, &topics(), now).unwrap();
         assert_eq!(sb.granted, sa.revoke);
         assert!(!sb.waiting);
         // Now a committing the released partition is refused.
-        let err = c.check_commit("g", Some((&a, sa.generation)), &sa.revoke);
+        let err = c.begin_commit("g", Some(&a), &sa.revoke, &topics(), now);
         assert!(matches!(err, Err(Error::NotAssigned { .. })), "{err:?}");
     }
 
     #[test]
-    fn stale_generation_and_fenced_members_cannot_commit() {
+    fn a_silent_member_is_removed_and_fenced() {
         let c = Coordinator::default();
         let t0 = Instant::now();
         let a = join(&c, t0);
-        let g1 = c.sync("g", &a, &topics(), t0).unwrap().generation;
-        let tp = [TopicPartition::new("t", 0)];
-        c.check_commit("g", Some((&a, g1)), &tp).unwrap();
-        let _b = join(&c, t0);
-        let err = c.check_commit("g", Some((&a, g1)), &tp).unwrap_err();
-        assert!(matches!(err, Error::StaleGeneration { .. }), "{err}");
-        // a goes silent past max_poll_interval; b's sync removes it.
+        c.sync("g", &a, &topics(), t0).unwrap();
+        // a goes silent past max_poll_interval; b's join removes it.
         let later = t0 + Duration::from_secs(11);
-        let b2 = join(&c, later);
-        let sb = c.sync("g", &b2, &topics(), later).unwrap();
-        assert!(!sb.granted.is_empty());
+        let b = join(&c, later);
+        let sb = c.sync("g", &b, &topics(), later).unwrap();
+        assert_eq!(sb.granted.len(), 3);
         let err = c.sync("g", &a, &topics(), later).unwrap_err();
         assert!(matches!(err, Error::MemberFenced { .. }), "{err}");
-        // A manual-assignment commit is refused while the group has members.
-        assert!(c.check_commit("g", None, &tp).is_err());
-        assert!(c.check_commit("other", None, &tp).is_ok());
+        let tp = [TopicPartition::new("t", 0)];
+        let err = c.begin_commit("g", Some(&a), &tp, &topics(), later);
+        assert!(matches!(err, Err(Error::MemberFenced { .. })), "{err:?}");
+    }
+
+    #[test]
+    fn a_deleted_topic_is_reported_lost_to_its_owner() {
+        let c = Coordinator::default();
+        let now = Instant::now();
+        let a = join(&c, now);
+        c.sync("g", &a, &topics(), now).unwrap();
+        let s = c.sync("g", &a, &BTreeMap::new(), now).unwrap();
+        assert_eq!(s.lost.len(), 3, "{s:?}");
+        assert!(s.revoke.is_empty() && s.granted.is_empty());
+        let s = c.sync("g", &a, &topics(), now).unwrap();
+        assert!(s.lost.is_empty());
+        assert_eq!(s.granted.len(), 3, "the topic came back: {s:?}");
     }
 
     #[test]

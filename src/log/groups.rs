@@ -41,6 +41,8 @@ impl Log {
 
     /// Every group with members in this process or committed offsets in this log, sorted by
     /// id. Members that stopped polling past their `max_poll_interval` are removed first.
+    ///
+    /// Errors: [`Error::Closed`], I/O (loading `__consumer_offsets`).
     pub fn groups(&self) -> Result<Vec<GroupDescription>> {
         self.check_open()?;
         let mut live = self
@@ -66,6 +68,8 @@ impl Log {
 
     /// Per partition the group has committed for or owns now: committed offset, high watermark
     /// and lag.
+    ///
+    /// Errors: [`Error::InvalidGroupId`], [`Error::Closed`], I/O.
     pub fn group_lag(&self, group: &str) -> Result<Vec<PartitionLag>> {
         validate_group_id(group)?;
         self.check_open()?;
@@ -98,6 +102,8 @@ impl Log {
     }
 
     /// The offset `group` committed for a partition, if any (without creating anything).
+    ///
+    /// Errors: [`Error::InvalidGroupId`], [`Error::Closed`], I/O.
     pub fn committed_offset(
         &self,
         group: &str,

@@ -320,11 +320,14 @@ impl Log {
     }
 
     /// Names of all topics, sorted (internal topics such as `__consumer_offsets` are not
-    /// listed).
+    /// listed). Empty after [`close`](Self::close): this is the one call that cannot return
+    /// [`Error::Closed`], and a closed log has no topics to offer.
     pub fn topics(&self) -> Vec<String> {
-        self.inner
-            .state
-            .read()
+        let state = self.inner.state.read();
+        if state.closed {
+            return Vec::new();
+        }
+        state
             .topics
             .keys()
             .filter(|t| !is_internal_topic(t))

@@ -6,7 +6,8 @@
 //! survives kill -9 and power loss. A batch is all-or-nothing after a crash (a torn batch fails
 //! its CRC and is truncated), so a multi-partition commit is atomic when it fits one batch. The
 //! cache is rebuilt by reading the topic from its start when the log opens; compaction keeps
-//! that read short (one record per key).
+//! that read short (one record per key). A commit racing the deletion of its topic lands before
+//! the deletion's tombstones or is refused (see `OffsetStore::deletions`).
 
 mod codec;
 
@@ -43,6 +44,12 @@ type Key = (String, TopicPartition);
 pub(crate) struct OffsetStore {
     partition: Partition,
     cache: RwLock<HashMap<Key, Cached>>,
+    /// Shared by commits from their check that every partition still exists until their
+    /// offsets are in the cache; exclusive for [`forget_topic`](Self::forget_topic). A topic's
+    /// partitions are closed before it is forgotten, so a commit either lands wholly before
+    /// the tombstones (which then win) or sees the deletion and is refused — it never
+    /// resurrects an offset on a topic created again under the name.
+    deletions: RwLock<()>,
 }
 
 impl OffsetStore {
@@ -87,14 +94,17 @@ impl OffsetStore {
         Ok(OffsetStore {
             partition,
             cache: RwLock::new(cache),
+            deletions: RwLock::new(()),
         })
     }
 
-    /// Stores `offsets` for `group` durably (fsync) and then in the cache.
+    /// Stores `offsets` for `group` durably (fsync) and then in the cache, unless `deleted`
+    /// says the topic of one of them was deleted ([`Error::UnknownTopic`]).
     pub(crate) fn commit(
         &self,
         group: &str,
         offsets: &[(TopicPartition, OffsetAndMetadata)],
+        deleted: impl Fn(&TopicPartition) -> bool,
     ) -> Result<()> {
         if let Some((tp, v)) = offsets
             .iter()
@@ -104,6 +114,12 @@ impl OffsetStore {
                 "commit metadata for {tp} is {} bytes; the limit is {MAX_METADATA_BYTES}",
                 v.metadata.len()
             )));
+        }
+        let _deletions = self.deletions.read();
+        if let Some((tp, _)) = offsets.iter().find(|(tp, _)| deleted(tp)) {
+            return Err(Error::UnknownTopic {
+                topic: tp.topic.clone(),
+            });
         }
         let now = now_ms();
         let stamped: Vec<(TopicPartition, OffsetAndMetadata)> = offsets
@@ -181,6 +197,7 @@ impl OffsetStore {
     /// Deletes (with tombstones, synced) every commit for `topic`, so a topic created later
     /// under the same name does not inherit positions that meant other records.
     pub(crate) fn forget_topic(&self, topic: &str) -> Result<()> {
+        let _deletions = self.deletions.write();
         let doomed: Vec<Key> = self
             .cache
             .read()
