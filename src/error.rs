@@ -101,7 +101,7 @@ pub enum Error {
     #[error("producer buffer of {buffer_memory} bytes is full")]
     BufferFull { buffer_memory: usize },
 
-    /// A background thread of annals panicked (a bug: please report it with `message`).
+    /// A background thread of annals panicked: a bug, in annals or in the `Storage` it was given.
     /// `thread` is the thread's name, as in the panic's own message on stderr:
     /// `"annals-producer"`, a producer's writer thread — every record it had not acknowledged
     /// fails with this, and so does every later send (create a new producer); or
