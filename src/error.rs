@@ -101,6 +101,18 @@ pub enum Error {
     #[error("producer buffer of {buffer_memory} bytes is full")]
     BufferFull { buffer_memory: usize },
 
+    /// A background thread of annals panicked: a bug, in annals or in the `Storage` it was given.
+    /// `thread` is the thread's name, as in the panic's own message on stderr:
+    /// `"annals-producer"`, a producer's writer thread — every record it had not acknowledged
+    /// fails with this, and so does every later send (create a new producer); or
+    /// `"annals-maintenance"`, the log's maintenance thread — reported by
+    /// `Log::last_maintenance_error`, and background maintenance stops until the log is reopened.
+    #[error("the background thread {thread:?} panicked: {message}")]
+    ThreadPanicked {
+        thread: &'static str,
+        message: String,
+    },
+
     /// A newer producer with the same stable id took over; this one may no longer write.
     #[error("producer {producer_id} epoch {epoch} was fenced by a newer epoch {current_epoch}")]
     ProducerFenced {
@@ -176,6 +188,21 @@ impl From<io::Error> for Error {
 }
 
 impl Error {
+    /// `ThreadPanicked` for the payload `catch_unwind` caught on `thread`.
+    pub(crate) fn thread_panicked(
+        thread: &'static str,
+        payload: &(dyn std::any::Any + Send),
+    ) -> Self {
+        let message = match payload.downcast_ref::<&str>() {
+            Some(s) => s.to_string(),
+            None => payload
+                .downcast_ref::<String>()
+                .cloned()
+                .unwrap_or_else(|| "(a panic payload that is not a string)".into()),
+        };
+        Error::ThreadPanicked { thread, message }
+    }
+
     pub(crate) fn invalid_config(field: &'static str, reason: impl Into<String>) -> Self {
         Error::InvalidConfig {
             field,

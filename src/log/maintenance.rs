@@ -4,8 +4,10 @@
 //!
 //! The background thread holds only a weak reference to the log between runs, so dropping the
 //! last `Log` handle closes the log as usual; `close` signals the thread, closes the partitions
-//! (a compaction in progress notices and abandons its temporary file) and joins it.
+//! (a compaction in progress notices and abandons its temporary file) and joins it. A pass that
+//! panics is caught: it becomes `last_maintenance_error` and the thread stops.
 
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
 use std::thread::{JoinHandle, ThreadId};
 use std::time::{Duration, Instant};
@@ -17,6 +19,9 @@ use crate::cleaner::{MaintenanceReport, PartitionReport};
 use crate::config::{check_duration, TopicConfig};
 use crate::error::{Error, Result};
 use crate::meta::store_topics;
+
+/// The background thread's name, also the `thread` of the error a panic in its pass turns into.
+const THREAD_NAME: &str = "annals-maintenance";
 
 /// Default period of the background maintenance thread (Kafka checks retention every 5 minutes
 /// and backs the cleaner off 15 s; an embedded log's segments are smaller, so 30 s).
@@ -115,7 +120,7 @@ impl Log {
         let last_error = Arc::new(Mutex::new(None));
         let outcome = last_error.clone();
         let thread = std::thread::Builder::new()
-            .name("annals-maintenance".into())
+            .name(THREAD_NAME.into())
             .spawn(move || loop {
                 {
                     let mut stopped = signal.0.lock();
@@ -131,8 +136,25 @@ impl Log {
                 };
                 // Errors (a full disk, say) are retried next period, and kept for
                 // `last_maintenance_error`.
-                let result = (Log { inner }).run_maintenance_while(|| !*signal.0.lock());
-                *outcome.lock() = result.err();
+                let log = Log { inner };
+                // Unwind safety: after a panic the thread only records it, drops its handle and
+                // exits; nothing the pass left half done is used by this thread again.
+                let pass = panic::catch_unwind(AssertUnwindSafe(|| {
+                    log.run_maintenance_while(|| !*signal.0.lock())
+                }));
+                match pass {
+                    Ok(result) => *outcome.lock() = result.err(),
+                    Err(payload) => {
+                        // A panic is a bug, not a condition that passes like a full disk: the
+                        // next pass would most likely hit it again, every interval (as often as
+                        // every millisecond), each time printing a panic and perhaps leaving
+                        // more half-done work. So the thread stops here, and the error stays
+                        // for `last_maintenance_error` until the log is reopened; the host can
+                        // still call `run_maintenance` itself.
+                        *outcome.lock() = Some(Error::thread_panicked(THREAD_NAME, &*payload));
+                        return;
+                    }
+                }
             })?;
         let id = thread.thread().id();
         *self.inner.maintenance.lock() = Some(Worker {
@@ -147,6 +169,9 @@ impl Log {
     /// The error of the background maintenance thread's latest run, if that run failed (it is
     /// retried every `maintenance_interval`; a later successful run clears this). `None` also
     /// when background maintenance is off.
+    ///
+    /// A run that panicked is [`Error::ThreadPanicked`]: the thread then stops (a panic is a bug
+    /// that would most likely recur every run), and this error stays until the log is reopened.
     pub fn last_maintenance_error(&self) -> Option<Error> {
         let worker = self.inner.maintenance.lock();
         let error = worker.as_ref()?.last_error.lock().clone();

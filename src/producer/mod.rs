@@ -13,7 +13,7 @@ mod partitioner;
 mod sender;
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -78,6 +78,9 @@ pub(crate) struct Shared {
     /// `closed`, so no send can slip a record in after close has drained the queues.
     gate: RwLock<()>,
     closed: AtomicBool,
+    /// Set once if the writer thread panicked: the error every pending and later record fails
+    /// with (see `die`).
+    dead: OnceLock<Error>,
 }
 
 impl Producer {
@@ -98,10 +101,11 @@ impl Producer {
             first_error: Mutex::new(None),
             gate: RwLock::new(()),
             closed: AtomicBool::new(false),
+            dead: OnceLock::new(),
         });
         let worker = shared.clone();
         let thread = std::thread::Builder::new()
-            .name("annals-producer".into())
+            .name(sender::THREAD_NAME.into())
             .spawn(move || sender::run(worker))?;
         Ok(Producer {
             handle: Arc::new(Handle {
@@ -117,6 +121,10 @@ impl Producer {
     /// Errors here are about the record or the producer ([`Error::UnknownTopic`],
     /// [`Error::RecordTooLarge`], [`Error::BufferFull`], [`Error::Closed`], ...); errors of the
     /// write itself arrive through [`Delivery::wait`] and [`flush`](Self::flush).
+    ///
+    /// If the writer thread panicked (a bug), the producer is dead: every record it had not
+    /// acknowledged fails with [`Error::ThreadPanicked`], and so does every later `send`,
+    /// `flush` and the first `close`. Create a new producer to go on.
     pub fn send(&self, topic: &str, record: Record) -> Result<Delivery> {
         let block = self.handle.shared.config.max_block;
         self.handle.shared.send(topic, None, record, Some(block))
@@ -181,19 +189,10 @@ impl Handle {
         if let Some(thread) = self.thread.lock().take() {
             let _ = thread.join();
         }
-        // Nothing should be left; if something is (the thread died), fail it rather than leave
+        // Nothing should be left: the writer drains the queues before it stops, and `die` fails
+        // them if it panicked. Should anything be left all the same, fail it rather than leave
         // its deliveries waiting forever.
-        for topic in shared.topics.read().iter() {
-            for slot in &topic.partitions {
-                let mut q = slot.queue.lock();
-                q.close_open();
-                let left: Vec<OpenBatch> = q.ready.drain(..).collect();
-                drop(q);
-                for batch in left {
-                    shared.complete(batch, Err(Error::Closed));
-                }
-            }
-        }
+        shared.fail_queued(&Error::Closed);
         flushed
     }
 }
@@ -257,6 +256,9 @@ impl Shared {
         block: Option<Duration>,
     ) -> Result<Delivery> {
         let _shared = self.gate.read();
+        if let Some(e) = self.dead.get() {
+            return Err(e.clone());
+        }
         if self.closed.load(Ordering::Acquire) {
             return Err(Error::Closed);
         }
@@ -413,9 +415,44 @@ impl Shared {
         if let Some(upto) = upto {
             self.outstanding.wait_upto(upto);
         }
-        match self.first_error.lock().take() {
-            Some(e) => Err(e),
-            None => Ok(()),
+        let first = self.first_error.lock().take();
+        // A dead producer writes nothing more: every flush says so, not only the first.
+        match (self.dead.get(), first) {
+            (Some(dead), _) => Err(dead.clone()),
+            (None, Some(e)) => Err(e),
+            (None, None) => Ok(()),
+        }
+    }
+
+    /// The writer thread panicked (`error`): fails the batches it held (`in_flight`) and every
+    /// queued or open one, and turns every later send away with `error`. Runs on the dying
+    /// writer thread, after the panic was caught.
+    fn die(&self, error: Error, in_flight: Vec<OpenBatch>) {
+        let _ = self.dead.set(error.clone());
+        for batch in in_flight {
+            self.complete(batch, Err(error.clone()));
+        }
+        // Failing the queued batches frees their memory, which wakes sends blocked on a full
+        // buffer; then the gate waits for every send in progress (which may have queued a record
+        // after the first pass), and a second pass fails what they added. Later sends see `dead`.
+        self.fail_queued(&error);
+        drop(self.gate.write());
+        self.fail_queued(&error);
+    }
+
+    /// Fails every open and ready batch of every partition with `error`.
+    fn fail_queued(&self, error: &Error) {
+        let topics: Vec<Arc<TopicSlot>> = self.topics.read().clone();
+        for topic in &topics {
+            for slot in &topic.partitions {
+                let mut q = slot.queue.lock();
+                q.close_open();
+                let left: Vec<OpenBatch> = q.ready.drain(..).collect();
+                drop(q);
+                for batch in left {
+                    self.complete(batch, Err(error.clone()));
+                }
+            }
         }
     }
 

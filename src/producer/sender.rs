@@ -1,7 +1,8 @@
 //! The producer's writer thread: writes closed and lingered-out batches, fsyncs them as a group
 //! when the durability asks for it, and completes their deliveries.
 
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, VecDeque};
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -123,13 +124,44 @@ impl Signal {
     }
 }
 
-/// The thread body.
+/// The name of the writer thread, also the `thread` of the error its panic turns into.
+pub(crate) const THREAD_NAME: &str = "annals-producer";
+
+/// The batches the writer has taken out of the queues and not completed yet. They live here,
+/// not on the stack of the code writing them, so that a panic anywhere in a round leaves them
+/// where `run` can still fail them.
+#[derive(Default)]
+struct Round {
+    /// The current partition's batches, oldest first; the front one is being written.
+    writing: VecDeque<OpenBatch>,
+    /// Written batches waiting for the round's fsync (`Durability::Synced`).
+    to_sync: Vec<(Arc<PartitionSlot>, OpenBatch, BatchAck)>,
+}
+
+/// The thread body. A panic in a round is caught here, as a poison guard would: the producer is
+/// marked dead and every batch it holds fails, so that no `flush`, `Delivery::wait`, `close` or
+/// drop waits forever for a thread that is gone.
 pub(crate) fn run(shared: Arc<Shared>) {
+    let mut round = Round::default();
+    // Unwind safety: after a panic the only state used is `round`'s batches, each of which is
+    // failed as a whole, and `Shared`, whose locks do not poison and whose queues hold batches
+    // only while unlocked and consistent.
+    let outcome = panic::catch_unwind(AssertUnwindSafe(|| write_rounds(&shared, &mut round)));
+    if let Err(payload) = outcome {
+        let error = Error::thread_panicked(THREAD_NAME, &*payload);
+        let in_flight = round
+            .writing
+            .into_iter()
+            .chain(round.to_sync.into_iter().map(|(_, batch, _)| batch));
+        shared.die(error, in_flight.collect());
+    }
+}
+
+fn write_rounds(shared: &Shared, round: &mut Round) {
     while let Some(slots) = shared.signal.next() {
         let now = Instant::now();
-        let mut to_sync: Vec<(Arc<PartitionSlot>, OpenBatch, BatchAck)> = Vec::new();
         for slot in &slots {
-            let batches: Vec<OpenBatch> = {
+            {
                 let mut q = slot.queue.lock();
                 let lingered = q
                     .open
@@ -138,42 +170,42 @@ pub(crate) fn run(shared: Arc<Shared>) {
                 if lingered {
                     q.close_open();
                 }
-                let batches = q.ready.drain(..).collect();
+                round.writing.extend(q.ready.drain(..));
                 drop(q);
                 if lingered {
                     slot.batch_closed();
                 }
-                batches
-            };
-            for mut batch in batches {
-                match write(&shared, slot, &mut batch) {
+            }
+            while let Some(batch) = round.writing.front_mut() {
+                let result = write(shared, slot, batch);
+                let batch = round.writing.pop_front().expect("front exists");
+                match result {
                     Ok(ack) if shared.config.durability == Durability::Synced => {
-                        to_sync.push((slot.clone(), batch, ack))
+                        round.to_sync.push((slot.clone(), batch, ack))
                     }
                     result => shared.complete(batch, result),
                 }
             }
         }
-        sync_group(&shared, to_sync);
+        sync_group(shared, &mut round.to_sync);
     }
 }
 
 /// One fsync per partition for every batch written in this round: group commit. Senders that
 /// wait meanwhile keep filling the next round's batches.
-fn sync_group(shared: &Shared, mut to_sync: Vec<(Arc<PartitionSlot>, OpenBatch, BatchAck)>) {
+fn sync_group(shared: &Shared, to_sync: &mut Vec<(Arc<PartitionSlot>, OpenBatch, BatchAck)>) {
     to_sync.sort_by_key(|(slot, batch, _)| (Arc::as_ptr(slot) as usize, batch.id));
-    let mut i = 0;
-    while i < to_sync.len() {
-        let slot = to_sync[i].0.clone();
+    while let Some((slot, _, _)) = to_sync.first() {
+        let slot = slot.clone();
         let result = slot.partition.sync();
-        while i < to_sync.len() && Arc::ptr_eq(&to_sync[i].0, &slot) {
-            i += 1;
-        }
+        let n = to_sync
+            .iter()
+            .take_while(|(s, _, _)| Arc::ptr_eq(s, &slot))
+            .count();
         // Complete this partition's batches in order.
-        for (_, batch, ack) in to_sync.drain(..i) {
+        for (_, batch, ack) in to_sync.drain(..n) {
             shared.complete(batch, result.clone().map(|()| ack));
         }
-        i = 0;
     }
 }
 
