@@ -136,9 +136,11 @@ impl PartitionInner {
             }
             let expected: usize = groups.iter().map(|g| g.segments.len()).sum();
             if found != expected {
-                return Err(Error::Io(Arc::new(std::io::Error::other(
-                    "compacted segments vanished from the segment list",
-                ))));
+                return Err(Error::io(
+                    "install compacted segments in",
+                    Some(dir.as_path()),
+                    std::io::Error::other("compacted segments vanished from the segment list"),
+                ));
             }
             *list = Arc::new(next);
         }

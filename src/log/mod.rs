@@ -137,7 +137,8 @@ impl Log {
     }
 
     fn open_with(b: LogBuilder) -> Result<Log> {
-        let storage = b.storage;
+        // Every error of the storage names its operation and path from here on.
+        let storage = crate::storage::ContextStorage::wrap(b.storage);
         let dir = b.dir;
         create_dir_durably(&*storage, &dir)?;
         let guard = storage

@@ -33,7 +33,7 @@ use crate::segment::{
     file_name, parse_file_name, scan_batches, valid_batch_after, ScanEnd, ScanOptions, Segment,
     SegmentLimits, SegmentStats, NO_TIMESTAMP,
 };
-use crate::storage::{read_exact_at, OpenMode, Storage};
+use crate::storage::{read_exact_at, IoContext, OpenMode, Storage};
 
 /// What to do when recovery finds damage in the middle of a log (not a torn tail).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -159,7 +159,7 @@ pub(crate) fn open_partition(p: OpenParams<'_>) -> Result<PartitionInner> {
             verify_crc: true,
             max_batch_bytes: limits.max_batch_bytes,
         };
-        let summary = scan_batches(&*file, 0, size, &opts, |_, _| {})?;
+        let summary = scan_batches(&*file, 0, size, &opts, |_, _| {}).at("scan", &log_path)?;
         let mut stats = SegmentStats {
             size: summary.valid_end,
             next_offset: if summary.batches == 0 {
@@ -183,7 +183,8 @@ pub(crate) fn open_partition(p: OpenParams<'_>) -> Result<PartitionInner> {
         };
         let mut drop_rest = false;
         if let Some((position, reason)) = damage {
-            let mid_log = valid_batch_after(&*file, position, size, base, limits.max_batch_bytes)?
+            let mid_log = valid_batch_after(&*file, position, size, base, limits.max_batch_bytes)
+                .at("scan", &log_path)?
                 .is_some()
                 || later_segments_hold_data(
                     storage,
@@ -318,7 +319,8 @@ fn rebuild_producer_states(
                 let ts = h.max_timestamp;
                 states.record(h, ts);
             }
-        })?;
+        })
+        .at("scan", &segment.log_path)?;
     }
     Ok(states)
 }
@@ -417,7 +419,8 @@ fn later_segments_hold_data(
     max_batch_bytes: usize,
 ) -> Result<bool> {
     for &base in bases {
-        let file = storage.open(&dir.join(file_name(base, "log")), OpenMode::Read)?;
+        let path = dir.join(file_name(base, "log"));
+        let file = storage.open(&path, OpenMode::Read)?;
         let size = file.len()?;
         if size == 0 {
             continue;
@@ -429,9 +432,11 @@ fn later_segments_hold_data(
             verify_crc: true,
             max_batch_bytes,
         };
-        let summary = scan_batches(&*file, 0, size, &opts, |_, _| {})?;
+        let summary = scan_batches(&*file, 0, size, &opts, |_, _| {}).at("scan", &path)?;
         if summary.batches > 0
-            || valid_batch_after(&*file, 0, size, base, max_batch_bytes)?.is_some()
+            || valid_batch_after(&*file, 0, size, base, max_batch_bytes)
+                .at("scan", &path)?
+                .is_some()
         {
             return Ok(true);
         }
@@ -445,7 +450,7 @@ fn first_batch_max_timestamp(segment: &Segment) -> Result<Option<i64>> {
         return Ok(None);
     }
     let mut head = [0u8; crate::format::HEADER_LEN];
-    read_exact_at(&*segment.file, &mut head, 0)?;
+    read_exact_at(&*segment.file, &mut head, 0).at("read", &segment.log_path)?;
     let header = BatchHeader::parse(&head).map_err(|e| Error::Corrupt {
         segment: segment.log_path.clone(),
         position: 0,

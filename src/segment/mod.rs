@@ -17,7 +17,7 @@ use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
 
 use crate::format::BatchHeader;
-use crate::storage::{OpenMode, Storage, StorageFile};
+use crate::storage::{with_path, IoContext, OpenMode, Storage, StorageFile};
 
 pub(crate) use index::{OffsetIndex, TimeIndex};
 pub(crate) use scan::{scan_batches, valid_batch_after, ScanEnd, ScanOptions};
@@ -122,9 +122,10 @@ impl Segment {
         // overwrite.
         let file = storage.open(&log_path, OpenMode::Create)?;
         if file.len()? != 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::AlreadyExists,
-                format!("{} already exists and is not empty", log_path.display()),
+            return Err(with_path(
+                io::Error::new(io::ErrorKind::AlreadyExists, "it exists and is not empty"),
+                "create segment",
+                &log_path,
             ));
         }
         let indexes = open_indexes(storage, dir, base_offset, limits, true, true)?;
@@ -328,10 +329,14 @@ impl Segment {
             // Readers slice records out of exactly `len` bytes; a storage that appended some
             // other amount is an error here rather than a panic there.
             if read.len() != len {
-                return Err(io::Error::other(format!(
-                    "storage read {} bytes where {len} were asked for",
-                    read.len()
-                )));
+                return Err(with_path(
+                    io::Error::other(format!(
+                        "storage read {} bytes where {len} were asked for",
+                        read.len()
+                    )),
+                    "read",
+                    &self.log_path,
+                ));
             }
             Ok(read)
         };
@@ -417,11 +422,16 @@ impl Segment {
                 since_index = 0;
             }
             since_index += h.total_len();
-        })?;
+        })
+        .at("rebuild the indexes of", &self.log_path)?;
         if let ScanEnd::Invalid { position, reason } = summary.end {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("batch at byte {position} is invalid while rebuilding indexes: {reason}"),
+            return Err(with_path(
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("the batch at byte {position} is invalid: {reason}"),
+                ),
+                "rebuild the indexes of",
+                &self.log_path,
             ));
         }
         Ok(())
