@@ -208,6 +208,20 @@ impl OffsetIndex {
         idx.checked_sub(1).map(|i| self.entry(i))
     }
 
+    /// The entries around byte `position`: the last one before it and the first at or after
+    /// it, each as `(relative last offset, position)`. Both `None` once the index is closed.
+    pub(crate) fn around_position(&self, position: u32) -> [Option<(u32, u32)>; 2] {
+        if self.inner.map.is_none() {
+            return [None, None];
+        }
+        let n = self.len();
+        let i = partition_point(n, |i| self.entry(i).1 < position);
+        [
+            i.checked_sub(1).map(|i| self.entry(i)),
+            (i < n).then(|| self.entry(i)),
+        ]
+    }
+
     /// Drops every entry at or after byte `position` (used when truncating the log).
     pub(crate) fn truncate_to_position(&mut self, position: u32) {
         let n = self.len();
