@@ -18,9 +18,30 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// An operating-system I/O error that has no more specific meaning here.
-    #[error("I/O error: {0}")]
-    Io(#[source] Arc<io::Error>),
+    /// An operating-system I/O error: `op` is what annals was doing ("open for writing",
+    /// "sync", "create directory", ...), `path` the file or directory it named (`None` only
+    /// for the few errors that involve no file, such as failing to start a thread).
+    /// [`Error::io_kind`] gives the [`io::ErrorKind`] (to tell a full disk, `StorageFull`,
+    /// from other failures); `source` keeps the OS error itself (`raw_os_error`).
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let file = dir.path().join("not-a-directory");
+    /// std::fs::write(&file, b"")?;
+    /// let err = annals::Log::open(file.join("log")).unwrap_err();
+    /// // "could not look up /tmp/.../not-a-directory/log: Not a directory (os error 20)"
+    /// assert!(err.to_string().starts_with("could not look up "), "{err}");
+    /// assert!(matches!(&err, annals::Error::Io { path: Some(p), .. } if p.starts_with(&file)));
+    /// assert_eq!(err.io_kind(), Some(std::io::ErrorKind::NotADirectory));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[error("could not {op}{}: {source}", at_path(.path))]
+    #[non_exhaustive]
+    Io {
+        op: &'static str,
+        path: Option<PathBuf>,
+        source: Arc<io::Error>,
+    },
 
     /// Another `Log` (in this or another process) holds the directory's lock.
     #[error("log directory {dir} is locked by another Log (in this or another process)")]
@@ -181,9 +202,29 @@ pub enum Error {
     },
 }
 
+/// Lifts an I/O error into [`Error::Io`], with the operation and path the storage layer
+/// tagged it with (see `storage::context`).
 impl From<io::Error> for Error {
     fn from(e: io::Error) -> Self {
-        Error::Io(Arc::new(e))
+        match crate::storage::untag(e) {
+            (Some((op, path)), source) => Error::Io {
+                op,
+                path: Some(path),
+                source: Arc::new(source),
+            },
+            (None, source) => Error::Io {
+                op: "complete an I/O operation",
+                path: None,
+                source: Arc::new(source),
+            },
+        }
+    }
+}
+
+fn at_path(path: &Option<PathBuf>) -> String {
+    match path {
+        Some(p) => format!(" {}", p.display()),
+        None => String::new(),
     }
 }
 
@@ -201,6 +242,24 @@ impl Error {
                 .unwrap_or_else(|| "(a panic payload that is not a string)".into()),
         };
         Error::ThreadPanicked { thread, message }
+    }
+
+    /// The kind of the underlying I/O error, for an [`Error::Io`]; `None` for every other
+    /// variant.
+    pub fn io_kind(&self) -> Option<io::ErrorKind> {
+        match self {
+            Error::Io { source, .. } => Some(source.kind()),
+            _ => None,
+        }
+    }
+
+    /// An [`Error::Io`] for `source`, which happened doing `op` on `path`.
+    pub(crate) fn io(op: &'static str, path: Option<&std::path::Path>, source: io::Error) -> Self {
+        Error::Io {
+            op,
+            path: path.map(std::path::Path::to_path_buf),
+            source: Arc::new(source),
+        }
     }
 
     pub(crate) fn invalid_config(field: &'static str, reason: impl Into<String>) -> Self {

@@ -69,7 +69,7 @@ pub use format::{Compression, TimestampType};
 pub use group::{Assignor, GroupDescription, MemberDescription, MAX_GROUP_ID_LEN};
 pub use log::{validate_topic_name, Log, LogBuilder, MAX_TOPIC_NAME_LEN};
 pub use offsets::{OffsetAndMetadata, MAX_METADATA_BYTES, OFFSETS_TOPIC};
-pub use partition::{Partition, RecoveryMode};
+pub use partition::{Partition, RecoveryAction, RecoveryEvent, RecoveryMode, RecoveryReport};
 pub use producer::{
     murmur2, partition_for_key, Delivery, Durability, Partitioner, Producer, ProducerConfig,
     RecordMetadata,

@@ -274,7 +274,7 @@ fn a_failed_fsync_fails_the_delivery_and_flush_and_poisons_the_partition() {
     fail_log_fsyncs(&sim);
     let failed = producer.send("t", Record::new("fsync fails")).unwrap();
     match failed.wait() {
-        Err(Error::Io(_)) => {}
+        Err(Error::Io { .. }) => {}
         other => panic!("delivery of a batch whose fsync failed: {other:?}"),
     }
     assert!(
@@ -333,7 +333,7 @@ fn write_errors_under_durability_none_reach_flush() {
     // Acknowledged at send: the failure can only be reported by flush.
     assert!(!d.wait().unwrap().has_offset());
     assert!(
-        matches!(producer.flush(), Err(Error::Io(_))),
+        matches!(producer.flush(), Err(Error::Io { .. })),
         "flush must report the failed write"
     );
     // Reported once: the next flush covers only what came after.

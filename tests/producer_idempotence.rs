@@ -581,7 +581,7 @@ fn a_batch_that_failed_for_good_does_not_wedge_later_sends() {
     fail_first_log_write(&sim, ErrorKind::StorageFull);
     let failed = producer.send("t", Record::new("failed")).unwrap();
     assert!(
-        matches!(failed.wait(), Err(Error::Io(_))),
+        matches!(failed.wait(), Err(Error::Io { .. })),
         "{:?}",
         failed.wait()
     );

@@ -354,7 +354,10 @@ fn background_errors_are_kept_for_the_host() {
         assert!(std::time::Instant::now() < deadline, "no error surfaced");
         std::thread::sleep(Duration::from_millis(5));
     }
-    assert!(matches!(log.last_maintenance_error(), Some(Error::Io(_))));
+    assert!(matches!(
+        log.last_maintenance_error(),
+        Some(Error::Io { .. })
+    ));
     assert_eq!(
         p.log_start_offset(),
         0,

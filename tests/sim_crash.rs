@@ -422,7 +422,7 @@ fn failed_fsync_poisons_the_partition() {
 
         sim.fail_when(SimOpKind::SyncData, "t-0/", ErrorKind::Other);
         match p.sync() {
-            Err(Error::Io(_)) => {}
+            Err(Error::Io { .. }) => {}
             other => panic!("sync with a failing fdatasync: {other:?}"),
         }
         poisoned(
@@ -491,7 +491,7 @@ fn failed_fsync_during_roll_poisons_the_partition() {
         assert!(i < 10_000, "never rolled");
     };
     assert!(
-        matches!(err, Error::Io(_)),
+        matches!(err, Error::Io { .. }),
         "roll with a failing fsync: {err:?}"
     );
     assert_eq!(p.segment_count(), 1);
@@ -535,7 +535,9 @@ fn disk_full_append_fails_cleanly_and_recovers() {
     sim.set_capacity(Some(sim.used_bytes() + 100));
     let big = vec![Record::new(vec![7u8; 5000]).timestamp(1_700_000_000_000)];
     match p.append(&big) {
-        Err(Error::Io(e)) => assert_eq!(e.kind(), ErrorKind::StorageFull, "{e}"),
+        Err(e @ Error::Io { .. }) => {
+            assert_eq!(e.io_kind(), Some(ErrorKind::StorageFull), "{e}")
+        }
         other => panic!("append on a full disk: {other:?}"),
     }
     assert_eq!(p.high_watermark(), 10, "nothing partial is visible");
@@ -582,7 +584,7 @@ fn fill_until_roll_fails(sim: &SimStorage, p: &Partition) -> Model {
         assert!(i < 10_000, "never rolled");
     };
     match &err {
-        Error::Io(e) => assert_eq!(e.kind(), ErrorKind::StorageFull, "{e}"),
+        e @ Error::Io { .. } => assert_eq!(e.io_kind(), Some(ErrorKind::StorageFull), "{e}"),
         e => panic!("append on a full disk during a roll: {e:?}"),
     }
     assert_eq!(p.segment_count(), 1, "no new segment");

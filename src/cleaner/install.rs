@@ -87,9 +87,10 @@ impl PartitionInner {
             .iter()
             .map(|g| {
                 // Rebuilding preallocates the index files before trimming them: size them for
-                // this segment (one entry per index interval, or per batch at most), not for a
-                // whole active segment, which would zero megabytes per new segment for nothing.
-                let per_entry = limits.index_interval_bytes.max(HEADER_LEN) as u64;
+                // this segment (a compacted segment indexes every batch, see
+                // `Segment::rebuild_indexes`), not for a whole active segment, which would zero
+                // megabytes per new segment for nothing.
+                let per_entry = HEADER_LEN as u64;
                 let entries = g.stats.size / per_entry + 2;
                 let limits = SegmentLimits {
                     index_max_bytes: limits
@@ -136,9 +137,11 @@ impl PartitionInner {
             }
             let expected: usize = groups.iter().map(|g| g.segments.len()).sum();
             if found != expected {
-                return Err(Error::Io(Arc::new(std::io::Error::other(
-                    "compacted segments vanished from the segment list",
-                ))));
+                return Err(Error::io(
+                    "install compacted segments in",
+                    Some(dir.as_path()),
+                    std::io::Error::other("compacted segments vanished from the segment list"),
+                ));
             }
             *list = Arc::new(next);
         }

@@ -4,6 +4,7 @@ mod groups;
 mod maintenance;
 mod names;
 mod producer_ids;
+mod report;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -109,6 +110,8 @@ struct LogInner {
     offsets_segment_bytes: u64,
     /// The background maintenance thread, if running (see `maintenance.rs`).
     maintenance: Mutex<Option<maintenance::Worker>>,
+    /// What recovery removed at open (see `report.rs`).
+    recovery: crate::partition::RecoveryReport,
 }
 
 #[derive(Debug, Default)]
@@ -142,7 +145,8 @@ impl Log {
     }
 
     fn open_with(b: LogBuilder) -> Result<Log> {
-        let storage = b.storage;
+        // Every error of the storage names its operation and path from here on.
+        let storage = crate::storage::ContextStorage::wrap(b.storage);
         let dir = b.dir;
         create_dir_durably(&*storage, &dir)?;
         let guard = storage
@@ -166,6 +170,7 @@ impl Log {
                 .collect::<Result<Vec<_>>>()?;
             topics.insert(name, Topic { config, partitions });
         }
+        let recovery = report::collect(topics.values().flat_map(|t| &t.partitions));
         Ok(Log {
             inner: Arc::new(LogInner {
                 dir,
@@ -183,6 +188,7 @@ impl Log {
                 cleaner_buffer_bytes: b.cleaner_buffer_bytes,
                 offsets_segment_bytes: b.offsets_segment_bytes,
                 maintenance: Mutex::new(None),
+                recovery,
             }),
         })
     }

@@ -9,6 +9,7 @@ mod append;
 mod producer_state;
 mod read;
 mod recovery;
+pub(crate) mod recovery_report;
 pub(crate) mod swap;
 
 use std::path::{Path, PathBuf};
@@ -28,6 +29,7 @@ pub(crate) use append::{now_ms, Appended};
 use producer_state::ProducerStates;
 pub use recovery::RecoveryMode;
 pub(crate) use recovery::{open_partition, seal_record, OpenParams};
+pub use recovery_report::{RecoveryAction, RecoveryEvent, RecoveryReport};
 
 /// A handle to one partition of a topic. Cheap to clone; all clones share the partition.
 ///
@@ -79,6 +81,8 @@ pub(crate) struct PartitionInner {
     pub synced: Mutex<u64>,
     /// Consumers parked in a long poll on this partition, woken when the high watermark moves.
     pub watchers: Watchers,
+    /// What recovery removed when this partition was opened (`Log::recovery_report`).
+    pub recovery_events: Vec<RecoveryEvent>,
 }
 
 /// State only the writer touches (under `PartitionInner::writer`).

@@ -168,8 +168,10 @@ impl PartitionInner {
     /// Walks whole batches from `pos`, skipping those before `offset` without reading their
     /// bodies, and decodes the rest until `max_bytes` of batches (at least one) are used.
     /// Every batch's offsets are checked against the one before it: the base offset is outside
-    /// the batch CRC, so continuity is what proves it undamaged (in a compacted segment only
-    /// the order can be checked: compaction leaves gaps).
+    /// the batch CRC, so continuity is what proves it undamaged. A compacted segment has gaps,
+    /// so there the order is checked both ways (against the batch before and, before any
+    /// record is handed out, the batch after) and each batch against its offset-index entry
+    /// (`Segment::check_offsets`).
     fn read_segment_from<S: Sink>(
         &self,
         segment: &Segment,
@@ -224,15 +226,31 @@ impl PartitionInner {
                     ),
                 ));
             }
+            if segment.allow_gaps {
+                if let Some(reason) = segment.check_offsets(pos, &header) {
+                    return Err(self.corrupt(segment, pos, reason));
+                }
+            }
             expect = Expect::after(header.next_offset(), segment);
             if header.last_offset() < offset {
                 pos += len as u64;
                 continue;
             }
-            if out.len() > before && (used + len > max_bytes || !chunk.holds(pos, len)) {
+            // In a compacted segment the next batch's header comes along, to check this batch
+            // does not run into it before its records are handed out.
+            let next_pos = pos + len as u64;
+            let ahead = if segment.allow_gaps && end - next_pos >= HEADER_LEN as u64 {
+                HEADER_LEN
+            } else {
+                0
+            };
+            if out.len() > before && (used + len > max_bytes || !chunk.holds(pos, len + ahead)) {
                 break;
             }
-            chunk.cover(segment, pos, len, want, end)?;
+            chunk.cover(segment, pos, len + ahead, want, end)?;
+            if ahead > 0 {
+                self.check_next(segment, pos, &header, chunk.at(next_pos, HEADER_LEN))?;
+            }
             let batch = chunk.slice(pos, len);
             self.decode(segment, pos, &batch, offset, max_uncompressed, out)?;
             used += len;
@@ -240,6 +258,36 @@ impl PartitionInner {
             if used >= max_bytes {
                 break;
             }
+        }
+        Ok(())
+    }
+
+    /// The batch after the one at `pos` (`header`) must start after it. If the next batch
+    /// fails its own checks, it is the damaged one, reported when the walk reaches it.
+    fn check_next(
+        &self,
+        segment: &Segment,
+        pos: u64,
+        header: &BatchHeader,
+        next_head: &[u8],
+    ) -> Result<()> {
+        let Ok(next) = BatchHeader::parse(next_head) else {
+            return Ok(());
+        };
+        let next_pos = pos + header.total_len() as u64;
+        if next.base_offset <= header.last_offset()
+            && segment.check_offsets(next_pos, &next).is_none()
+        {
+            return Err(self.corrupt(
+                segment,
+                pos,
+                format!(
+                    "batch offsets {}..={} run into the next batch's, which starts at offset {}",
+                    header.base_offset,
+                    header.last_offset(),
+                    next.base_offset
+                ),
+            ));
         }
         Ok(())
     }

@@ -14,6 +14,7 @@
 //! - If valid batches exist after P, the log is damaged in the middle: `RecoveryMode::Strict`
 //!   (the default) refuses to open with `Error::Corrupt { segment, position, .. }`;
 //!   `RecoveryMode::TruncateCorrupt` truncates at P and drops everything after it.
+//! - Every cut and removal is recorded as a [`RecoveryEvent`] (`Log::recovery_report`).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64};
@@ -21,6 +22,7 @@ use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
 
+use super::recovery_report::{RecoveryAction, RecoveryEvent};
 use super::swap::finish_interrupted;
 use super::{PartitionInner, ProducerStates, WriterState};
 use crate::config::TopicConfig;
@@ -33,7 +35,7 @@ use crate::segment::{
     file_name, parse_file_name, scan_batches, valid_batch_after, ScanEnd, ScanOptions, Segment,
     SegmentLimits, SegmentStats, NO_TIMESTAMP,
 };
-use crate::storage::{read_exact_at, OpenMode, Storage};
+use crate::storage::{read_exact_at, IoContext, OpenMode, Storage, StorageFile};
 
 /// What to do when recovery finds damage in the middle of a log (not a torn tail).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -101,6 +103,16 @@ pub(crate) fn open_partition(p: OpenParams<'_>) -> Result<PartitionInner> {
     let mut needs_sync = false;
     let mut next_offset = checkpoint.log_start_offset;
     let mut prev_allows_gaps = false;
+    let mut events: Vec<RecoveryEvent> = Vec::new();
+    let event = |segment: PathBuf, action, bytes, offsets, reason: &str| RecoveryEvent {
+        topic: p.topic.to_string(),
+        partition: p.id,
+        segment,
+        action,
+        bytes,
+        offsets,
+        reason: reason.to_string(),
+    };
     let mut i = 0;
     while i < bases.len() {
         let base = bases[i];
@@ -159,7 +171,7 @@ pub(crate) fn open_partition(p: OpenParams<'_>) -> Result<PartitionInner> {
             verify_crc: true,
             max_batch_bytes: limits.max_batch_bytes,
         };
-        let summary = scan_batches(&*file, 0, size, &opts, |_, _| {})?;
+        let summary = scan_batches(&*file, 0, size, &opts, |_, _| {}).at("scan", &log_path)?;
         let mut stats = SegmentStats {
             size: summary.valid_end,
             next_offset: if summary.batches == 0 {
@@ -182,8 +194,10 @@ pub(crate) fn open_partition(p: OpenParams<'_>) -> Result<PartitionInner> {
             ScanEnd::Invalid { position, reason } => Some((*position, reason.clone())),
         };
         let mut drop_rest = false;
+        let mut cut = None;
         if let Some((position, reason)) = damage {
-            let mid_log = valid_batch_after(&*file, position, size, base, limits.max_batch_bytes)?
+            let mid_log = valid_batch_after(&*file, position, size, base, limits.max_batch_bytes)
+                .at("scan", &log_path)?
                 .is_some()
                 || later_segments_hold_data(
                     storage,
@@ -199,6 +213,22 @@ pub(crate) fn open_partition(p: OpenParams<'_>) -> Result<PartitionInner> {
                 });
             }
             drop_rest = true;
+            let (action, lost_end) = if mid_log {
+                let found = highest_next_offset(&*file, position, size, base, &limits)
+                    .at("scan", &log_path)?;
+                (RecoveryAction::TruncatedCorrupt, found)
+            } else {
+                // A torn tail holds no valid batch, by definition: nothing readable was lost.
+                (RecoveryAction::TornTail, None)
+            };
+            let offsets = stats.next_offset..lost_end.unwrap_or(0).max(stats.next_offset);
+            cut = Some(event(
+                log_path.clone(),
+                action,
+                position..size,
+                offsets,
+                &reason,
+            ));
         }
         let is_active = is_last || drop_rest;
         let segment = Segment::open(
@@ -215,8 +245,26 @@ pub(crate) fn open_partition(p: OpenParams<'_>) -> Result<PartitionInner> {
             sealed.push(seal_record(&segment)?);
         }
         segments.push(Arc::new(segment));
+        events.extend(cut);
         if drop_rest {
             for &later in &bases[i + 1..] {
+                let path = p.dir.join(file_name(later, "log"));
+                let file = storage.open(&path, OpenMode::Read)?;
+                let len = file.len()?;
+                if len > 0 {
+                    let found =
+                        highest_next_offset(&*file, 0, len, later, &limits).at("scan", &path)?;
+                    let offsets = later..found.unwrap_or(later).max(later);
+                    let reason = "it follows the cut";
+                    events.push(event(
+                        path,
+                        RecoveryAction::RemovedSegment,
+                        0..len,
+                        offsets,
+                        reason,
+                    ));
+                }
+                drop(file);
                 remove_segment_files(storage, &p.dir, later)?;
             }
             needs_sync = true;
@@ -264,6 +312,7 @@ pub(crate) fn open_partition(p: OpenParams<'_>) -> Result<PartitionInner> {
         closed: AtomicBool::new(false),
         poisoned: Mutex::new(None),
         synced: Mutex::new(0),
+        recovery_events: events,
     };
     // After repairs (or when nothing vouched for this partition), make the recovered state
     // durable and record it, so a crash right after this open does not repeat the work.
@@ -318,7 +367,8 @@ fn rebuild_producer_states(
                 let ts = h.max_timestamp;
                 states.record(h, ts);
             }
-        })?;
+        })
+        .at("scan", &segment.log_path)?;
     }
     Ok(states)
 }
@@ -417,7 +467,8 @@ fn later_segments_hold_data(
     max_batch_bytes: usize,
 ) -> Result<bool> {
     for &base in bases {
-        let file = storage.open(&dir.join(file_name(base, "log")), OpenMode::Read)?;
+        let path = dir.join(file_name(base, "log"));
+        let file = storage.open(&path, OpenMode::Read)?;
         let size = file.len()?;
         if size == 0 {
             continue;
@@ -429,14 +480,51 @@ fn later_segments_hold_data(
             verify_crc: true,
             max_batch_bytes,
         };
-        let summary = scan_batches(&*file, 0, size, &opts, |_, _| {})?;
+        let summary = scan_batches(&*file, 0, size, &opts, |_, _| {}).at("scan", &path)?;
         if summary.batches > 0
-            || valid_batch_after(&*file, 0, size, base, max_batch_bytes)?.is_some()
+            || valid_batch_after(&*file, 0, size, base, max_batch_bytes)
+                .at("scan", &path)?
+                .is_some()
         {
             return Ok(true);
         }
     }
     Ok(false)
+}
+
+/// The offset after the last record of any CRC-valid batch in `[from, end)` of a damaged
+/// segment (what a cut there loses, as far as it can be read), or `None` if there is none.
+/// Alternates between walking valid batches and searching byte by byte for the next one.
+fn highest_next_offset(
+    file: &dyn StorageFile,
+    from: u64,
+    end: u64,
+    base: u64,
+    limits: &SegmentLimits,
+) -> std::io::Result<Option<u64>> {
+    let opts = ScanOptions {
+        segment_base: base,
+        // Only the batches' own offsets matter here, not their sequence.
+        allow_gaps: true,
+        verify_crc: true,
+        max_batch_bytes: limits.max_batch_bytes,
+    };
+    let mut best: Option<u64> = None;
+    let mut pos = from;
+    while pos < end {
+        let summary = scan_batches(file, pos, end, &opts, |_, h| {
+            best = best.max(Some(h.next_offset()));
+        })?;
+        let stopped = match summary.end {
+            ScanEnd::Clean => break,
+            ScanEnd::Truncated { position } | ScanEnd::Invalid { position, .. } => position,
+        };
+        match valid_batch_after(file, stopped, end, base, limits.max_batch_bytes)? {
+            Some(next) => pos = next,
+            None => break,
+        }
+    }
+    Ok(best)
 }
 
 /// Max timestamp of the active segment's first batch (the `segment_ms` reference), if any.
@@ -445,7 +533,7 @@ fn first_batch_max_timestamp(segment: &Segment) -> Result<Option<i64>> {
         return Ok(None);
     }
     let mut head = [0u8; crate::format::HEADER_LEN];
-    read_exact_at(&*segment.file, &mut head, 0)?;
+    read_exact_at(&*segment.file, &mut head, 0).at("read", &segment.log_path)?;
     let header = BatchHeader::parse(&head).map_err(|e| Error::Corrupt {
         segment: segment.log_path.clone(),
         position: 0,

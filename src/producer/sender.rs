@@ -241,7 +241,7 @@ fn write(shared: &Shared, slot: &PartitionSlot, batch: &mut OpenBatch) -> Result
             // An I/O error that did not poison the partition left the log as it was (the
             // partial write was cut off), so the same batch can go again; if it did land after
             // all, idempotence turns the retry into a duplicate acknowledgement.
-            Err(Error::Io(_)) if attempt < shared.config.retries => {
+            Err(Error::Io { .. }) if attempt < shared.config.retries => {
                 attempt += 1;
                 std::thread::sleep(shared.config.retry_backoff);
             }

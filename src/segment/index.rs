@@ -16,10 +16,10 @@
 //! is rebuilt from the `.log`.
 
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::storage::{MappedRegion, OpenMode, Storage, StorageFile};
+use crate::storage::{IoContext, MappedRegion, OpenMode, Storage, StorageFile};
 
 pub(crate) const OFFSET_ENTRY: usize = 8;
 pub(crate) const TIME_ENTRY: usize = 12;
@@ -28,6 +28,8 @@ pub(crate) const TIME_ENTRY: usize = 12;
 #[derive(Debug)]
 struct EntryFile {
     file: Arc<dyn StorageFile>,
+    /// For errors.
+    path: PathBuf,
     /// `None` once the file is closed (unmapped); lookups then find nothing.
     map: Option<Box<dyn MappedRegion>>,
     entry_size: usize,
@@ -57,9 +59,16 @@ impl EntryFile {
         } else {
             len - len % entry_size
         };
-        let map = file.map_mut(capacity_bytes)?;
+        // SAFETY: `file` is an index file inside a partition directory of a `Log`, which holds
+        // the directory's lock, so no other `Log` (in this process or another) opens it. This
+        // `EntryFile` owns both the handle and the mapping: it writes the file only through the
+        // mapping (`push`, `truncate_entries`) and changes its length only in `close_and_trim`,
+        // after dropping the mapping. `capacity_bytes` is within the file: it was allocated
+        // above, or is the file's length rounded down.
+        let map = unsafe { file.map_mut(capacity_bytes) }?;
         Ok(EntryFile {
             file,
+            path: path.to_path_buf(),
             map: Some(map),
             entry_size,
             entries: 0,
@@ -110,7 +119,10 @@ impl EntryFile {
             self.file.set_len(len as u64)?;
             self.file.sync_all()?;
             // Map the trimmed file again so lookups keep working on the sealed segment.
-            self.map = Some(self.file.map_mut(len)?);
+            // SAFETY: as in `open`: the file was just trimmed to exactly `len` bytes, and from
+            // now on nothing changes its length or bytes except through a mapping this
+            // `EntryFile` holds (and trimming again drops that mapping first).
+            self.map = Some(unsafe { self.file.map_mut(len) }?);
             self.capacity = self.entries;
         }
         Ok(())
@@ -120,7 +132,7 @@ impl EntryFile {
     fn file_crc(&self) -> io::Result<u32> {
         let len = self.file.len()? as usize;
         let mut buf = vec![0u8; len];
-        crate::storage::read_exact_at(&*self.file, &mut buf, 0)?;
+        crate::storage::read_exact_at(&*self.file, &mut buf, 0).at("read", &self.path)?;
         Ok(crc32c::crc32c(&buf))
     }
 
@@ -194,6 +206,20 @@ impl OffsetIndex {
         self.inner.map.as_ref()?;
         let idx = partition_point(self.len(), |i| self.entry(i).0 < relative_offset);
         idx.checked_sub(1).map(|i| self.entry(i))
+    }
+
+    /// The entries around byte `position`: the last one before it and the first at or after
+    /// it, each as `(relative last offset, position)`. Both `None` once the index is closed.
+    pub(crate) fn around_position(&self, position: u32) -> [Option<(u32, u32)>; 2] {
+        if self.inner.map.is_none() {
+            return [None, None];
+        }
+        let n = self.len();
+        let i = partition_point(n, |i| self.entry(i).1 < position);
+        [
+            i.checked_sub(1).map(|i| self.entry(i)),
+            (i < n).then(|| self.entry(i)),
+        ]
     }
 
     /// Drops every entry at or after byte `position` (used when truncating the log).

@@ -17,7 +17,7 @@ use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
 
 use crate::format::BatchHeader;
-use crate::storage::{OpenMode, Storage, StorageFile};
+use crate::storage::{with_path, IoContext, OpenMode, Storage, StorageFile};
 
 pub(crate) use index::{OffsetIndex, TimeIndex};
 pub(crate) use scan::{scan_batches, valid_batch_after, ScanEnd, ScanOptions};
@@ -122,9 +122,10 @@ impl Segment {
         // overwrite.
         let file = storage.open(&log_path, OpenMode::Create)?;
         if file.len()? != 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::AlreadyExists,
-                format!("{} already exists and is not empty", log_path.display()),
+            return Err(with_path(
+                io::Error::new(io::ErrorKind::AlreadyExists, "it exists and is not empty"),
+                "create segment",
+                &log_path,
             ));
         }
         let indexes = open_indexes(storage, dir, base_offset, limits, true, true)?;
@@ -328,10 +329,14 @@ impl Segment {
             // Readers slice records out of exactly `len` bytes; a storage that appended some
             // other amount is an error here rather than a panic there.
             if read.len() != len {
-                return Err(io::Error::other(format!(
-                    "storage read {} bytes where {len} were asked for",
-                    read.len()
-                )));
+                return Err(with_path(
+                    io::Error::other(format!(
+                        "storage read {} bytes where {len} were asked for",
+                        read.len()
+                    )),
+                    "read",
+                    &self.log_path,
+                ));
             }
             Ok(read)
         };
@@ -353,6 +358,47 @@ impl Segment {
             })
             // The thread is exiting and its arena is gone.
             .unwrap_or_else(|_| read_into(&mut BytesMut::with_capacity(len)))
+    }
+
+    /// For a segment with offset gaps (compacted), whatever else can prove the offsets of the
+    /// batch at `pos` wrong, since "starts where the previous batch ended" no longer does: the
+    /// offset index (an entry at this position names the batch's last offset exactly; entries
+    /// before and after it bound it) and the segment's next offset. `Some(reason)` if they
+    /// disagree with the header.
+    pub(crate) fn check_offsets(&self, pos: u64, header: &BatchHeader) -> Option<String> {
+        let (base, last) = (header.base_offset, header.last_offset());
+        if last >= self.next_offset() {
+            return Some(format!(
+                "batch offsets {base}..={last} reach past the segment's end offset {}",
+                self.next_offset()
+            ));
+        }
+        let position = u32::try_from(pos).ok()?;
+        let [before, at_or_after] = self.indexes.read().offset.around_position(position);
+        let indexed = |(rel, at): (u32, u32)| (self.base_offset + u64::from(rel), at);
+        if let Some((indexed_last, at)) = at_or_after.map(indexed) {
+            if at == position && last != indexed_last {
+                return Some(format!(
+                    "batch offsets {base}..={last} disagree with the offset index, whose entry \
+                     for this batch ends at offset {indexed_last}"
+                ));
+            }
+            if at > position && last >= indexed_last {
+                return Some(format!(
+                    "batch offsets {base}..={last} reach the offset index's {indexed_last}, which \
+                     ends the batch at byte {at}, after this one"
+                ));
+            }
+        }
+        if let Some((indexed_last, at)) = before.map(indexed) {
+            if base <= indexed_last {
+                return Some(format!(
+                    "batch offsets {base}..={last} start at or before the offset index's \
+                     {indexed_last}, which ends the batch at byte {at}, before this one"
+                ));
+            }
+        }
+        None
     }
 
     /// Where to start scanning for `offset`: the position of the last indexed batch that ends
@@ -404,12 +450,16 @@ impl Segment {
             verify_crc: false,
             max_batch_bytes: limits.max_batch_bytes,
         };
+        // A compacted segment indexes every batch: with offset gaps allowed, its entries are
+        // what pins each batch's base offset (outside the CRC) once the checkpoint's CRC of the
+        // index vouches for them (see `check_offsets`).
+        let dense = self.allow_gaps;
         let summary = scan_batches(&*self.file, 0, self.end(), &opts, |pos, h| {
             if h.max_timestamp > max_ts {
                 max_ts = h.max_timestamp;
                 max_at = h.last_offset();
             }
-            if since_index >= limits.index_interval_bytes && pos > 0 {
+            if (dense || since_index >= limits.index_interval_bytes) && pos > 0 {
                 idx.offset
                     .push((h.last_offset() - self.base_offset) as u32, pos as u32);
                 idx.time
@@ -417,11 +467,16 @@ impl Segment {
                 since_index = 0;
             }
             since_index += h.total_len();
-        })?;
+        })
+        .at("rebuild the indexes of", &self.log_path)?;
         if let ScanEnd::Invalid { position, reason } = summary.end {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("batch at byte {position} is invalid while rebuilding indexes: {reason}"),
+            return Err(with_path(
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("the batch at byte {position} is invalid: {reason}"),
+                ),
+                "rebuild the indexes of",
+                &self.log_path,
             ));
         }
         Ok(())

@@ -211,7 +211,7 @@ impl StorageFile for FsFile {
         self.file.sync_all()
     }
 
-    fn map_mut(&self, len: usize) -> io::Result<Box<dyn MappedRegion>> {
+    unsafe fn map_mut(&self, len: usize) -> io::Result<Box<dyn MappedRegion>> {
         if (self.len()? as usize) < len {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -221,11 +221,11 @@ impl StorageFile for FsFile {
         if len == 0 {
             return Ok(Box::new(EmptyRegion));
         }
-        // SAFETY: mapping a file is unsafe because another process or handle could truncate it
-        // underneath us (SIGBUS) or write it concurrently. The files we map are index files inside
-        // a directory that this process holds an exclusive lock on; annals only truncates an index
-        // file after dropping its mapping (see `segment::index`), and it writes index files only
-        // through this mapping, so neither can happen while the map lives.
+        // SAFETY: mapping a file is unsafe because the file could be truncated underneath the
+        // mapping (SIGBUS) or changed by someone else while the slice is borrowed. Ruling both
+        // out for as long as the region lives is exactly the contract of `map_mut`, which our
+        // caller accepted by calling this `unsafe fn`; the length check above keeps the mapping
+        // within the file as it is now.
         let map = unsafe { memmap2::MmapOptions::new().len(len).map_mut(&self.file)? };
         Ok(Box::new(MmapRegion { map }))
     }

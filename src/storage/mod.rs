@@ -11,8 +11,11 @@
 //! - a created, renamed or removed directory entry survives a power loss only after
 //!   [`Storage::sync_dir`] on its parent directory.
 
+mod context;
 mod fs;
 mod sim;
+
+pub(crate) use context::{untag, with_path, ContextStorage, IoContext};
 
 pub use fs::FsStorage;
 pub use sim::{CrashMode, SimOp, SimOpKind, SimStorage};
@@ -100,9 +103,49 @@ pub trait StorageFile: Send + Sync + Debug {
     fn sync_data(&self) -> io::Result<()>;
     /// Makes the file's data and all metadata durable (`fsync`).
     fn sync_all(&self) -> io::Result<()>;
-    /// Maps the first `len` bytes of the file for reading and writing. The file must already be
-    /// at least `len` bytes long, and must not be truncated while the mapping lives.
-    fn map_mut(&self, len: usize) -> io::Result<Box<dyn MappedRegion>>;
+    /// Maps the first `len` bytes of the file for reading and writing. Fails (`InvalidInput`)
+    /// if the file is shorter than `len`.
+    ///
+    /// # Safety
+    ///
+    /// A memory mapping is memory the compiler believes nobody else touches, backed by a file
+    /// that anybody could change. While the returned region (or anything borrowed from it)
+    /// lives, the caller must guarantee that:
+    /// - the file is not truncated below `len` bytes, through this handle or any other, in this
+    ///   process or another (a real mapping then faults with `SIGBUS` on the next access);
+    /// - the mapped bytes change only through [`MappedRegion::write`] of this region: no
+    ///   [`write_all_at`](Self::write_all_at), [`set_len`](Self::set_len) or second mapping of
+    ///   the range, and no other process writing the file (the slice from
+    ///   [`MappedRegion::as_slice`] would change under its borrow).
+    ///
+    /// annals meets this for its index files: they live in a directory whose lock the `Log`
+    /// holds, are written only through their mapping, and are truncated only after it is
+    /// dropped. An implementation that does not map at all (as [`SimStorage`], which copies)
+    /// is still reached only through this contract.
+    ///
+    /// Safe code cannot call it:
+    ///
+    /// ```compile_fail,E0133
+    /// use annals::storage::{OpenMode, SimStorage, Storage};
+    /// let sim = SimStorage::new();
+    /// let file = sim.open("/f".as_ref(), OpenMode::CreateNew).unwrap();
+    /// file.set_len(8).unwrap();
+    /// let region = file.map_mut(8).unwrap();
+    /// ```
+    ///
+    /// It takes an `unsafe` block whose argument is the contract above:
+    ///
+    /// ```
+    /// use annals::storage::{OpenMode, SimStorage, Storage};
+    /// let sim = SimStorage::new();
+    /// let file = sim.open("/f".as_ref(), OpenMode::CreateNew).unwrap();
+    /// file.set_len(8).unwrap();
+    /// // SAFETY: nothing else touches `/f` until `region` is dropped at the end of this block.
+    /// let mut region = unsafe { file.map_mut(8) }.unwrap();
+    /// region.write(0, b"annals");
+    /// assert_eq!(&region.as_slice()[..6], b"annals");
+    /// ```
+    unsafe fn map_mut(&self, len: usize) -> io::Result<Box<dyn MappedRegion>>;
 }
 
 /// A writable memory mapping of (the start of) a file. Writes go through [`MappedRegion::write`]
@@ -147,9 +190,10 @@ pub(crate) fn short_read(missing: usize) -> io::Error {
 pub(crate) fn read_whole(storage: &dyn Storage, path: &Path) -> io::Result<Vec<u8>> {
     let file = storage.open(path, OpenMode::Read)?;
     let len = usize::try_from(file.len()?)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "file too large"))?;
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "file too large"))
+        .at("read", path)?;
     let mut buf = vec![0u8; len];
-    read_exact_at(&*file, &mut buf, 0)?;
+    read_exact_at(&*file, &mut buf, 0).at("read", path)?;
     Ok(buf)
 }
 
@@ -158,7 +202,8 @@ pub(crate) fn read_whole(storage: &dyn Storage, path: &Path) -> io::Result<Vec<u
 pub(crate) fn write_atomic(storage: &dyn Storage, path: &Path, contents: &[u8]) -> io::Result<()> {
     let dir = path
         .parent()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no parent"))?;
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no parent"))
+        .at("replace", path)?;
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = std::path::PathBuf::from(tmp);
