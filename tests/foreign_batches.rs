@@ -165,6 +165,30 @@ fn a_batch_in_the_logs_own_producer_id_range_is_refused() {
 }
 
 #[test]
+fn malformed_producer_fields_are_refused() {
+    let (_sim, log) = sim_topic(TopicConfig::default());
+    let p = log.partition("t", 0).unwrap();
+    for (pid, epoch, seq) in [(-2, -1, -1), (5, -1, 0), (5, 0, -1), (i64::MIN, 0, 0)] {
+        let b = batch_with(
+            BatchOptions {
+                producer_id: pid,
+                producer_epoch: epoch,
+                base_sequence: seq,
+                ..BatchOptions::default()
+            },
+            &["x"],
+        );
+        match p.append_batch(&b) {
+            Err(Error::InvalidBatch { reason }) => {
+                assert!(reason.contains("producer id"), "{reason}")
+            }
+            other => panic!("producer {pid} epoch {epoch} sequence {seq}: {other:?}"),
+        }
+    }
+    assert_eq!(p.high_watermark(), 0);
+}
+
+#[test]
 fn a_different_batch_reusing_a_remembered_sequence_range_is_not_a_retry() {
     let (_sim, log) = sim_topic(TopicConfig::default());
     let p = log.partition("t", 0).unwrap();

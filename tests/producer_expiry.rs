@@ -195,3 +195,67 @@ fn the_expiration_is_validated() {
         .unwrap();
     log.close().unwrap();
 }
+
+#[test]
+fn compaction_stops_keeping_an_expired_producers_batches() {
+    use annals::CleanupPolicy;
+    // Long enough that the one roll below normally comes inside it (then only compaction's own
+    // expiry can free the batches); whatever the timing, the producer has expired by the pass.
+    let window = Duration::from_secs(2);
+    let sim = SimStorage::new();
+    let log = open(&sim, Some(window));
+    log.create_topic(
+        "t",
+        TopicConfig::default()
+            .cleanup_policy(CleanupPolicy::Compact)
+            .segment_bytes(16 << 10)
+            .min_cleanable_dirty_ratio(0.0),
+    )
+    .unwrap();
+    let p = log.partition("t", 0).unwrap();
+    let keyed = |seq: i32| {
+        let mut b = BatchBuilder::new(BatchOptions {
+            producer_id: 7,
+            producer_epoch: 0,
+            base_sequence: seq,
+            ..BatchOptions::default()
+        });
+        b.push(
+            &Record::new(format!("p{seq}")).key(format!("k{seq}")),
+            now_ms(),
+        )
+        .unwrap();
+        let mut out = Vec::new();
+        b.finish_into(&mut out).unwrap();
+        out
+    };
+    for seq in 0..5 {
+        p.append_batch(&keyed(seq)).unwrap();
+    }
+    // Supersede every key the producer wrote, and seal it all.
+    for round in 0..20 {
+        for k in 0..5 {
+            p.append(&[Record::new(format!("{round}")).key(format!("k{k}"))])
+                .unwrap();
+        }
+    }
+    p.append(&[Record::new(vec![0u8; 12 << 10]).key("roll")])
+        .unwrap();
+    assert_eq!(
+        p.segment_count(),
+        2,
+        "one roll seals everything written before"
+    );
+    // Past the window the producer is forgotten, and its superseded records go like any other.
+    std::thread::sleep(window + Duration::from_millis(200));
+    p.compact().unwrap();
+    let left: Vec<u64> = read_partition(&p)
+        .iter()
+        .filter(|r| r.value.as_deref().is_some_and(|v| v.starts_with(b"p")))
+        .map(|r| r.offset)
+        .collect();
+    assert!(
+        left.is_empty(),
+        "an expired producer's batches were kept: {left:?}"
+    );
+}

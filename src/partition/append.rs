@@ -95,7 +95,8 @@ impl Partition {
     /// Errors besides the validation ones ([`Error::InvalidBatch`]): a control batch (attribute
     /// bit 5: markers are the log's to write, as a Kafka broker refuses them from clients), a
     /// transactional batch (bit 4: this log has no transactions), a producer id in the log's own
-    /// range or below -1; [`Error::ProducerFenced`] and [`Error::OutOfOrderSequence`] as for a
+    /// range or below -1, an idempotent batch with a negative epoch or base sequence;
+    /// [`Error::ProducerFenced`] and [`Error::OutOfOrderSequence`] as for a
     /// local producer.
     pub fn append_batch(&self, batch: &[u8]) -> Result<u64> {
         let inner = &self.inner;
@@ -184,6 +185,13 @@ fn check_foreign_header(h: &BatchHeader) -> Result<()> {
         return refuse(format!(
             "producer id {} is invalid (-1 means none)",
             h.producer_id
+        ));
+    }
+    if h.producer_id >= 0 && (h.producer_epoch < 0 || h.base_sequence < 0) {
+        return refuse(format!(
+            "an idempotent batch (producer id {}) needs an epoch and a base sequence of at \
+             least 0, not {} and {}",
+            h.producer_id, h.producer_epoch, h.base_sequence
         ));
     }
     Ok(())
