@@ -298,3 +298,52 @@ fn a_batch_a_power_loss_took_is_written_again_even_after_a_retention_checkpoint(
     assert_eq!(p.append_batch(&b).unwrap(), offset);
     assert_eq!(value_at(&p, offset).as_deref(), Some("unsynced"));
 }
+
+/// Replaces the producer section of a partition's checkpoint with `section`, as an earlier
+/// annals (whose producer section had no version and no CRCs) would have written it.
+fn replace_producer_section(sim: &SimStorage, dir: &std::path::Path, section: &[u8]) {
+    let path = dir.join("partition.ckpt");
+    let bytes = sim.read_file(&path).unwrap();
+    let payload = &bytes[12..bytes.len() - 4];
+    let sealed = u32::from_be_bytes(payload[16..20].try_into().unwrap()) as usize;
+    let mut new_payload = payload[..20 + 48 * sealed].to_vec();
+    new_payload.extend_from_slice(&(section.len() as u32).to_be_bytes());
+    new_payload.extend_from_slice(section);
+    let mut file = bytes[..8].to_vec();
+    file.extend_from_slice(&(new_payload.len() as u32).to_be_bytes());
+    file.extend_from_slice(&new_payload);
+    let crc = crc32c::crc32c(&file);
+    file.extend_from_slice(&crc.to_be_bytes());
+    sim.write_file(&path, &file);
+}
+
+#[test]
+fn after_an_upgrade_a_different_batch_under_a_remembered_range_is_still_no_retry() {
+    let (sim, log) = sim_topic(TopicConfig::default());
+    let p = log.partition("t", 0).unwrap();
+    let a = idempotent(21, 0, &["a"]);
+    assert_eq!(p.append_batch(&a).unwrap(), 0);
+    let dir = p.dir().to_path_buf();
+    log.close().unwrap();
+    // The version-1 producer section: count, then id, epoch, batch count, and per batch the
+    // sequence range, offsets and timestamp (big-endian).
+    let mut v1 = Vec::new();
+    v1.extend_from_slice(&1u32.to_be_bytes());
+    v1.extend_from_slice(&21i64.to_be_bytes());
+    v1.extend_from_slice(&0u16.to_be_bytes());
+    v1.extend_from_slice(&1u16.to_be_bytes());
+    v1.extend_from_slice(&0u32.to_be_bytes());
+    v1.extend_from_slice(&0u32.to_be_bytes());
+    v1.extend_from_slice(&0u64.to_be_bytes());
+    v1.extend_from_slice(&0u64.to_be_bytes());
+    v1.extend_from_slice(&1_700_000_000_000i64.to_be_bytes());
+    replace_producer_section(&sim, &dir, &v1);
+    let log = open_sim(&sim, DIR);
+    let p = log.partition("t", 0).unwrap();
+    match p.append_batch(&idempotent(21, 0, &["b"])) {
+        Err(Error::OutOfOrderSequence { .. }) => {}
+        other => panic!("a different batch was treated as a retry after the upgrade: {other:?}"),
+    }
+    assert_eq!(p.append_batch(&a).unwrap(), 0, "the real retry");
+    assert_eq!(values(&p), ["a"]);
+}

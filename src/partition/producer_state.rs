@@ -52,9 +52,8 @@ pub(crate) struct BatchRecord {
     /// The batch's max timestamp as stored (the append time on LogAppendTime topics), so a
     /// retry is acknowledged with the same timestamp as the original.
     pub timestamp: i64,
-    /// The CRC of the batch as stored; `None` for a batch remembered by a snapshot written
-    /// before the CRC was kept (such a batch is compared by its ranges only).
-    pub crc: Option<u32>,
+    /// The CRC of the batch as stored.
+    pub crc: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,9 +112,7 @@ fn is_retry_of(b: &BatchRecord, h: &BatchHeader, batch: &[u8]) -> bool {
     if b.last_offset - b.first_offset != h.last_offset_delta as u64 {
         return false;
     }
-    let Some(stored_crc) = b.crc else {
-        return true;
-    };
+    let stored_crc = b.crc;
     if h.crc == stored_crc {
         return true;
     }
@@ -219,7 +216,7 @@ impl ProducerStates {
             first_offset: h.base_offset,
             last_offset: h.last_offset(),
             timestamp,
-            crc: Some(h.crc),
+            crc: h.crc,
         });
     }
 

@@ -295,7 +295,7 @@ pub(crate) fn open_partition(p: OpenParams<'_>) -> Result<PartitionInner> {
 
 /// Producer states as of the high watermark: the checkpoint's snapshot, without what it
 /// remembers from the recovery point on, plus every batch header from there. Without a usable
-/// snapshot, every batch is replayed. Replayed producers count as having written now (batch
+/// snapshot (none, damaged, or a version-1 one without CRCs), every batch is replayed. Replayed producers count as having written now (batch
 /// headers carry no append time), so a crash never makes a producer expire early.
 fn rebuild_producer_states(
     checkpoint: &crate::meta::Checkpoint,
@@ -307,7 +307,7 @@ fn rebuild_producer_states(
     let now = super::now_ms();
     let high_watermark = segments.last().map(|s| s.next_offset()).unwrap_or(0);
     let snapshot = if had_checkpoint && checkpoint.recovery_point <= high_watermark {
-        ProducerStates::decode(&checkpoint.producers, expiration_ms, now).ok()
+        ProducerStates::decode(&checkpoint.producers, expiration_ms).ok()
     } else {
         None
     };

@@ -2,8 +2,10 @@
 //!
 //! Version 2 starts with a marker no version-1 section can start with (a producer count of
 //! `u32::MAX` could never fit in the bytes that follow it) and adds each producer's last append
-//! time and each batch's CRC. Version 1 is still read: its producers count as having written at
-//! the time of the open, and its batches are compared by their ranges only.
+//! time and each batch's CRC. A version-1 section is recognised and not used: without the CRCs
+//! its batches could only be compared by their sequence ranges, which is what let a different
+//! batch pass for a retry; recovery rebuilds the state from the batch headers instead (they
+//! carry the CRC), once, on the first open after the upgrade.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -34,34 +36,33 @@ impl ProducerStates {
                 w.u64(b.first_offset);
                 w.u64(b.last_offset);
                 w.i64(b.timestamp);
-                w.0.push(u8::from(b.crc.is_some()));
-                w.u32(b.crc.unwrap_or(0));
+                w.u32(b.crc);
             }
         }
         w.0
     }
 
-    /// Reads a snapshot of either version; `now_ms` stands in for the append times a version-1
-    /// snapshot does not have.
+    /// Reads a version-2 snapshot; anything else (a version-1 one included) is an error, upon
+    /// which recovery rebuilds the states from the log.
     pub(crate) fn decode(
         bytes: &[u8],
         expiration_ms: i64,
-        now_ms: i64,
     ) -> std::result::Result<ProducerStates, String> {
+        if bytes == [0, 0, 0, 0] {
+            // An empty version-1 section: nothing to lose, no need to scan the log.
+            return Ok(ProducerStates::new(expiration_ms));
+        }
         let mut r = Reader::new(bytes);
-        let first = r.u32()?;
-        let v2 = first == V2_MARKER;
-        let n = if v2 {
-            let version = r.u16()?;
-            if version != VERSION {
-                return Err(format!("unknown producer state version {version}"));
-            }
-            r.u32()? as usize
-        } else {
-            first as usize
-        };
-        // The smallest producer takes 12 bytes: never trust a count the bytes cannot hold.
-        if n > bytes.len() / 12 {
+        if r.u32()? != V2_MARKER {
+            return Err("a version-1 producer state (no CRCs): rebuilt from the log".into());
+        }
+        let version = r.u16()?;
+        if version != VERSION {
+            return Err(format!("unknown producer state version {version}"));
+        }
+        let n = r.u32()? as usize;
+        // The smallest producer takes 20 bytes: never trust a count the bytes cannot hold.
+        if n > bytes.len() / 20 {
             return Err(format!("claims {n} producers in {} bytes", bytes.len()));
         }
         let mut states = ProducerStates::new(expiration_ms);
@@ -69,7 +70,7 @@ impl ProducerStates {
         for _ in 0..n {
             let id = r.i64()?;
             let epoch = r.u16()? as i16;
-            let last_append_ms = if v2 { r.i64()? } else { now_ms };
+            let last_append_ms = r.i64()?;
             let nb = r.u16()? as usize;
             if nb > MAX_BATCHES {
                 return Err(format!(
@@ -78,47 +79,28 @@ impl ProducerStates {
             }
             let mut batches = VecDeque::with_capacity(nb);
             for _ in 0..nb {
-                let first_seq = r.u32()? as i32;
-                let last_seq = r.u32()? as i32;
-                let first_offset = r.u64()?;
-                let last_offset = r.u64()?;
-                let timestamp = r.i64()?;
-                let crc = if v2 {
-                    let has_crc = r.u8()?;
-                    let crc = r.u32()?;
-                    match has_crc {
-                        0 => None,
-                        1 => Some(crc),
-                        other => return Err(format!("producer {id}: CRC flag {other}")),
-                    }
-                } else {
-                    None
+                let b = BatchRecord {
+                    first_seq: r.u32()? as i32,
+                    last_seq: r.u32()? as i32,
+                    first_offset: r.u64()?,
+                    last_offset: r.u64()?,
+                    timestamp: r.i64()?,
+                    crc: r.u32()?,
                 };
-                if last_offset < first_offset {
+                if b.last_offset < b.first_offset {
                     return Err(format!(
-                        "producer {id}: batch offsets {first_offset}..={last_offset}"
+                        "producer {id}: batch offsets {}..={}",
+                        b.first_offset, b.last_offset
                     ));
                 }
-                batches.push_back(BatchRecord {
-                    first_seq,
-                    last_seq,
-                    first_offset,
-                    last_offset,
-                    timestamp,
-                    crc,
-                });
+                batches.push_back(b);
             }
-            if map
-                .insert(
-                    id,
-                    ProducerEntry {
-                        epoch,
-                        last_append_ms,
-                        batches,
-                    },
-                )
-                .is_some()
-            {
+            let entry = ProducerEntry {
+                epoch,
+                last_append_ms,
+                batches,
+            };
+            if map.insert(id, entry).is_some() {
                 return Err(format!("producer {id} appears twice"));
             }
         }
@@ -151,59 +133,42 @@ mod tests {
     fn snapshot_round_trip_and_bounds() {
         let s = sample();
         let bytes = s.encode();
-        assert_eq!(ProducerStates::decode(&bytes, 60_000, 0).unwrap(), s);
+        assert_eq!(ProducerStates::decode(&bytes, 60_000).unwrap(), s);
         for cut in 0..bytes.len() {
             assert!(
-                ProducerStates::decode(&bytes[..cut], 60_000, 0).is_err(),
+                ProducerStates::decode(&bytes[..cut], 60_000).is_err(),
                 "cut at {cut}"
             );
         }
-        assert!(ProducerStates::decode(&[0xff, 0xff, 0xff, 0xff], 1, 0).is_err());
-        assert!(ProducerStates::decode(&[0xff, 0xff, 0xff, 0xff, 0, 3, 0, 0, 0, 0], 1, 0).is_err());
-    }
-
-    /// Version 1 as an earlier annals wrote it: no marker, no append time, no CRC.
-    fn encode_v1(s: &ProducerStates) -> Vec<u8> {
-        let mut w = Writer::default();
-        w.u32(s.map.len() as u32);
-        let mut ids: Vec<_> = s.map.keys().copied().collect();
-        ids.sort_unstable();
-        for id in ids {
-            let e = &s.map[&id];
-            w.i64(id);
-            w.u16(e.epoch as u16);
-            w.u16(e.batches.len() as u16);
-            for b in &e.batches {
-                w.u32(b.first_seq as u32);
-                w.u32(b.last_seq as u32);
-                w.u64(b.first_offset);
-                w.u64(b.last_offset);
-                w.i64(b.timestamp);
-            }
-        }
-        w.0
+        let mut big = vec![0xff; 6];
+        big[4..6].copy_from_slice(&VERSION.to_be_bytes());
+        big.extend_from_slice(&u32::MAX.to_be_bytes());
+        assert!(ProducerStates::decode(&big, 1).is_err());
+        assert!(ProducerStates::decode(&[0xff, 0xff, 0xff, 0xff, 0, 3, 0, 0, 0, 0], 1).is_err());
+        assert_eq!(
+            ProducerStates::decode(&ProducerStates::new(5).encode(), 5).unwrap(),
+            ProducerStates::new(5)
+        );
     }
 
     #[test]
-    fn version_1_is_still_read() {
-        let s = sample();
-        let old = ProducerStates::decode(&encode_v1(&s), 60_000, 77).unwrap();
-        assert_eq!(old.map.len(), 3);
-        for (id, e) in &old.map {
-            let new = &s.map[id];
-            assert_eq!((e.epoch, e.last_append_ms), (new.epoch, 77));
-            assert_eq!(e.batches.len(), new.batches.len());
-            for (a, b) in e.batches.iter().zip(&new.batches) {
-                assert_eq!(a.crc, None);
-                assert_eq!(BatchRecord { crc: None, ..*b }, *a);
-            }
-        }
-        // Written again, it becomes version 2 and reads back the same.
-        let again = ProducerStates::decode(&old.encode(), 60_000, 0).unwrap();
-        assert_eq!(again, old);
-        // An empty version-1 section (what a log without idempotent producers wrote).
+    fn version_1_is_recognised_and_left_to_the_log() {
+        // What an earlier annals wrote: a count, then per producer id, epoch, batch count and
+        // per batch sequences, offsets and timestamp.
+        let mut w = Writer::default();
+        w.u32(1);
+        w.i64(7);
+        w.u16(0);
+        w.u16(1);
+        w.u32(0);
+        w.u32(0);
+        w.u64(0);
+        w.u64(0);
+        w.i64(1);
+        let err = ProducerStates::decode(&w.0, 5).unwrap_err();
+        assert!(err.contains("version-1"), "{err}");
         assert_eq!(
-            ProducerStates::decode(&[0, 0, 0, 0], 5, 0).unwrap(),
+            ProducerStates::decode(&[0, 0, 0, 0], 5).unwrap(),
             ProducerStates::new(5)
         );
     }
