@@ -109,7 +109,9 @@ impl Partition {
             }) else {
                 break;
             };
-            // Its own statement: the writer lock must be released before the pass runs.
+            // Expired producers' batches lose their protection. Its own statement: the writer
+            // lock must be released before the pass runs.
+            inner.expire_producers();
             let producer_batches = inner.writer.lock().producers.remembered_batches();
             let map_end = Pass {
                 inner,

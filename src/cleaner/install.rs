@@ -69,7 +69,7 @@ impl PartitionInner {
                     .any(|g| (g.base()..g.end).contains(&s.base_offset))
             });
             let recovery_point = w.recovery_point;
-            self.write_checkpoint(&w, recovery_point)?;
+            self.write_checkpoint(&mut w, recovery_point)?;
         }
         // 4. Old files out of the way; readers holding them keep reading.
         for s in groups.iter().flat_map(|g| &g.segments) {
@@ -153,6 +153,6 @@ impl PartitionInner {
             w.sealed.insert(at, record);
         }
         let recovery_point = w.recovery_point;
-        self.write_checkpoint(&w, recovery_point)
+        self.write_checkpoint(&mut w, recovery_point)
     }
 }

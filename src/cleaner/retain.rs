@@ -90,6 +90,8 @@ impl Partition {
         });
         let mut report =
             inner.delete_prefix(&mut bounds, &segments, plan.delete(), plan.log_start_offset)?;
+        // Every maintenance run retains every partition: the place to bound producer state.
+        inner.expire_producers();
         report.elapsed = started.elapsed();
         Ok(report)
     }
@@ -188,7 +190,7 @@ impl PartitionInner {
             w.sealed
                 .retain(|s| !doomed.iter().any(|d| d.base_offset == s.base_offset));
             let recovery_point = w.recovery_point;
-            self.write_checkpoint(&w, recovery_point)?;
+            self.write_checkpoint(&mut w, recovery_point)?;
         }
         // 4. Retire; the unlink waits for the last reader. When no reader can hold them —
         // nobody else has the old list (it was replaced above, under the lock readers clone it

@@ -41,6 +41,8 @@ pub struct LogBuilder {
     cleaner_buffer_bytes: usize,
     /// Segment size of `__consumer_offsets` when this open creates it; see `groups.rs`.
     offsets_segment_bytes: u64,
+    /// How long a partition remembers an idle idempotent producer; see `producer_ids.rs`.
+    producer_id_expiration: std::time::Duration,
 }
 
 impl LogBuilder {
@@ -58,10 +60,23 @@ impl LogBuilder {
         self
     }
 
+    /// How long a partition remembers an idempotent producer that has stopped writing (Kafka's
+    /// `producer.id.expiration.ms`). Within it, a retry of one of the producer's last five
+    /// batches is recognised and not written twice; after it (or once the producer's newest
+    /// batch is below the log start) the producer is forgotten, at the next checkpoint or
+    /// maintenance run, and a late retry is written again — as in Kafka. This is what bounds
+    /// the producer state each partition keeps and checkpoints. Default one day; at least 1 ms
+    /// and at most `i64::MAX` ms.
+    pub fn producer_id_expiration(mut self, expiration: std::time::Duration) -> Self {
+        self.producer_id_expiration = expiration;
+        self
+    }
+
     /// Opens (creating if needed) the log directory, takes its lock, and recovers every
     /// partition.
     pub fn open(self) -> Result<Log> {
         self.validate()?;
+        producer_ids::expiration_millis(self.producer_id_expiration)?;
         let log = Log::open_with(self.clone())?;
         log.start_maintenance(self.maintenance_interval)?;
         Ok(log)
@@ -108,6 +123,7 @@ struct LogInner {
     offsets: Mutex<Option<Arc<OffsetStore>>>,
     cleaner_buffer_bytes: usize,
     offsets_segment_bytes: u64,
+    producer_id_expiration_ms: i64,
     /// The background maintenance thread, if running (see `maintenance.rs`).
     maintenance: Mutex<Option<maintenance::Worker>>,
     /// What recovery removed at open (see `report.rs`).
@@ -141,6 +157,7 @@ impl Log {
             maintenance_interval: Some(maintenance::DEFAULT_INTERVAL),
             cleaner_buffer_bytes: maintenance::DEFAULT_CLEANER_BUFFER_BYTES,
             offsets_segment_bytes: groups::DEFAULT_OFFSETS_SEGMENT_BYTES,
+            producer_id_expiration: producer_ids::DEFAULT_EXPIRATION,
         }
     }
 
@@ -148,6 +165,7 @@ impl Log {
         // Every error of the storage names its operation and path from here on.
         let storage = crate::storage::ContextStorage::wrap(b.storage);
         let dir = b.dir;
+        let expiration_ms = producer_ids::expiration_millis(b.producer_id_expiration)?;
         create_dir_durably(&*storage, &dir)?;
         let guard = storage
             .try_lock(&dir.join(LOCK_FILE))?
@@ -166,7 +184,10 @@ impl Log {
         let mut topics = BTreeMap::new();
         for (name, config) in topic_list {
             let partitions = (0..config.partitions)
-                .map(|id| open_one(&storage, &dir, &name, id, &config, clean, b.recovery_mode))
+                .map(|id| {
+                    let mode = (b.recovery_mode, expiration_ms);
+                    open_one(&storage, &dir, &name, id, &config, clean, mode)
+                })
                 .collect::<Result<Vec<_>>>()?;
             topics.insert(name, Topic { config, partitions });
         }
@@ -187,6 +208,7 @@ impl Log {
                 offsets: Mutex::new(None),
                 cleaner_buffer_bytes: b.cleaner_buffer_bytes,
                 offsets_segment_bytes: b.offsets_segment_bytes,
+                producer_id_expiration_ms: expiration_ms,
                 maintenance: Mutex::new(None),
                 recovery,
             }),
@@ -242,7 +264,7 @@ impl Log {
                     id,
                     &config,
                     false,
-                    inner.recovery_mode,
+                    (inner.recovery_mode, inner.producer_id_expiration_ms),
                 )
             })
             .collect::<Result<Vec<_>>>()?;
@@ -534,7 +556,7 @@ fn open_one(
     id: u32,
     config: &TopicConfig,
     clean: bool,
-    mode: RecoveryMode,
+    (mode, producer_id_expiration_ms): (RecoveryMode, i64),
 ) -> Result<Partition> {
     let inner = open_partition(OpenParams {
         storage,
@@ -544,6 +566,7 @@ fn open_one(
         config,
         clean,
         mode,
+        producer_id_expiration_ms,
     })?;
     Ok(Partition {
         inner: Arc::new(inner),

@@ -6,21 +6,50 @@
 //! as in Kafka) and most producers cost no disk write. A producer with a stable id keeps its
 //! producer id across restarts and gets the next epoch each time it starts; the previous
 //! instance is fenced.
+//!
+//! The log's own ids start at [`FIRST_LOCAL_PRODUCER_ID`] (2^62): the ids below are left to
+//! batches built elsewhere (`Partition::append_batch` keeps a foreign batch's producer id and
+//! refuses one in the log's range), so a local producer's first batch can never look like a
+//! retry of a foreign one. A file written before the split (its block end below 2^62) moves on
+//! to the local range, and its stable ids get a fresh local producer id at their next start.
+//!
+//! Also here: `producer_id_expiration`'s default and bounds (how long partitions remember an
+//! idle producer, `partition/producer_state.rs`).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI16, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use parking_lot::Mutex;
 
 use crate::error::{Error, Result};
 use crate::meta::{open_envelope, seal_envelope, Reader, Writer};
+use crate::partition::{DEFAULT_EXPIRATION_MS, FIRST_LOCAL_PRODUCER_ID};
 use crate::storage::{read_whole, write_atomic, Storage};
 
 pub(crate) const PRODUCER_IDS_FILE: &str = "producer-ids.meta";
 const MAGIC: [u8; 4] = *b"ANPI";
 const BLOCK: i64 = 1000;
+
+/// Default `producer_id_expiration`: one day, as Kafka's `producer.id.expiration.ms`.
+pub(super) const DEFAULT_EXPIRATION: Duration = Duration::from_millis(DEFAULT_EXPIRATION_MS as u64);
+
+/// `producer_id_expiration` in milliseconds, validated: at least 1 ms (a producer forgotten at
+/// once could never have a retry recognised) and at most `i64::MAX` ms (expiry compares
+/// millisecond timestamps as i64), through the same check as every stored duration.
+pub(super) fn expiration_millis(d: Duration) -> Result<i64> {
+    let ms = crate::config::duration_to_millis("producer_id_expiration", d)?;
+    if ms == 0 {
+        return Err(Error::invalid_config(
+            "producer_id_expiration",
+            format!("is {d:?}, must be at least 1 ms"),
+        ));
+    }
+    // duration_to_millis bounds it by i64::MAX, so the conversion is exact.
+    Ok(ms as i64)
+}
 
 /// An assigned identity. `current_epoch` is shared with the registry: when a newer instance
 /// with the same stable id starts, it moves on and the older instance sees it is fenced.
@@ -55,8 +84,8 @@ impl ProducerIds {
     pub(crate) fn load(storage: &dyn Storage, dir: &Path) -> Result<ProducerIds> {
         let path = dir.join(PRODUCER_IDS_FILE);
         let mut state = State {
-            next_id: 0,
-            block_end: 0,
+            next_id: FIRST_LOCAL_PRODUCER_ID,
+            block_end: FIRST_LOCAL_PRODUCER_ID,
             stable: HashMap::new(),
         };
         if storage.exists(&path)? {
@@ -64,8 +93,9 @@ impl ProducerIds {
             let mut parse = || -> std::result::Result<(), String> {
                 let payload = open_envelope(MAGIC, &bytes)?;
                 let mut r = Reader::new(payload);
-                state.block_end = r.i64()?;
-                // Ids of the block in use when the log last ran may have been handed out.
+                // Ids of the block in use when the log last ran may have been handed out. A
+                // block end below the local range is from before the split: move into it.
+                state.block_end = r.i64()?.max(FIRST_LOCAL_PRODUCER_ID);
                 state.next_id = state.block_end;
                 let n = r.u32()? as usize;
                 for _ in 0..n {
@@ -73,6 +103,11 @@ impl ProducerIds {
                         .map_err(|_| "stable id is not UTF-8".to_string())?;
                     let id = r.i64()?;
                     let epoch = r.u16()? as i16;
+                    if id < FIRST_LOCAL_PRODUCER_ID {
+                        // From before the split: a foreign batch may carry this id. Its next
+                        // start takes a fresh local id (no instance of it is running now).
+                        continue;
+                    }
                     state
                         .stable
                         .insert(name, (id, Arc::new(AtomicI16::new(epoch))));
@@ -205,6 +240,53 @@ mod tests {
         assert!(c.producer_id > s1.producer_id.max(b.producer_id));
         let s3 = again.assign(&*sim, Some("orders-writer")).unwrap();
         assert_eq!((s3.producer_id, s3.epoch), (s1.producer_id, 2));
+    }
+
+    #[test]
+    fn ids_are_the_local_range_and_an_older_file_moves_into_it() {
+        let sim = SimStorage::new();
+        let dir = Path::new("/p");
+        sim.create_dir_all(dir).unwrap();
+        let ids = ProducerIds::load(&*sim, dir).unwrap();
+        assert_eq!(
+            ids.assign(&*sim, None).unwrap().producer_id,
+            FIRST_LOCAL_PRODUCER_ID
+        );
+        // As a log from before the split left it: block end 2000, a stable id on producer 3.
+        let mut w = Writer::default();
+        w.i64(2000);
+        w.u32(1);
+        w.bytes16(b"old-writer");
+        w.i64(3);
+        w.u16(4);
+        let path = dir.join(PRODUCER_IDS_FILE);
+        write_atomic(&*sim, &path, &seal_envelope(MAGIC, &w.0)).unwrap();
+        let ids = ProducerIds::load(&*sim, dir).unwrap();
+        let fresh = ids.assign(&*sim, None).unwrap();
+        assert!(fresh.producer_id >= FIRST_LOCAL_PRODUCER_ID);
+        let stable = ids.assign(&*sim, Some("old-writer")).unwrap();
+        assert!(stable.producer_id >= FIRST_LOCAL_PRODUCER_ID);
+        assert_ne!(stable.producer_id, fresh.producer_id);
+        assert_eq!(stable.epoch, 0);
+        // And it stays there.
+        let again = ProducerIds::load(&*sim, dir).unwrap();
+        let next = again.assign(&*sim, Some("old-writer")).unwrap();
+        assert_eq!((next.producer_id, next.epoch), (stable.producer_id, 1));
+    }
+
+    #[test]
+    fn expiration_bounds() {
+        assert!(expiration_millis(Duration::ZERO).is_err());
+        assert!(expiration_millis(Duration::from_micros(999)).is_err());
+        assert_eq!(expiration_millis(Duration::from_millis(1)).unwrap(), 1);
+        assert_eq!(
+            expiration_millis(DEFAULT_EXPIRATION).unwrap(),
+            DEFAULT_EXPIRATION_MS
+        );
+        let max = Duration::from_millis(i64::MAX as u64);
+        assert_eq!(expiration_millis(max).unwrap(), i64::MAX);
+        assert!(expiration_millis(max + Duration::from_millis(1)).is_err());
+        assert!(expiration_millis(Duration::MAX).is_err());
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
-use super::producer_state::Verdict;
+use super::producer_state::{Verdict, FIRST_LOCAL_PRODUCER_ID};
 use super::{Partition, PartitionInner, WriterState};
 use crate::error::{Error, Result};
 use crate::format::{
@@ -85,6 +85,19 @@ impl Partition {
     /// Kafka broker does it). The batch is fully validated first — length, magic, CRC, codec, and
     /// every record after decompression — so nothing malformed ever reaches the log. On a
     /// LogAppendTime topic the batch is stamped with the append time.
+    ///
+    /// An idempotent batch (producer id >= 0) keeps its producer id, epoch and sequence, and is
+    /// deduplicated like a local producer's: a retry of one of the producer's last five batches
+    /// is acknowledged with its original base offset and not written again. Producer ids from
+    /// 2^62 up are the log's own producers' and are refused here, so a batch from elsewhere (a
+    /// Kafka cluster allocates its ids from 0 up) can never be taken for a local producer's.
+    ///
+    /// Errors besides the validation ones ([`Error::InvalidBatch`]): a control batch (attribute
+    /// bit 5: markers are the log's to write, as a Kafka broker refuses them from clients), a
+    /// transactional batch (bit 4: this log has no transactions), a producer id in the log's own
+    /// range or below -1, an idempotent batch with a negative epoch or base sequence;
+    /// [`Error::ProducerFenced`] and [`Error::OutOfOrderSequence`] as for a
+    /// local producer.
     pub fn append_batch(&self, batch: &[u8]) -> Result<u64> {
         let inner = &self.inner;
         inner.check_writable()?;
@@ -100,6 +113,7 @@ impl Partition {
             });
         }
         let header = BatchHeader::parse(batch)?;
+        check_foreign_header(&header)?;
         let config = inner.config();
         check_size(&config, batch.len(), header.record_count as usize)?;
         // Decoding checks the CRC, the codec and each record. The one copy made here is also
@@ -132,6 +146,55 @@ impl Partition {
             .write_encoded(&mut w, &mut owned)
             .map(|a| a.base_offset)
     }
+}
+
+/// What `append_batch` refuses in a header on top of the format's own checks.
+///
+/// Why foreign producer ids are kept, not stripped or allowed to push the allocator: a mirror
+/// of a Kafka partition wants the batch as it was (bytes and CRC unchanged) and wants its own
+/// retries deduplicated, which the producer id and sequence give it. Stripping them would lose
+/// that and rewrite every batch; moving the allocator past each foreign id seen would still
+/// leave ids the log had already handed out (Kafka's ids start at 0 too) to collide. Splitting
+/// the id space keeps the two apart by construction, needs no extra state and nothing on
+/// recovery.
+fn check_foreign_header(h: &BatchHeader) -> Result<()> {
+    let refuse = |reason: String| Err(Error::InvalidBatch { reason });
+    if h.is_control() {
+        return refuse(format!(
+            "control batches (attribute bit 5, attributes {:#06x}) are written by the log \
+             itself, never appended by a client",
+            h.attributes
+        ));
+    }
+    if h.is_transactional() {
+        return refuse(format!(
+            "transactional batches (attribute bit 4, attributes {:#06x}) need transactions, \
+             which this log does not have yet",
+            h.attributes
+        ));
+    }
+    if h.producer_id >= FIRST_LOCAL_PRODUCER_ID {
+        return refuse(format!(
+            "producer id {} lies in the range this log allocates to its own producers \
+             ({FIRST_LOCAL_PRODUCER_ID} and up); a batch from elsewhere needs an id below it, \
+             or -1 for none",
+            h.producer_id
+        ));
+    }
+    if h.producer_id < NO_PRODUCER_ID {
+        return refuse(format!(
+            "producer id {} is invalid (-1 means none)",
+            h.producer_id
+        ));
+    }
+    if h.producer_id >= 0 && (h.producer_epoch < 0 || h.base_sequence < 0) {
+        return refuse(format!(
+            "an idempotent batch (producer id {}) needs an epoch and a base sequence of at \
+             least 0, not {} and {}",
+            h.producer_id, h.producer_epoch, h.base_sequence
+        ));
+    }
+    Ok(())
 }
 
 /// The outcome of appending an encoded batch.
@@ -170,7 +233,7 @@ impl PartitionInner {
     fn write_encoded(&self, w: &mut WriterState, batch: &mut [u8]) -> Result<Appended> {
         let now = now_ms();
         let incoming = BatchHeader::parse(batch)?;
-        if let Verdict::Duplicate(original) = w.producers.check(&incoming)? {
+        if let Verdict::Duplicate(original) = w.producers.check(&incoming, batch)? {
             return Ok(Appended {
                 base_offset: original.first_offset,
                 timestamp: original.timestamp,
@@ -239,7 +302,7 @@ impl PartitionInner {
         if w.first_batch_timestamp.is_none() {
             w.first_batch_timestamp = Some(max_ts);
         }
-        w.producers.record(header, max_ts);
+        w.producers.record(header, max_ts, now);
         self.high_watermark
             .store(header.next_offset(), Ordering::Release);
         self.watchers.notify();
@@ -297,10 +360,22 @@ impl PartitionInner {
         Ok(segment)
     }
 
-    pub(crate) fn write_checkpoint(&self, w: &WriterState, recovery_point: u64) -> Result<()> {
+    /// Forgets the idempotent producers that expired (see `producer_state.rs`); maintenance
+    /// calls this, so the state stays bounded between checkpoints too. Returns how many.
+    pub(crate) fn expire_producers(&self) -> usize {
+        let mut w = self.writer.lock();
+        let log_start_offset = self.log_start_offset.load(Ordering::Acquire);
+        w.producers.expire(now_ms(), log_start_offset)
+    }
+
+    /// Writes `partition.ckpt`; expired producers are forgotten first, so the snapshot holds
+    /// only the producers that may still retry.
+    pub(crate) fn write_checkpoint(&self, w: &mut WriterState, recovery_point: u64) -> Result<()> {
+        let log_start_offset = self.log_start_offset.load(Ordering::Acquire);
+        w.producers.expire(now_ms(), log_start_offset);
         let checkpoint = Checkpoint {
             recovery_point,
-            log_start_offset: self.log_start_offset.load(Ordering::Acquire),
+            log_start_offset,
             sealed: w.sealed.clone(),
             producers: w.producers.encode(),
         };
@@ -338,7 +413,7 @@ impl PartitionInner {
             });
             w.sealed = sealed;
             let hw = self.high_watermark.load(Ordering::Acquire);
-            self.write_checkpoint(&w, hw)
+            self.write_checkpoint(&mut w, hw)
         })();
         for s in segments.iter() {
             s.unmap();

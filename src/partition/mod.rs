@@ -27,6 +27,7 @@ use crate::wait::Watchers;
 
 pub(crate) use append::{now_ms, Appended};
 use producer_state::ProducerStates;
+pub(crate) use producer_state::{DEFAULT_EXPIRATION_MS, FIRST_LOCAL_PRODUCER_ID};
 pub use recovery::RecoveryMode;
 pub(crate) use recovery::{open_partition, seal_record, OpenParams};
 pub use recovery_report::{RecoveryAction, RecoveryEvent, RecoveryReport};

@@ -1,23 +1,47 @@
 //! Per-producer state of one partition: what makes idempotent appends idempotent.
 //!
 //! For every producer id that wrote an idempotent batch (producer id >= 0) the partition keeps
-//! the producer's epoch and its last [`MAX_BATCHES`] batches (sequence range and offsets). A batch
-//! whose sequence range equals one of those is a retry: it is acknowledged with the offsets it
-//! got the first time and not written again. A batch from an older epoch is fenced; a batch whose
-//! first sequence does not follow the last one is out of order.
+//! the producer's epoch, when it last wrote, and its last [`MAX_BATCHES`] batches (sequence
+//! range, offsets and CRC). A batch whose sequence range, offset span and content (CRC) equal
+//! one of those is a retry: it is acknowledged with the offsets it got the first time and not
+//! written again. A batch from an older epoch is fenced; a batch whose first sequence does not
+//! follow the last one — including one that reuses a remembered sequence range with other
+//! content — is out of order.
 //!
-//! The state is snapshotted into the partition checkpoint (as of its recovery point) on every
-//! roll and clean close, and rebuilt after a restart from that snapshot plus the batch headers
-//! after the recovery point, which carry producer id, epoch and base sequence.
+//! Producer ids: the log allocates its own producers' ids from [`FIRST_LOCAL_PRODUCER_ID`] up
+//! (`log/producer_ids.rs`), and `append_batch` refuses foreign batches (built outside the log,
+//! e.g. mirrored from Kafka) whose id lies in that range, so a foreign producer can never be
+//! mistaken for a local one; foreign ids below it keep their idempotence.
+//!
+//! A producer is forgotten (expired) once its newest batch lies below the log start offset or
+//! it has not written for `producer_id_expiration` (Kafka's `producer.id.expiration.ms`); this
+//! happens whenever the checkpoint is written and on every maintenance run. A batch from a
+//! forgotten producer is accepted as a new producer's, whatever its sequence: a retry that comes
+//! after its producer expired is written again, as in Kafka, where the expiration bounds the
+//! deduplication window.
+//!
+//! The state is snapshotted into the partition checkpoint on every roll, compaction or retention
+//! install and clean close (`snapshot.rs`), and rebuilt after a restart from that snapshot plus
+//! the batch headers after the recovery point, which carry producer id, epoch, base sequence and
+//! CRC.
+
+mod snapshot;
 
 use std::collections::{HashMap, VecDeque};
 
 use crate::error::{Error, Result};
-use crate::format::BatchHeader;
-use crate::meta::{Reader, Writer};
+use crate::format::{set_log_append_time, BatchHeader};
 
 /// Batches remembered per producer (Kafka's `max.in.flight.requests.per.connection` bound).
 pub(crate) const MAX_BATCHES: usize = 5;
+
+/// The first producer id the log hands out to its own producers (2^62). Ids below it are left to
+/// batches from elsewhere: a Kafka cluster allocates its producer ids from 0 up, in blocks of a
+/// thousand, and never comes near this.
+pub(crate) const FIRST_LOCAL_PRODUCER_ID: i64 = 1 << 62;
+
+/// Default of `producer_id_expiration` (Kafka's `producer.id.expiration.ms`: one day).
+pub(crate) const DEFAULT_EXPIRATION_MS: i64 = 24 * 60 * 60 * 1000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct BatchRecord {
@@ -28,11 +52,17 @@ pub(crate) struct BatchRecord {
     /// The batch's max timestamp as stored (the append time on LogAppendTime topics), so a
     /// retry is acknowledged with the same timestamp as the original.
     pub timestamp: i64,
+    /// The CRC of the batch as stored.
+    pub crc: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ProducerEntry {
     pub epoch: i16,
+    /// Wall-clock time (ms since the epoch) of the producer's newest append, or of the open
+    /// that replayed it from the log: the reference for `producer_id_expiration`. The append
+    /// time, not the batch's timestamps, which a client (or a mirror of old data) sets.
+    pub last_append_ms: i64,
     pub batches: VecDeque<BatchRecord>,
 }
 
@@ -45,9 +75,17 @@ pub(crate) enum Verdict {
     Duplicate(BatchRecord),
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ProducerStates {
     map: HashMap<i64, ProducerEntry>,
+    /// `producer_id_expiration` in milliseconds (at least 1).
+    expiration_ms: i64,
+}
+
+impl Default for ProducerStates {
+    fn default() -> Self {
+        ProducerStates::new(DEFAULT_EXPIRATION_MS)
+    }
 }
 
 /// Sequence numbers wrap from `i32::MAX` to 0, as in Kafka.
@@ -64,15 +102,42 @@ fn last_seq(h: &BatchHeader) -> i32 {
     ((h.base_sequence as i64 + n) % (i32::MAX as i64 + 1)) as i32
 }
 
+/// Whether `batch` (header `h`, as it arrived) is the batch `b` remembers. The sequence range
+/// alone is not enough: a foreign producer reusing an id, or a client with a bug, may send other
+/// records under a remembered range, and acknowledging those as written would lose them. So the
+/// offset span must match and so must the CRC — which covers everything but the base offset — of
+/// the batch as it would be stored: on a LogAppendTime topic the stored batch was stamped with
+/// its append time (a new CRC), so the incoming one is compared stamped with the same time.
+fn is_retry_of(b: &BatchRecord, h: &BatchHeader, batch: &[u8]) -> bool {
+    if b.last_offset - b.first_offset != h.last_offset_delta as u64 {
+        return false;
+    }
+    let stored_crc = b.crc;
+    if h.crc == stored_crc {
+        return true;
+    }
+    let mut stamped = batch.to_vec();
+    set_log_append_time(&mut stamped, b.timestamp);
+    BatchHeader::parse(&stamped).is_ok_and(|s| s.crc == stored_crc)
+}
+
 impl ProducerStates {
-    /// Decides what to do with an idempotent batch; `Ok(Append)` for non-idempotent ones.
-    pub(crate) fn check(&self, h: &BatchHeader) -> Result<Verdict> {
+    pub(crate) fn new(expiration_ms: i64) -> ProducerStates {
+        ProducerStates {
+            map: HashMap::new(),
+            expiration_ms: expiration_ms.max(1),
+        }
+    }
+
+    /// Decides what to do with an idempotent batch (`h` is the header of `batch` as it
+    /// arrived); `Ok(Append)` for non-idempotent ones.
+    pub(crate) fn check(&self, h: &BatchHeader, batch: &[u8]) -> Result<Verdict> {
         if h.producer_id < 0 {
             return Ok(Verdict::Append);
         }
         let Some(entry) = self.map.get(&h.producer_id) else {
-            // A producer we have no state for (new, or its state was lost with old segments):
-            // accept whatever sequence it starts from.
+            // A producer we have no state for (new, expired, or its state was lost with old
+            // segments): accept whatever sequence it starts from.
             return Ok(Verdict::Append);
         };
         if h.producer_epoch < entry.epoch {
@@ -82,6 +147,11 @@ impl ProducerStates {
                 current_epoch: entry.epoch,
             });
         }
+        let out_of_order = || Error::OutOfOrderSequence {
+            producer_id: h.producer_id,
+            last: entry.batches.back().map(|b| b.last_seq).unwrap_or(-1),
+            received: h.base_sequence,
+        };
         if h.producer_epoch > entry.epoch {
             // A new epoch starts its sequences afresh.
             return if h.base_sequence == 0 {
@@ -95,12 +165,17 @@ impl ProducerStates {
             };
         }
         let last = last_seq(h);
-        if let Some(dup) = entry
+        if let Some(b) = entry
             .batches
             .iter()
             .find(|b| b.first_seq == h.base_sequence && b.last_seq == last)
         {
-            return Ok(Verdict::Duplicate(*dup));
+            // Same range, other content: not a retry, and not the next batch either.
+            return if is_retry_of(b, h, batch) {
+                Ok(Verdict::Duplicate(*b))
+            } else {
+                Err(out_of_order())
+            };
         }
         let expected = entry
             .batches
@@ -108,17 +183,14 @@ impl ProducerStates {
             .map(|b| next_seq(b.last_seq))
             .unwrap_or(0);
         if h.base_sequence != expected {
-            return Err(Error::OutOfOrderSequence {
-                producer_id: h.producer_id,
-                last: entry.batches.back().map(|b| b.last_seq).unwrap_or(-1),
-                received: h.base_sequence,
-            });
+            return Err(out_of_order());
         }
         Ok(Verdict::Append)
     }
 
-    /// Records a batch that was written (or replayed from the log during recovery).
-    pub(crate) fn record(&mut self, h: &BatchHeader, timestamp: i64) {
+    /// Records a batch that was written at wall-clock time `now_ms` (or replayed from the log
+    /// during recovery, at the time of the open).
+    pub(crate) fn record(&mut self, h: &BatchHeader, timestamp: i64, now_ms: i64) {
         if h.producer_id < 0 {
             return;
         }
@@ -127,6 +199,7 @@ impl ProducerStates {
             .entry(h.producer_id)
             .or_insert_with(|| ProducerEntry {
                 epoch: h.producer_epoch,
+                last_append_ms: now_ms,
                 batches: VecDeque::new(),
             });
         if h.producer_epoch != entry.epoch {
@@ -136,79 +209,54 @@ impl ProducerStates {
         if entry.batches.len() == MAX_BATCHES {
             entry.batches.pop_front();
         }
+        entry.last_append_ms = entry.last_append_ms.max(now_ms);
         entry.batches.push_back(BatchRecord {
             first_seq: h.base_sequence,
             last_seq: last_seq(h),
             first_offset: h.base_offset,
             last_offset: h.last_offset(),
             timestamp,
+            crc: h.crc,
+        });
+    }
+
+    /// Forgets every producer whose newest batch lies below `log_start_offset` (retention or
+    /// `delete_records` removed it: nothing of it is left to deduplicate against) or that has
+    /// not written for the expiration time. Returns how many were forgotten.
+    pub(crate) fn expire(&mut self, now_ms: i64, log_start_offset: u64) -> usize {
+        let before = self.map.len();
+        let expiration = self.expiration_ms;
+        self.map.retain(|_, e| {
+            let below_start = e
+                .batches
+                .back()
+                .is_none_or(|b| b.last_offset < log_start_offset);
+            let idle = now_ms.saturating_sub(e.last_append_ms) >= expiration;
+            !(below_start || idle)
+        });
+        before - self.map.len()
+    }
+
+    /// Forgets the remembered batches at or past `offset`: a snapshot is taken as of the high
+    /// watermark, but only what lies below the checkpoint's recovery point is sure to have
+    /// survived a crash; the batches from there on are replayed from the log if they are in it.
+    /// (Remembering a batch the crash took would acknowledge its retry without writing it.)
+    pub(crate) fn forget_from(&mut self, offset: u64) {
+        self.map.retain(|_, e| {
+            e.batches.retain(|b| b.first_offset < offset);
+            !e.batches.is_empty()
         });
     }
 
     /// `(producer id, first offset)` of every batch the states remember. Compaction keeps these
     /// batches whole (as Kafka keeps each producer's last batch), so that the states can be
-    /// rebuilt from the log alone if the checkpoint's snapshot is lost.
+    /// rebuilt from the log alone if the checkpoint's snapshot is lost. An expired producer's
+    /// batches are no longer among them.
     pub(crate) fn remembered_batches(&self) -> std::collections::HashSet<(i64, u64)> {
         self.map
             .iter()
             .flat_map(|(&pid, e)| e.batches.iter().map(move |b| (pid, b.first_offset)))
             .collect()
-    }
-
-    /// Serialises the states (the checkpoint's producer section, see `docs/FORMAT.md`).
-    pub(crate) fn encode(&self) -> Vec<u8> {
-        let mut w = Writer::default();
-        w.u32(self.map.len() as u32);
-        let mut ids: Vec<_> = self.map.keys().copied().collect();
-        ids.sort_unstable();
-        for id in ids {
-            let e = &self.map[&id];
-            w.i64(id);
-            w.u16(e.epoch as u16);
-            w.u16(e.batches.len() as u16);
-            for b in &e.batches {
-                w.u32(b.first_seq as u32);
-                w.u32(b.last_seq as u32);
-                w.u64(b.first_offset);
-                w.u64(b.last_offset);
-                w.i64(b.timestamp);
-            }
-        }
-        w.0
-    }
-
-    pub(crate) fn decode(bytes: &[u8]) -> std::result::Result<ProducerStates, String> {
-        let mut r = Reader::new(bytes);
-        let n = r.u32()? as usize;
-        if n > bytes.len() / 12 {
-            return Err(format!("claims {n} producers in {} bytes", bytes.len()));
-        }
-        let mut map = HashMap::with_capacity(n);
-        for _ in 0..n {
-            let id = r.i64()?;
-            let epoch = r.u16()? as i16;
-            let nb = r.u16()? as usize;
-            if nb > MAX_BATCHES {
-                return Err(format!(
-                    "producer {id} has {nb} batches, more than {MAX_BATCHES}"
-                ));
-            }
-            let mut batches = VecDeque::with_capacity(nb);
-            for _ in 0..nb {
-                batches.push_back(BatchRecord {
-                    first_seq: r.u32()? as i32,
-                    last_seq: r.u32()? as i32,
-                    first_offset: r.u64()?,
-                    last_offset: r.u64()?,
-                    timestamp: r.i64()?,
-                });
-            }
-            map.insert(id, ProducerEntry { epoch, batches });
-        }
-        if !r.is_empty() {
-            return Err("trailing bytes after the producer states".into());
-        }
-        Ok(ProducerStates { map })
     }
 }
 
@@ -216,7 +264,7 @@ impl ProducerStates {
 mod tests {
     use super::*;
 
-    fn header(pid: i64, epoch: i16, seq: i32, base: u64, count: u32) -> BatchHeader {
+    pub(super) fn header(pid: i64, epoch: i16, seq: i32, base: u64, count: u32) -> BatchHeader {
         BatchHeader {
             base_offset: base,
             batch_length: 100,
@@ -237,20 +285,29 @@ mod tests {
     fn duplicates_fencing_and_order() {
         let mut s = ProducerStates::default();
         let b0 = header(7, 0, 0, 100, 3);
-        assert_eq!(s.check(&b0).unwrap(), Verdict::Append);
-        s.record(&b0, 5);
+        assert_eq!(s.check(&b0, &[]).unwrap(), Verdict::Append);
+        s.record(&b0, 5, 0);
         // A retry of the same batch (any base offset: the producer does not know it).
         let retry = header(7, 0, 0, 0, 3);
-        match s.check(&retry).unwrap() {
+        match s.check(&retry, &[]).unwrap() {
             Verdict::Duplicate(b) => {
                 assert_eq!((b.first_offset, b.last_offset, b.timestamp), (100, 102, 5))
             }
             other => panic!("{other:?}"),
         }
-        // The next in sequence is accepted; a gap or a replay of a partial range is not.
-        assert_eq!(s.check(&header(7, 0, 3, 0, 2)).unwrap(), Verdict::Append);
+        // The same range with other content is not a retry.
+        let other = BatchHeader { crc: 1, ..retry };
         assert!(matches!(
-            s.check(&header(7, 0, 4, 0, 2)),
+            s.check(&other, &[]),
+            Err(Error::OutOfOrderSequence { .. })
+        ));
+        // The next in sequence is accepted; a gap or a replay of a partial range is not.
+        assert_eq!(
+            s.check(&header(7, 0, 3, 0, 2), &[]).unwrap(),
+            Verdict::Append
+        );
+        assert!(matches!(
+            s.check(&header(7, 0, 4, 0, 2), &[]),
             Err(Error::OutOfOrderSequence {
                 last: 2,
                 received: 4,
@@ -258,22 +315,25 @@ mod tests {
             })
         ));
         assert!(matches!(
-            s.check(&header(7, 0, 1, 0, 2)),
+            s.check(&header(7, 0, 1, 0, 2), &[]),
             Err(Error::OutOfOrderSequence { .. })
         ));
         // A newer epoch resets; after it, the old epoch is fenced.
         let e1 = header(7, 1, 0, 103, 1);
-        assert_eq!(s.check(&e1).unwrap(), Verdict::Append);
-        s.record(&e1, 6);
+        assert_eq!(s.check(&e1, &[]).unwrap(), Verdict::Append);
+        s.record(&e1, 6, 0);
         assert!(matches!(
-            s.check(&header(7, 0, 3, 0, 1)),
+            s.check(&header(7, 0, 3, 0, 1), &[]),
             Err(Error::ProducerFenced {
                 current_epoch: 1,
                 ..
             })
         ));
         // Non-idempotent batches are never checked.
-        assert_eq!(s.check(&header(-1, -1, -1, 0, 9)).unwrap(), Verdict::Append);
+        assert_eq!(
+            s.check(&header(-1, -1, -1, 0, 9), &[]).unwrap(),
+            Verdict::Append
+        );
     }
 
     #[test]
@@ -282,8 +342,8 @@ mod tests {
         let mut seq = i32::MAX - 2;
         for i in 0..7u64 {
             let h = header(1, 0, seq, i * 2, 2);
-            assert_eq!(s.check(&h).unwrap(), Verdict::Append, "batch {i}");
-            s.record(&h, 0);
+            assert_eq!(s.check(&h, &[]).unwrap(), Verdict::Append, "batch {i}");
+            s.record(&h, 0, 0);
             seq = next_seq(next_seq(seq));
         }
         assert_eq!(s.map[&1].batches.len(), MAX_BATCHES);
@@ -291,24 +351,34 @@ mod tests {
     }
 
     #[test]
-    fn snapshot_round_trip_and_bounds() {
+    fn producers_expire_by_idle_time_and_by_the_log_start() {
+        let mut s = ProducerStates::new(1000);
+        s.record(&header(1, 0, 0, 0, 2), 0, 10_000); // offsets 0..=1
+        s.record(&header(2, 0, 0, 2, 2), 0, 10_500); // offsets 2..=3
+        s.record(&header(3, 0, 0, 4, 1), 0, 10_900); // offset 4
+        assert_eq!(s.expire(10_999, 0), 0);
+        // Idle for the whole expiration time.
+        assert_eq!(s.expire(11_000, 0), 1);
+        assert!(!s.map.contains_key(&1));
+        // Its newest batch below the log start.
+        assert_eq!(s.expire(11_000, 4), 1);
+        assert_eq!(s.map.keys().collect::<Vec<_>>(), [&3]);
+        // A forgotten producer starts afresh at any sequence.
+        assert_eq!(
+            s.check(&header(2, 0, 9, 0, 1), &[]).unwrap(),
+            Verdict::Append
+        );
+        assert_eq!(s.remembered_batches().len(), 1);
+    }
+
+    #[test]
+    fn forget_from_drops_what_a_crash_may_have_taken() {
         let mut s = ProducerStates::default();
-        for pid in 0..3 {
-            for i in 0..7u64 {
-                s.record(
-                    &header(pid, 2, (i * 4) as i32, pid as u64 * 100 + i * 4, 4),
-                    i as i64,
-                );
-            }
-        }
-        let bytes = s.encode();
-        assert_eq!(ProducerStates::decode(&bytes).unwrap(), s);
-        for cut in 0..bytes.len() {
-            assert!(
-                ProducerStates::decode(&bytes[..cut]).is_err(),
-                "cut at {cut}"
-            );
-        }
-        assert!(ProducerStates::decode(&[0xff, 0xff, 0xff, 0xff]).is_err());
+        s.record(&header(1, 0, 0, 0, 2), 0, 0);
+        s.record(&header(1, 0, 2, 5, 2), 0, 0);
+        s.record(&header(2, 0, 0, 7, 1), 0, 0);
+        s.forget_from(5);
+        assert_eq!(s.map[&1].batches.len(), 1);
+        assert!(!s.map.contains_key(&2));
     }
 }

@@ -56,6 +56,8 @@ pub(crate) struct OpenParams<'a> {
     /// The log was shut down cleanly: every segment is in the checkpoint.
     pub clean: bool,
     pub mode: RecoveryMode,
+    /// `LogBuilder::producer_id_expiration` in milliseconds.
+    pub producer_id_expiration_ms: i64,
 }
 
 /// Opens (creating if needed) one partition directory.
@@ -282,7 +284,13 @@ pub(crate) fn open_partition(p: OpenParams<'_>) -> Result<PartitionInner> {
     let high_watermark = active.next_offset();
     let log_start_offset = start_floor.max(segments[0].base_offset).min(high_watermark);
     let first_batch_timestamp = first_batch_max_timestamp(&active)?;
-    let producers = rebuild_producer_states(&checkpoint, had_checkpoint, &segments, &limits)?;
+    let producers = rebuild_producer_states(
+        &checkpoint,
+        had_checkpoint,
+        &segments,
+        &limits,
+        p.producer_id_expiration_ms,
+    )?;
 
     let inner = PartitionInner {
         topic: p.topic.to_string(),
@@ -323,7 +331,7 @@ pub(crate) fn open_partition(p: OpenParams<'_>) -> Result<PartitionInner> {
         storage.sync_dir(&p.dir)?;
         let mut w = inner.writer.lock();
         w.recovery_point = high_watermark;
-        inner.write_checkpoint(&w, high_watermark)?;
+        inner.write_checkpoint(&mut w, high_watermark)?;
     }
     if bounds_lost {
         // TruncateCorrupt opened without a readable bounds file: write the repaired one, or
@@ -334,23 +342,32 @@ pub(crate) fn open_partition(p: OpenParams<'_>) -> Result<PartitionInner> {
     Ok(inner)
 }
 
-/// Producer states as of the high watermark: the checkpoint's snapshot (taken at its recovery
-/// point) plus every batch header after it. Without a usable snapshot, every batch is replayed.
+/// Producer states as of the high watermark: the checkpoint's snapshot, without what it
+/// remembers from the recovery point on, plus every batch header from there. Without a usable
+/// snapshot (none, damaged, or a version-1 one without CRCs), every batch is replayed. Replayed producers count as having written now (batch
+/// headers carry no append time), so a crash never makes a producer expire early.
 fn rebuild_producer_states(
     checkpoint: &crate::meta::Checkpoint,
     had_checkpoint: bool,
     segments: &[Arc<Segment>],
     limits: &SegmentLimits,
+    expiration_ms: i64,
 ) -> Result<ProducerStates> {
+    let now = super::now_ms();
     let high_watermark = segments.last().map(|s| s.next_offset()).unwrap_or(0);
     let snapshot = if had_checkpoint && checkpoint.recovery_point <= high_watermark {
-        ProducerStates::decode(&checkpoint.producers).ok()
+        ProducerStates::decode(&checkpoint.producers, expiration_ms).ok()
     } else {
         None
     };
     let (mut states, from) = match snapshot {
-        Some(states) => (states, checkpoint.recovery_point),
-        None => (ProducerStates::default(), 0),
+        Some(mut states) => {
+            // Written by retention or compaction, the snapshot may remember batches past its
+            // recovery point that a power loss then took.
+            states.forget_from(checkpoint.recovery_point);
+            (states, checkpoint.recovery_point)
+        }
+        None => (ProducerStates::new(expiration_ms), 0),
     };
     for segment in segments {
         if segment.next_offset() <= from || segment.is_empty() {
@@ -365,7 +382,7 @@ fn rebuild_producer_states(
         scan_batches(&*segment.file, 0, segment.end(), &opts, |_, h| {
             if h.base_offset >= from {
                 let ts = h.max_timestamp;
-                states.record(h, ts);
+                states.record(h, ts, now);
             }
         })
         .at("scan", &segment.log_path)?;
