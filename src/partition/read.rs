@@ -196,7 +196,7 @@ impl PartitionInner {
             // Once records are in hand, stop at the first batch this read did not bring in: a
             // fresh read for it would be thrown away, and the caller's next read starts here
             // anyway.
-            // (A tail too short for a header is reported as corrupt first, as it always was.)
+            // A tail too short for a header is no batch to stop before: it is reported corrupt.
             if end.saturating_sub(pos) >= HEADER_LEN as u64
                 && out.len() > before
                 && !cursor.holds(pos, HEADER_LEN)
