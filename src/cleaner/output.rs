@@ -7,12 +7,11 @@ use bytes::Bytes;
 use crate::config::TopicConfig;
 use crate::error::{Error, Result};
 use crate::format::{
-    decode_batch, peek_batch_len, set_log_append_time, BatchBuilder, BatchHeader, BatchOptions,
-    TimestampType, HEADER_LEN,
+    decode_batch, set_log_append_time, BatchBuilder, BatchHeader, BatchOptions, TimestampType,
 };
 use crate::partition::PartitionInner;
 use crate::record::{Record, StoredRecord};
-use crate::segment::{Segment, SegmentStats, NO_TIMESTAMP};
+use crate::segment::{BatchCursor, Next, Segment, SegmentStats, NO_TIMESTAMP};
 use crate::storage::StorageFile;
 
 /// Bytes read per I/O while compacting.
@@ -162,50 +161,25 @@ pub(crate) fn for_each_batch(
     segment: &Segment,
     mut visit: impl FnMut(u64, &BatchHeader, &Bytes) -> Result<bool>,
 ) -> Result<()> {
-    let end = segment.end();
-    let mut chunk = Bytes::new();
-    let mut chunk_pos = 0u64;
-    let mut pos = 0u64;
+    let mut cursor = BatchCursor::new(segment, 0, segment.end(), READ_CHUNK);
     let mut next_offset = segment.base_offset;
-    while pos < end {
+    loop {
         inner.check_open()?;
-        if end - pos < HEADER_LEN as u64 {
-            return Err(corrupt(segment, pos, "segment ends inside a batch header"));
-        }
-        let have =
-            |p: u64, n: u64, chunk: &Bytes, at: u64| p >= at && p + n <= at + chunk.len() as u64;
-        if !have(pos, HEADER_LEN as u64, &chunk, chunk_pos) {
-            chunk = segment.read(pos, (end - pos).min(READ_CHUNK as u64) as usize)?;
-            chunk_pos = pos;
-        }
-        let at = (pos - chunk_pos) as usize;
-        let len = match peek_batch_len(&chunk[at..]) {
-            Ok(Some(len)) if len as u64 <= end - pos => len,
-            Ok(_) => {
-                return Err(corrupt(
-                    segment,
-                    pos,
-                    "batch runs past the end of the segment",
-                ))
-            }
-            Err(e) => return Err(corrupt(segment, pos, e)),
+        let batch = match cursor.next_header()? {
+            Next::Batch(batch) => batch,
+            Next::End => break,
+            Next::Torn { position, torn } => return Err(corrupt(segment, position, torn.reason())),
+            Next::Invalid { position, reason } => return Err(corrupt(segment, position, reason)),
         };
-        let header = BatchHeader::parse(&chunk[at..]).map_err(|e| corrupt(segment, pos, e))?;
+        let (pos, header) = (batch.position, &batch.header);
         if header.base_offset < next_offset {
             return Err(corrupt(segment, pos, "batch offsets go backwards"));
         }
         next_offset = header.next_offset();
-        if !have(pos, len as u64, &chunk, chunk_pos) {
-            let want = (end - pos).min(READ_CHUNK.max(len) as u64) as usize;
-            chunk = segment.read(pos, want)?;
-            chunk_pos = pos;
-        }
-        let at = (pos - chunk_pos) as usize;
-        let batch = chunk.slice(at..at + len);
-        if !visit(pos, &header, &batch)? {
+        let bytes = cursor.body(&batch, 0)?;
+        if !visit(pos, header, &bytes)? {
             break;
         }
-        pos += len as u64;
     }
     Ok(())
 }

@@ -6,9 +6,9 @@ use bytes::Bytes;
 
 use super::{Partition, PartitionInner};
 use crate::error::{Error, Result};
-use crate::format::{decode_batch, peek_batch_len, BatchHeader, BatchView, HEADER_LEN};
+use crate::format::{decode_batch, BatchHeader, BatchView, HEADER_LEN};
 use crate::record::StoredRecord;
-use crate::segment::Segment;
+use crate::segment::{BatchCursor, Next, Segment};
 
 impl Partition {
     /// Reads records starting at `offset`, from whole batches totalling about `max_bytes`.
@@ -175,7 +175,7 @@ impl PartitionInner {
     fn read_segment_from<S: Sink>(
         &self,
         segment: &Segment,
-        mut pos: u64,
+        pos: u64,
         mut expect: Expect,
         offset: u64,
         max_bytes: usize,
@@ -190,32 +190,31 @@ impl PartitionInner {
             .max(HEADER_LEN)
             .saturating_add(config.index_interval_bytes);
         let max_uncompressed = config.max_uncompressed_bytes();
-        let mut chunk = Chunk::default();
-        while pos < end {
-            if end - pos < HEADER_LEN as u64 {
-                return Err(self.corrupt(segment, pos, "segment ends inside a batch header"));
-            }
+        let mut cursor = BatchCursor::new(segment, pos, end, want);
+        loop {
+            let pos = cursor.position();
             // Once records are in hand, stop at the first batch this read did not bring in: a
             // fresh read for it would be thrown away, and the caller's next read starts here
-            // anyway (this used to read most bytes from the kernel twice).
-            if out.len() > before && !chunk.holds(pos, HEADER_LEN) {
+            // anyway.
+            // A tail too short for a header is no batch to stop before: it is reported corrupt.
+            if end.saturating_sub(pos) >= HEADER_LEN as u64
+                && out.len() > before
+                && !cursor.holds(pos, HEADER_LEN)
+            {
                 break;
             }
-            chunk.cover(segment, pos, HEADER_LEN, want, end)?;
-            let head = chunk.at(pos, HEADER_LEN);
-            let len = match peek_batch_len(head) {
-                Ok(Some(len)) if len as u64 <= end - pos => len,
-                Ok(_) => {
-                    return Err(self.corrupt(
-                        segment,
-                        pos,
-                        "batch runs past the end of the segment",
-                    ))
+            let batch = match cursor.next_header()? {
+                Next::Batch(batch) => batch,
+                Next::End => break,
+                Next::Torn { position, torn } => {
+                    return Err(self.corrupt(segment, position, torn.reason()))
                 }
-                Err(e) => return Err(self.corrupt(segment, pos, e)),
+                Next::Invalid { position, reason } => {
+                    return Err(self.corrupt(segment, position, reason))
+                }
             };
-            let header = BatchHeader::parse(head).map_err(|e| self.corrupt(segment, pos, e))?;
-            if !expect.matches(&header) {
+            let header = &batch.header;
+            if !expect.matches(header) {
                 return Err(self.corrupt(
                     segment,
                     pos,
@@ -227,34 +226,33 @@ impl PartitionInner {
                 ));
             }
             if segment.allow_gaps {
-                if let Some(reason) = segment.check_offsets(pos, &header) {
+                if let Some(reason) = segment.check_offsets(pos, header) {
                     return Err(self.corrupt(segment, pos, reason));
                 }
             }
             expect = Expect::after(header.next_offset(), segment);
             if header.last_offset() < offset {
-                pos += len as u64;
+                cursor.skip(&batch);
                 continue;
             }
             // In a compacted segment the next batch's header comes along, to check this batch
             // does not run into it before its records are handed out.
-            let next_pos = pos + len as u64;
+            let next_pos = batch.end();
             let ahead = if segment.allow_gaps && end - next_pos >= HEADER_LEN as u64 {
                 HEADER_LEN
             } else {
                 0
             };
-            if out.len() > before && (used + len > max_bytes || !chunk.holds(pos, len + ahead)) {
+            let len = batch.len;
+            if out.len() > before && (used + len > max_bytes || !cursor.holds(pos, len + ahead)) {
                 break;
             }
-            chunk.cover(segment, pos, len + ahead, want, end)?;
+            let bytes = cursor.body(&batch, ahead)?;
             if ahead > 0 {
-                self.check_next(segment, pos, &header, chunk.at(next_pos, HEADER_LEN))?;
+                self.check_next(segment, pos, header, cursor.bytes(next_pos, HEADER_LEN))?;
             }
-            let batch = chunk.slice(pos, len);
-            self.decode(segment, pos, &batch, offset, max_uncompressed, out)?;
+            self.decode(segment, pos, &bytes, offset, max_uncompressed, out)?;
             used += len;
-            pos += len as u64;
             if used >= max_bytes {
                 break;
             }
@@ -398,47 +396,5 @@ impl Expect {
             Expect::From(base) => header.base_offset >= base,
             Expect::Last(last) => header.last_offset() == last,
         }
-    }
-}
-
-/// The buffer of the current positioned read; records are zero-copy slices of it.
-#[derive(Default)]
-struct Chunk {
-    pos: u64,
-    bytes: Bytes,
-}
-
-impl Chunk {
-    /// Makes sure `[pos, pos + need)` is buffered, reading `max(want, need)` bytes (capped at the
-    /// segment end) from `pos` if it is not.
-    fn cover(
-        &mut self,
-        segment: &Segment,
-        pos: u64,
-        need: usize,
-        want: usize,
-        end: u64,
-    ) -> Result<()> {
-        if !self.holds(pos, need) {
-            let len = (end - pos).min(want.max(need) as u64) as usize;
-            self.bytes = segment.read(pos, len)?;
-            self.pos = pos;
-        }
-        Ok(())
-    }
-
-    /// Whether `[pos, pos + len)` is buffered.
-    fn holds(&self, pos: u64, len: usize) -> bool {
-        pos >= self.pos && pos + len as u64 <= self.pos + self.bytes.len() as u64
-    }
-
-    fn at(&self, pos: u64, len: usize) -> &[u8] {
-        let at = (pos - self.pos) as usize;
-        &self.bytes[at..at + len]
-    }
-
-    fn slice(&self, pos: u64, len: usize) -> Bytes {
-        let at = (pos - self.pos) as usize;
-        self.bytes.slice(at..at + len)
     }
 }

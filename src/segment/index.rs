@@ -16,6 +16,7 @@
 //! is rebuilt from the `.log`.
 
 use std::io;
+use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -23,6 +24,8 @@ use crate::storage::{IoContext, MappedRegion, OpenMode, Storage, StorageFile};
 
 pub(crate) const OFFSET_ENTRY: usize = 8;
 pub(crate) const TIME_ENTRY: usize = 12;
+/// Room on the stack for encoding any entry.
+const MAX_ENTRY: usize = 16;
 
 /// One memory-mapped file of fixed-size entries.
 #[derive(Debug)]
@@ -142,35 +145,117 @@ impl EntryFile {
     }
 }
 
-/// The `.index`: relative offset → byte position.
-#[derive(Debug)]
-pub(crate) struct OffsetIndex {
-    inner: EntryFile,
+/// The codec of one kind of index entry: its size on disk, its bytes, and which entries may
+/// follow which (the valid entries of a file are its leading run that obeys this).
+pub(crate) trait IndexEntry {
+    /// An entry, as the index hands it out.
+    type Entry: Copy;
+    /// Bytes per entry on disk.
+    const SIZE: usize;
+    /// `bytes` is exactly `SIZE` long.
+    fn decode(bytes: &[u8]) -> Self::Entry;
+    /// `out` is exactly `SIZE` long.
+    fn encode(entry: Self::Entry, out: &mut [u8]);
+    /// Whether `entry` may come after `prev` (`None`: as the first entry).
+    fn follows(entry: Self::Entry, prev: Option<Self::Entry>) -> bool;
 }
 
-impl OffsetIndex {
+/// `.index` entries: `(relative last offset, byte position)` of an indexed batch.
+#[derive(Debug)]
+pub(crate) enum OffsetEntry {}
+
+impl IndexEntry for OffsetEntry {
+    type Entry = (u32, u32);
+    const SIZE: usize = OFFSET_ENTRY;
+
+    fn decode(e: &[u8]) -> (u32, u32) {
+        (
+            u32::from_be_bytes([e[0], e[1], e[2], e[3]]),
+            u32::from_be_bytes([e[4], e[5], e[6], e[7]]),
+        )
+    }
+
+    fn encode((relative_offset, position): (u32, u32), out: &mut [u8]) {
+        out[..4].copy_from_slice(&relative_offset.to_be_bytes());
+        out[4..].copy_from_slice(&position.to_be_bytes());
+    }
+
+    /// Position 0 is never indexed, so a zero entry (preallocated fill) ends the run; both
+    /// fields strictly increase.
+    fn follows((rel, pos): (u32, u32), prev: Option<(u32, u32)>) -> bool {
+        pos > 0 && prev.is_none_or(|(pr, pp)| rel > pr && pos > pp)
+    }
+}
+
+/// `.timeindex` entries: `(max timestamp so far, relative offset it was seen at)`.
+#[derive(Debug)]
+pub(crate) enum TimeEntry {}
+
+impl IndexEntry for TimeEntry {
+    type Entry = (i64, u32);
+    const SIZE: usize = TIME_ENTRY;
+
+    fn decode(e: &[u8]) -> (i64, u32) {
+        let mut ts = [0u8; 8];
+        ts.copy_from_slice(&e[..8]);
+        (
+            i64::from_be_bytes(ts),
+            u32::from_be_bytes([e[8], e[9], e[10], e[11]]),
+        )
+    }
+
+    fn encode((timestamp, relative_offset): (i64, u32), out: &mut [u8]) {
+        out[..8].copy_from_slice(&timestamp.to_be_bytes());
+        out[8..].copy_from_slice(&relative_offset.to_be_bytes());
+    }
+
+    /// Timestamps strictly increase and offsets do not decrease; an all-zero first entry is
+    /// preallocated fill.
+    fn follows((ts, rel): (i64, u32), prev: Option<(i64, u32)>) -> bool {
+        match prev {
+            None => ts > 0 || rel > 0,
+            Some((pt, pr)) => ts > pt && rel >= pr,
+        }
+    }
+}
+
+/// A sparse index file of `E` entries.
+#[derive(Debug)]
+pub(crate) struct Index<E: IndexEntry> {
+    inner: EntryFile,
+    entry: PhantomData<E>,
+}
+
+/// The `.index`: relative offset → byte position.
+pub(crate) type OffsetIndex = Index<OffsetEntry>;
+/// The `.timeindex`: max timestamp so far → the relative offset it was recorded with.
+pub(crate) type TimeIndex = Index<TimeEntry>;
+
+impl<E: IndexEntry> Index<E> {
     pub(crate) fn open(
         storage: &dyn Storage,
         path: &Path,
         max_bytes: usize,
         preallocate: bool,
-    ) -> io::Result<OffsetIndex> {
-        let mut inner = EntryFile::open(storage, path, OFFSET_ENTRY, max_bytes, preallocate)?;
-        inner.entries = 0;
-        let mut index = OffsetIndex { inner };
+    ) -> io::Result<Index<E>> {
+        let inner = EntryFile::open(storage, path, E::SIZE, max_bytes, preallocate)?;
+        let mut index = Index {
+            inner,
+            entry: PhantomData,
+        };
         index.inner.entries = index.count_valid();
         Ok(index)
     }
 
+    /// Length of the leading run of entries that obey `E::follows`.
     fn count_valid(&self) -> usize {
-        let mut prev: Option<(u32, u32)> = None;
+        let mut prev = None;
         for i in 0..self.inner.capacity {
-            let (rel, pos) = decode_offset_entry(self.inner.entry(i));
-            let ok = pos > 0 && prev.is_none_or(|(pr, pp)| rel > pr && pos > pp);
-            if !ok {
+            let entry = E::decode(self.inner.entry(i));
+            if !E::follows(entry, prev) {
                 return i;
             }
-            prev = Some((rel, pos));
+            prev = Some(entry);
         }
         self.inner.capacity
     }
@@ -183,29 +268,64 @@ impl OffsetIndex {
         self.inner.is_full()
     }
 
-    pub(crate) fn entry(&self, i: usize) -> (u32, u32) {
-        decode_offset_entry(self.inner.entry(i))
+    pub(crate) fn entry(&self, i: usize) -> E::Entry {
+        E::decode(self.inner.entry(i))
     }
 
-    pub(crate) fn last(&self) -> Option<(u32, u32)> {
+    pub(crate) fn last(&self) -> Option<E::Entry> {
         self.len().checked_sub(1).map(|i| self.entry(i))
     }
 
     /// Appends an entry; `false` if the index is full (the caller rolls the segment first, so
     /// this is a defensive answer, not an expected path).
+    fn push_entry(&mut self, entry: E::Entry) -> bool {
+        const { assert!(E::SIZE <= MAX_ENTRY, "an entry larger than MAX_ENTRY") };
+        let mut bytes = [0u8; MAX_ENTRY];
+        let bytes = &mut bytes[..E::SIZE];
+        E::encode(entry, bytes);
+        self.inner.push(bytes)
+    }
+
+    /// Number of leading entries for which `pred` holds (entries are sorted by it).
+    fn count_while(&self, pred: impl Fn(E::Entry) -> bool) -> usize {
+        partition_point(self.len(), |i| pred(self.entry(i)))
+    }
+
+    /// The last entry for which `pred` holds, if the index is open.
+    fn last_where(&self, pred: impl Fn(E::Entry) -> bool) -> Option<E::Entry> {
+        self.inner.map.as_ref()?;
+        self.count_while(pred).checked_sub(1).map(|i| self.entry(i))
+    }
+
+    /// Keeps only the leading entries for which `pred` holds.
+    fn truncate_while(&mut self, pred: impl Fn(E::Entry) -> bool) {
+        let keep = self.count_while(pred);
+        self.inner.truncate_entries(keep);
+    }
+
+    pub(crate) fn close_and_trim(&mut self) -> io::Result<()> {
+        self.inner.close_and_trim()
+    }
+
+    pub(crate) fn unmap(&mut self) {
+        self.inner.unmap()
+    }
+
+    pub(crate) fn file_crc(&self) -> io::Result<u32> {
+        self.inner.file_crc()
+    }
+}
+
+impl Index<OffsetEntry> {
+    /// Appends `(relative_offset, position)`; `false` if the index is full.
     pub(crate) fn push(&mut self, relative_offset: u32, position: u32) -> bool {
-        let mut e = [0u8; OFFSET_ENTRY];
-        e[..4].copy_from_slice(&relative_offset.to_be_bytes());
-        e[4..].copy_from_slice(&position.to_be_bytes());
-        self.inner.push(&e)
+        self.push_entry((relative_offset, position))
     }
 
     /// The last entry whose batch ends before `relative_offset` — `(its last relative offset,
     /// its position)` — from which a scan for `relative_offset` can start; `None` to start at 0.
     pub(crate) fn lookup(&self, relative_offset: u32) -> Option<(u32, u32)> {
-        self.inner.map.as_ref()?;
-        let idx = partition_point(self.len(), |i| self.entry(i).0 < relative_offset);
-        idx.checked_sub(1).map(|i| self.entry(i))
+        self.last_where(|(rel, _)| rel < relative_offset)
     }
 
     /// The entries around byte `position`: the last one before it and the first at or after
@@ -215,7 +335,7 @@ impl OffsetIndex {
             return [None, None];
         }
         let n = self.len();
-        let i = partition_point(n, |i| self.entry(i).1 < position);
+        let i = self.count_while(|(_, pos)| pos < position);
         [
             i.checked_sub(1).map(|i| self.entry(i)),
             (i < n).then(|| self.entry(i)),
@@ -224,77 +344,11 @@ impl OffsetIndex {
 
     /// Drops every entry at or after byte `position` (used when truncating the log).
     pub(crate) fn truncate_to_position(&mut self, position: u32) {
-        let n = self.len();
-        let keep = partition_point(n, |i| self.entry(i).1 < position);
-        self.inner.truncate_entries(keep);
-    }
-
-    pub(crate) fn close_and_trim(&mut self) -> io::Result<()> {
-        self.inner.close_and_trim()
-    }
-
-    pub(crate) fn unmap(&mut self) {
-        self.inner.unmap()
-    }
-
-    pub(crate) fn file_crc(&self) -> io::Result<u32> {
-        self.inner.file_crc()
+        self.truncate_while(|(_, pos)| pos < position);
     }
 }
 
-/// The `.timeindex`: max timestamp so far → relative offset of the record that carried it.
-#[derive(Debug)]
-pub(crate) struct TimeIndex {
-    inner: EntryFile,
-}
-
-impl TimeIndex {
-    pub(crate) fn open(
-        storage: &dyn Storage,
-        path: &Path,
-        max_bytes: usize,
-        preallocate: bool,
-    ) -> io::Result<TimeIndex> {
-        let inner = EntryFile::open(storage, path, TIME_ENTRY, max_bytes, preallocate)?;
-        let mut index = TimeIndex { inner };
-        index.inner.entries = index.count_valid();
-        Ok(index)
-    }
-
-    /// Valid entries have strictly increasing timestamps and non-decreasing offsets; an
-    /// all-zero entry after the first ends the run (it is preallocated fill).
-    fn count_valid(&self) -> usize {
-        let mut prev: Option<(i64, u32)> = None;
-        for i in 0..self.inner.capacity {
-            let (ts, rel) = decode_time_entry(self.inner.entry(i));
-            let ok = match prev {
-                None => ts > 0 || rel > 0,
-                Some((pt, pr)) => ts > pt && rel >= pr,
-            };
-            if !ok {
-                return i;
-            }
-            prev = Some((ts, rel));
-        }
-        self.inner.capacity
-    }
-
-    pub(crate) fn len(&self) -> usize {
-        self.inner.entries
-    }
-
-    pub(crate) fn is_full(&self) -> bool {
-        self.inner.is_full()
-    }
-
-    pub(crate) fn entry(&self, i: usize) -> (i64, u32) {
-        decode_time_entry(self.inner.entry(i))
-    }
-
-    pub(crate) fn last(&self) -> Option<(i64, u32)> {
-        self.len().checked_sub(1).map(|i| self.entry(i))
-    }
-
+impl Index<TimeEntry> {
     /// Appends `(timestamp, relative_offset)` if `timestamp` is larger than the last entry's.
     pub(crate) fn maybe_push(&mut self, timestamp: i64, relative_offset: u32) -> bool {
         if self.last().is_some_and(|(t, _)| timestamp <= t) {
@@ -304,54 +358,21 @@ impl TimeIndex {
             // Would be indistinguishable from zero fill; an index without it only costs a scan.
             return true;
         }
-        let mut e = [0u8; TIME_ENTRY];
-        e[..8].copy_from_slice(&timestamp.to_be_bytes());
-        e[8..].copy_from_slice(&relative_offset.to_be_bytes());
-        self.inner.push(&e)
+        self.push_entry((timestamp, relative_offset))
     }
 
     /// Relative offset after which the first record with timestamp >= `timestamp` must lie:
     /// the offset of the last entry whose timestamp is < target (every record up to that offset
     /// has a timestamp <= the entry's), or `None` to scan from the segment start.
     pub(crate) fn lookup(&self, timestamp: i64) -> Option<u32> {
-        self.inner.map.as_ref()?;
-        let idx = partition_point(self.len(), |i| self.entry(i).0 < timestamp);
-        idx.checked_sub(1).map(|i| self.entry(i).1)
+        self.last_where(|(ts, _)| ts < timestamp)
+            .map(|(_, rel)| rel)
     }
 
     /// Drops entries whose offset is at or after `relative_offset`.
     pub(crate) fn truncate_to_offset(&mut self, relative_offset: u32) {
-        let keep = partition_point(self.len(), |i| self.entry(i).1 < relative_offset);
-        self.inner.truncate_entries(keep);
+        self.truncate_while(|(_, rel)| rel < relative_offset);
     }
-
-    pub(crate) fn close_and_trim(&mut self) -> io::Result<()> {
-        self.inner.close_and_trim()
-    }
-
-    pub(crate) fn unmap(&mut self) {
-        self.inner.unmap()
-    }
-
-    pub(crate) fn file_crc(&self) -> io::Result<u32> {
-        self.inner.file_crc()
-    }
-}
-
-fn decode_offset_entry(e: &[u8]) -> (u32, u32) {
-    (
-        u32::from_be_bytes([e[0], e[1], e[2], e[3]]),
-        u32::from_be_bytes([e[4], e[5], e[6], e[7]]),
-    )
-}
-
-fn decode_time_entry(e: &[u8]) -> (i64, u32) {
-    let mut ts = [0u8; 8];
-    ts.copy_from_slice(&e[..8]);
-    (
-        i64::from_be_bytes(ts),
-        u32::from_be_bytes([e[8], e[9], e[10], e[11]]),
-    )
 }
 
 /// First index in `0..n` for which `pred` is false, given `pred` is true then false.
@@ -366,4 +387,41 @@ fn partition_point(n: usize, pred: impl Fn(usize) -> bool) -> usize {
         }
     }
     lo
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::SimStorage;
+
+    /// Both kinds keep Kafka's big-endian layout, and a reopened file finds exactly the
+    /// entries written (the zero fill after them ends the valid run).
+    #[test]
+    fn entries_keep_their_layout_and_survive_a_reopen() {
+        let storage = SimStorage::new();
+        let (offsets, times) = (Path::new("/0.index"), Path::new("/0.timeindex"));
+        let mut offset = OffsetIndex::open(&*storage, offsets, 64, true).unwrap();
+        let mut time = TimeIndex::open(&*storage, times, 64, true).unwrap();
+        assert!(offset.push(7, 4096) && offset.push(9, 8192));
+        assert!(time.maybe_push(1_000, 7) && time.maybe_push(900, 8));
+        assert!(time.maybe_push(2_000, 9));
+        offset.close_and_trim().unwrap();
+        time.close_and_trim().unwrap();
+        let bytes = crate::storage::read_whole(&*storage, offsets).unwrap();
+        assert_eq!(bytes, [0, 0, 0, 7, 0, 0, 16, 0, 0, 0, 0, 9, 0, 0, 32, 0]);
+        let bytes = crate::storage::read_whole(&*storage, times).unwrap();
+        assert_eq!(&bytes[..12], &[0, 0, 0, 0, 0, 0, 3, 232, 0, 0, 0, 7]);
+        assert_eq!(bytes.len(), 24);
+
+        let offset = OffsetIndex::open(&*storage, offsets, 64, true).unwrap();
+        let time = TimeIndex::open(&*storage, times, 64, true).unwrap();
+        assert_eq!((offset.len(), time.len()), (2, 2));
+        assert_eq!(offset.lookup(9), Some((7, 4096)));
+        assert_eq!(
+            offset.around_position(5000),
+            [Some((7, 4096)), Some((9, 8192))]
+        );
+        assert_eq!(time.lookup(1_500), Some(7));
+        assert_eq!(time.lookup(1_000), None);
+    }
 }

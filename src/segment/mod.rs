@@ -5,6 +5,7 @@
 //! and never read past it, so they never see a partly written batch and never wait for the
 //! writer.
 
+mod cursor;
 pub(crate) mod index;
 mod scan;
 
@@ -19,6 +20,7 @@ use parking_lot::{Mutex, RwLock};
 use crate::format::BatchHeader;
 use crate::storage::{with_path, IoContext, OpenMode, Storage, StorageFile};
 
+pub(crate) use cursor::{BatchCursor, Next};
 pub(crate) use index::{OffsetIndex, TimeIndex};
 pub(crate) use scan::{scan_batches, valid_batch_after, ScanEnd, ScanOptions};
 

@@ -2,9 +2,10 @@
 
 use std::io;
 
-use crate::format::{peek_batch_len, verify_crc, BatchHeader, HEADER_LEN, LOG_OVERHEAD};
+use crate::format::{verify_crc, BatchHeader, HEADER_LEN, LOG_OVERHEAD};
 use crate::storage::StorageFile;
 
+use super::cursor::{BatchCursor, ChunkSource, Next};
 use super::NO_TIMESTAMP;
 
 /// Bytes read per I/O while scanning. Large enough to make the scan sequential-read bound,
@@ -68,78 +69,44 @@ pub(crate) fn scan_batches(
         batches: 0,
         end: ScanEnd::Clean,
     };
-    let mut buf: Vec<u8> = Vec::new();
-    let mut buf_pos = start; // file position of buf[0]
-    let mut pos = start;
-    while pos < end {
-        let remaining = end - pos;
-        if remaining < HEADER_LEN as u64 {
-            summary.end = ScanEnd::Truncated { position: pos };
-            break;
-        }
-        // Make sure the header is in the buffer.
-        if pos + HEADER_LEN as u64 > buf_pos + buf.len() as u64 {
-            let n = (CHUNK as u64).min(end - pos) as usize;
-            buf = read_at(file, pos, n)?;
-            buf_pos = pos;
-        }
-        let at = (pos - buf_pos) as usize;
-        let len = match peek_batch_len(&buf[at..]) {
-            Ok(Some(len)) => len,
-            Ok(None) => unreachable_short(),
-            Err(e) => {
-                summary.end = invalid(pos, e.to_string());
+    let mut cursor =
+        BatchCursor::new(file, start, end, CHUNK).max_batch_bytes(opts.max_batch_bytes);
+    loop {
+        let batch = match cursor.next_header()? {
+            Next::Batch(batch) => batch,
+            Next::End => break,
+            Next::Torn { position, .. } => {
+                summary.end = ScanEnd::Truncated { position };
+                break;
+            }
+            Next::Invalid { position, reason } => {
+                summary.end = invalid(position, reason);
                 break;
             }
         };
-        if len > opts.max_batch_bytes + LOG_OVERHEAD {
-            summary.end = invalid(pos, format!("batch length {len} exceeds the limit"));
-            break;
-        }
-        if len as u64 > remaining {
-            summary.end = ScanEnd::Truncated { position: pos };
-            break;
-        }
-        let header = match BatchHeader::parse(&buf[at..]) {
-            Ok(h) => h,
-            Err(e) => {
-                summary.end = invalid(pos, e.to_string());
-                break;
-            }
-        };
-        if let Some(reason) = offset_problem(&header, summary.next_offset, opts) {
+        let (pos, header) = (batch.position, &batch.header);
+        if let Some(reason) = offset_problem(header, summary.next_offset, opts) {
             summary.end = invalid(pos, reason);
             break;
         }
         if opts.verify_crc {
-            if pos + len as u64 > buf_pos + buf.len() as u64 {
-                let n = (CHUNK as u64).max(len as u64).min(end - pos) as usize;
-                buf = read_at(file, pos, n)?;
-                buf_pos = pos;
-            }
-            let at = (pos - buf_pos) as usize;
-            if let Err(e) = verify_crc(&buf[at..at + len]) {
+            if let Err(e) = verify_crc(&cursor.body(&batch, 0)?) {
                 summary.end = invalid(pos, e.to_string());
                 break;
             }
+        } else {
+            cursor.skip(&batch);
         }
-        visit(pos, &header);
+        visit(pos, header);
         if header.max_timestamp > summary.max_timestamp {
             summary.max_timestamp = header.max_timestamp;
             summary.offset_of_max_timestamp = header.last_offset();
         }
         summary.next_offset = header.next_offset();
         summary.batches += 1;
-        pos += len as u64;
-        summary.valid_end = pos;
+        summary.valid_end = cursor.position();
     }
     Ok(summary)
-}
-
-fn unreachable_short() -> usize {
-    // peek_batch_len only answers None for fewer than LOG_OVERHEAD bytes, and the loop made sure
-    // HEADER_LEN bytes are buffered. Treat it as a zero length, which the caller rejects.
-    0
 }
 
 fn invalid(position: u64, reason: String) -> ScanEnd {
@@ -166,21 +133,6 @@ fn offset_problem(h: &BatchHeader, expected: u64, opts: &ScanOptions) -> Option<
     None
 }
 
-fn read_at(file: &dyn StorageFile, pos: u64, len: usize) -> io::Result<Vec<u8>> {
-    let mut buf = vec![0u8; len];
-    let n = file.read_at(&mut buf, pos)?;
-    buf.truncate(n);
-    if n < len {
-        // The file is shorter than the length we were told to trust; report it as the I/O
-        // error it is rather than as corruption.
-        return Err(io::Error::new(
-            io::ErrorKind::UnexpectedEof,
-            format!("segment shorter than expected at byte {pos}"),
-        ));
-    }
-    Ok(buf)
-}
-
 /// After an invalid batch at `from`, is there any CRC-valid batch later in `[from+1, end)`?
 /// Finding one means the damage is in the middle of the log (real corruption), not a torn tail.
 /// A random 4-byte CRC match has a 2^-32 chance per candidate, and candidates must also pass
@@ -192,32 +144,31 @@ pub(crate) fn valid_batch_after(
     min_offset: u64,
     max_batch_bytes: usize,
 ) -> io::Result<Option<u64>> {
-    let mut chunk_start = from + 1;
-    while chunk_start + (HEADER_LEN as u64) <= end {
-        let n = (CHUNK as u64 + HEADER_LEN as u64).min(end - chunk_start) as usize;
-        let buf = read_at(file, chunk_start, n)?;
-        for at in 0..buf.len().saturating_sub(HEADER_LEN - 1) {
-            let Ok(header) = BatchHeader::parse(&buf[at..]) else {
-                continue;
-            };
+    // Refills of CHUNK + HEADER_LEN - 1 bytes step the search CHUNK bytes further per read: the
+    // last header a buffer holds whole starts CHUNK - 1 bytes after its first.
+    let mut cursor = BatchCursor::new(file, from + 1, end, CHUNK + HEADER_LEN - 1);
+    let mut pos = from + 1;
+    while pos + HEADER_LEN as u64 <= end {
+        cursor.cover(pos, HEADER_LEN)?;
+        let candidate = BatchHeader::parse(cursor.bytes(pos, HEADER_LEN));
+        if let Ok(header) = candidate {
             let len = header.total_len();
-            let pos = chunk_start + at as u64;
-            if header.base_offset < min_offset
-                || len > max_batch_bytes + LOG_OVERHEAD
-                || pos + len as u64 > end
+            if header.base_offset >= min_offset
+                && len <= max_batch_bytes + LOG_OVERHEAD
+                && pos + len as u64 <= end
             {
-                continue;
-            }
-            let valid = if at + len <= buf.len() {
-                verify_crc(&buf[at..at + len]).is_ok()
-            } else {
-                verify_crc(&read_at(file, pos, len)?).is_ok()
-            };
-            if valid {
-                return Ok(Some(pos));
+                let valid = if cursor.holds(pos, len) {
+                    verify_crc(cursor.bytes(pos, len)).is_ok()
+                } else {
+                    // Read aside: a candidate that fails should not cost the search its buffer.
+                    verify_crc(&file.read_chunk(pos, len)?).is_ok()
+                };
+                if valid {
+                    return Ok(Some(pos));
+                }
             }
         }
-        chunk_start += CHUNK as u64;
+        pos += 1;
     }
     Ok(None)
 }
