@@ -56,6 +56,7 @@ mod producer;
 mod record;
 mod segment;
 pub mod storage;
+mod topic_partition;
 mod wait;
 
 pub use cleaner::{CompactionReport, MaintenanceReport, PartitionReport, RetentionReport};
@@ -74,7 +75,8 @@ pub use producer::{
     murmur2, partition_for_key, Delivery, Durability, Partitioner, Producer, ProducerConfig,
     RecordMetadata,
 };
-pub use record::{Header, Record, StoredRecord, TopicPartition};
+pub use record::{Header, Record, StoredRecord};
+pub use topic_partition::TopicPartition;
 
 /// Compiles the README's example as a doctest so it cannot rot.
 #[doc = include_str!("../README.md")]

@@ -9,7 +9,8 @@ use super::{
 use crate::error::{Error, Result};
 use crate::format::BatchView;
 use crate::offsets::OffsetStore;
-use crate::record::{StoredRecord, TopicPartition};
+use crate::record::StoredRecord;
+use crate::topic_partition::TopicPartition;
 
 /// What one partition's turn in a fetch produced.
 enum Turn {

@@ -21,7 +21,8 @@ use crate::error::{Error, Result};
 use crate::log::Log;
 use crate::offsets::{OffsetAndMetadata, OffsetStore};
 use crate::partition::Partition;
-use crate::record::{Header, StoredRecord, TopicPartition};
+use crate::record::{Header, StoredRecord};
+use crate::topic_partition::TopicPartition;
 use crate::wait::Waiter;
 pub use config::{AutoOffsetReset, ConsumerConfig, IsolationLevel};
 

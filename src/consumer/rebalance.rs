@@ -10,7 +10,7 @@ use super::fetch::resolve;
 use super::{AutoOffsetReset, Consumer, ConsumerConfig, Membership, Mode, RebalanceListener};
 use crate::error::{Error, Result};
 use crate::group::Join;
-use crate::record::TopicPartition;
+use crate::topic_partition::TopicPartition;
 
 /// A member syncs with its coordinator at least this often while polling (more often with a
 /// `max_poll_interval` under 4 s: a quarter of it), which keeps it alive in the group (its

@@ -11,7 +11,7 @@ use crate::consumer::{Consumer, ConsumerConfig, PartitionLag};
 use crate::error::{Error, Result};
 use crate::group::{validate_group_id, Coordinator, GroupDescription};
 use crate::offsets::{OffsetAndMetadata, OffsetStore, OFFSETS_TOPIC};
-use crate::record::TopicPartition;
+use crate::topic_partition::TopicPartition;
 
 /// Kafka's `offsets.topic.segment.bytes` default.
 pub(super) const DEFAULT_OFFSETS_SEGMENT_BYTES: u64 = 100 << 20;

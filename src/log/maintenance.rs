@@ -357,8 +357,11 @@ impl Log {
         partition: u32,
     ) -> Result<Option<u64>> {
         Ok(self.offsets_if_exists()?.and_then(|o| {
-            o.committed(group, &crate::record::TopicPartition::new(topic, partition))
-                .map(|c| c.offset)
+            o.committed(
+                group,
+                &crate::topic_partition::TopicPartition::new(topic, partition),
+            )
+            .map(|c| c.offset)
         }))
     }
 }
