@@ -53,7 +53,6 @@ mod meta;
 mod offsets;
 mod partition;
 mod producer;
-mod record;
 mod segment;
 pub mod storage;
 mod topic_partition;
@@ -67,6 +66,7 @@ pub use consumer::{
 };
 pub use error::{Error, Result};
 pub use format::{Compression, TimestampType};
+pub use format::{Header, Record, StoredRecord};
 pub use group::{Assignor, GroupDescription, MemberDescription, MAX_GROUP_ID_LEN};
 pub use log::{validate_topic_name, Log, LogBuilder, MAX_TOPIC_NAME_LEN};
 pub use offsets::{OffsetAndMetadata, MAX_METADATA_BYTES, OFFSETS_TOPIC};
@@ -75,7 +75,6 @@ pub use producer::{
     murmur2, partition_for_key, Delivery, Durability, Partitioner, Producer, ProducerConfig,
     RecordMetadata,
 };
-pub use record::{Header, Record, StoredRecord};
 pub use topic_partition::TopicPartition;
 
 /// Compiles the README's example as a doctest so it cannot rot.

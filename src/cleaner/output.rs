@@ -10,8 +10,8 @@ use crate::format::{
     decode_batch, peek_batch_len, set_log_append_time, BatchBuilder, BatchHeader, BatchOptions,
     TimestampType, HEADER_LEN,
 };
+use crate::format::{Record, StoredRecord};
 use crate::partition::PartitionInner;
-use crate::record::{Record, StoredRecord};
 use crate::segment::{Segment, SegmentStats, NO_TIMESTAMP};
 use crate::storage::StorageFile;
 

@@ -8,8 +8,8 @@ use super::{
 };
 use crate::error::{Error, Result};
 use crate::format::BatchView;
+use crate::format::StoredRecord;
 use crate::offsets::OffsetStore;
-use crate::record::StoredRecord;
 use crate::topic_partition::TopicPartition;
 
 /// What one partition's turn in a fetch produced.

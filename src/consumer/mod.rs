@@ -18,10 +18,10 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use crate::error::{Error, Result};
+use crate::format::{Header, StoredRecord};
 use crate::log::Log;
 use crate::offsets::{OffsetAndMetadata, OffsetStore};
 use crate::partition::Partition;
-use crate::record::{Header, StoredRecord};
 use crate::topic_partition::TopicPartition;
 use crate::wait::Waiter;
 pub use config::{AutoOffsetReset, ConsumerConfig, IsolationLevel};

@@ -47,6 +47,7 @@ mod builder;
 mod codec;
 mod decode;
 mod header;
+mod record;
 mod varint;
 mod view;
 
@@ -60,6 +61,7 @@ pub use decode::decode_batch;
 pub use header::{
     peek_batch_len, set_base_offset, set_base_sequence, set_log_append_time, verify_crc,
 };
+pub use record::{Header, Record, StoredRecord};
 pub use view::{BatchView, RecordRef, RecordRefs};
 
 use crate::error::{Error, Result};

@@ -6,8 +6,8 @@ use bytes::Bytes;
 
 use super::{Partition, PartitionInner};
 use crate::error::{Error, Result};
+use crate::format::StoredRecord;
 use crate::format::{decode_batch, peek_batch_len, BatchHeader, BatchView, HEADER_LEN};
-use crate::record::StoredRecord;
 use crate::segment::Segment;
 
 impl Partition {

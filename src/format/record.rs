@@ -73,7 +73,7 @@ impl Record {
 
     /// Bytes this record occupies in a batch, uncompressed, including its length prefix.
     pub fn encoded_len(&self, timestamp_delta: i64, offset_delta: i32) -> usize {
-        crate::format::record_encoded_len(self, timestamp_delta, offset_delta)
+        super::record_encoded_len(self, timestamp_delta, offset_delta)
     }
 }
 
