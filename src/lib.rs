@@ -42,6 +42,7 @@ macro_rules! setter {
     };
 }
 
+mod catalog;
 mod cleaner;
 mod config;
 mod consumer;

@@ -226,7 +226,7 @@ impl Consumer {
     /// A manual assignment drops it and queues [`Error::UnknownTopic`], once per topic: the
     /// poll returns it if it holds no records, else the next poll does.
     fn partition_gone(&mut self, tp: &TopicPartition) -> Result<()> {
-        if self.log.is_closed() {
+        if self.catalog.is_closed() {
             return Err(Error::Closed);
         }
         if let Mode::Group(m) = &self.mode {

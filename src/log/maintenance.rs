@@ -202,7 +202,7 @@ impl Log {
     /// # Ok(()) }
     /// ```
     pub fn alter_topic(&self, name: &str, config: TopicConfig) -> Result<()> {
-        if super::is_internal_topic(name) {
+        if crate::catalog::is_internal_topic(name) {
             return Err(Error::UnknownTopic {
                 topic: name.to_string(),
             });
@@ -212,7 +212,7 @@ impl Log {
         // The metadata is written under the admin lock alone, which keeps the topic list as read
         // here; `state` is taken only to read it and to publish the result.
         let _admin = inner.admin.lock();
-        let state = inner.state.read();
+        let state = inner.catalog.state.read();
         if state.closed {
             return Err(Error::Closed);
         }
@@ -252,7 +252,7 @@ impl Log {
         drop(state);
         // Durable first: a crash after this reopens with the new configuration.
         store_topics(&*inner.storage, &inner.dir, &list)?;
-        let mut state = inner.state.write();
+        let mut state = inner.catalog.state.write();
         let topic = state.topics.get_mut(name).expect("the admin lock kept it");
         topic.config = config.clone();
         let shared = Arc::new(config);
@@ -309,7 +309,7 @@ impl Log {
             // A partition of a topic deleted meanwhile is closed (and its directory may be gone
             // under a pass): skip it, unless the whole log is closing.
             let deleted =
-                |p: &crate::Partition| p.inner.is_closed() && !self.inner.state.read().closed;
+                |p: &crate::Partition| p.inner.is_closed() && !self.inner.catalog.is_closed();
             // A poisoned partition (a failed fsync, or a swap that failed part way) waits for
             // a reopen; the others are still maintained, and the run reports it at the end.
             let retention = match p.retain_with_groups(&groups) {

@@ -11,11 +11,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::Mutex;
 
+use crate::catalog::{is_internal_topic, Catalog, Topic};
 use crate::config::TopicConfig;
 use crate::error::{Error, Result};
-use crate::group::Coordinator;
 use crate::meta::{load_topics, store_topics, BOUNDS_FILE, CHECKPOINT_FILE, TOPICS_FILE};
 use crate::offsets::OffsetStore;
 use crate::partition::{open_partition, OpenParams, Partition, RecoveryMode};
@@ -24,7 +24,6 @@ use crate::storage::{FsStorage, LockGuard, OpenMode, Storage};
 
 use names::{parse_partition_dir_name, partition_dir_name, DELETE_SUFFIX};
 pub use names::{validate_topic_name, MAX_TOPIC_NAME_LEN};
-pub(crate) use producer_ids::ProducerIdentity;
 use producer_ids::{ProducerIds, PRODUCER_IDS_FILE};
 
 const LOCK_FILE: &str = ".lock";
@@ -86,6 +85,13 @@ impl LogBuilder {
 /// An open log directory. Cheap to clone; all clones share one log, which closes cleanly when
 /// [`close`](Log::close) is called or the last clone is dropped.
 ///
+/// Only `Log` handles keep the log open: a [`Producer`], [`Consumer`](crate::Consumer) or
+/// [`Partition`] does not. Closing (either way) first closes every producer of the log — each
+/// writes every record it had accepted, whose [`Delivery`](crate::Delivery) then reports the
+/// outcome, and stops — then the partitions, and releases the directory lock, so the directory
+/// can be opened again at once. Producers, consumers and partition handles that are still alive
+/// then return [`Error::Closed`] from every fallible call.
+///
 /// ```
 /// # fn main() -> annals::Result<()> {
 /// use annals::{Log, Record, TopicConfig};
@@ -107,18 +113,16 @@ struct LogInner {
     dir: PathBuf,
     storage: Arc<dyn Storage>,
     recovery_mode: RecoveryMode,
-    /// Taken by every lookup (`partition`, `topics`, each poll): held only to read or publish,
-    /// never across I/O.
-    state: RwLock<State>,
+    /// Topics, partitions, the closed flag and the group coordinator: what producers and
+    /// consumers share with the log (they hold a `Catalog`, not a `Log`; see `catalog.rs`).
+    catalog: Catalog,
     /// Serialises topic creation, alteration, deletion and close (each rewrites metadata or many
-    /// files). Taken before `state`; while it is held, only its holder changes `state.topics`
-    /// and `state.closed`, so it does its I/O holding this lock alone and then publishes under
-    /// a brief `state.write()`.
+    /// files). Taken before the catalog's `state`; while it is held, only its holder changes
+    /// `state.topics` and `state.closed`, so it does its I/O holding this lock alone and then
+    /// publishes under a brief `state.write()`.
     admin: Mutex<()>,
     lock: Mutex<Option<Box<dyn LockGuard>>>,
     producer_ids: ProducerIds,
-    /// Consumer group membership (in memory only).
-    coordinator: Coordinator,
     /// Committed offsets, loaded (or the internal topic created) on first use.
     offsets: Mutex<Option<Arc<OffsetStore>>>,
     cleaner_buffer_bytes: usize,
@@ -128,18 +132,6 @@ struct LogInner {
     maintenance: Mutex<Option<maintenance::Worker>>,
     /// What recovery removed at open (see `report.rs`).
     recovery: crate::partition::RecoveryReport,
-}
-
-#[derive(Debug, Default)]
-struct State {
-    closed: bool,
-    topics: BTreeMap<String, Topic>,
-}
-
-#[derive(Debug)]
-struct Topic {
-    config: TopicConfig,
-    partitions: Vec<Partition>,
 }
 
 impl Log {
@@ -197,14 +189,10 @@ impl Log {
                 dir,
                 storage,
                 recovery_mode: b.recovery_mode,
-                state: RwLock::new(State {
-                    closed: false,
-                    topics,
-                }),
+                catalog: Catalog::new(topics),
                 admin: Mutex::new(()),
                 lock: Mutex::new(Some(guard)),
                 producer_ids,
-                coordinator: Coordinator::default(),
                 offsets: Mutex::new(None),
                 cleaner_buffer_bytes: b.cleaner_buffer_bytes,
                 offsets_segment_bytes: b.offsets_segment_bytes,
@@ -243,7 +231,7 @@ impl Log {
         // new topic is published below.
         let _admin = inner.admin.lock();
         {
-            let state = inner.state.read();
+            let state = inner.catalog.state.read();
             if state.closed {
                 return Err(Error::Closed);
             }
@@ -273,6 +261,7 @@ impl Log {
         list.push((name.to_string(), config.clone()));
         store_topics(&*inner.storage, &inner.dir, &list)?;
         inner
+            .catalog
             .state
             .write()
             .topics
@@ -302,7 +291,7 @@ impl Log {
         // "Concurrency" in docs/ARCHITECTURE.md).
         let _admin = inner.admin.lock();
         let list: Vec<_> = {
-            let state = inner.state.read();
+            let state = inner.catalog.state.read();
             if state.closed {
                 return Err(Error::Closed);
             }
@@ -322,6 +311,7 @@ impl Log {
         // before the files are.
         store_topics(&*inner.storage, &inner.dir, &list)?;
         let topic = inner
+            .catalog
             .state
             .write()
             .topics
@@ -351,10 +341,7 @@ impl Log {
     /// listed). Empty after [`close`](Self::close): this is the one call that cannot return
     /// [`Error::Closed`], and a closed log has no topics to offer.
     pub fn topics(&self) -> Vec<String> {
-        let state = self.inner.state.read();
-        if state.closed {
-            return Vec::new();
-        }
+        let state = self.inner.catalog.state.read();
         state
             .topics
             .keys()
@@ -365,47 +352,17 @@ impl Log {
 
     /// The configuration of `topic`.
     pub fn topic_config(&self, topic: &str) -> Result<TopicConfig> {
-        let state = self.inner.state.read();
-        if state.closed {
-            return Err(Error::Closed);
-        }
-        state
-            .topics
-            .get(topic)
-            .filter(|_| !is_internal_topic(topic))
-            .map(|t| t.config.clone())
-            .ok_or_else(|| Error::UnknownTopic {
-                topic: topic.to_string(),
-            })
+        self.inner.catalog.topic_config(topic)
     }
 
     /// A handle to one partition of a topic.
     pub fn partition(&self, topic: &str, partition: u32) -> Result<Partition> {
-        if is_internal_topic(topic) {
-            return Err(Error::UnknownTopic {
-                topic: topic.to_string(),
-            });
-        }
-        self.any_partition(topic, partition)
+        self.inner.catalog.partition(topic, partition)
     }
 
     /// [`partition`](Self::partition) including internal topics.
     fn any_partition(&self, topic: &str, partition: u32) -> Result<Partition> {
-        let state = self.inner.state.read();
-        if state.closed {
-            return Err(Error::Closed);
-        }
-        let t = state.topics.get(topic).ok_or_else(|| Error::UnknownTopic {
-            topic: topic.to_string(),
-        })?;
-        t.partitions
-            .get(partition as usize)
-            .cloned()
-            .ok_or(Error::UnknownPartition {
-                topic: topic.to_string(),
-                partition,
-                partitions: t.partitions.len() as u32,
-            })
+        self.inner.catalog.any_partition(topic, partition)
     }
 
     /// Starts a [`Producer`] writing to this log. With `idempotence` (the default) it is given a
@@ -413,7 +370,7 @@ impl Log {
     /// stable id's producer id with the next epoch, fencing any older instance.
     pub fn producer(&self, config: ProducerConfig) -> Result<Producer> {
         config.validate()?;
-        if self.inner.state.read().closed {
+        if self.inner.catalog.state.read().closed {
             return Err(Error::Closed);
         }
         let identity = if config.idempotence {
@@ -425,7 +382,7 @@ impl Log {
         } else {
             None
         };
-        Producer::start(self.clone(), config, identity)
+        Producer::start(self.inner.catalog.clone(), config, identity)
     }
 
     /// `fsync`s every partition (see [`Partition::sync`]).
@@ -436,33 +393,22 @@ impl Log {
         Ok(())
     }
 
-    /// Closes the log cleanly: seals every active segment, writes checkpoints and the
-    /// clean-shutdown marker (so the next open does not scan), and releases the directory lock.
-    /// Partition handles return [`Error::Closed`] afterwards. Calling it again does nothing.
+    /// Closes the log cleanly: closes every producer of the log (each writes what it had
+    /// accepted first), seals every active segment, writes checkpoints and the clean-shutdown
+    /// marker (so the next open does not scan), and releases the directory lock. Producers,
+    /// consumers and partition handles return [`Error::Closed`] afterwards, also while other
+    /// clones of this `Log` live. Calling it again does nothing; dropping the last clone does
+    /// the same, without reporting errors.
     pub fn close(&self) -> Result<()> {
         self.inner.close()
     }
 
     fn all_partitions(&self) -> Result<Vec<Partition>> {
-        let state = self.inner.state.read();
-        if state.closed {
-            return Err(Error::Closed);
-        }
-        Ok(state
-            .topics
-            .values()
-            .flat_map(|t| t.partitions.iter().cloned())
-            .collect())
+        self.inner.catalog.all_partitions()
     }
 
     fn topic_list(&self) -> Vec<(String, TopicConfig)> {
-        self.inner
-            .state
-            .read()
-            .topics
-            .iter()
-            .map(|(n, t)| (n.clone(), t.config.clone()))
-            .collect()
+        self.inner.catalog.topic_list()
     }
 }
 
@@ -470,6 +416,9 @@ impl LogInner {
     fn close(&self) -> Result<()> {
         // Stop background maintenance first, outside the admin lock (it may be waiting for it).
         let worker = self.stop_maintenance();
+        // Then the producers, while the partitions are still open: what they accepted is
+        // written (or fails with its own error) before anything closes under them.
+        self.catalog.close_clients();
         let result = self.close_partitions();
         if let Some(worker) = worker {
             worker.join();
@@ -479,17 +428,8 @@ impl LogInner {
 
     fn close_partitions(&self) -> Result<()> {
         let _admin = self.admin.lock();
-        let partitions: Vec<Partition> = {
-            let mut state = self.state.write();
-            if state.closed {
-                return Ok(());
-            }
-            state.closed = true;
-            state
-                .topics
-                .values()
-                .flat_map(|t| t.partitions.iter().cloned())
-                .collect()
+        let Some(partitions) = self.catalog.take_for_close() else {
+            return Ok(());
         };
         let mut first_error = None;
         for p in &partitions {
@@ -521,11 +461,6 @@ impl Drop for LogInner {
         // Without a clean close the next open simply recovers (scans), losing nothing.
         let _ = self.close();
     }
-}
-
-/// Topics whose names start with `__` belong to annals itself (`__consumer_offsets`).
-fn is_internal_topic(name: &str) -> bool {
-    name.starts_with("__")
 }
 
 /// `mkdir -p` that also makes every directory it created durable (fsync of each new
