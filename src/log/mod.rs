@@ -1,6 +1,6 @@
 //! [`Log`]: a directory of topics, each a set of partitions. The public entry point.
 
-mod groups;
+mod consumers;
 mod maintenance;
 mod names;
 mod producer_ids;
@@ -38,7 +38,7 @@ pub struct LogBuilder {
     /// Background maintenance period (`None`: off); see `maintenance.rs`.
     maintenance_interval: Option<std::time::Duration>,
     cleaner_buffer_bytes: usize,
-    /// Segment size of `__consumer_offsets` when this open creates it; see `groups.rs`.
+    /// Segment size of `__consumer_offsets` when this open creates it; see `consumers.rs`.
     offsets_segment_bytes: u64,
     /// How long a partition remembers an idle idempotent producer; see `producer_ids.rs`.
     producer_id_expiration: std::time::Duration,
@@ -148,7 +148,7 @@ impl Log {
             recovery_mode: RecoveryMode::default(),
             maintenance_interval: Some(maintenance::DEFAULT_INTERVAL),
             cleaner_buffer_bytes: maintenance::DEFAULT_CLEANER_BUFFER_BYTES,
-            offsets_segment_bytes: groups::DEFAULT_OFFSETS_SEGMENT_BYTES,
+            offsets_segment_bytes: consumers::DEFAULT_OFFSETS_SEGMENT_BYTES,
             producer_id_expiration: producer_ids::DEFAULT_EXPIRATION,
         }
     }
