@@ -69,9 +69,12 @@ pub use error::{Error, Result};
 pub use format::{Compression, TimestampType};
 pub use format::{Header, Record, StoredRecord};
 pub use group::{Assignor, GroupDescription, MemberDescription, MAX_GROUP_ID_LEN};
-pub use log::{validate_topic_name, Log, LogBuilder, MAX_TOPIC_NAME_LEN};
+pub use log::{Log, LogBuilder};
 pub use offsets::{OffsetAndMetadata, MAX_METADATA_BYTES, OFFSETS_TOPIC};
-pub use partition::{Partition, RecoveryAction, RecoveryEvent, RecoveryMode, RecoveryReport};
+pub use partition::{
+    validate_topic_name, Partition, RecoveryAction, RecoveryEvent, RecoveryMode, RecoveryReport,
+    MAX_TOPIC_NAME_LEN,
+};
 pub use producer::{
     murmur2, partition_for_key, Delivery, Durability, Partitioner, Producer, ProducerConfig,
     RecordMetadata,

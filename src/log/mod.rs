@@ -2,7 +2,6 @@
 
 mod consumers;
 mod maintenance;
-mod names;
 mod producer_ids;
 mod report;
 
@@ -22,8 +21,9 @@ use crate::partition::{open_partition, OpenParams, Partition, RecoveryMode};
 use crate::producer::{Producer, ProducerConfig};
 use crate::storage::{FsStorage, LockGuard, OpenMode, Storage};
 
-use names::{parse_partition_dir_name, partition_dir_name, DELETE_SUFFIX};
-pub use names::{validate_topic_name, MAX_TOPIC_NAME_LEN};
+use crate::partition::{
+    parse_partition_dir_name, partition_dir_name, validate_topic_name, DELETE_SUFFIX,
+};
 use producer_ids::{ProducerIds, PRODUCER_IDS_FILE};
 
 const LOCK_FILE: &str = ".lock";

@@ -1,4 +1,4 @@
-//! Topic names and the directory names derived from them.
+//! Topic names and the partition directory names derived from them.
 //!
 //! A topic name becomes a path component (`<topic>-<partition>`), so it is validated with Kafka's
 //! own rule before it ever touches the file system: 1-249 characters from `[a-zA-Z0-9._-]`, and
