@@ -15,14 +15,15 @@ use parking_lot::Mutex;
 use crate::catalog::{is_internal_topic, Catalog, Topic};
 use crate::config::TopicConfig;
 use crate::error::{Error, Result};
-use crate::meta::{load_topics, store_topics, BOUNDS_FILE, CHECKPOINT_FILE, TOPICS_FILE};
+use crate::meta::{load_topics, store_topics, TOPICS_FILE};
 use crate::offsets::OffsetStore;
 use crate::partition::{open_partition, OpenParams, Partition, RecoveryMode};
 use crate::producer::{Producer, ProducerConfig};
 use crate::storage::{FsStorage, LockGuard, OpenMode, Storage};
 
 use crate::partition::{
-    parse_partition_dir_name, partition_dir_name, validate_topic_name, DELETE_SUFFIX,
+    is_partition_file, parse_partition_dir_name, partition_dir_name, validate_topic_name,
+    DELETE_SUFFIX,
 };
 use producer_ids::{ProducerIds, PRODUCER_IDS_FILE};
 
@@ -506,18 +507,6 @@ fn open_one(
     Ok(Partition {
         inner: Arc::new(inner),
     })
-}
-
-/// Whether `name` is a file annals writes inside a partition directory.
-fn is_partition_file(name: &str) -> bool {
-    let segment_file = ["log", "index", "timeindex"]
-        .iter()
-        .any(|ext| crate::segment::parse_file_name(name, ext).is_some());
-    segment_file
-        || crate::partition::swap::is_swap_protocol_file(name)
-        || [CHECKPOINT_FILE, BOUNDS_FILE]
-            .iter()
-            .any(|f| name == *f || name == format!("{f}.tmp"))
 }
 
 /// Removes what interrupted operations left behind: partition directories of deleted topics,

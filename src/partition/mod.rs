@@ -27,7 +27,9 @@ use crate::storage::Storage;
 use crate::wait::Watchers;
 
 pub(crate) use append::{now_ms, Appended};
-pub(crate) use names::{parse_partition_dir_name, partition_dir_name, DELETE_SUFFIX};
+pub(crate) use names::{
+    is_partition_file, parse_partition_dir_name, partition_dir_name, DELETE_SUFFIX,
+};
 pub use names::{validate_topic_name, MAX_TOPIC_NAME_LEN};
 use producer_state::ProducerStates;
 pub(crate) use producer_state::{DEFAULT_EXPIRATION_MS, FIRST_LOCAL_PRODUCER_ID};
