@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::{Log, LogBuilder};
+use super::Log;
 use crate::config::{CleanupPolicy, TopicConfig};
 use crate::consumer::{Consumer, ConsumerConfig, PartitionLag};
 use crate::error::{Error, Result};
@@ -15,17 +15,6 @@ use crate::topic_partition::TopicPartition;
 
 /// Kafka's `offsets.topic.segment.bytes` default.
 pub(super) const DEFAULT_OFFSETS_SEGMENT_BYTES: u64 = 100 << 20;
-
-impl LogBuilder {
-    /// Segment size of the internal `__consumer_offsets` topic, used when this log creates it
-    /// (its first [`Log::consumer`]); an existing topic keeps its size. Only sealed segments
-    /// are compacted, so a smaller size lets compaction shrink the commit history sooner
-    /// (Kafka's `offsets.topic.segment.bytes`). Default 100 MiB; 1 KiB to 2 GiB - 1.
-    pub fn offsets_topic_segment_bytes(mut self, bytes: u64) -> Self {
-        self.offsets_segment_bytes = bytes;
-        self
-    }
-}
 
 impl Log {
     /// Starts a [`Consumer`] for `config.group_id`. Committed offsets of the group, from this or
