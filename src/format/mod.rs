@@ -24,7 +24,7 @@
 //!   decoding its records; [`set_base_offset`] and [`set_log_append_time`] are the two edits the
 //!   log makes on append.
 //! - [`decode_batch`] validates and decodes one whole batch into
-//!   [`StoredRecord`](crate::StoredRecord)s whose keys, values and header values are zero-copy
+//!   [`StoredRecord`]s whose keys, values and header values are zero-copy
 //!   slices of the batch (or of its one decompressed buffer).
 //!
 //! Decoding treats its input as untrusted: it never panics, checks every length against the bytes

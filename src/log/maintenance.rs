@@ -125,7 +125,8 @@ impl Log {
 
     /// Runs retention and then compaction on every partition now, and reports what changed.
     /// This is what the background thread does every `maintenance_interval`; with it turned
-    /// off ([`LogBuilder::maintenance_interval`]`(None)`) the host calls this itself.
+    /// off ([`LogBuilder::maintenance_interval`](crate::LogBuilder::maintenance_interval)
+    /// `(None)`) the host calls this itself.
     ///
     /// Appends and reads continue meanwhile: compaction copies without the partition's writer
     /// lock and takes it only to swap the new segments in.
