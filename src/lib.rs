@@ -42,6 +42,7 @@ macro_rules! setter {
     };
 }
 
+mod catalog;
 mod cleaner;
 mod config;
 mod consumer;
@@ -53,9 +54,9 @@ mod meta;
 mod offsets;
 mod partition;
 mod producer;
-mod record;
 mod segment;
 pub mod storage;
+mod topic_partition;
 mod wait;
 
 pub use cleaner::{CompactionReport, MaintenanceReport, PartitionReport, RetentionReport};
@@ -66,15 +67,19 @@ pub use consumer::{
 };
 pub use error::{Error, Result};
 pub use format::{Compression, TimestampType};
+pub use format::{Header, Record, StoredRecord};
 pub use group::{Assignor, GroupDescription, MemberDescription, MAX_GROUP_ID_LEN};
-pub use log::{validate_topic_name, Log, LogBuilder, MAX_TOPIC_NAME_LEN};
+pub use log::{Log, LogBuilder};
 pub use offsets::{OffsetAndMetadata, MAX_METADATA_BYTES, OFFSETS_TOPIC};
-pub use partition::{Partition, RecoveryAction, RecoveryEvent, RecoveryMode, RecoveryReport};
+pub use partition::{
+    validate_topic_name, Partition, RecoveryAction, RecoveryEvent, RecoveryMode, RecoveryReport,
+    MAX_TOPIC_NAME_LEN,
+};
 pub use producer::{
     murmur2, partition_for_key, Delivery, Durability, Partitioner, Producer, ProducerConfig,
     RecordMetadata,
 };
-pub use record::{Header, Record, StoredRecord, TopicPartition};
+pub use topic_partition::TopicPartition;
 
 /// Compiles the README's example as a doctest so it cannot rot.
 #[doc = include_str!("../README.md")]

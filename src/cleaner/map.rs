@@ -17,7 +17,7 @@ use std::hash::{BuildHasher, Hasher, RandomState};
 use siphasher::sip128::{Hasher128, SipHasher13};
 
 use crate::config::CompactionStrategy;
-use crate::record::StoredRecord;
+use crate::format::StoredRecord;
 
 /// Bytes one map slot takes: a 16-byte key hash, a 16-byte entry, and the hash table's control
 /// byte.

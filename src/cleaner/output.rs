@@ -9,8 +9,8 @@ use crate::error::{Error, Result};
 use crate::format::{
     decode_batch, set_log_append_time, BatchBuilder, BatchHeader, BatchOptions, TimestampType,
 };
+use crate::format::{Record, StoredRecord};
 use crate::partition::PartitionInner;
-use crate::record::{Record, StoredRecord};
 use crate::segment::{BatchCursor, Next, Segment, SegmentStats, NO_TIMESTAMP};
 use crate::storage::StorageFile;
 

@@ -8,8 +8,9 @@ use super::{
 };
 use crate::error::{Error, Result};
 use crate::format::BatchView;
+use crate::format::StoredRecord;
 use crate::offsets::OffsetStore;
-use crate::record::{StoredRecord, TopicPartition};
+use crate::topic_partition::TopicPartition;
 
 /// What one partition's turn in a fetch produced.
 enum Turn {
@@ -225,7 +226,7 @@ impl Consumer {
     /// A manual assignment drops it and queues [`Error::UnknownTopic`], once per topic: the
     /// poll returns it if it holds no records, else the next poll does.
     fn partition_gone(&mut self, tp: &TopicPartition) -> Result<()> {
-        if self.log.is_closed() {
+        if self.catalog.is_closed() {
             return Err(Error::Closed);
         }
         if let Mode::Group(m) = &self.mode {

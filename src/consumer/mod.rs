@@ -17,11 +17,12 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
+use crate::catalog::Catalog;
 use crate::error::{Error, Result};
-use crate::log::Log;
+use crate::format::{Header, StoredRecord};
 use crate::offsets::{OffsetAndMetadata, OffsetStore};
 use crate::partition::Partition;
-use crate::record::{Header, StoredRecord, TopicPartition};
+use crate::topic_partition::TopicPartition;
 use crate::wait::Waiter;
 pub use config::{AutoOffsetReset, ConsumerConfig, IsolationLevel};
 
@@ -161,12 +162,18 @@ struct Membership {
     waiting: bool,
 }
 
-/// Reads records from a [`Log`]: a group member ([`subscribe`](Consumer::subscribe)) or a
-/// standalone reader of chosen partitions ([`assign`](Consumer::assign)).
+/// Reads records from a [`Log`](crate::Log): a group member
+/// ([`subscribe`](Consumer::subscribe)) or a standalone reader of chosen partitions
+/// ([`assign`](Consumer::assign)).
 ///
-/// After [`close`](Consumer::close) or [`Log::close`], every fallible method returns
-/// [`Error::Closed`]; the accessors that return plain values (`config`, `assignment`,
+/// After [`close`](Consumer::close) or [`Log::close`](crate::Log::close), every fallible
+/// method returns [`Error::Closed`]; the accessors that return plain values (`config`, `assignment`,
 /// `subscription`, `paused`) keep describing the consumer's last state.
+///
+/// A consumer does not keep its log open: dropping the last [`Log`](crate::Log) handle closes
+/// the log as [`Log::close`](crate::Log::close) does, with the same effect on the consumer, and
+/// releases the directory for a new `Log`. The closed consumer still holds its assigned
+/// partitions' segment files open (it reads nothing from them) until it is dropped.
 ///
 /// ```
 /// # fn main() -> annals::Result<()> {
@@ -187,7 +194,9 @@ struct Membership {
 /// # Ok(()) }
 /// ```
 pub struct Consumer {
-    log: Log,
+    /// The log's topics and group coordinator, not the log: a consumer does not keep its log
+    /// open (see `catalog.rs`).
+    catalog: Catalog,
     config: ConsumerConfig,
     offsets: Arc<OffsetStore>,
     waiter: Arc<Waiter>,
@@ -218,11 +227,11 @@ impl std::fmt::Debug for Consumer {
 }
 
 impl Consumer {
-    pub(crate) fn new(log: Log, config: ConsumerConfig, offsets: Arc<OffsetStore>) -> Self {
+    pub(crate) fn new(catalog: Catalog, config: ConsumerConfig, offsets: Arc<OffsetStore>) -> Self {
         let next_auto_commit =
             crate::config::deadline_after(Instant::now(), config.auto_commit_interval);
         Consumer {
-            log,
+            catalog,
             config,
             offsets,
             waiter: Waiter::new(),
@@ -246,7 +255,7 @@ impl Consumer {
     /// Every fallible method starts here: after [`close`](Self::close) or
     /// [`Log::close`](crate::Log::close) they all return [`Error::Closed`].
     fn check_usable(&self) -> Result<()> {
-        if self.closed || self.log.is_closed() {
+        if self.closed || self.catalog.is_closed() {
             return Err(Error::Closed);
         }
         Ok(())
@@ -268,7 +277,7 @@ impl Consumer {
         let wanted: BTreeSet<TopicPartition> = partitions.iter().cloned().map(Into::into).collect();
         let mut handles = Vec::new();
         for tp in &wanted {
-            handles.push((tp.clone(), self.log.partition(&tp.topic, tp.partition)?));
+            handles.push((tp.clone(), self.catalog.partition(&tp.topic, tp.partition)?));
         }
         let gone: Vec<TopicPartition> = self
             .assigned
@@ -504,11 +513,11 @@ impl Consumer {
         };
         // Held until the offsets are durable and in the cache: meanwhile no partition in the
         // commit can change owner (see `group::commit`).
-        let _permit = self.log.coordinator().begin_commit(
+        let _permit = self.catalog.coordinator().begin_commit(
             &self.config.group_id,
             member,
             &partitions,
-            &self.log.partition_counts(),
+            &self.catalog.partition_counts(),
             Instant::now(),
         )?;
         // A handle closes when its topic is deleted, before the deletion forgets the topic's
@@ -521,7 +530,7 @@ impl Consumer {
                 .is_none_or(|a| a.partition.inner.is_closed())
         };
         match self.offsets.commit(&self.config.group_id, offsets, deleted) {
-            Err(Error::UnknownTopic { .. }) if self.log.is_closed() => Err(Error::Closed),
+            Err(Error::UnknownTopic { .. }) if self.catalog.is_closed() => Err(Error::Closed),
             other => other,
         }
     }
@@ -529,7 +538,7 @@ impl Consumer {
     /// The group's committed offset for a partition (assigned or not).
     pub fn committed(&self, topic: &str, partition: u32) -> Result<Option<OffsetAndMetadata>> {
         self.check_usable()?;
-        self.log.partition(topic, partition)?;
+        self.catalog.partition(topic, partition)?;
         Ok(self.offsets.committed(
             &self.config.group_id,
             &TopicPartition::new(topic, partition),
@@ -561,7 +570,7 @@ impl Consumer {
         if self.closed {
             return Ok(());
         }
-        if self.log.is_closed() {
+        if self.catalog.is_closed() {
             let _ = self.leave(false);
             self.closed = true;
             return Err(Error::Closed);

@@ -10,7 +10,7 @@ use super::fetch::resolve;
 use super::{AutoOffsetReset, Consumer, ConsumerConfig, Membership, Mode, RebalanceListener};
 use crate::error::{Error, Result};
 use crate::group::Join;
-use crate::record::TopicPartition;
+use crate::topic_partition::TopicPartition;
 
 /// A member syncs with its coordinator at least this often while polling (more often with a
 /// `max_poll_interval` under 4 s: a quarter of it), which keeps it alive in the group (its
@@ -37,7 +37,7 @@ impl Consumer {
         }
         let mut wanted = BTreeSet::new();
         for t in topics {
-            self.log.topic_config(t)?; // unknown (or internal) topics are refused here
+            self.catalog.topic_config(t)?; // unknown (or internal) topics are refused here
             wanted.insert(t.to_string());
         }
         if wanted.is_empty() {
@@ -50,10 +50,10 @@ impl Consumer {
     /// deleted meanwhile; the coordinator ignores missing topics until they exist again), or
     /// changes the subscription of this member.
     fn join_group(&mut self, topics: BTreeSet<String>) -> Result<()> {
-        let counts = self.log.partition_counts();
+        let counts = self.catalog.partition_counts();
         match &mut self.mode {
             Mode::Group(m) => {
-                self.log.coordinator().resubscribe(
+                self.catalog.coordinator().resubscribe(
                     &self.config.group_id,
                     &m.member_id,
                     topics.clone(),
@@ -64,7 +64,7 @@ impl Consumer {
             }
             _ => {
                 let attention = Arc::new(AtomicBool::new(true));
-                let member_id = self.log.coordinator().join(
+                let member_id = self.catalog.coordinator().join(
                     Join {
                         group: self.config.group_id.clone(),
                         client_id: self.config.client_id.clone(),
@@ -117,8 +117,8 @@ impl Consumer {
         }
         self.drop_partitions(&owned);
         if let Mode::Group(m) = std::mem::replace(&mut self.mode, Mode::Unassigned) {
-            let counts = self.log.partition_counts();
-            self.log
+            let counts = self.catalog.partition_counts();
+            self.catalog
                 .coordinator()
                 .leave(&self.config.group_id, &m.member_id, &counts);
         }
@@ -153,10 +153,10 @@ impl Consumer {
         }
         m.last_sync = now;
         let member_id = m.member_id.clone();
-        let counts = self.log.partition_counts();
+        let counts = self.catalog.partition_counts();
         let group = self.config.group_id.clone();
         let result = match self
-            .log
+            .catalog
             .coordinator()
             .sync(&group, &member_id, &counts, now)
         {
@@ -174,7 +174,9 @@ impl Consumer {
             self.drop_partitions(&lost);
             // Those still owned (a topic deleted and created again before the coordinator saw
             // it) go back to the group, which grants the new topic's partitions afresh.
-            self.log.coordinator().release(&group, &member_id, &lost);
+            self.catalog
+                .coordinator()
+                .release(&group, &member_id, &lost);
         }
         let revoke: Vec<TopicPartition> = result
             .revoke
@@ -184,15 +186,17 @@ impl Consumer {
         if !revoke.is_empty() {
             self.callback(&revoke, |l, c, p| l.on_revoked(c, p));
             self.drop_partitions(&revoke);
-            self.log.coordinator().release(&group, &member_id, &revoke);
+            self.catalog
+                .coordinator()
+                .release(&group, &member_id, &revoke);
         }
         if !result.granted.is_empty() {
             for tp in &result.granted {
-                match self.log.partition(&tp.topic, tp.partition) {
+                match self.catalog.partition(&tp.topic, tp.partition) {
                     Ok(p) => self.add_partition(tp.clone(), p),
                     // Deleted between the coordinator's view and now: the next sync sees it.
                     Err(Error::UnknownTopic { .. } | Error::UnknownPartition { .. }) => self
-                        .log
+                        .catalog
                         .coordinator()
                         .release(&group, &member_id, std::slice::from_ref(tp)),
                     Err(e) => return Err(e),
@@ -217,7 +221,7 @@ impl Consumer {
                 lost.push(tp.clone());
             }
         }
-        if !lost.is_empty() && self.log.is_closed() {
+        if !lost.is_empty() && self.catalog.is_closed() {
             return Err(Error::Closed); // the handles closed with the log: nothing was lost
         }
         lost.sort();

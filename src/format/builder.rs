@@ -2,12 +2,12 @@
 //! allocation), then compresses and seals the batch with its header and CRC.
 
 use super::header::seal;
+use super::record::{Header, Record};
 use super::varint::{
     length_len, put_varint, put_varlong, varint_len, varlong_len, Packed, Varint, PUT_SLACK,
 };
 use super::{codec, BatchHeader, BatchOptions, Compression, HEADER_LEN, LOG_OVERHEAD};
 use crate::error::{Error, Result};
-use crate::record::{Header, Record};
 
 /// Largest byte count a length or count field can hold.
 const MAX_WIRE_LEN: usize = i32::MAX as usize;

@@ -15,10 +15,10 @@ use std::ops::Range;
 use bytes::Bytes;
 
 use super::header::compute_crc;
+use super::record::{Header, StoredRecord};
 use super::varint::{read_varint, read_varlong};
 use super::{codec, invalid, BatchHeader, Compression, TimestampType, HEADER_LEN};
 use crate::error::{Error, Result};
-use crate::record::{Header, StoredRecord};
 
 /// The smallest possible record: 1-byte length, attributes, timestamp delta, offset delta, null
 /// key, null value and header count.

@@ -24,7 +24,7 @@
 //!   decoding its records; [`set_base_offset`] and [`set_log_append_time`] are the two edits the
 //!   log makes on append.
 //! - [`decode_batch`] validates and decodes one whole batch into
-//!   [`StoredRecord`](crate::StoredRecord)s whose keys, values and header values are zero-copy
+//!   [`StoredRecord`]s whose keys, values and header values are zero-copy
 //!   slices of the batch (or of its one decompressed buffer).
 //!
 //! Decoding treats its input as untrusted: it never panics, checks every length against the bytes
@@ -47,6 +47,7 @@ mod builder;
 mod codec;
 mod decode;
 mod header;
+mod record;
 mod varint;
 mod view;
 
@@ -60,6 +61,7 @@ pub use decode::decode_batch;
 pub use header::{
     peek_batch_len, set_base_offset, set_base_sequence, set_log_append_time, verify_crc,
 };
+pub use record::{Header, Record, StoredRecord};
 pub use view::{BatchView, RecordRef, RecordRefs};
 
 use crate::error::{Error, Result};

@@ -7,8 +7,8 @@ use proptest::option;
 use proptest::prelude::*;
 
 use super::header::compute_crc;
+use super::record::{Header, Record, StoredRecord};
 use super::*;
-use crate::record::{Header, Record, StoredRecord};
 
 const MIB: usize = 1 << 20;
 

@@ -3,10 +3,10 @@
 use bytes::Bytes;
 
 use super::header::compute_crc;
+use super::record::{Header, Record, StoredRecord};
 use super::varint::{put_varint, put_varlong};
 use super::*;
 use crate::error::Error;
-use crate::record::{Header, Record, StoredRecord};
 
 const MIB: usize = 1 << 20;
 const CODECS: [Compression; 3] = [Compression::None, Compression::Lz4, Compression::zstd()];

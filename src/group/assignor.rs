@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::record::TopicPartition;
+use crate::topic_partition::TopicPartition;
 
 /// How a consumer group splits partitions between its members (Kafka's
 /// `partition.assignment.strategy`). Every member of a group must use the same one.

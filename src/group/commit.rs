@@ -16,7 +16,7 @@ use std::time::Instant;
 use super::{fenced, Coordinator, Group};
 use crate::error::{Error, Result};
 use crate::group::Assignor;
-use crate::record::TopicPartition;
+use crate::topic_partition::TopicPartition;
 
 /// Held by an accepted commit until its offsets are durable and in the cache; see the module
 /// docs. Dropping it (also on an error or a panic) lets the partitions move again.

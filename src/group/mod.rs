@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use crate::error::{Error, Result};
-use crate::record::TopicPartition;
+use crate::topic_partition::TopicPartition;
 use crate::wait::Waiter;
 pub use assignor::Assignor;
 use assignor::{Assignment, Subscriptions};

@@ -27,6 +27,7 @@ use parking_lot::Mutex;
 use crate::error::{Error, Result};
 use crate::meta::{open_envelope, seal_envelope, Reader, Writer};
 use crate::partition::{DEFAULT_EXPIRATION_MS, FIRST_LOCAL_PRODUCER_ID};
+use crate::producer::ProducerIdentity;
 use crate::storage::{read_whole, write_atomic, Storage};
 
 pub(crate) const PRODUCER_IDS_FILE: &str = "producer-ids.meta";
@@ -49,22 +50,6 @@ pub(super) fn expiration_millis(d: Duration) -> Result<i64> {
     }
     // duration_to_millis bounds it by i64::MAX, so the conversion is exact.
     Ok(ms as i64)
-}
-
-/// An assigned identity. `current_epoch` is shared with the registry: when a newer instance
-/// with the same stable id starts, it moves on and the older instance sees it is fenced.
-#[derive(Debug, Clone)]
-pub(crate) struct ProducerIdentity {
-    pub producer_id: i64,
-    pub epoch: i16,
-    pub current_epoch: Option<Arc<AtomicI16>>,
-}
-
-impl ProducerIdentity {
-    pub(crate) fn is_fenced(&self) -> Option<i16> {
-        let current = self.current_epoch.as_ref()?.load(Ordering::Acquire);
-        (current != self.epoch).then_some(current)
-    }
 }
 
 #[derive(Debug)]

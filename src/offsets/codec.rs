@@ -8,7 +8,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::record::TopicPartition;
+use crate::topic_partition::TopicPartition;
 
 const VERSION: u16 = 1;
 

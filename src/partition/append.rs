@@ -9,12 +9,12 @@ use bytes::Bytes;
 use super::producer_state::{Verdict, FIRST_LOCAL_PRODUCER_ID};
 use super::{Partition, PartitionInner, WriterState};
 use crate::error::{Error, Result};
+use crate::format::Record;
 use crate::format::{
     decode_batch, encode_batch, peek_batch_len, set_base_offset, set_log_append_time, BatchHeader,
     BatchOptions, TimestampType, NO_PRODUCER_EPOCH, NO_PRODUCER_ID, NO_SEQUENCE,
 };
 use crate::meta::{store_checkpoint, Checkpoint, SealedSegment};
-use crate::record::Record;
 use crate::segment::Segment;
 
 /// Wall-clock milliseconds since the Unix epoch (0 if the clock is before 1970). Called per

@@ -6,6 +6,7 @@
 //! positioned reads holding no lock at all.
 
 mod append;
+mod names;
 mod producer_state;
 mod read;
 mod recovery;
@@ -26,6 +27,10 @@ use crate::storage::Storage;
 use crate::wait::Watchers;
 
 pub(crate) use append::{now_ms, Appended};
+pub(crate) use names::{
+    is_partition_file, parse_partition_dir_name, partition_dir_name, DELETE_SUFFIX,
+};
+pub use names::{validate_topic_name, MAX_TOPIC_NAME_LEN};
 use producer_state::ProducerStates;
 pub(crate) use producer_state::{DEFAULT_EXPIRATION_MS, FIRST_LOCAL_PRODUCER_ID};
 pub use recovery::RecoveryMode;

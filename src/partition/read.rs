@@ -6,8 +6,8 @@ use bytes::Bytes;
 
 use super::{Partition, PartitionInner};
 use crate::error::{Error, Result};
+use crate::format::StoredRecord;
 use crate::format::{decode_batch, BatchHeader, BatchView, HEADER_LEN};
-use crate::record::StoredRecord;
 use crate::segment::{BatchCursor, Next, Segment};
 
 impl Partition {

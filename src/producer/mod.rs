@@ -9,6 +9,7 @@
 mod accumulator;
 mod config;
 mod delivery;
+mod identity;
 mod partitioner;
 mod sender;
 
@@ -19,22 +20,29 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
 
+use crate::catalog::{Catalog, LogClient};
 use crate::error::{Error, Result};
+use crate::format::Record;
 use crate::format::{record_encoded_len, BatchBuilder, Compression, HEADER_LEN};
-use crate::log::{Log, ProducerIdentity};
 use crate::partition::now_ms;
-use crate::record::Record;
 
 use accumulator::{batch_options, Memory, OpenBatch, PartitionSlot, TopicSlot};
 pub use config::{Durability, ProducerConfig};
 use delivery::{BatchCompletion, Outstanding};
 pub use delivery::{Delivery, RecordMetadata};
+pub(crate) use identity::ProducerIdentity;
 pub use partitioner::{murmur2, partition_for_key, Partitioner};
 use sender::Signal;
 
-/// Writes records to a [`Log`], batching, compressing and partitioning them. Cheap to clone and
-/// safe to share between threads; all clones are one producer. Dropping the last clone flushes
-/// and stops its writer thread (call [`close`](Producer::close) to see errors).
+/// Writes records to a [`Log`](crate::Log), batching, compressing and partitioning them. Cheap
+/// to clone and safe to share between threads; all clones are one producer. Dropping the last
+/// clone flushes and stops its writer thread (call [`close`](Producer::close) to see errors).
+///
+/// A producer does not keep its log open. When the log closes ([`Log::close`](crate::Log::close)
+/// or its last handle dropped), it first closes the producer as `close` does: every record a
+/// `send` had accepted is written, and its [`Delivery`] reports the outcome (a send racing with
+/// the close is either accepted and written or refused with [`Error::Closed`]). From then on
+/// every `send`, `try_send`, `flush` and `close` returns [`Error::Closed`].
 ///
 /// ```
 /// # fn main() -> annals::Result<()> {
@@ -62,7 +70,8 @@ struct Handle {
 
 #[derive(Debug)]
 pub(crate) struct Shared {
-    log: Log,
+    /// The log's topics, not the log: a producer does not keep its log open (see `catalog.rs`).
+    catalog: Catalog,
     config: ProducerConfig,
     identity: Option<ProducerIdentity>,
     /// Topics this producer has sent to. A short list scanned by name: producers write to a few
@@ -78,6 +87,8 @@ pub(crate) struct Shared {
     /// `closed`, so no send can slip a record in after close has drained the queues.
     gate: RwLock<()>,
     closed: AtomicBool,
+    /// Set when the log closed this producer: `flush` and `close` then say [`Error::Closed`].
+    log_closed: AtomicBool,
     /// Set once if the writer thread panicked: the error every pending and later record fails
     /// with (see `die`).
     dead: OnceLock<Error>,
@@ -85,13 +96,13 @@ pub(crate) struct Shared {
 
 impl Producer {
     pub(crate) fn start(
-        log: Log,
+        catalog: Catalog,
         config: ProducerConfig,
         identity: Option<ProducerIdentity>,
     ) -> Result<Producer> {
         config.validate()?;
         let shared = Arc::new(Shared {
-            log,
+            catalog: catalog.clone(),
             memory: Memory::new(config.buffer_memory),
             config,
             identity,
@@ -101,18 +112,21 @@ impl Producer {
             first_error: Mutex::new(None),
             gate: RwLock::new(()),
             closed: AtomicBool::new(false),
+            log_closed: AtomicBool::new(false),
             dead: OnceLock::new(),
         });
         let worker = shared.clone();
         let thread = std::thread::Builder::new()
             .name(sender::THREAD_NAME.into())
             .spawn(move || sender::run(worker))?;
-        Ok(Producer {
-            handle: Arc::new(Handle {
-                shared,
-                thread: Mutex::new(Some(thread)),
-            }),
-        })
+        let handle = Arc::new(Handle {
+            shared,
+            thread: Mutex::new(Some(thread)),
+        });
+        // A log that started closing meanwhile refuses it; dropping `handle` stops the thread.
+        let client: Arc<dyn LogClient> = handle.clone();
+        catalog.register(Arc::downgrade(&client))?;
+        Ok(Producer { handle })
     }
 
     /// Sends a record to `topic`, on the partition its key hashes to (or the configured
@@ -144,14 +158,22 @@ impl Producer {
     }
 
     /// Writes every record sent so far and waits until each is acknowledged (or failed).
-    /// Returns the first error any batch hit since the previous `flush`.
+    /// Returns the first error any batch hit since the previous `flush`; [`Error::Closed`]
+    /// once the log closed the producer.
     pub fn flush(&self) -> Result<()> {
+        if self.handle.shared.log_closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
         self.handle.shared.flush()
     }
 
     /// Flushes, then stops the writer thread. Later sends fail with [`Error::Closed`].
-    /// Idempotent; also done by dropping the last clone.
+    /// Idempotent; also done by dropping the last clone, and by closing the log (after which
+    /// this returns [`Error::Closed`]).
     pub fn close(&self) -> Result<()> {
+        if self.handle.shared.log_closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
         self.handle.close()
     }
 
@@ -197,6 +219,17 @@ impl Handle {
     }
 }
 
+impl LogClient for Handle {
+    fn log_closing(&self) {
+        // Errors of this last flush reach the records' deliveries; the producer's own calls
+        // answer `Closed` from now on.
+        let _ = self.close();
+        self.shared.log_closed.store(true, Ordering::Release);
+        // Keep no partition (and so none of its files) alive past the log.
+        self.shared.topics.write().clear();
+    }
+}
+
 impl Drop for Handle {
     fn drop(&mut self) {
         // Errors cannot be returned from drop; `close` reports them.
@@ -212,12 +245,12 @@ impl Shared {
         if let Some(t) = self.topics.read().iter().find(|t| live(t)) {
             return Ok(t.clone());
         }
-        let config = self.log.topic_config(name)?;
+        let config = self.catalog.topic_config(name)?;
         let sticky = Arc::new(AtomicU32::new(0));
         let partitions = (0..config.partitions)
             .map(|id| {
                 Ok(Arc::new(PartitionSlot {
-                    partition: self.log.partition(name, id)?,
+                    partition: self.catalog.partition(name, id)?,
                     id,
                     partition_count: config.partitions,
                     sticky: sticky.clone(),

@@ -227,8 +227,8 @@ impl<'s, S: ChunkSource + ?Sized> BatchCursor<'s, S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::format::Record;
     use crate::format::{BatchBuilder, BatchOptions};
-    use crate::record::Record;
     use crate::storage::{OpenMode, SimStorage, Storage};
     use std::cell::Cell;
     use std::path::Path;

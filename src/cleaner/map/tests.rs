@@ -4,7 +4,7 @@
 use bytes::Bytes;
 
 use super::*;
-use crate::record::Header;
+use crate::format::Header;
 
 /// (key, value, timestamp, version header) → a stored record at `offset`.
 fn rec(

@@ -5,27 +5,16 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::{Log, LogBuilder};
+use super::Log;
 use crate::config::{CleanupPolicy, TopicConfig};
 use crate::consumer::{Consumer, ConsumerConfig, PartitionLag};
 use crate::error::{Error, Result};
-use crate::group::{validate_group_id, Coordinator, GroupDescription};
+use crate::group::{validate_group_id, GroupDescription};
 use crate::offsets::{OffsetAndMetadata, OffsetStore, OFFSETS_TOPIC};
-use crate::record::TopicPartition;
+use crate::topic_partition::TopicPartition;
 
 /// Kafka's `offsets.topic.segment.bytes` default.
 pub(super) const DEFAULT_OFFSETS_SEGMENT_BYTES: u64 = 100 << 20;
-
-impl LogBuilder {
-    /// Segment size of the internal `__consumer_offsets` topic, used when this log creates it
-    /// (its first [`Log::consumer`]); an existing topic keeps its size. Only sealed segments
-    /// are compacted, so a smaller size lets compaction shrink the commit history sooner
-    /// (Kafka's `offsets.topic.segment.bytes`). Default 100 MiB; 1 KiB to 2 GiB - 1.
-    pub fn offsets_topic_segment_bytes(mut self, bytes: u64) -> Self {
-        self.offsets_segment_bytes = bytes;
-        self
-    }
-}
 
 impl Log {
     /// Starts a [`Consumer`] for `config.group_id`. Committed offsets of the group, from this or
@@ -36,7 +25,7 @@ impl Log {
         config.validate()?;
         self.check_open()?;
         let offsets = self.offsets()?;
-        Ok(Consumer::new(self.clone(), config, offsets))
+        Ok(Consumer::new(self.inner.catalog.clone(), config, offsets))
     }
 
     /// Every group with members in this process or committed offsets in this log, sorted by
@@ -47,6 +36,7 @@ impl Log {
         self.check_open()?;
         let mut live = self
             .inner
+            .catalog
             .coordinator
             .describe(&self.partition_counts(), Instant::now());
         let known: BTreeSet<String> = live.iter().map(|g| g.group.clone()).collect();
@@ -81,6 +71,7 @@ impl Log {
         }
         for g in self
             .inner
+            .catalog
             .coordinator
             .describe(&self.partition_counts(), Instant::now())
         {
@@ -117,31 +108,12 @@ impl Log {
             .and_then(|o| o.committed(group, &TopicPartition::new(topic, partition))))
     }
 
-    pub(crate) fn is_closed(&self) -> bool {
-        self.inner.state.read().closed
-    }
-
     fn check_open(&self) -> Result<()> {
-        if self.is_closed() {
-            return Err(Error::Closed);
-        }
-        Ok(())
+        self.inner.catalog.check_open()
     }
 
-    pub(crate) fn coordinator(&self) -> &Coordinator {
-        &self.inner.coordinator
-    }
-
-    /// Partition counts of the user topics, for the group coordinator.
-    pub(crate) fn partition_counts(&self) -> BTreeMap<String, u32> {
-        self.inner
-            .state
-            .read()
-            .topics
-            .iter()
-            .filter(|(name, _)| !super::is_internal_topic(name))
-            .map(|(name, t)| (name.clone(), t.partitions.len() as u32))
-            .collect()
+    fn partition_counts(&self) -> BTreeMap<String, u32> {
+        self.inner.catalog.partition_counts()
     }
 
     pub(super) fn offsets_if_loaded(&self) -> Option<Arc<OffsetStore>> {

@@ -1,4 +1,5 @@
-//! Topic names and the directory names derived from them.
+//! Topic names, the partition directory names derived from them, and which files in a
+//! partition directory are annals' own (what the log may remove as a leftover).
 //!
 //! A topic name becomes a path component (`<topic>-<partition>`), so it is validated with Kafka's
 //! own rule before it ever touches the file system: 1-249 characters from `[a-zA-Z0-9._-]`, and
@@ -6,6 +7,7 @@
 //! construction.
 
 use crate::error::{Error, Result};
+use crate::meta::{BOUNDS_FILE, CHECKPOINT_FILE};
 
 /// Kafka's limit (`Topic.MAX_NAME_LENGTH`).
 pub const MAX_TOPIC_NAME_LEN: usize = 249;
@@ -60,6 +62,18 @@ pub(crate) fn parse_partition_dir_name(name: &str) -> Option<(&str, u32)> {
     }
     validate_topic_name(topic).ok()?;
     Some((topic, partition.parse().ok()?))
+}
+
+/// Whether `name` is a file annals writes inside a partition directory.
+pub(crate) fn is_partition_file(name: &str) -> bool {
+    let segment_file = ["log", "index", "timeindex"]
+        .iter()
+        .any(|ext| crate::segment::parse_file_name(name, ext).is_some());
+    segment_file
+        || super::swap::is_swap_protocol_file(name)
+        || [CHECKPOINT_FILE, BOUNDS_FILE]
+            .iter()
+            .any(|f| name == *f || name == format!("{f}.tmp"))
 }
 
 #[cfg(test)]

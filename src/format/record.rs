@@ -73,7 +73,7 @@ impl Record {
 
     /// Bytes this record occupies in a batch, uncompressed, including its length prefix.
     pub fn encoded_len(&self, timestamp_delta: i64, offset_delta: i32) -> usize {
-        crate::format::record_encoded_len(self, timestamp_delta, offset_delta)
+        super::record_encoded_len(self, timestamp_delta, offset_delta)
     }
 }
 
@@ -89,32 +89,4 @@ pub struct StoredRecord {
     pub key: Option<Bytes>,
     pub value: Option<Bytes>,
     pub headers: Vec<Header>,
-}
-
-/// One partition of one topic, as consumers, groups and commits name it.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct TopicPartition {
-    pub topic: String,
-    pub partition: u32,
-}
-
-impl TopicPartition {
-    pub fn new(topic: impl Into<String>, partition: u32) -> Self {
-        TopicPartition {
-            topic: topic.into(),
-            partition,
-        }
-    }
-}
-
-impl std::fmt::Display for TopicPartition {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}-{}", self.topic, self.partition)
-    }
-}
-
-impl<T: Into<String>> From<(T, u32)> for TopicPartition {
-    fn from((topic, partition): (T, u32)) -> Self {
-        TopicPartition::new(topic, partition)
-    }
 }

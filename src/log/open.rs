@@ -1,0 +1,160 @@
+//! Opening a log: take the directory's lock, read the metadata, clean up what interrupted
+//! operations left behind, and recover every partition.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use super::producer_ids::{self, ProducerIds, PRODUCER_IDS_FILE};
+use super::{report, Log, LogBuilder, LogInner};
+use crate::catalog::{Catalog, Topic};
+use crate::config::TopicConfig;
+use crate::error::{Error, Result};
+use crate::meta::{load_topics, TOPICS_FILE};
+use crate::partition::{
+    is_partition_file, open_partition, parse_partition_dir_name, partition_dir_name, OpenParams,
+    Partition, RecoveryMode, DELETE_SUFFIX,
+};
+use crate::storage::Storage;
+
+const LOCK_FILE: &str = ".lock";
+pub(super) const CLEAN_SHUTDOWN_FILE: &str = ".clean-shutdown";
+
+impl Log {
+    /// Opens the log at `dir` on the real file system with default options.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Log> {
+        Log::builder(dir).open()
+    }
+
+    pub(super) fn open_with(b: LogBuilder) -> Result<Log> {
+        // Every error of the storage names its operation and path from here on.
+        let storage = crate::storage::ContextStorage::wrap(b.storage);
+        let dir = b.dir;
+        let expiration_ms = producer_ids::expiration_millis(b.producer_id_expiration)?;
+        create_dir_durably(&*storage, &dir)?;
+        let guard = storage
+            .try_lock(&dir.join(LOCK_FILE))?
+            .ok_or_else(|| Error::Locked { dir: dir.clone() })?;
+        // The marker vouches for the files only until the first write after this open: remove it
+        // (durably) before anything is written.
+        let marker = dir.join(CLEAN_SHUTDOWN_FILE);
+        let clean = storage.exists(&marker)?;
+        if clean {
+            storage.remove_file(&marker)?;
+            storage.sync_dir(&dir)?;
+        }
+        let topic_list = load_topics(&*storage, &dir)?;
+        let producer_ids = ProducerIds::load(&*storage, &dir)?;
+        remove_leftovers(&*storage, &dir, &topic_list)?;
+        let mut topics = BTreeMap::new();
+        for (name, config) in topic_list {
+            let partitions = (0..config.partitions)
+                .map(|id| {
+                    let mode = (b.recovery_mode, expiration_ms);
+                    open_one(&storage, &dir, &name, id, &config, clean, mode)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            topics.insert(name, Topic { config, partitions });
+        }
+        let recovery = report::collect(topics.values().flat_map(|t| &t.partitions));
+        Ok(Log {
+            inner: Arc::new(LogInner {
+                dir,
+                storage,
+                recovery_mode: b.recovery_mode,
+                catalog: Catalog::new(topics),
+                admin: Mutex::new(()),
+                lock: Mutex::new(Some(guard)),
+                producer_ids,
+                offsets: Mutex::new(None),
+                cleaner_buffer_bytes: b.cleaner_buffer_bytes,
+                offsets_segment_bytes: b.offsets_segment_bytes,
+                producer_id_expiration_ms: expiration_ms,
+                maintenance: Mutex::new(None),
+                recovery,
+            }),
+        })
+    }
+}
+
+/// `mkdir -p` that also makes every directory it created durable (fsync of each new
+/// directory's parent), so a power loss right after `Log::open` cannot lose the log directory.
+fn create_dir_durably(storage: &dyn Storage, dir: &Path) -> Result<()> {
+    let mut missing = Vec::new();
+    let mut cur = Some(dir);
+    while let Some(d) = cur.filter(|d| !d.as_os_str().is_empty()) {
+        if storage.exists(d)? {
+            break;
+        }
+        missing.push(d);
+        cur = d.parent();
+    }
+    storage.create_dir_all(dir)?;
+    for d in missing.iter().rev() {
+        if let Some(parent) = d.parent().filter(|p| !p.as_os_str().is_empty()) {
+            storage.sync_dir(parent)?;
+        }
+    }
+    Ok(())
+}
+
+pub(super) fn open_one(
+    storage: &Arc<dyn Storage>,
+    dir: &Path,
+    topic: &str,
+    id: u32,
+    config: &TopicConfig,
+    clean: bool,
+    (mode, producer_id_expiration_ms): (RecoveryMode, i64),
+) -> Result<Partition> {
+    let inner = open_partition(OpenParams {
+        storage,
+        dir: dir.join(partition_dir_name(topic, id)),
+        topic,
+        id,
+        config,
+        clean,
+        mode,
+        producer_id_expiration_ms,
+    })?;
+    Ok(Partition {
+        inner: Arc::new(inner),
+    })
+}
+
+/// Removes what interrupted operations left behind: partition directories of deleted topics,
+/// directories of a topic whose creation did not reach the metadata file, and temp files.
+fn remove_leftovers(
+    storage: &dyn Storage,
+    dir: &Path,
+    topics: &[(String, TopicConfig)],
+) -> Result<()> {
+    let mut removed = false;
+    for name in storage.list_dir(dir)? {
+        let path = dir.join(&name);
+        let shaped_like_ours = match parse_partition_dir_name(&name) {
+            Some((topic, id)) => !topics.iter().any(|(t, c)| t == topic && id < c.partitions),
+            None => name.ends_with(DELETE_SUFFIX),
+        };
+        // Only a directory holding nothing but annals' own files is ours to remove: a stray
+        // file, or someone's directory that happens to be named like a partition, stays.
+        let orphan = shaped_like_ours
+            && storage
+                .list_dir(&path)
+                .is_ok_and(|entries| entries.iter().all(|e| is_partition_file(e)));
+        if orphan {
+            storage.remove_dir_all(&path)?;
+            removed = true;
+        } else if name == format!("{TOPICS_FILE}.tmp") || name == format!("{PRODUCER_IDS_FILE}.tmp")
+        {
+            storage.remove_file(&path)?;
+            removed = true;
+        }
+    }
+    if removed {
+        storage.sync_dir(dir)?;
+    }
+    Ok(())
+}
