@@ -8,6 +8,7 @@
 mod common_producer;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -738,15 +739,20 @@ fn sends_racing_with_close_all_complete() {
                     .linger(Duration::from_millis(1)),
             )
             .unwrap();
+        let accepted = Arc::new(AtomicU64::new(0));
         let senders: Vec<_> = (0..4)
             .map(|t| {
                 let producer = producer.clone();
+                let accepted = accepted.clone();
                 std::thread::spawn(move || {
                     let mut ds = Vec::new();
                     for i in 0.. {
                         let r = Record::new(format!("t{t}-{i}-{}", "x".repeat(300)));
                         match producer.send("t", r) {
-                            Ok(d) => ds.push(d),
+                            Ok(d) => {
+                                ds.push(d);
+                                accepted.fetch_add(1, Ordering::Relaxed);
+                            }
                             Err(Error::Closed) => break,
                             Err(e) => panic!("send: {e}"),
                         }
@@ -755,12 +761,19 @@ fn sends_racing_with_close_all_complete() {
                 })
             })
             .collect();
-        std::thread::sleep(Duration::from_millis(5 + round as u64 % 7));
+        // Close while the senders are busy: once some sends were accepted (a fixed sleep was not
+        // enough on a loaded machine, where the threads may not have run yet), plus a varying
+        // pause so the close lands at different points of the writer's round.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while accepted.load(Ordering::Relaxed) < 8 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        std::thread::sleep(Duration::from_millis(round as u64 % 7));
         producer.close().unwrap();
         let mut acked = 0u64;
         for s in senders {
             for d in s.join().unwrap() {
-                match d.wait_timeout(Duration::from_secs(5)) {
+                match d.wait_timeout(Duration::from_secs(60)) {
                     None => panic!("round {round}: a delivery never completed after close"),
                     Some(Ok(_)) => acked += 1,
                     Some(Err(Error::Closed)) => {}
