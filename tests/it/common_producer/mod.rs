@@ -11,8 +11,7 @@ use annals::storage::{CrashMode, SimStorage};
 use annals::{Log, Partition, StoredRecord};
 
 // The knobs and the whole-partition read are the ones every integration test uses.
-#[path = "../common/mod.rs"]
-mod common;
+use crate::common;
 #[allow(unused_imports)] // each test file uses its own subset
 pub use common::{cases, env_usize};
 

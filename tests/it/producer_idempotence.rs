@@ -4,7 +4,7 @@
 //!
 //! Knobs: `ANNALS_TEST_CASES` (randomized rounds and record counts, small by default).
 
-mod common_producer;
+use crate::common_producer;
 
 use std::collections::HashMap;
 use std::io::{self, ErrorKind};

@@ -1,7 +1,7 @@
 //! Bad input and misuse: every documented error variant, and that a refused call changes
 //! nothing.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //! Recovery must keep exactly the whole batches that fit, read them back unchanged, and accept
 //! appends afterwards.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

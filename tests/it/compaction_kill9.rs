@@ -9,7 +9,7 @@
 //! `ANNALS_COMPACTION_KILL9_DIR` set. Knobs: `ANNALS_CRASH_ROUNDS` (default 6).
 #![cfg(unix)]
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -102,7 +102,7 @@ fn kill9_during_compaction() {
         let mut child = Command::new(&exe)
             .args([
                 "--exact",
-                "compaction_child",
+                common::test_path(module_path!(), "compaction_child").as_str(),
                 "--nocapture",
                 "--test-threads=1",
             ])

@@ -5,7 +5,7 @@
 //!
 //! Knobs: `ANNALS_TEST_CASES` (rounds, default 12), `ANNALS_TEST_SEED`.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;

@@ -2,7 +2,7 @@
 //! is refused with `InvalidConfig` naming the field), and no configured or call-time duration,
 //! however large, makes annals panic when it schedules a deadline.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;

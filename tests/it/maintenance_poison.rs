@@ -5,7 +5,7 @@
 //! The panic comes from a `SimStorage` fault hook that panics on the maintenance thread. Calls
 //! that could hang run with a generous bound (`ANNALS_HANG_SECS`, default 60 s).
 
-mod common_producer;
+use crate::common_producer;
 
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

@@ -2,7 +2,7 @@
 //! file, under a regular file, without permission, out of file descriptors (a real
 //! `RLIMIT_NOFILE` in a child process) and on a full disk.
 
-mod common;
+use crate::common;
 
 use std::io::ErrorKind;
 use std::path::Path;
@@ -182,8 +182,9 @@ fn too_many_open_files_names_the_file() {
     // enough for the test harness and well short of that.
     let output = Command::new("/bin/sh")
         .arg("-c")
-        .arg(r#"ulimit -n 32 && exec "$0" --exact emfile_child --nocapture --test-threads=1"#)
+        .arg(r#"ulimit -n 32 && exec "$0" --exact "$1" --nocapture --test-threads=1"#)
         .arg(&exe)
+        .arg(common::test_path(module_path!(), "emfile_child"))
         .env(ENV_EMFILE_DIR, dir.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -5,7 +5,7 @@
 //! flipped base-offset byte is reported as `Error::Corrupt` naming the segment and the damaged
 //! batch's position, and no record is ever served at an offset it was not written at.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

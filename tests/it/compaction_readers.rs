@@ -5,7 +5,7 @@
 //!
 //! Knob: `ANNALS_READERS_MS` (how long the threads run, default 1500).
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

@@ -8,7 +8,7 @@
 //! hang runs on its own thread with a generous bound (`ANNALS_HANG_SECS`, default 60 s), so a
 //! regression fails the test instead of hanging the suite.
 
-mod common_producer;
+use crate::common_producer;
 
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

@@ -5,7 +5,7 @@
 //!
 //! Knobs: `ANNALS_TEST_CASES` (records through the slow sink, default 300).
 
-mod common_producer;
+use crate::common_producer;
 
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

@@ -332,8 +332,14 @@ struct Running {
 impl Running {
     fn spawn(dir: &Path, role: &str, round: u32, seed: u64) -> Running {
         let exe = std::env::current_exe().expect("current_exe");
+        let child_test = crate::common::test_path(module_path!(), CHILD_TEST);
         let mut child = Command::new(exe)
-            .args(["--exact", CHILD_TEST, "--nocapture", "--test-threads=1"])
+            .args([
+                "--exact",
+                child_test.as_str(),
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(ENV_DIR, dir)
             .env(ENV_ROLE, role)
             .env(ENV_ROUND, round.to_string())

@@ -1,7 +1,7 @@
 //! `Log::recovery_report`: whatever recovery removes at open is reported — topic-partition,
 //! segment file, byte range and offsets — never dropped silently.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 

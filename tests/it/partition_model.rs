@@ -4,7 +4,7 @@
 //! Knobs: `ANNALS_TEST_CASES` (runs per codec/timestamp-type combination, default 1),
 //! `ANNALS_MODEL_STEPS` (steps per run, default 100), `ANNALS_TEST_SEED` (base seed).
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

@@ -1,7 +1,7 @@
 //! Indexes are caches: whatever happens to the `.index` and `.timeindex` files of sealed or
 //! active segments, reads and time lookups after a reopen must equal a brute-force scan.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;

@@ -9,7 +9,7 @@
 //! Knobs: `ANNALS_TEST_CASES` (rounds, default 100), `ANNALS_CRASH_POINTS` (crash points per
 //! workload, default 150), `ANNALS_TEST_SEED`.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::io::ErrorKind;

@@ -4,7 +4,7 @@
 //! Knobs: `ANNALS_TEST_CASES` (crash rounds, default 6), `ANNALS_GROUP_COMMIT_RECORDS` (records
 //! per sender thread in the group-commit test, default 200).
 
-mod common_producer;
+use crate::common_producer;
 
 use std::collections::HashMap;
 use std::io;

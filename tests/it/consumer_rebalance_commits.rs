@@ -2,7 +2,7 @@
 //! whatever the generation, a commit that was accepted lands before its partitions can move, and
 //! no committed offset goes backwards because of a member that lost its partitions.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::io;

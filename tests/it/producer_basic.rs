@@ -5,7 +5,7 @@
 //!
 //! Knobs: `ANNALS_TEST_CASES` scales the number of keys and records (default: small).
 
-mod common_producer;
+use crate::common_producer;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};

@@ -9,7 +9,7 @@
 //! sets the number of rounds.
 #![cfg(unix)]
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -103,7 +103,7 @@ fn acknowledged_sends_survive_sigkill() {
     for round in 0..rounds {
         let round_env = round.to_string();
         let (mut child, rx) = common::spawn_child(
-            "producer_child",
+            &common::test_path(module_path!(), "producer_child"),
             &[
                 (ENV_DIR, dir.path().as_os_str()),
                 (ENV_ROUND, round_env.as_ref()),

@@ -8,7 +8,7 @@
 //! consumed). Rounds: `ANNALS_CRASH_ROUNDS` (default 50, capped at 20 here).
 #![cfg(unix)]
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -182,8 +182,10 @@ fn kill9_between_consume_and_commit_redelivers_and_never_skips() {
     let mut consumed: [Vec<bool>; 2] = [vec![false; 20_000], vec![false; 20_000]];
     let mut last_committed = [0u64; 2];
     for round in 0..rounds {
-        let (mut child, rx) =
-            common::spawn_child("consumer_child", &[(ENV_DIR, dir.path().as_os_str())]);
+        let (mut child, rx) = common::spawn_child(
+            &common::test_path(module_path!(), "consumer_child"),
+            &[(ENV_DIR, dir.path().as_os_str())],
+        );
         let delay = Duration::from_millis(rng.range(2, 60));
         let mut ready_at: Option<Instant> = None;
         let started = Instant::now();

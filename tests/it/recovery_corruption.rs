@@ -4,7 +4,7 @@
 //! The rule checked everywhere: damage is reported as `Error::Corrupt` (at open or at read) or
 //! costs a suffix of the log; it never panics and never returns altered records.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

@@ -1,7 +1,7 @@
 //! Retention and `delete_records` on a live log: what goes, what stays, what reads see, and that
 //! the log start survives reopening — even without `partition.ckpt`.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -428,3 +428,13 @@ pub fn crash_at_operation_n(
     });
     flag
 }
+
+/// The name the test harness gives the test `test` of the module `module` (pass
+/// `module_path!()`): the module path without the binary's crate name, which is what `--exact`
+/// matches.
+pub fn test_path(module: &str, test: &str) -> String {
+    match module.split_once("::") {
+        Some((_crate, inside)) => format!("{inside}::{test}"),
+        None => test.to_string(),
+    }
+}

@@ -2,7 +2,7 @@
 //! records) returns: random records with headers and null fields, every codec, both timestamp
 //! types, random start offsets and sizes, compaction gaps; plus its bad input.
 
-mod common;
+use crate::common;
 
 use annals::format::BatchView;
 use annals::{

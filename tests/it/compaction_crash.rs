@@ -8,7 +8,7 @@
 //! fsync) is a crash point; of the plain reads and writes, `ANNALS_CRASH_ROUNDS` (default 20)
 //! are sampled. Knobs: `ANNALS_CRASH_ROUNDS`, `ANNALS_TEST_SEED`.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
