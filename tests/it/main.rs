@@ -6,7 +6,6 @@
 //! exactly that one test.
 
 mod common;
-mod common_producer;
 
 mod admin_locking;
 mod bad_input;

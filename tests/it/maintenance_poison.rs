@@ -5,16 +5,14 @@
 //! The panic comes from a `SimStorage` fault hook that panics on the maintenance thread. Calls
 //! that could hang run with a generous bound (`ANNALS_HANG_SECS`, default 60 s).
 
-use crate::common_producer;
-
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
+use crate::common::producer::*;
 use annals::storage::{SimOp, SimStorage};
 use annals::{Error, Log, Record, TopicConfig};
-use common_producer::*;
 
 const DIR: &str = "/sim/maintenance-poison";
 const MESSAGE: &str = "injected fault: a maintenance pass panics";

@@ -5,16 +5,14 @@
 //!
 //! Knobs: `ANNALS_TEST_CASES` (records through the slow sink, default 300).
 
-use crate::common_producer;
-
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::common::producer::*;
 use annals::storage::{SimOpKind, SimStorage};
 use annals::{Compression, Error, Log, ProducerConfig, Record, TopicConfig};
-use common_producer::*;
 
 const DIR: &str = "/sim/bp";
 const BUFFER: usize = 64 << 10;

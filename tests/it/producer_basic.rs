@@ -5,17 +5,15 @@
 //!
 //! Knobs: `ANNALS_TEST_CASES` scales the number of keys and records (default: small).
 
-use crate::common_producer;
-
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::common::producer::*;
 use annals::{
     murmur2, partition_for_key, Compression, Durability, Error, Log, Partitioner, Producer,
     ProducerConfig, Record, RecordMetadata, TimestampType, TopicConfig,
 };
-use common_producer::*;
 
 fn open_with_topic(partitions: u32) -> (tempfile::TempDir, Log) {
     let dir = tempfile::tempdir().unwrap();

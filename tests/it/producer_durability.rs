@@ -4,17 +4,15 @@
 //! Knobs: `ANNALS_TEST_CASES` (crash rounds, default 6), `ANNALS_GROUP_COMMIT_RECORDS` (records
 //! per sender thread in the group-commit test, default 200).
 
-use crate::common_producer;
-
 use std::collections::HashMap;
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::common::producer::*;
 use annals::storage::{CrashMode, SimOpKind, SimStorage};
 use annals::{Durability, Error, Log, Producer, ProducerConfig, Record, TopicConfig};
-use common_producer::*;
 
 const DIR: &str = "/sim/producer";
 

@@ -4,18 +4,16 @@
 //!
 //! Knobs: `ANNALS_TEST_CASES` (randomized rounds and record counts, small by default).
 
-use crate::common_producer;
-
 use std::collections::HashMap;
 use std::io::{self, ErrorKind};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::common::producer::*;
 use annals::format::{BatchBuilder, BatchOptions};
 use annals::storage::{CrashMode, SimOpKind, SimStorage};
 use annals::{Error, Log, Partition, ProducerConfig, Record, TopicConfig};
-use common_producer::*;
 
 const DIR: &str = "/sim/idem";
 const PID: i64 = 4242;

@@ -8,16 +8,14 @@
 //! hang runs on its own thread with a generous bound (`ANNALS_HANG_SECS`, default 60 s), so a
 //! regression fails the test instead of hanging the suite.
 
-use crate::common_producer;
-
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
+use crate::common::producer::*;
 use annals::storage::{SimOp, SimOpKind, SimStorage};
 use annals::{Durability, Error, Log, Producer, ProducerConfig, Record, TopicConfig};
-use common_producer::*;
 
 const DIR: &str = "/sim/poison";
 const MESSAGE: &str = "injected fault: the write path panics";

@@ -10,6 +10,8 @@ use annals::storage::SimStorage;
 use annals::{Header, Log, Partition, Record, RecoveryMode, StoredRecord};
 use bytes::Bytes;
 
+pub mod producer;
+
 /// Number of randomized cases: `ANNALS_TEST_CASES`, or `default`.
 pub fn cases(default: usize) -> usize {
     env_usize("ANNALS_TEST_CASES", default)

@@ -11,7 +11,7 @@ use annals::storage::{CrashMode, SimStorage};
 use annals::{Log, Partition, StoredRecord};
 
 // The knobs and the whole-partition read are the ones every integration test uses.
-use crate::common;
+use super as common;
 #[allow(unused_imports)] // each test file uses its own subset
 pub use common::{cases, env_usize};
 
