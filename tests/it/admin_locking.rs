@@ -10,6 +10,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::Duration;
 
+use crate::common::TestLog;
 use annals::storage::{SimOpKind, SimStorage};
 use annals::{ConsumerConfig, Log, Record, TopicConfig, TopicPartition};
 
@@ -64,11 +65,7 @@ impl Gate {
 }
 
 fn open(sim: &Arc<SimStorage>) -> Log {
-    Log::builder(DIR)
-        .storage(sim.clone())
-        .maintenance_interval(None)
-        .open()
-        .unwrap()
+    TestLog::sim(sim, DIR).no_maintenance().open()
 }
 
 /// While `admin` is stuck in its topics.meta fsync, `readers` must complete; returns what they

@@ -26,7 +26,7 @@ fn dir_entries(dir: &Path) -> Vec<String> {
 
 fn sim_log() -> (std::sync::Arc<SimStorage>, Log) {
     let sim = SimStorage::new();
-    let log = open_sim(&sim, DIR).unwrap();
+    let log = TestLog::sim(&sim, DIR).open();
     (sim, log)
 }
 
@@ -152,7 +152,7 @@ fn existing_unknown_topics_and_partitions() {
     ));
     // After a reopen too.
     log.close().unwrap();
-    let log = open_sim(&_sim, DIR).unwrap();
+    let log = TestLog::sim(&_sim, DIR).open();
     assert!(matches!(
         log.create_topic("t", TopicConfig::default()),
         Err(Error::TopicExists { .. })
@@ -310,7 +310,7 @@ fn reads_below_the_log_start() {
     let original = sim.read_file(&ckpt).expect("a checkpoint after close");
     sim.write_file(&ckpt, &with_log_start(original, 4));
     sim.write_file(Path::new(DIR).join(".clean-shutdown"), b"");
-    let log = open_sim(&sim, DIR).unwrap();
+    let log = TestLog::sim(&sim, DIR).open();
     let p = log.partition("t", 0).unwrap();
     assert_eq!(
         p.log_start_offset(),
@@ -361,13 +361,19 @@ fn second_open_of_a_directory_is_locked() {
 
     // The same with SimStorage.
     let sim = SimStorage::new();
-    let log = open_sim(&sim, DIR).unwrap();
-    assert!(matches!(open_sim(&sim, DIR), Err(Error::Locked { .. })));
+    let log = TestLog::sim(&sim, DIR).open();
+    assert!(matches!(
+        TestLog::sim(&sim, DIR).try_open(),
+        Err(Error::Locked { .. })
+    ));
     drop(log);
-    let log = open_sim(&sim, DIR).unwrap();
-    assert!(matches!(open_sim(&sim, DIR), Err(Error::Locked { .. })));
+    let log = TestLog::sim(&sim, DIR).open();
+    assert!(matches!(
+        TestLog::sim(&sim, DIR).try_open(),
+        Err(Error::Locked { .. })
+    ));
     log.close().unwrap();
-    open_sim(&sim, DIR).unwrap();
+    TestLog::sim(&sim, DIR).open();
 }
 
 fn assert_closed<T: std::fmt::Debug>(r: annals::Result<T>, what: &str) {
@@ -425,7 +431,7 @@ fn handles_are_closed_after_close_and_delete() {
     assert_closed(log.sync(), "sync after close");
     log.close().expect("a second close does nothing");
 
-    let log = open_sim(&sim, DIR).unwrap();
+    let log = TestLog::sim(&sim, DIR).open();
     assert_eq!(log.topics(), vec!["t".to_string(), "u".to_string()]);
     assert_eq!(log.partition("t", 0).unwrap().high_watermark(), 1);
     let u = log.partition("u", 0).unwrap();
@@ -433,7 +439,9 @@ fn handles_are_closed_after_close_and_delete() {
     // Dropping the last `Log` clone closes it too; handles outlive it but are closed.
     drop(log);
     assert_all_closed(&u, "after the last Log was dropped");
-    let log = open_sim(&sim, DIR).expect("the drop released the lock");
+    let log = TestLog::sim(&sim, DIR)
+        .try_open()
+        .expect("the drop released the lock");
     assert_eq!(log.partition("u", 0).unwrap().high_watermark(), 3);
 }
 
@@ -705,7 +713,7 @@ fn append_batch_with_wrong_max_timestamp_keeps_time_lookups_right() {
     }
     drop(p);
     log.close().unwrap();
-    let log = open_sim(&sim, DIR).unwrap();
+    let log = TestLog::sim(&sim, DIR).open();
     let p = log.partition("t", 0).unwrap();
     for t in [12, ts[2]] {
         assert_eq!(

@@ -28,11 +28,10 @@ const T: &str = "t";
 type Written = BTreeMap<u64, (Bytes, Option<Bytes>)>;
 
 fn open(sim: &Arc<SimStorage>) -> annals::Result<Log> {
-    Log::builder(DIR)
-        .storage(sim.clone())
-        .maintenance_interval(None)
+    TestLog::sim(sim, DIR)
+        .no_maintenance()
         .cleaner_buffer_bytes(2048) // several passes
-        .open()
+        .try_open()
 }
 
 /// A compacted topic with several sealed segments of updates and a few tombstones, closed

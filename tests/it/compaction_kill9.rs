@@ -5,7 +5,7 @@
 //! record's key still reads back with that record or a later one, that every record read is
 //! intact (values are `<key>=<sequence>`), and that offsets and sequences strictly increase.
 //!
-//! The child is this test binary re-executed with `--exact compaction_child` and
+//! The child is this test binary re-executed with `--exact compaction_kill9::compaction_child` and
 //! `ANNALS_COMPACTION_KILL9_DIR` set. Knobs: `ANNALS_CRASH_ROUNDS` (default 6).
 #![cfg(unix)]
 
@@ -27,11 +27,10 @@ const ENV_ROUND: &str = "ANNALS_COMPACTION_KILL9_ROUND";
 const KEYS: u64 = 40;
 
 fn open(dir: &Path, interval: Option<Duration>) -> Log {
-    Log::builder(dir)
+    TestLog::dir(dir)
         .maintenance_interval(interval)
         .cleaner_buffer_bytes(2048)
         .open()
-        .unwrap()
 }
 
 fn config() -> TopicConfig {

@@ -133,12 +133,10 @@ fn config(rng: &mut Rng) -> TopicConfig {
 }
 
 fn open(sim: &Arc<SimStorage>, buffer: usize) -> Log {
-    Log::builder(DIR)
-        .storage(sim.clone())
-        .maintenance_interval(None)
+    TestLog::sim(sim, DIR)
+        .no_maintenance()
         .cleaner_buffer_bytes(buffer)
         .open()
-        .unwrap()
 }
 
 fn round(seed: u64) {

@@ -20,18 +20,7 @@ const WRAPS_TO_384_MS: Duration = Duration::from_secs(18_446_744_073_709_552);
 const MAX_MS: Duration = Duration::from_millis(i64::MAX as u64);
 
 fn open(sim: &Arc<SimStorage>) -> Log {
-    Log::builder(DIR)
-        .storage(sim.clone())
-        .maintenance_interval(None)
-        .open()
-        .unwrap()
-}
-
-fn small_segments() -> TopicConfig {
-    TopicConfig::default()
-        .segment_bytes(1024)
-        .index_interval_bytes(128)
-        .segment_index_bytes(1024)
+    TestLog::sim(sim, DIR).no_maintenance().open()
 }
 
 /// Appends `n` records of ~100 bytes, all of them long past any short retention.

@@ -3,17 +3,16 @@
 
 use std::time::{Duration, Instant};
 
+use crate::common::TestLog;
 use annals::{
     AutoOffsetReset, Consumer, ConsumerConfig, Error, Log, OffsetAndMetadata, ProducerConfig,
     Record, TopicConfig, TopicPartition,
 };
 
 fn setup(partitions: u32) -> (tempfile::TempDir, Log) {
-    let dir = tempfile::tempdir().unwrap();
-    let log = Log::open(dir.path()).unwrap();
-    log.create_topic("t", TopicConfig::default().partitions(partitions))
-        .unwrap();
-    (dir, log)
+    TestLog::temp()
+        .topic("t", TopicConfig::default().partitions(partitions))
+        .open_temp()
 }
 
 fn append(log: &Log, partition: u32, from: u64, n: u64) {

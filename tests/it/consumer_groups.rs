@@ -7,16 +7,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::common::TestLog;
 use annals::{
     Assignor, Consumer, ConsumerConfig, Error, Log, OffsetAndMetadata, RebalanceListener, Record,
     TopicConfig, TopicPartition,
 };
 
 fn setup(partitions: u32, records_per_partition: u64) -> (tempfile::TempDir, Log) {
-    let dir = tempfile::tempdir().unwrap();
-    let log = Log::open(dir.path()).unwrap();
-    log.create_topic("t", TopicConfig::default().partitions(partitions))
-        .unwrap();
+    let (dir, log) = TestLog::temp()
+        .topic("t", TopicConfig::default().partitions(partitions))
+        .open_temp();
     for p in 0..partitions {
         if records_per_partition > 0 {
             let recs: Vec<Record> = (0..records_per_partition)

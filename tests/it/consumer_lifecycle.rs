@@ -5,15 +5,14 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::common::TestLog;
 use annals::{
     Consumer, ConsumerConfig, Error, Log, OffsetAndMetadata, ProducerConfig, RebalanceListener,
     Record, TopicConfig, TopicPartition,
 };
 
 fn open() -> (tempfile::TempDir, Log) {
-    let dir = tempfile::tempdir().unwrap();
-    let log = Log::open(dir.path()).unwrap();
-    (dir, log)
+    TestLog::temp().open_temp()
 }
 
 fn append(log: &Log, topic: &str, partition: u32, n: usize) {

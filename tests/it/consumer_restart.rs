@@ -1,8 +1,9 @@
 //! Committed offsets across restarts: clean and unclean reopen, simulated power loss (storage
 //! seam) and real kill -9 of a consuming child process.
 //!
-//! The kill -9 test re-executes this binary as a child (`--exact consumer_child`) that polls,
-//! prints every record it got, commits, and prints each commit once `commit` returned. The parent
+//! The kill -9 test re-executes this binary as a child
+//! (`--exact consumer_restart::consumer_child`) that polls, prints every record it got, commits,
+//! and prints each commit once `commit` returned. The parent
 //! kills it at a random moment and checks the two promises: a committed offset is never
 //! re-delivered (it survived), and nothing is skipped (the commit never passes what the child
 //! consumed). Rounds: `ANNALS_CRASH_ROUNDS` (default 50, capped at 20 here).
@@ -16,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use annals::storage::{CrashMode, SimStorage};
 use annals::{ConsumerConfig, Log, Record, TopicConfig};
-use common::{open_sim, Rng};
+use common::{Rng, TestLog};
 
 const TOPIC: &str = "events";
 const ENV_DIR: &str = "ANNALS_CKILL9_DIR";
@@ -87,12 +88,12 @@ fn acknowledged_commits_survive_power_loss() {
     let _guard = common::SeedGuard::new("acknowledged_commits_survive_power_loss", seed);
     let mut rng = Rng::new(seed);
     let sim = SimStorage::new();
-    let log = open_sim(&sim, "/db").unwrap();
+    let log = TestLog::sim(&sim, "/db").open();
     fill(&log, 1, 200);
     drop(log);
     let mut acked: Option<u64> = None;
     for round in 0..common::cases(30) {
-        let log = open_sim(&sim, "/db").unwrap();
+        let log = TestLog::sim(&sim, "/db").open();
         let got = log
             .committed_offset("g", TOPIC, 0)
             .unwrap()
@@ -121,7 +122,7 @@ fn acknowledged_commits_survive_power_loss() {
         std::mem::forget(c);
         std::mem::forget(log);
         // The last acknowledged commit is what a reopen must find.
-        let log = open_sim(&sim, "/db").unwrap();
+        let log = TestLog::sim(&sim, "/db").open();
         assert_eq!(
             log.committed_offset("g", TOPIC, 0)
                 .unwrap()

@@ -62,7 +62,7 @@ fn opening_a_log_on_a_regular_file_names_the_file() {
 #[test]
 fn permission_denied_names_the_file_and_the_operation() {
     let sim = SimStorage::new();
-    let log = open_sim(&sim, "/sim/log").unwrap();
+    let log = TestLog::sim(&sim, "/sim/log").open();
     log.create_topic("t", TopicConfig::default()).unwrap();
     log.close().unwrap();
 
@@ -72,7 +72,7 @@ fn permission_denied_names_the_file_and_the_operation() {
         "00000000000000000000.log",
         ErrorKind::PermissionDenied,
     );
-    let err = open_sim(&sim, "/sim/log").unwrap_err();
+    let err = TestLog::sim(&sim, "/sim/log").try_open().unwrap_err();
     assert_names_path(
         &err,
         "open for reading",
@@ -82,7 +82,7 @@ fn permission_denied_names_the_file_and_the_operation() {
     sim.clear_fault_hook();
 
     // A metadata file, written at create_topic.
-    let log = open_sim(&sim, "/sim/log").unwrap();
+    let log = TestLog::sim(&sim, "/sim/log").open();
     sim.fail_when(SimOpKind::Open, "topics.meta", ErrorKind::PermissionDenied);
     let err = log.create_topic("u", TopicConfig::default()).unwrap_err();
     assert_names_path(
@@ -96,7 +96,7 @@ fn permission_denied_names_the_file_and_the_operation() {
 #[test]
 fn a_full_disk_names_the_segment_being_written() {
     let sim = SimStorage::new();
-    let log = open_sim(&sim, "/sim/log").unwrap();
+    let log = TestLog::sim(&sim, "/sim/log").open();
     log.create_topic("t", TopicConfig::default()).unwrap();
     let p = log.partition("t", 0).unwrap();
     p.append(&simple_records(0, 3)).unwrap();
@@ -124,7 +124,7 @@ fn a_full_disk_names_the_segment_being_written() {
 #[test]
 fn a_failed_fsync_names_the_file() {
     let sim = SimStorage::new();
-    let log = open_sim(&sim, "/sim/log").unwrap();
+    let log = TestLog::sim(&sim, "/sim/log").open();
     log.create_topic("t", TopicConfig::default()).unwrap();
     let p = log.partition("t", 0).unwrap();
     p.append(&simple_records(0, 3)).unwrap();

@@ -4,7 +4,7 @@
 //! the high watermark; and that appending works after recovery. Then the next round starts a new
 //! child on the same directory.
 //!
-//! The child is this test binary itself, re-executed with `--exact crash_child` and
+//! The child is this test binary itself, re-executed with `--exact kill9::crash_child` and
 //! [`ENV_DIR`] set; without that variable `crash_child` returns at once.
 //!
 //! Per round:
@@ -42,6 +42,7 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::common::now_ms;
 use annals::format::{BatchBuilder, BatchOptions};
 use annals::{Compression, Log, Partition, Record, StoredRecord, TopicConfig};
 
@@ -140,13 +141,6 @@ fn matches(stored: &StoredRecord, expected: &Record) -> bool {
     stored.key == expected.key
         && stored.value == expected.value
         && stored.headers == expected.headers
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 // ---------------------------------------------------------------------------------------------

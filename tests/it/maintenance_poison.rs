@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
-use crate::common::producer::*;
+use crate::common::*;
 use annals::storage::{SimOp, SimStorage};
 use annals::{Error, Log, Record, TopicConfig};
 

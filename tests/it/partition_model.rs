@@ -17,13 +17,6 @@ use common::*;
 
 const TOPIC: &str = "model";
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
-
 enum Backend {
     Sim(Arc<SimStorage>),
     Fs(tempfile::TempDir),
@@ -334,19 +327,6 @@ impl Harness {
     }
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let target = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &target);
-        } else {
-            std::fs::copy(e.path(), &target).unwrap();
-        }
-    }
-}
-
 fn run(compression: Compression, ts_type: TimestampType, fs: bool, seed: u64, steps: usize) {
     let _guard = SeedGuard::new(&format!("{compression:?} {ts_type:?} fs={fs}"), seed);
     let mut rng = Rng::new(seed);
@@ -482,7 +462,7 @@ fn model_real_files() {
 #[test]
 fn full_index_rolls_segments() {
     let sim = SimStorage::new();
-    let log = open_sim(&sim, SIM_DIR).unwrap();
+    let log = TestLog::sim(&sim, SIM_DIR).open();
     let config = TopicConfig::default()
         .segment_bytes(1 << 20)
         .index_interval_bytes(0)
@@ -506,7 +486,7 @@ fn full_index_rolls_segments() {
         assert_eq!(p.offset_for_timestamp(r.timestamp).unwrap(), Some(i as u64));
     }
     log.close().unwrap();
-    let log = open_sim(&sim, SIM_DIR).unwrap();
+    let log = TestLog::sim(&sim, SIM_DIR).open();
     let p = log.partition(TOPIC, 0).unwrap();
     assert_partition_matches(&p, &model, "index-full rolls, reopened");
 }

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::common::producer::*;
+use crate::common::*;
 use annals::storage::{SimOpKind, SimStorage};
 use annals::{Compression, Error, Log, ProducerConfig, Record, TopicConfig};
 
@@ -19,9 +19,9 @@ const BUFFER: usize = 64 << 10;
 
 fn sim_log(partitions: u32) -> (Arc<SimStorage>, Log) {
     let sim = SimStorage::new();
-    let log = open_sim(&sim, DIR);
-    log.create_topic("t", TopicConfig::default().partitions(partitions))
-        .unwrap();
+    let log = TestLog::sim(&sim, DIR)
+        .topic("t", TopicConfig::default().partitions(partitions))
+        .open();
     (sim, log)
 }
 
@@ -302,7 +302,7 @@ fn unknown_topic_is_refused_at_send() {
 #[test]
 fn a_record_over_max_message_bytes_is_refused_at_send() {
     let sim = SimStorage::new();
-    let log = open_sim(&sim, DIR);
+    let log = TestLog::sim(&sim, DIR).open();
     let max = 1024;
     for codec in [Compression::None, Compression::Lz4, Compression::zstd()] {
         let topic = format!("small-{}", codec.codec_id());
@@ -364,7 +364,7 @@ fn largest_accepted(
 #[test]
 fn the_largest_record_accepted_at_send_is_written() {
     let sim = SimStorage::new();
-    let log = open_sim(&sim, DIR);
+    let log = TestLog::sim(&sim, DIR).open();
     let max = 1024;
     log.create_topic("plain", TopicConfig::default().max_message_bytes(max))
         .unwrap();
@@ -382,7 +382,7 @@ fn the_largest_record_accepted_at_send_is_written() {
 #[test]
 fn a_record_accepted_at_send_is_written_on_a_compressed_topic() {
     let sim = SimStorage::new();
-    let log = open_sim(&sim, DIR);
+    let log = TestLog::sim(&sim, DIR).open();
     let max = 1024;
     let mut failures = Vec::new();
     for codec in [Compression::Lz4, Compression::zstd()] {
@@ -409,7 +409,7 @@ fn a_record_accepted_at_send_is_written_on_a_compressed_topic() {
 #[test]
 fn a_record_larger_than_the_buffer_is_refused() {
     let sim = SimStorage::new();
-    let log = open_sim(&sim, DIR);
+    let log = TestLog::sim(&sim, DIR).open();
     log.create_topic("big", TopicConfig::default().max_message_bytes(1 << 20))
         .unwrap();
     let producer = log

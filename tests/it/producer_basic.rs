@@ -9,18 +9,16 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::common::producer::*;
+use crate::common::*;
 use annals::{
     murmur2, partition_for_key, Compression, Durability, Error, Log, Partitioner, Producer,
     ProducerConfig, Record, RecordMetadata, TimestampType, TopicConfig,
 };
 
 fn open_with_topic(partitions: u32) -> (tempfile::TempDir, Log) {
-    let dir = tempfile::tempdir().unwrap();
-    let log = Log::open(dir.path()).unwrap();
-    log.create_topic("t", TopicConfig::default().partitions(partitions))
-        .unwrap();
-    (dir, log)
+    TestLog::temp()
+        .topic("t", TopicConfig::default().partitions(partitions))
+        .open_temp()
 }
 
 fn value_of(log: &Log, m: &RecordMetadata) -> Vec<u8> {
@@ -717,7 +715,7 @@ fn sends_racing_with_close_all_complete() {
     let rounds = cases(10);
     for round in 0..rounds {
         let sim = SimStorage::new();
-        let log = open_sim(&sim, "/sim/race");
+        let log = TestLog::sim(&sim, "/sim/race").open();
         log.create_topic("t", TopicConfig::default().partitions(3))
             .unwrap();
         if round % 2 == 1 {

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::common::producer::*;
+use crate::common::*;
 use annals::storage::{CrashMode, SimOpKind, SimStorage};
 use annals::{Durability, Error, Log, Producer, ProducerConfig, Record, TopicConfig};
 
@@ -18,15 +18,15 @@ const DIR: &str = "/sim/producer";
 
 fn sim_log(partitions: u32) -> (Arc<SimStorage>, Log) {
     let sim = SimStorage::new();
-    let log = open_sim(&sim, DIR);
-    log.create_topic(
-        "t",
-        TopicConfig::default()
-            .partitions(partitions)
-            .segment_bytes(8 << 10)
-            .segment_index_bytes(4096),
-    )
-    .unwrap();
+    let log = TestLog::sim(&sim, DIR)
+        .topic(
+            "t",
+            TopicConfig::default()
+                .partitions(partitions)
+                .segment_bytes(8 << 10)
+                .segment_index_bytes(4096),
+        )
+        .open();
     (sim, log)
 }
 
@@ -106,7 +106,7 @@ fn synced_records_survive_power_loss() {
         };
         crash(&sim, log, mode);
         drop(producer);
-        let log = open_sim(&sim, DIR);
+        let log = TestLog::sim(&sim, DIR).open();
         assert_present(&log, &acked, &format!("round {round}, {mode:?}"));
     }
     if rounds >= 6 {
@@ -129,7 +129,7 @@ fn written_is_not_power_loss_durable_control() {
     assert_eq!(acked.len(), 10);
     crash(&sim, log, CrashMode::PowerLossDropUnsynced);
     drop(producer);
-    let log = open_sim(&sim, DIR);
+    let log = TestLog::sim(&sim, DIR).open();
     assert_eq!(log.partition("t", 0).unwrap().high_watermark(), 0);
 }
 
@@ -152,7 +152,7 @@ fn written_records_survive_process_kill() {
         ));
         crash(&sim, log, CrashMode::ProcessKill);
         drop(producer);
-        log = open_sim(&sim, DIR);
+        log = TestLog::sim(&sim, DIR).open();
         assert_present(&log, &acked, &format!("round {round}, kill -9"));
     }
 }

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::common::producer::*;
+use crate::common::*;
 use annals::format::{BatchBuilder, BatchOptions};
 use annals::storage::{CrashMode, SimOpKind, SimStorage};
 use annals::{Error, Log, Partition, ProducerConfig, Record, TopicConfig};
@@ -57,7 +57,7 @@ fn values(p: &Partition) -> Vec<String> {
 
 fn sim_topic(config: TopicConfig) -> (Arc<SimStorage>, Log) {
     let sim = SimStorage::new();
-    let log = open_sim(&sim, DIR);
+    let log = TestLog::sim(&sim, DIR).open();
     log.create_topic("t", config).unwrap();
     (sim, log)
 }
@@ -203,7 +203,7 @@ fn retries_are_deduplicated_after_a_crash_and_after_a_clean_restart() {
         drop(p);
 
         crash(&sim, log, CrashMode::ProcessKill);
-        let log = open_sim(&sim, DIR);
+        let log = TestLog::sim(&sim, DIR).open();
         let p = log.partition("t", 0).unwrap();
         assert_eq!(
             p.high_watermark(),
@@ -219,7 +219,7 @@ fn retries_are_deduplicated_after_a_crash_and_after_a_clean_restart() {
         drop(p);
 
         log.close().unwrap();
-        let log = open_sim(&sim, DIR);
+        let log = TestLog::sim(&sim, DIR).open();
         let p = log.partition("t", 0).unwrap();
         assert_retries_deduplicated(&p, &sent[2..], &format!("{ctx}, after a clean restart"));
         assert_retries_deduplicated(&p, &other, &format!("{ctx}, clean restart, 2nd producer"));
@@ -240,7 +240,7 @@ fn a_batch_lost_to_power_loss_is_appended_again_not_deduplicated() {
     assert_eq!(p.append_batch(&lost).unwrap(), 6);
     drop(p);
     crash(&sim, log, CrashMode::PowerLossDropUnsynced);
-    let log = open_sim(&sim, DIR);
+    let log = TestLog::sim(&sim, DIR).open();
     let p = log.partition("t", 0).unwrap();
     assert_eq!(p.high_watermark(), 6, "the unsynced batch is gone");
     assert_retries_deduplicated(&p, &sent, "after power loss");
@@ -295,7 +295,7 @@ fn randomized_retries_match_a_model() {
                 } else {
                     log.close().unwrap();
                 }
-                log = open_sim(&sim, DIR);
+                log = TestLog::sim(&sim, DIR).open();
             }
         }
     }
@@ -320,7 +320,7 @@ fn every_producer_gets_a_distinct_id() {
     assert_eq!(plain.producer_id(), None);
     // Ids never repeat, also after a restart (clean or not).
     log.close().unwrap();
-    let log = open_sim(&sim, DIR);
+    let log = TestLog::sim(&sim, DIR).open();
     ids.push(
         log.producer(ProducerConfig::default())
             .unwrap()
@@ -329,7 +329,7 @@ fn every_producer_gets_a_distinct_id() {
             .0,
     );
     crash(&sim, log, CrashMode::PowerLossDropUnsynced);
-    let log = open_sim(&sim, DIR);
+    let log = TestLog::sim(&sim, DIR).open();
     ids.push(
         log.producer(ProducerConfig::default())
             .unwrap()
@@ -439,7 +439,7 @@ fn a_stable_id_keeps_its_producer_id_and_fences_the_older_instance() {
 
     // Across restarts the stable id keeps its producer id and the epoch keeps increasing.
     log.close().unwrap();
-    let log = open_sim(&sim, DIR);
+    let log = TestLog::sim(&sim, DIR).open();
     let third = log.producer(cfg()).unwrap();
     assert_eq!(third.producer_id(), Some((id, e0 + 2)));
     third
@@ -449,7 +449,7 @@ fn a_stable_id_keeps_its_producer_id_and_fences_the_older_instance() {
         .unwrap();
     drop(third);
     crash(&sim, log, CrashMode::PowerLossDropUnsynced);
-    let log = open_sim(&sim, DIR);
+    let log = TestLog::sim(&sim, DIR).open();
     let fourth = log.producer(cfg()).unwrap();
     assert_eq!(
         fourth.producer_id(),
@@ -636,9 +636,9 @@ fn a_roll_that_fails_on_a_full_disk_is_retried() {
     producer.close().unwrap();
     assert_exactly_once(&log, &sent);
     log.close().unwrap();
-    let log = open_sim(&sim, DIR);
+    let log = TestLog::sim(&sim, DIR).open();
     assert_exactly_once(&log, &sent);
     crash(&sim, log, CrashMode::ProcessKill);
-    let log = open_sim(&sim, DIR);
+    let log = TestLog::sim(&sim, DIR).open();
     assert_exactly_once(&log, &sent);
 }

@@ -5,8 +5,8 @@
 //!
 //! Rounds alternate `Durability::Synced` and `Durability::Written` (a kill -9 keeps the page
 //! cache, so both must survive it). The child is this test binary re-executed with
-//! `--exact producer_child` and `ANNALS_PKILL9_DIR` set. `ANNALS_CRASH_ROUNDS` (default 50)
-//! sets the number of rounds.
+//! `--exact producer_kill9::producer_child` and `ANNALS_PKILL9_DIR` set. `ANNALS_CRASH_ROUNDS`
+//! (default 50) sets the number of rounds.
 #![cfg(unix)]
 
 use crate::common;

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
-use crate::common::producer::*;
+use crate::common::*;
 use annals::storage::{SimOp, SimOpKind, SimStorage};
 use annals::{Durability, Error, Log, Producer, ProducerConfig, Record, TopicConfig};
 
@@ -115,7 +115,7 @@ impl Drop for Held {
 
 fn setup(durability: Durability, kind: SimOpKind) -> (Arc<SimStorage>, Log, Held, Arc<Trap>) {
     let sim = SimStorage::new();
-    let log = open_sim(&sim, DIR);
+    let log = TestLog::sim(&sim, DIR).open();
     log.create_topic("t", TopicConfig::default().partitions(2))
         .unwrap();
     // A long linger: a small record stays in its open batch until a flush or a full batch.

@@ -39,7 +39,7 @@ struct Fixture {
 fn fixture(compression: Compression, batches: usize, seed: u64, clean: bool) -> Fixture {
     let mut rng = Rng::new(seed);
     let sim = SimStorage::new();
-    let log = open_sim(&sim, DIR).unwrap();
+    let log = TestLog::sim(&sim, DIR).open();
     log.create_topic(
         TOPIC,
         TopicConfig::default()
@@ -213,7 +213,7 @@ fn flip_bytes(compression: Compression, marker: Shutdown, mode: RecoveryMode, wh
             assert!(remove(&mut s, ".clean-shutdown"));
         }
         let sim = restore(&s);
-        let log = match open_sim_mode(&sim, DIR, mode) {
+        let log = match TestLog::sim(&sim, DIR).recovery_mode(mode).try_open() {
             Ok(log) => log,
             Err(Error::Corrupt {
                 segment, position, ..
@@ -381,7 +381,7 @@ fn mid_log_damage_strict_refuses_truncate_corrupt_recovers() {
         let ctx = format!("victim batch {victim} at {position}");
 
         let sim = restore(&s);
-        match open_sim(&sim, DIR) {
+        match TestLog::sim(&sim, DIR).try_open() {
             Err(Error::Corrupt {
                 segment,
                 position: p,
@@ -400,7 +400,9 @@ fn mid_log_damage_strict_refuses_truncate_corrupt_recovers() {
             "{ctx}"
         );
 
-        let log = open_sim_mode(&sim, DIR, RecoveryMode::TruncateCorrupt)
+        let log = TestLog::sim(&sim, DIR)
+            .recovery_mode(RecoveryMode::TruncateCorrupt)
+            .try_open()
             .unwrap_or_else(|e| panic!("{ctx}: TruncateCorrupt: {e}"));
         let keep = fx.batches[victim].base_offset;
         assert_partition_matches(
@@ -413,7 +415,9 @@ fn mid_log_damage_strict_refuses_truncate_corrupt_recovers() {
         drop(p);
         log.close().unwrap();
         // The truncation stuck: a strict reopen is happy now.
-        let log = open_sim(&sim, DIR).unwrap_or_else(|e| panic!("{ctx}: reopen: {e}"));
+        let log = TestLog::sim(&sim, DIR)
+            .try_open()
+            .unwrap_or_else(|e| panic!("{ctx}: reopen: {e}"));
         let p = log.partition(TOPIC, 0).unwrap();
         let mut want = fx.model[..keep as usize].to_vec();
         want.extend(model_of(&simple_records(keep, 2)));
@@ -425,7 +429,7 @@ fn mid_log_damage_strict_refuses_truncate_corrupt_recovers() {
 #[test]
 fn damage_in_first_of_several_segments() {
     let sim = SimStorage::new();
-    let log = open_sim(&sim, DIR).unwrap();
+    let log = TestLog::sim(&sim, DIR).open();
     log.create_topic(
         TOPIC,
         TopicConfig::default()
@@ -460,7 +464,7 @@ fn damage_in_first_of_several_segments() {
     let victim = fx.batches.len() - 1; // the last batch of the first segment
     let position = damage_batch(&fx, &mut s, &first, victim);
     let sim1 = restore(&s);
-    let log = open_sim(&sim1, DIR).unwrap();
+    let log = TestLog::sim(&sim1, DIR).open();
     let read = read_checked(&log, &model, 1, "trusted sealed segment");
     assert_eq!(
         read, fx.batches[victim].base_offset,
@@ -488,7 +492,7 @@ fn damage_in_first_of_several_segments() {
     // Without the checkpoint everything is scanned: mid-log damage.
     assert!(remove(&mut s, "partition.ckpt"));
     let sim2 = restore(&s);
-    match open_sim(&sim2, DIR) {
+    match TestLog::sim(&sim2, DIR).try_open() {
         Err(Error::Corrupt {
             segment,
             position: at,
@@ -502,7 +506,9 @@ fn damage_in_first_of_several_segments() {
             other.map(|_| ())
         ),
     }
-    let log = open_sim_mode(&sim2, DIR, RecoveryMode::TruncateCorrupt).unwrap();
+    let log = TestLog::sim(&sim2, DIR)
+        .recovery_mode(RecoveryMode::TruncateCorrupt)
+        .open();
     let keep = fx.batches[victim].base_offset;
     let p = log.partition(TOPIC, 0).unwrap();
     assert_partition_matches(
@@ -544,7 +550,7 @@ fn corrupt_topics_meta_is_corrupt_metadata() {
                 remove(&mut s, ".clean-shutdown");
             }
             let sim = restore(&s);
-            match open_sim(&sim, DIR) {
+            match TestLog::sim(&sim, DIR).try_open() {
                 Err(Error::CorruptMetadata { file, .. }) => assert_eq!(file, meta, "{what}"),
                 Err(e) => panic!("topics.meta {what}: {e:?}, not CorruptMetadata"),
                 Ok(log) => panic!("topics.meta {what}: opened with topics {:?}", log.topics()),
@@ -580,7 +586,9 @@ fn corrupt_checkpoint_is_only_a_cache() {
                 remove(&mut s, ".clean-shutdown");
             }
             let sim = restore(&s);
-            let log = open_sim(&sim, DIR).unwrap_or_else(|e| panic!("{ctx}: {e}"));
+            let log = TestLog::sim(&sim, DIR)
+                .try_open()
+                .unwrap_or_else(|e| panic!("{ctx}: {e}"));
             let p = log.partition(TOPIC, 0).unwrap();
             assert_partition_matches(&p, &fx.model, &ctx);
             let hw = p.high_watermark();
@@ -588,7 +596,9 @@ fn corrupt_checkpoint_is_only_a_cache() {
             drop(p);
             log.close().unwrap();
             // And the open repaired it.
-            let log = open_sim(&sim, DIR).unwrap_or_else(|e| panic!("{ctx}: second open: {e}"));
+            let log = TestLog::sim(&sim, DIR)
+                .try_open()
+                .unwrap_or_else(|e| panic!("{ctx}: second open: {e}"));
             assert_eq!(
                 log.partition(TOPIC, 0).unwrap().high_watermark(),
                 hw + 1,
@@ -617,7 +627,7 @@ fn raised_base_offset(clean: bool) {
                 "base offset of batch {victim} raised by 1000, clean close {clean}, marker {marker}"
             );
             let sim = restore(&s);
-            match open_sim(&sim, DIR) {
+            match TestLog::sim(&sim, DIR).try_open() {
                 Err(Error::Corrupt { .. }) => {}
                 Err(e) => panic!("{ctx}: {e:?}"),
                 Ok(log) => {

@@ -30,7 +30,7 @@ struct Fixture {
 fn fixture(shutdown: Shutdown, seed: u64) -> Fixture {
     let mut rng = Rng::new(seed);
     let sim = SimStorage::new();
-    let log = open_sim(&sim, DIR).unwrap();
+    let log = TestLog::sim(&sim, DIR).open();
     log.create_topic(
         TOPIC,
         TopicConfig::default()
@@ -173,7 +173,7 @@ fn run(shutdown: Shutdown) {
     // Baseline: undamaged.
     let sim = restore(&fx.snap);
     check(
-        &open_sim(&sim, DIR).unwrap(),
+        &TestLog::sim(&sim, DIR).open(),
         &fx,
         &mut rng,
         &format!("{shutdown:?} undamaged"),
@@ -202,7 +202,9 @@ fn run(shutdown: Shutdown) {
                 None => assert!(remove(&mut s, &path.file_name().unwrap().to_string_lossy())),
             }
             let sim = restore(&s);
-            let log = open_sim(&sim, DIR).unwrap_or_else(|e| panic!("{ctx}: open: {e}"));
+            let log = TestLog::sim(&sim, DIR)
+                .try_open()
+                .unwrap_or_else(|e| panic!("{ctx}: open: {e}"));
             check(&log, &fx, &mut rng, &ctx);
         }
     }
@@ -224,7 +226,9 @@ fn run(shutdown: Shutdown) {
             }
         }
         let sim = restore(&s);
-        let log = open_sim(&sim, DIR).unwrap_or_else(|e| panic!("{ctx}: open: {e}"));
+        let log = TestLog::sim(&sim, DIR)
+            .try_open()
+            .unwrap_or_else(|e| panic!("{ctx}: open: {e}"));
         check(&log, &fx, &mut rng, &ctx);
         let p = log.partition(TOPIC, 0).unwrap();
         let extra = simple_records(fx.model.len() as u64, 40);
@@ -243,7 +247,7 @@ fn run(shutdown: Shutdown) {
         for i in 0..extra.len() as u64 {
             fx2.batch_ends.insert(fx.model.len() as u64 + i + 1);
         }
-        let log = open_sim(&sim, DIR).unwrap();
+        let log = TestLog::sim(&sim, DIR).open();
         check(
             &log,
             &fx2,
@@ -277,14 +281,14 @@ fn index_files_garbage_while_open_then_reopen() {
     let mut rng = Rng::new(seed);
     let fx = fixture(Shutdown::Kill, seed);
     let sim = restore(&fx.snap);
-    let log = open_sim(&sim, DIR).unwrap();
+    let log = TestLog::sim(&sim, DIR).open();
     for path in &fx.index_files {
         let len = sim.read_file(path).map(|b| b.len()).unwrap_or(0);
         sim.write_file(path, &vec![0x7f; len]);
     }
     sim.crash(CrashMode::ProcessKill);
     std::mem::forget(log);
-    let log = open_sim(&sim, DIR).unwrap();
+    let log = TestLog::sim(&sim, DIR).open();
     check(
         &log,
         &fx,
@@ -312,7 +316,7 @@ fn trusted_index_with_wrong_positions_does_not_skip_records() {
     let _g = SeedGuard::new("trusted_index_with_wrong_positions", seed);
     let mut rng = Rng::new(seed);
     let sim = restore(&fx.snap);
-    let log = open_sim(&sim, DIR).unwrap();
+    let log = TestLog::sim(&sim, DIR).open();
     // Entries "relative offset 0 is in the batch at the last batch's position": strictly
     // increasing, on a batch boundary, and wrong.
     let last = batches.last().unwrap();
@@ -324,7 +328,7 @@ fn trusted_index_with_wrong_positions_does_not_skip_records() {
     let index = active_log.with_extension("index");
     sim.write_file(&index, &garbage);
     log.close().unwrap();
-    let log = open_sim(&sim, DIR).unwrap();
+    let log = TestLog::sim(&sim, DIR).open();
     let p = log.partition(TOPIC, 0).unwrap();
     for o in base + 1..p.high_watermark() {
         let got = p.read(o, 1).unwrap();

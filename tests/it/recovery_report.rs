@@ -17,7 +17,7 @@ const RECORDS: u64 = 60;
 /// scans every segment.
 fn killed_log() -> (Snapshot, PathBuf) {
     let sim = SimStorage::new();
-    let log = open_sim(&sim, DIR).unwrap();
+    let log = TestLog::sim(&sim, DIR).open();
     log.create_topic(
         TOPIC,
         TopicConfig::default()
@@ -54,12 +54,14 @@ fn truncate_corrupt_reports_the_cut_and_every_segment_removed_after_it() {
     replace(&mut snap, &first, bytes.clone());
 
     let sim = restore(&snap);
-    let Err(strict) = open_sim(&sim, DIR) else {
+    let Err(strict) = TestLog::sim(&sim, DIR).try_open() else {
         panic!("Strict opened a log damaged in the middle");
     };
     assert!(matches!(strict, annals::Error::Corrupt { .. }), "{strict}");
 
-    let log = open_sim_mode(&sim, DIR, RecoveryMode::TruncateCorrupt).unwrap();
+    let log = TestLog::sim(&sim, DIR)
+        .recovery_mode(RecoveryMode::TruncateCorrupt)
+        .open();
     let report = log.recovery_report();
     let events = report.events();
     assert_eq!(events.len(), logs.len(), "{events:#?}");
@@ -106,7 +108,7 @@ fn truncate_corrupt_reports_the_cut_and_every_segment_removed_after_it() {
     log.close().unwrap();
 
     // The next open has nothing to repair, and says so.
-    let log = open_sim(&sim, DIR).unwrap();
+    let log = TestLog::sim(&sim, DIR).open();
     assert!(
         log.recovery_report().is_empty(),
         "{:?}",
@@ -126,7 +128,7 @@ fn a_torn_tail_is_reported_with_no_offsets_lost() {
     replace(&mut snap, &last, bytes);
 
     let sim = restore(&snap);
-    let log = open_sim(&sim, DIR).unwrap();
+    let log = TestLog::sim(&sim, DIR).open();
     let report = log.recovery_report();
     let [event] = report.events() else {
         panic!("one event expected: {report:#?}");
@@ -145,7 +147,7 @@ fn a_torn_tail_is_reported_with_no_offsets_lost() {
 #[test]
 fn a_clean_open_reports_nothing() {
     let (snap, _) = killed_log();
-    let log = open_sim(&restore(&snap), DIR).unwrap();
+    let log = TestLog::sim(&restore(&snap), DIR).open();
     assert!(
         log.recovery_report().is_empty(),
         "{:?}",

@@ -144,7 +144,7 @@ fn sim_sweep(compression: Compression, clean_close: bool) {
     );
     let mut rng = Rng::new(seed);
     let sim = SimStorage::new();
-    let log = open_sim(&sim, DIR).unwrap();
+    let log = TestLog::sim(&sim, DIR).open();
     log.create_topic(TOPIC, config(compression)).unwrap();
     let p = log.partition(TOPIC, 0).unwrap();
     let model = fill(&p, &mut rng, 40, 6);
@@ -169,7 +169,9 @@ fn sim_sweep(compression: Compression, clean_close: bool) {
         replace(&mut s, &sweep.last_log, sweep.bytes[..len].to_vec());
         remove(&mut s, ".clean-shutdown");
         let sim = restore(&s);
-        let log = open_sim(&sim, DIR).unwrap_or_else(|e| panic!("{ctx}: open failed: {e}"));
+        let log = TestLog::sim(&sim, DIR)
+            .try_open()
+            .unwrap_or_else(|e| panic!("{ctx}: open failed: {e}"));
         let hw = sweep.expected_hw(len);
         check_recovered(&log, &model, hw, &ctx);
         if i % 16 == 0 {
@@ -177,7 +179,9 @@ fn sim_sweep(compression: Compression, clean_close: bool) {
             log.partition(TOPIC, 0).unwrap().sync().unwrap();
             sim.crash(CrashMode::PowerLossDropUnsynced);
             std::mem::forget(log);
-            let log = open_sim(&sim, DIR).unwrap_or_else(|e| panic!("{ctx}: second open: {e}"));
+            let log = TestLog::sim(&sim, DIR)
+                .try_open()
+                .unwrap_or_else(|e| panic!("{ctx}: second open: {e}"));
             let p = log.partition(TOPIC, 0).unwrap();
             assert_eq!(
                 p.high_watermark(),
@@ -213,19 +217,6 @@ fn sim_truncate_every_length_lz4() {
 #[test]
 fn sim_truncate_every_length_zstd() {
     sim_sweep(Compression::Zstd { level: 3 }, true);
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let target = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &target);
-        } else {
-            std::fs::copy(e.path(), &target).unwrap();
-        }
-    }
 }
 
 /// The same sweep on real files: truncate a copy of the directory with `set_len`.
@@ -284,7 +275,7 @@ fn real_files_truncate_every_length() {
 #[test]
 fn truncated_tail_with_clean_marker_present() {
     let sim = SimStorage::new();
-    let log = open_sim(&sim, DIR).unwrap();
+    let log = TestLog::sim(&sim, DIR).open();
     log.create_topic(TOPIC, config(Compression::None)).unwrap();
     let p = log.partition(TOPIC, 0).unwrap();
     let mut rng = Rng::new(7);
@@ -299,7 +290,9 @@ fn truncated_tail_with_clean_marker_present() {
         let mut s = snap.clone();
         replace(&mut s, &sweep.last_log, sweep.bytes[..len].to_vec());
         let sim = restore(&s);
-        let log = open_sim(&sim, DIR).unwrap_or_else(|e| panic!("{ctx}: {e}"));
+        let log = TestLog::sim(&sim, DIR)
+            .try_open()
+            .unwrap_or_else(|e| panic!("{ctx}: {e}"));
         check_recovered(&log, &model, sweep.expected_hw(len), &ctx);
     }
 }

@@ -6,26 +6,15 @@ use crate::common;
 use std::time::Duration;
 
 use annals::storage::SimStorage;
-use annals::{Error, Log, Partition, Record, TopicConfig};
+use annals::{Error, Log, Partition, Record};
 use common::*;
 
 const DIR: &str = "/sim/log";
 const T: &str = "t";
 const OLD: i64 = 1_000_000_000_000; // 2001: long past any retention below
 
-fn small_segments() -> TopicConfig {
-    TopicConfig::default()
-        .segment_bytes(1024)
-        .index_interval_bytes(128)
-        .segment_index_bytes(1024)
-}
-
 fn open(sim: &std::sync::Arc<SimStorage>) -> Log {
-    Log::builder(DIR)
-        .storage(sim.clone())
-        .maintenance_interval(None)
-        .open()
-        .unwrap()
+    TestLog::sim(sim, DIR).no_maintenance().open()
 }
 
 /// Appends `n` records of ~100 bytes with timestamps `ts(i)`; returns the high watermark.

@@ -124,8 +124,9 @@ fn crash(sim: &SimStorage, log: Log, mode: CrashMode) {
 }
 
 fn reopen(sim: &Arc<SimStorage>, ctx: &str) -> (Log, Partition) {
-    let log =
-        open_sim(sim, DIR).unwrap_or_else(|e| panic!("{ctx}: reopen after crash failed: {e}"));
+    let log = TestLog::sim(sim, DIR)
+        .try_open()
+        .unwrap_or_else(|e| panic!("{ctx}: reopen after crash failed: {e}"));
     let p = log
         .partition(TOPIC, 0)
         .unwrap_or_else(|e| panic!("{ctx}: {e}"));
@@ -169,7 +170,7 @@ fn power_loss_round(seed: u64) -> bool {
     let _g = SeedGuard::new("power_loss_round", seed);
     let mut rng = Rng::new(seed);
     let sim = SimStorage::new();
-    let mut log = open_sim(&sim, DIR).unwrap();
+    let mut log = TestLog::sim(&sim, DIR).open();
     log.create_topic(TOPIC, random_config(&mut rng)).unwrap();
     let mut p = log.partition(TOPIC, 0).unwrap();
     let mut model = Model::new();
@@ -189,7 +190,7 @@ fn power_loss_round(seed: u64) -> bool {
             drop(p);
             log.close().unwrap();
             model.synced = model.records.len() as u64;
-            log = open_sim(&sim, DIR).unwrap();
+            log = TestLog::sim(&sim, DIR).open();
             p = log.partition(TOPIC, 0).unwrap();
         }
         if p.segment_count() > segments && rng.chance(30) {
@@ -228,7 +229,7 @@ fn power_loss_at_random_points() {
 /// Stops at the first error (the machine is dead by then). Returns the log if it is still alive.
 fn workload(sim: &Arc<SimStorage>, seed: u64, model: &mut Model) -> Option<Log> {
     let mut rng = Rng::new(seed);
-    let mut log = open_sim(sim, DIR).ok()?;
+    let mut log = TestLog::sim(sim, DIR).try_open().ok()?;
     let mut p = log.partition(TOPIC, 0).ok()?;
     for step in 0..25 {
         let batch = random_batch(&mut rng, model.records.len() as u64);
@@ -248,7 +249,7 @@ fn workload(sim: &Arc<SimStorage>, seed: u64, model: &mut Model) -> Option<Log> 
                 return Some(log);
             }
             model.synced = model.records.len() as u64;
-            log = open_sim(sim, DIR).ok()?;
+            log = TestLog::sim(sim, DIR).try_open().ok()?;
             p = log.partition(TOPIC, 0).ok()?;
         }
     }
@@ -277,7 +278,7 @@ fn crash_at_operation(setup: &Snapshot, seed: u64, at: u64, mode: CrashMode) {
 
 fn setup_snapshot(config: TopicConfig) -> Snapshot {
     let sim = SimStorage::new();
-    let log = open_sim(&sim, DIR).unwrap();
+    let log = TestLog::sim(&sim, DIR).open();
     log.create_topic(TOPIC, config).unwrap();
     log.close().unwrap();
     snapshot(&sim)
@@ -320,14 +321,14 @@ fn power_loss_at_every_storage_operation() {
 #[test]
 fn power_loss_during_create_topic() {
     let sim = SimStorage::new();
-    let log = open_sim(&sim, DIR).unwrap();
+    let log = TestLog::sim(&sim, DIR).open();
     log.close().unwrap();
     let setup = snapshot(&sim);
     let mut at = 0;
     loop {
         let sim = restore(&setup);
         let dead = crash_at_operation_n(&sim, at, CrashMode::PowerLossTorn { seed: at });
-        let log = open_sim(&sim, DIR);
+        let log = TestLog::sim(&sim, DIR).try_open();
         let created = log
             .as_ref()
             .map(|l| {
@@ -347,7 +348,9 @@ fn power_loss_during_create_topic() {
         }
         std::mem::forget(log);
         let ctx = format!("crash at operation {at}");
-        let log = open_sim(&sim, DIR).unwrap_or_else(|e| panic!("{ctx}: reopen: {e}"));
+        let log = TestLog::sim(&sim, DIR)
+            .try_open()
+            .unwrap_or_else(|e| panic!("{ctx}: reopen: {e}"));
         if created {
             assert_eq!(
                 log.topics(),
@@ -400,7 +403,7 @@ fn poisoned(r: annals::Result<impl std::fmt::Debug>, what: &str) {
 fn failed_fsync_poisons_the_partition() {
     for reopen_after_crash in [true, false] {
         let sim = SimStorage::new();
-        let log = open_sim(&sim, DIR).unwrap();
+        let log = TestLog::sim(&sim, DIR).open();
         log.create_topic(
             TOPIC,
             TopicConfig::default()
@@ -469,7 +472,7 @@ fn failed_fsync_poisons_the_partition() {
 #[test]
 fn failed_fsync_during_roll_poisons_the_partition() {
     let sim = SimStorage::new();
-    let log = open_sim(&sim, DIR).unwrap();
+    let log = TestLog::sim(&sim, DIR).open();
     log.create_topic(
         TOPIC,
         TopicConfig::default()
@@ -515,7 +518,7 @@ fn log_file(p: &Partition) -> std::path::PathBuf {
 #[test]
 fn disk_full_append_fails_cleanly_and_recovers() {
     let sim = SimStorage::new();
-    let log = open_sim(&sim, DIR).unwrap();
+    let log = TestLog::sim(&sim, DIR).open();
     log.create_topic(
         TOPIC,
         TopicConfig::default()
@@ -611,7 +614,7 @@ fn disk_full_during_roll_then_reopen() {
     for kill in [true, false] {
         let ctx = format!("disk full during roll, reopen after kill: {kill}");
         let sim = SimStorage::new();
-        let log = open_sim(&sim, DIR).unwrap();
+        let log = TestLog::sim(&sim, DIR).open();
         log.create_topic(TOPIC, roll_config()).unwrap();
         let p = log.partition(TOPIC, 0).unwrap();
         let mut model = fill_until_roll_fails(&sim, &p);
@@ -637,7 +640,7 @@ fn disk_full_during_roll_then_reopen() {
 #[test]
 fn disk_full_during_roll_appends_resume_after_space_is_freed() {
     let sim = SimStorage::new();
-    let log = open_sim(&sim, DIR).unwrap();
+    let log = TestLog::sim(&sim, DIR).open();
     log.create_topic(TOPIC, roll_config()).unwrap();
     let p = log.partition(TOPIC, 0).unwrap();
     let mut model = fill_until_roll_fails(&sim, &p);
@@ -655,7 +658,7 @@ fn disk_full_during_roll_appends_resume_after_space_is_freed() {
     p.sync().unwrap();
     drop(p);
     log.close().unwrap();
-    let log = open_sim(&sim, DIR).unwrap();
+    let log = TestLog::sim(&sim, DIR).open();
     assert_partition_matches(
         &log.partition(TOPIC, 0).unwrap(),
         &model.records,
@@ -668,7 +671,7 @@ fn disk_full_during_roll_appends_resume_after_space_is_freed() {
 #[test]
 fn power_loss_during_delete_topic() {
     let sim = SimStorage::new();
-    let log = open_sim(&sim, DIR).unwrap();
+    let log = TestLog::sim(&sim, DIR).open();
     let config = TopicConfig::default()
         .partitions(2)
         .segment_bytes(1024)
@@ -690,7 +693,7 @@ fn power_loss_during_delete_topic() {
     let mut at = 0;
     loop {
         let sim = restore(&setup);
-        let log = open_sim(&sim, DIR).unwrap();
+        let log = TestLog::sim(&sim, DIR).open();
         let dead = crash_at_operation_n(&sim, at, CrashMode::PowerLossTorn { seed: at });
         let deleted = log.delete_topic("doomed").is_ok();
         let finished = !dead.load(Ordering::SeqCst);
@@ -700,7 +703,9 @@ fn power_loss_during_delete_topic() {
         }
         std::mem::forget(log);
         let ctx = format!("crash at operation {at} of delete_topic");
-        let log = open_sim(&sim, DIR).unwrap_or_else(|e| panic!("{ctx}: reopen: {e}"));
+        let log = TestLog::sim(&sim, DIR)
+            .try_open()
+            .unwrap_or_else(|e| panic!("{ctx}: reopen: {e}"));
         for id in 0..2 {
             assert_partition_matches(&log.partition("kept", id).unwrap(), &model, &ctx);
         }
@@ -737,7 +742,7 @@ fn power_loss_during_delete_topic() {
 #[test]
 fn sync_after_reopening_a_poisoned_log_is_durable() {
     let sim = SimStorage::new();
-    let log = open_sim(&sim, DIR).unwrap();
+    let log = TestLog::sim(&sim, DIR).open();
     log.create_topic(TOPIC, TopicConfig::default().segment_index_bytes(1024))
         .unwrap();
     let p = log.partition(TOPIC, 0).unwrap();
@@ -750,7 +755,7 @@ fn sync_after_reopening_a_poisoned_log_is_durable() {
     drop(p);
     assert!(matches!(log.close(), Err(Error::Poisoned { .. })));
 
-    let log = open_sim(&sim, DIR).unwrap();
+    let log = TestLog::sim(&sim, DIR).open();
     let p = log.partition(TOPIC, 0).unwrap();
     let hw = p.high_watermark();
     p.sync().unwrap();

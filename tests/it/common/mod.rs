@@ -1,5 +1,6 @@
 //! Helpers shared by the integration tests: a seeded PRNG, random records, a record model,
-//! whole-partition reads, and snapshots of a `SimStorage`.
+//! whole-partition reads, snapshots of a `SimStorage`, child processes, and (in `fixture`) the
+//! `TestLog` builder.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
@@ -7,10 +8,14 @@ use std::sync::Arc;
 
 use annals::format::BatchHeader;
 use annals::storage::SimStorage;
-use annals::{Header, Log, Partition, Record, RecoveryMode, StoredRecord};
+use annals::{Header, Partition, Record, StoredRecord};
 use bytes::Bytes;
 
-pub mod producer;
+mod fixture;
+mod producer;
+
+pub use fixture::*;
+pub use producer::*;
 
 /// Number of randomized cases: `ANNALS_TEST_CASES`, or `default`.
 pub fn cases(default: usize) -> usize {
@@ -339,18 +344,6 @@ pub fn batches(log: &[u8]) -> Vec<BatchPos> {
         pos += len;
     }
     out
-}
-
-/// Opens a log on `sim` at `dir`.
-pub fn open_sim(sim: &Arc<SimStorage>, dir: &str) -> annals::Result<Log> {
-    Log::builder(dir).storage(sim.clone()).open()
-}
-
-pub fn open_sim_mode(sim: &Arc<SimStorage>, dir: &str, mode: RecoveryMode) -> annals::Result<Log> {
-    Log::builder(dir)
-        .storage(sim.clone())
-        .recovery_mode(mode)
-        .open()
 }
 
 /// Simple records with distinct values and increasing timestamps.

@@ -1,19 +1,15 @@
-//! Helpers shared by the producer integration tests (`producer_*.rs`): knobs, whole-partition
-//! reads, the batch headers stored in a partition's `.log` files, polling, and sim crashes.
+//! Helpers first written for the producer tests (`producer_*.rs`): whole-partition reads, the
+//! batch headers stored in a partition's `.log` files, polling, and sim crashes.
 #![allow(dead_code)]
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use annals::format::BatchHeader;
 use annals::storage::{CrashMode, SimStorage};
 use annals::{Log, Partition, StoredRecord};
 
-// The knobs and the whole-partition read are the ones every integration test uses.
 use super as common;
-#[allow(unused_imports)] // each test file uses its own subset
-pub use common::{cases, env_usize};
 
 /// Every record of `p` from its log start to its high watermark.
 pub fn read_partition(p: &Partition) -> Vec<StoredRecord> {
@@ -85,26 +81,10 @@ pub fn poll_until(timeout: Duration, mut f: impl FnMut() -> bool) -> Option<Dura
     }
 }
 
-/// Opens a log on `sim` at `dir`.
-pub fn open_sim(sim: &Arc<SimStorage>, dir: &str) -> Log {
-    Log::builder(dir)
-        .storage(sim.clone())
-        .open()
-        .unwrap_or_else(|e| panic!("open {dir}: {e}"))
-}
-
 /// Crashes the simulated machine and "restarts the process". The old `Log` is leaked, never
 /// dropped: a dead process runs no destructors, and dropping it would close it cleanly on the
 /// (dead) handles, which is not what a crash does.
 pub fn crash(sim: &SimStorage, log: Log, mode: CrashMode) {
     sim.crash(mode);
     std::mem::forget(log);
-}
-
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
 }
