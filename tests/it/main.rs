@@ -1,0 +1,42 @@
+//! The integration tests, as one binary: one module per area (each was its own test binary,
+//! each linking the crate once more), sharing the helpers in `common`.
+//!
+//! The kill -9 and file-descriptor tests re-execute this binary as their child; they select the
+//! child test by its full path in this binary (`common::test_path`), so `--exact` still picks
+//! exactly that one test.
+
+mod common;
+
+mod admin_locking;
+mod bad_input;
+mod compaction_crash;
+mod compaction_kill9;
+mod compaction_model;
+mod compaction_readers;
+mod config_durations;
+mod consumer_basic;
+mod consumer_groups;
+mod consumer_lifecycle;
+mod consumer_maintenance;
+mod consumer_rebalance_commits;
+mod consumer_restart;
+mod error_messages;
+mod format_kafka_crosscheck;
+mod io_errors;
+mod kill9;
+mod maintenance_poison;
+mod partition_model;
+mod producer_backpressure;
+mod producer_basic;
+mod producer_durability;
+mod producer_idempotence;
+mod producer_kill9;
+mod producer_poison;
+mod read_batches;
+mod recovery_compacted;
+mod recovery_corruption;
+mod recovery_indexes;
+mod recovery_report;
+mod recovery_truncation;
+mod retention_basic;
+mod sim_crash;
