@@ -3,21 +3,19 @@
 //! record look like a retry, a batch that merely reuses a remembered sequence range is not
 //! acknowledged as a duplicate, and control or transactional batches are refused.
 
-mod common_producer;
-
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::common::*;
 use annals::format::{BatchBuilder, BatchOptions};
 use annals::storage::SimStorage;
 use annals::{Error, Log, Partition, ProducerConfig, Record, TimestampType, TopicConfig};
-use common_producer::*;
 
 const DIR: &str = "/sim/foreign";
 
 fn sim_topic(config: TopicConfig) -> (Arc<SimStorage>, Log) {
     let sim = SimStorage::new();
-    let log = open_sim(&sim, DIR);
+    let log = TestLog::sim(&sim, DIR).open();
     log.create_topic("t", config).unwrap();
     (sim, log)
 }
@@ -131,7 +129,7 @@ fn foreign_producer_ids_from_zero_up_never_meet_the_logs_own() {
     }
     assert_local_send_lands(&log, &p, "local-2");
     log.close().unwrap();
-    let log = open_sim(&sim, DIR);
+    let log = TestLog::sim(&sim, DIR).open();
     let p = log.partition("t", 0).unwrap();
     for pid in 0..8 {
         p.append_batch(&idempotent(pid, 0, &[&format!("kafka-{pid}")]))
@@ -216,7 +214,7 @@ fn a_retry_is_still_recognised_on_a_log_append_time_topic() {
     std::thread::sleep(Duration::from_millis(5));
     assert_eq!(p.append_batch(&b).unwrap(), 0);
     log.close().unwrap();
-    let log = open_sim(&sim, DIR);
+    let log = TestLog::sim(&sim, DIR).open();
     let p = log.partition("t", 0).unwrap();
     assert_eq!(p.append_batch(&b).unwrap(), 0, "after a restart");
     assert_eq!(values(&p), ["x", "y"]);
@@ -291,7 +289,7 @@ fn a_batch_a_power_loss_took_is_written_again_even_after_a_retention_checkpoint(
         "no segment deleted: no checkpoint written"
     );
     crash(&sim, log, annals::storage::CrashMode::PowerLossDropUnsynced);
-    let log = open_sim(&sim, DIR);
+    let log = TestLog::sim(&sim, DIR).open();
     let p = log.partition("t", 0).unwrap();
     assert_eq!(p.high_watermark(), offset, "the power loss took the batch");
     // Its retry must write it, not acknowledge a batch that is no longer there.
@@ -338,7 +336,7 @@ fn after_an_upgrade_a_different_batch_under_a_remembered_range_is_still_no_retry
     v1.extend_from_slice(&0u64.to_be_bytes());
     v1.extend_from_slice(&1_700_000_000_000i64.to_be_bytes());
     replace_producer_section(&sim, &dir, &v1);
-    let log = open_sim(&sim, DIR);
+    let log = TestLog::sim(&sim, DIR).open();
     let p = log.partition("t", 0).unwrap();
     match p.append_batch(&idempotent(21, 0, &["b"])) {
         Err(Error::OutOfOrderSequence { .. }) => {}

@@ -7,16 +7,14 @@
 //! Knobs: `ANNALS_SHORT_LIVED_PRODUCERS` (how many producers come and go; default 20,000, which a
 //! debug build runs in well under a minute; the full count is 100,000).
 
-mod common_producer;
-
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::common::*;
 use annals::format::{BatchBuilder, BatchOptions};
 use annals::storage::SimStorage;
 use annals::{Error, Log, Partition, ProducerConfig, Record, TopicConfig};
-use common_producer::*;
 
 const DIR: &str = "/sim/expiry";
 
