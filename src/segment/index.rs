@@ -5,7 +5,8 @@
 //!   offset of an indexed batch minus the segment's base offset; `position` is that batch's byte
 //!   position in the `.log`.
 //! - `.timeindex`: `timestamp: i64 | relative_offset: u32` (12 bytes): the largest timestamp
-//!   seen so far in the segment and the offset of the record that carried it.
+//!   seen so far in the segment and the last offset of the batch that carried it (as Kafka
+//!   writes it).
 //!
 //! The active segment's index files are preallocated to `segment_index_bytes` (real blocks, no
 //! holes) and memory-mapped; unused tail entries are zeros. Sealed segments' files are trimmed to
