@@ -220,12 +220,14 @@ impl TopicConfig {
         compaction_strategy: CompactionStrategy);
 
     /// Sets `max_compaction_lag_ms` (`None`: no deadline).
+    #[must_use]
     pub fn max_compaction_lag_ms(mut self, value: impl Into<Option<Duration>>) -> Self {
         self.max_compaction_lag_ms = value.into();
         self
     }
 
     /// Sets `retain_for_groups`.
+    #[must_use]
     pub fn retain_for_groups<S: Into<String>>(
         mut self,
         groups: impl IntoIterator<Item = S>,
@@ -235,12 +237,14 @@ impl TopicConfig {
     }
 
     /// Sets `max_retention_ms` (`None`: no hard cap on age).
+    #[must_use]
     pub fn max_retention_ms(mut self, value: impl Into<Option<Duration>>) -> Self {
         self.max_retention_ms = value.into();
         self
     }
 
     /// Sets `max_retention_bytes` (`None`: no hard cap on size).
+    #[must_use]
     pub fn max_retention_bytes(mut self, value: impl Into<Option<u64>>) -> Self {
         self.max_retention_bytes = value.into();
         self
@@ -263,12 +267,14 @@ impl TopicConfig {
     }
 
     /// Sets `retention_ms` (`None` keeps data forever).
+    #[must_use]
     pub fn retention_ms(mut self, value: impl Into<Option<Duration>>) -> Self {
         self.retention_ms = value.into();
         self
     }
 
     /// Sets `retention_bytes` (`None` means no size limit).
+    #[must_use]
     pub fn retention_bytes(mut self, value: impl Into<Option<u64>>) -> Self {
         self.retention_bytes = value.into();
         self

@@ -30,11 +30,14 @@
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_debug_implementations)]
+// A builder setter takes `self` and returns the changed copy: dropping it is always a bug.
+#![warn(clippy::return_self_not_must_use)]
 
 /// `pub fn field(mut self, value: T) -> Self` for the typed configuration builders.
 macro_rules! setter {
     ($(#[$doc:meta])* $name:ident: $ty:ty) => {
         $(#[$doc])*
+        #[must_use]
         pub fn $name(mut self, value: $ty) -> Self {
             self.$name = value;
             self

@@ -109,6 +109,7 @@ impl ConsumerConfig {
     }
 
     /// Sets [`client_id`](Self::client_id).
+    #[must_use]
     pub fn client_id(mut self, client_id: impl Into<String>) -> Self {
         self.client_id = client_id.into();
         self

@@ -54,18 +54,21 @@ impl Record {
     }
 
     /// Sets the key.
+    #[must_use]
     pub fn key(mut self, key: impl Into<Bytes>) -> Self {
         self.key = Some(key.into());
         self
     }
 
     /// Appends a header with a non-null value.
+    #[must_use]
     pub fn header(mut self, key: impl Into<String>, value: impl Into<Bytes>) -> Self {
         self.headers.push(Header::new(key, value));
         self
     }
 
     /// Sets the timestamp in milliseconds since the Unix epoch (must not be negative).
+    #[must_use]
     pub fn timestamp(mut self, ms: i64) -> Self {
         self.timestamp = Some(ms);
         self

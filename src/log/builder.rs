@@ -33,6 +33,7 @@ pub struct LogBuilder {
 impl LogBuilder {
     /// Use this storage instead of the real file system (for example a
     /// [`SimStorage`](crate::storage::SimStorage) to test crash behaviour).
+    #[must_use]
     pub fn storage(mut self, storage: Arc<dyn Storage>) -> Self {
         self.storage = storage;
         self
@@ -40,6 +41,7 @@ impl LogBuilder {
 
     /// What recovery does on finding damage in the middle of a log. Default
     /// [`RecoveryMode::Strict`].
+    #[must_use]
     pub fn recovery_mode(mut self, mode: RecoveryMode) -> Self {
         self.recovery_mode = mode;
         self
@@ -52,6 +54,7 @@ impl LogBuilder {
     /// maintenance run, and a late retry is written again — as in Kafka. This is what bounds
     /// the producer state each partition keeps and checkpoints. Default one day; at least 1 ms
     /// and at most `i64::MAX` ms.
+    #[must_use]
     pub fn producer_id_expiration(mut self, expiration: std::time::Duration) -> Self {
         self.producer_id_expiration = expiration;
         self
@@ -70,6 +73,7 @@ impl LogBuilder {
     /// How often the background thread runs [`Log::run_maintenance`]; `None` turns background
     /// maintenance off, leaving it to the host. Default 30 s; when set, at least 1 ms and at
     /// most `i64::MAX` ms.
+    #[must_use]
     pub fn maintenance_interval(mut self, interval: Option<Duration>) -> Self {
         self.maintenance_interval = interval;
         self
@@ -79,6 +83,7 @@ impl LogBuilder {
     /// compacted (one at a time). A dirty part with more distinct keys than fit is compacted in
     /// several passes. Default 16 MiB; 1 KiB to 1 TiB. Each key takes 38 to 75 bytes of it (a
     /// 33-byte hash-table slot, the table at most 7/8 full).
+    #[must_use]
     pub fn cleaner_buffer_bytes(mut self, bytes: usize) -> Self {
         self.cleaner_buffer_bytes = bytes;
         self
@@ -118,6 +123,7 @@ impl LogBuilder {
     /// (its first [`Log::consumer`]); an existing topic keeps its size. Only sealed segments
     /// are compacted, so a smaller size lets compaction shrink the commit history sooner
     /// (Kafka's `offsets.topic.segment.bytes`). Default 100 MiB; 1 KiB to 2 GiB - 1.
+    #[must_use]
     pub fn offsets_topic_segment_bytes(mut self, bytes: u64) -> Self {
         self.offsets_segment_bytes = bytes;
         self

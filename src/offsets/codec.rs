@@ -34,6 +34,7 @@ impl OffsetAndMetadata {
     }
 
     /// Attaches metadata text.
+    #[must_use]
     pub fn with_metadata(mut self, metadata: impl Into<String>) -> Self {
         self.metadata = metadata.into();
         self

@@ -107,18 +107,21 @@ impl ProducerConfig {
         retry_backoff: Duration);
 
     /// Compress this producer's batches with `codec` instead of the topic's codec.
+    #[must_use]
     pub fn compression(mut self, codec: Compression) -> Self {
         self.compression = Some(codec);
         self
     }
 
     /// Sets `stable_id`.
+    #[must_use]
     pub fn stable_id(mut self, id: impl Into<String>) -> Self {
         self.stable_id = Some(id.into());
         self
     }
 
     /// Uses a custom partitioner.
+    #[must_use]
     pub fn partitioner(mut self, partitioner: Arc<dyn Partitioner>) -> Self {
         self.partitioner = Some(partitioner);
         self
