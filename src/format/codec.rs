@@ -258,7 +258,8 @@ fn lz4_decode_plain(compressed: &[u8], max_output: usize) -> Option<Vec<u8>> {
                     .min(max_output - start)
                     .min(len.saturating_mul(LZ4_MAX_RATIO));
                 out.resize(start + room, 0);
-                let produced = lz4_flex::block::decompress_into(block, &mut out[start..]).ok()?;
+                let produced =
+                    lz4_flex::block::decompress_into(block, out.get_mut(start..)?).ok()?;
                 out.truncate(start + produced);
             }
         }

@@ -25,12 +25,14 @@ const MIN_BATCH_LENGTH: usize = HEADER_LEN - LOG_OVERHEAD;
 
 // Fixed-width big-endian accessors on a header-sized array. The positions are the constants above,
 // all of which leave room for their field inside HEADER_LEN, so the indexing cannot fail.
+#[allow(clippy::indexing_slicing)] // see above: every `at` is a constant inside HEADER_LEN
 fn get<const N: usize>(h: &[u8; HEADER_LEN], at: usize) -> [u8; N] {
     let mut out = [0u8; N];
     out.copy_from_slice(&h[at..at + N]);
     out
 }
 
+#[allow(clippy::indexing_slicing)] // see above
 fn put(h: &mut [u8; HEADER_LEN], at: usize, bytes: &[u8]) {
     h[at..at + bytes.len()].copy_from_slice(bytes);
 }

@@ -42,6 +42,9 @@
 //!   checksums and content size, concatenated frames) except frames that need a dictionary,
 //!   which no Kafka client writes. zstd: any standard frame whose window is at most
 //!   8 MiB, or up to 128 MiB when the caller's decompression cap is that large.
+// These bytes come from disk or from a caller: a malformed input must become an error, never
+// a panic, so nothing here may unwrap or index unchecked.
+#![deny(clippy::unwrap_used, clippy::indexing_slicing)]
 
 mod builder;
 mod codec;

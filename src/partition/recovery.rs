@@ -15,6 +15,9 @@
 //!   (the default) refuses to open with `Error::Corrupt { segment, position, .. }`;
 //!   `RecoveryMode::TruncateCorrupt` truncates at P and drops everything after it.
 //! - Every cut and removal is recorded as a [`RecoveryEvent`] (`Log::recovery_report`).
+// These bytes come from disk or from a caller: a malformed input must become an error, never
+// a panic, so nothing here may unwrap or index unchecked.
+#![deny(clippy::unwrap_used, clippy::indexing_slicing)]
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64};
@@ -116,8 +119,7 @@ pub(crate) fn open_partition(p: OpenParams<'_>) -> Result<PartitionInner> {
         reason: reason.to_string(),
     };
     let mut i = 0;
-    while i < bases.len() {
-        let base = bases[i];
+    while let Some(&base) = bases.get(i) {
         let is_last = i + 1 == bases.len();
         let log_path = p.dir.join(file_name(base, "log"));
         let size = storage.open(&log_path, OpenMode::Read)?.len()?;
@@ -204,7 +206,7 @@ pub(crate) fn open_partition(p: OpenParams<'_>) -> Result<PartitionInner> {
                 || later_segments_hold_data(
                     storage,
                     &p.dir,
-                    &bases[i + 1..],
+                    bases.get(i + 1..).unwrap_or_default(),
                     limits.max_batch_bytes,
                 )?;
             if mid_log && p.mode == RecoveryMode::Strict {
@@ -249,7 +251,7 @@ pub(crate) fn open_partition(p: OpenParams<'_>) -> Result<PartitionInner> {
         segments.push(Arc::new(segment));
         events.extend(cut);
         if drop_rest {
-            for &later in &bases[i + 1..] {
+            for &later in bases.get(i + 1..).unwrap_or_default() {
                 let path = p.dir.join(file_name(later, "log"));
                 let file = storage.open(&path, OpenMode::Read)?;
                 let len = file.len()?;
@@ -282,7 +284,8 @@ pub(crate) fn open_partition(p: OpenParams<'_>) -> Result<PartitionInner> {
     }
     let active = segments.last().expect("at least one segment").clone();
     let high_watermark = active.next_offset();
-    let log_start_offset = start_floor.max(segments[0].base_offset).min(high_watermark);
+    let first_base = segments.first().expect("at least one segment").base_offset;
+    let log_start_offset = start_floor.max(first_base).min(high_watermark);
     let first_batch_timestamp = first_batch_max_timestamp(&active)?;
     let producers = rebuild_producer_states(
         &checkpoint,
@@ -435,7 +438,7 @@ fn remove_segments_below(
     if keep_from == 0 {
         return Ok(());
     }
-    for &base in &bases[..keep_from] {
+    for &base in bases.get(..keep_from).unwrap_or_default() {
         remove_segment_files(storage, dir, base)?;
     }
     bases.drain(..keep_from);

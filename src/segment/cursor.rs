@@ -8,6 +8,9 @@
 //! that means (a torn tail to truncate, corruption to report, a read to stop) and which checks
 //! the offsets must pass are the caller's. Positions in its answers are byte positions in the
 //! file, so callers can name the segment and the byte in their errors.
+// These bytes come from disk or from a caller: a malformed input must become an error, never
+// a panic, so nothing here may unwrap or index unchecked.
+#![deny(clippy::unwrap_used, clippy::indexing_slicing)]
 
 use std::io;
 
@@ -148,6 +151,9 @@ impl<'s, S: ChunkSource + ?Sized> BatchCursor<'s, S> {
     }
 
     /// The buffered bytes `[pos, pos + len)`; [`cover`](Self::cover) them first.
+    // The caller covered the range (the documented contract), so the slice is in the buffer; a
+    // breach is a bug in annals, not bad input, and panicking on it is right.
+    #[allow(clippy::indexing_slicing)]
     pub(crate) fn bytes(&self, pos: u64, len: usize) -> &[u8] {
         let at = (pos - self.chunk_pos) as usize;
         &self.chunk[at..at + len]

@@ -1,4 +1,7 @@
 //! Sequential validation of a `.log` file: the heart of recovery and index rebuilding.
+// These bytes come from disk or from a caller: a malformed input must become an error, never
+// a panic, so nothing here may unwrap or index unchecked.
+#![deny(clippy::unwrap_used, clippy::indexing_slicing)]
 
 use std::io;
 
