@@ -43,6 +43,7 @@ macro_rules! setter {
 }
 
 mod cleaner;
+mod clock;
 mod config;
 mod consumer;
 mod error;

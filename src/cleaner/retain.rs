@@ -18,9 +18,10 @@ use std::time::{Duration, Instant};
 
 use super::retention::{plan_retention, RetentionInput};
 use super::{RetentionReport, SegmentInfo};
+use crate::clock::now_ms;
 use crate::error::{Error, Result};
 use crate::meta::{store_bounds, Bounds};
-use crate::partition::{now_ms, Partition, PartitionInner};
+use crate::partition::{Partition, PartitionInner};
 use crate::segment::Segment;
 
 impl Partition {

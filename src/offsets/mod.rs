@@ -15,8 +15,9 @@ use std::collections::{BTreeSet, HashMap};
 
 use parking_lot::RwLock;
 
+use crate::clock::now_ms;
 use crate::error::{Error, Result};
-use crate::partition::{now_ms, Partition};
+use crate::partition::Partition;
 use crate::record::{Record, TopicPartition};
 pub use codec::OffsetAndMetadata;
 use codec::{decode_key, decode_value, encode_key, encode_value};

@@ -25,7 +25,7 @@ use crate::segment::{Segment, SegmentLimits};
 use crate::storage::Storage;
 use crate::wait::Watchers;
 
-pub(crate) use append::{now_ms, Appended};
+pub(crate) use append::Appended;
 use producer_state::ProducerStates;
 pub(crate) use producer_state::{DEFAULT_EXPIRATION_MS, FIRST_LOCAL_PRODUCER_ID};
 pub use recovery::RecoveryMode;

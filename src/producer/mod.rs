@@ -19,10 +19,10 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
 
+use crate::clock::now_ms;
 use crate::error::{Error, Result};
 use crate::format::{record_encoded_len, BatchBuilder, Compression, HEADER_LEN};
 use crate::log::{Log, ProducerIdentity};
-use crate::partition::now_ms;
 use crate::record::Record;
 
 use accumulator::{batch_options, Memory, OpenBatch, PartitionSlot, TopicSlot};
