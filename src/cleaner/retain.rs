@@ -16,7 +16,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::retention::{plan_retention, RetentionInput};
+use super::retention_policy::{plan_retention, RetentionInput};
 use super::{RetentionReport, SegmentInfo};
 use crate::clock::now_ms;
 use crate::error::{Error, Result};
