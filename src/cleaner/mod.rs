@@ -3,7 +3,7 @@
 //! The decisions are pure functions over plain descriptions of a partition's segments
 //! (`retention_policy::plan_retention`, `policy::plan_compaction`, `policy::joins_group`, and
 //! `map::decide`, the per-record keep rule) so they are unit-tested without files. The executors
-//! (`retain.rs`, `compact.rs`) carry a plan out on a live partition with the crash-safe
+//! (`retention.rs`, `compact.rs`) carry a plan out on a live partition with the crash-safe
 //! protocols described in `docs/ARCHITECTURE.md` ("Retention", "Compaction").
 
 mod compact;
@@ -11,7 +11,7 @@ mod install;
 pub(crate) mod map;
 mod output;
 pub(crate) mod policy;
-mod retain;
+mod retention;
 pub(crate) mod retention_policy;
 
 use std::time::Duration;
