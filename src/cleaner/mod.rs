@@ -1,16 +1,17 @@
 //! Retention and compaction: deciding (pure policy) and doing (executors).
 //!
 //! The decisions are pure functions over plain descriptions of a partition's segments
-//! (`retention_policy::plan_retention`, `policy::plan_compaction`, `policy::joins_group`, and
+//! (`retention_policy::plan_retention`, `compaction_policy::plan_compaction`,
+//! `compaction_policy::joins_group`, and
 //! `map::decide`, the per-record keep rule) so they are unit-tested without files. The executors
 //! (`retention.rs`, `compact.rs`) carry a plan out on a live partition with the crash-safe
 //! protocols described in `docs/ARCHITECTURE.md` ("Retention", "Compaction").
 
 mod compact;
+pub(crate) mod compaction_policy;
 mod install;
 pub(crate) mod map;
 mod output;
-pub(crate) mod policy;
 mod retention;
 pub(crate) mod retention_policy;
 
