@@ -4,10 +4,10 @@
 //! (`retention_policy::plan_retention`, `compaction_policy::plan_compaction`,
 //! `compaction_policy::joins_group`, and
 //! `map::decide`, the per-record keep rule) so they are unit-tested without files. The executors
-//! (`retention.rs`, `compact.rs`) carry a plan out on a live partition with the crash-safe
+//! (`retention.rs`, `compaction.rs`) carry a plan out on a live partition with the crash-safe
 //! protocols described in `docs/ARCHITECTURE.md` ("Retention", "Compaction").
 
-mod compact;
+mod compaction;
 pub(crate) mod compaction_policy;
 mod install;
 pub(crate) mod map;
