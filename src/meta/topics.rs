@@ -1,0 +1,342 @@
+//! `topics.meta`: every topic's configuration, one tagged field per setting (format in
+//! `docs/FORMAT.md`).
+
+use std::path::Path;
+use std::time::Duration;
+
+use super::cleaner_fields::{decode_groups, decode_strategy, encode_groups, encode_strategy};
+use super::{corrupt, open_envelope, seal_envelope, Reader, Writer};
+use crate::config::{duration_to_millis, CleanupPolicy, TopicConfig};
+use crate::error::Result;
+use crate::format::{Compression, TimestampType};
+use crate::storage::{read_whole, write_atomic, Storage};
+
+pub(crate) const TOPICS_FILE: &str = "topics.meta";
+pub(crate) const TOPICS_MAGIC: [u8; 4] = *b"ANTP";
+
+mod tag {
+    pub const PARTITIONS: u16 = 1;
+    pub const SEGMENT_BYTES: u16 = 2;
+    pub const SEGMENT_MS: u16 = 3;
+    pub const SEGMENT_INDEX_BYTES: u16 = 4;
+    pub const INDEX_INTERVAL_BYTES: u16 = 5;
+    pub const MAX_MESSAGE_BYTES: u16 = 6;
+    pub const COMPRESSION: u16 = 7;
+    pub const TIMESTAMP_TYPE: u16 = 8;
+    pub const CLEANUP_POLICY: u16 = 9;
+    pub const RETENTION_MS: u16 = 10;
+    pub const RETENTION_BYTES: u16 = 11;
+    pub const MIN_CLEANABLE_DIRTY_RATIO: u16 = 12;
+    pub const MIN_COMPACTION_LAG_MS: u16 = 13;
+    pub const MAX_COMPACTION_LAG_MS: u16 = 14;
+    pub const DELETE_RETENTION_MS: u16 = 15;
+    pub const COMPACTION_STRATEGY: u16 = 16;
+    pub const RETAIN_FOR_GROUPS: u16 = 17;
+    pub const MAX_RETENTION_MS: u16 = 18;
+    pub const MAX_RETENTION_BYTES: u16 = 19;
+}
+
+fn field(w: &mut Writer, tag: u16, value: &[u8]) {
+    w.u16(tag);
+    w.bytes16(value);
+}
+
+fn optional_u64(v: Option<u64>) -> Vec<u8> {
+    match v {
+        None => vec![0],
+        Some(v) => {
+            let mut out = vec![1];
+            out.extend_from_slice(&v.to_be_bytes());
+            out
+        }
+    }
+}
+
+/// Encodes validated configurations; a duration `topics.meta` cannot hold exactly is refused
+/// (`InvalidConfig`) rather than written wrong.
+pub(crate) fn encode_topics(topics: &[(String, TopicConfig)]) -> Result<Vec<u8>> {
+    let ms = duration_to_millis;
+    let optional_ms = |field, d: Option<Duration>| d.map(|d| ms(field, d)).transpose();
+    let mut w = Writer::default();
+    w.u32(topics.len() as u32);
+    for (name, c) in topics {
+        w.bytes16(name.as_bytes());
+        let (codec, level) = match c.compression {
+            Compression::None => (0u8, 0i32),
+            Compression::Lz4 => (3, 0),
+            Compression::Zstd { level } => (4, level),
+        };
+        let mut compression = vec![codec];
+        compression.extend_from_slice(&level.to_be_bytes());
+        let fields: Vec<(u16, Vec<u8>)> = vec![
+            (tag::PARTITIONS, c.partitions.to_be_bytes().to_vec()),
+            (tag::SEGMENT_BYTES, c.segment_bytes.to_be_bytes().to_vec()),
+            (
+                tag::SEGMENT_MS,
+                ms("segment_ms", c.segment_ms)?.to_be_bytes().to_vec(),
+            ),
+            (
+                tag::SEGMENT_INDEX_BYTES,
+                (c.segment_index_bytes as u64).to_be_bytes().to_vec(),
+            ),
+            (
+                tag::INDEX_INTERVAL_BYTES,
+                (c.index_interval_bytes as u64).to_be_bytes().to_vec(),
+            ),
+            (
+                tag::MAX_MESSAGE_BYTES,
+                (c.max_message_bytes as u64).to_be_bytes().to_vec(),
+            ),
+            (tag::COMPRESSION, compression),
+            (
+                tag::TIMESTAMP_TYPE,
+                vec![(c.message_timestamp_type == TimestampType::LogAppendTime) as u8],
+            ),
+            (
+                tag::CLEANUP_POLICY,
+                vec![match c.cleanup_policy {
+                    CleanupPolicy::Delete => 0,
+                    CleanupPolicy::Compact => 1,
+                    CleanupPolicy::CompactAndDelete => 2,
+                }],
+            ),
+            (
+                tag::RETENTION_MS,
+                optional_u64(optional_ms("retention_ms", c.retention_ms)?),
+            ),
+            (tag::RETENTION_BYTES, optional_u64(c.retention_bytes)),
+            (
+                tag::MIN_CLEANABLE_DIRTY_RATIO,
+                c.min_cleanable_dirty_ratio.to_bits().to_be_bytes().to_vec(),
+            ),
+            (
+                tag::MIN_COMPACTION_LAG_MS,
+                ms("min_compaction_lag_ms", c.min_compaction_lag_ms)?
+                    .to_be_bytes()
+                    .to_vec(),
+            ),
+            (
+                tag::MAX_COMPACTION_LAG_MS,
+                optional_u64(optional_ms(
+                    "max_compaction_lag_ms",
+                    c.max_compaction_lag_ms,
+                )?),
+            ),
+            (
+                tag::DELETE_RETENTION_MS,
+                ms("delete_retention_ms", c.delete_retention_ms)?
+                    .to_be_bytes()
+                    .to_vec(),
+            ),
+            (
+                tag::COMPACTION_STRATEGY,
+                encode_strategy(&c.compaction_strategy),
+            ),
+            (tag::RETAIN_FOR_GROUPS, encode_groups(&c.retain_for_groups)),
+            (
+                tag::MAX_RETENTION_MS,
+                optional_u64(optional_ms("max_retention_ms", c.max_retention_ms)?),
+            ),
+            (
+                tag::MAX_RETENTION_BYTES,
+                optional_u64(c.max_retention_bytes),
+            ),
+        ];
+        w.u16(fields.len() as u16);
+        for (t, v) in &fields {
+            field(&mut w, *t, v);
+        }
+    }
+    Ok(seal_envelope(TOPICS_MAGIC, &w.0))
+}
+
+pub(crate) fn decode_topics(file: &Path, bytes: &[u8]) -> Result<Vec<(String, TopicConfig)>> {
+    let payload = open_envelope(TOPICS_MAGIC, bytes).map_err(|e| corrupt(file, e))?;
+    decode_topics_payload(payload).map_err(|e| corrupt(file, e))
+}
+
+fn decode_topics_payload(
+    payload: &[u8],
+) -> std::result::Result<Vec<(String, TopicConfig)>, String> {
+    let mut r = Reader::new(payload);
+    let count = r.u32()?;
+    let mut topics = Vec::new();
+    for _ in 0..count {
+        let name =
+            String::from_utf8(r.bytes16()?.to_vec()).map_err(|_| "topic name is not UTF-8")?;
+        let mut c = TopicConfig::default();
+        let nfields = r.u16()?;
+        for _ in 0..nfields {
+            let t = r.u16()?;
+            let mut v = Reader::new(r.bytes16()?);
+            match t {
+                tag::PARTITIONS => c.partitions = v.u32()?,
+                tag::SEGMENT_BYTES => c.segment_bytes = v.u64()?,
+                tag::SEGMENT_MS => c.segment_ms = Duration::from_millis(v.u64()?),
+                tag::SEGMENT_INDEX_BYTES => c.segment_index_bytes = v.u64()? as usize,
+                tag::INDEX_INTERVAL_BYTES => c.index_interval_bytes = v.u64()? as usize,
+                tag::MAX_MESSAGE_BYTES => c.max_message_bytes = v.u64()? as usize,
+                tag::COMPRESSION => {
+                    let codec = v.u8()?;
+                    let level = v.u32()? as i32;
+                    c.compression = match codec {
+                        0 => Compression::None,
+                        3 => Compression::Lz4,
+                        4 => Compression::Zstd { level },
+                        other => return Err(format!("unknown compression id {other}")),
+                    };
+                }
+                tag::TIMESTAMP_TYPE => {
+                    c.message_timestamp_type = match v.u8()? {
+                        0 => TimestampType::CreateTime,
+                        1 => TimestampType::LogAppendTime,
+                        other => return Err(format!("unknown timestamp type {other}")),
+                    }
+                }
+                tag::CLEANUP_POLICY => {
+                    c.cleanup_policy = match v.u8()? {
+                        0 => CleanupPolicy::Delete,
+                        1 => CleanupPolicy::Compact,
+                        2 => CleanupPolicy::CompactAndDelete,
+                        other => return Err(format!("unknown cleanup policy {other}")),
+                    }
+                }
+                tag::RETENTION_MS => {
+                    c.retention_ms = read_optional_u64(&mut v)?.map(Duration::from_millis)
+                }
+                tag::RETENTION_BYTES => c.retention_bytes = read_optional_u64(&mut v)?,
+                tag::MIN_CLEANABLE_DIRTY_RATIO => {
+                    c.min_cleanable_dirty_ratio = f64::from_bits(v.u64()?)
+                }
+                tag::MIN_COMPACTION_LAG_MS => {
+                    c.min_compaction_lag_ms = Duration::from_millis(v.u64()?)
+                }
+                tag::MAX_COMPACTION_LAG_MS => {
+                    c.max_compaction_lag_ms = read_optional_u64(&mut v)?.map(Duration::from_millis)
+                }
+                tag::DELETE_RETENTION_MS => c.delete_retention_ms = Duration::from_millis(v.u64()?),
+                tag::COMPACTION_STRATEGY => c.compaction_strategy = decode_strategy(&mut v)?,
+                tag::RETAIN_FOR_GROUPS => c.retain_for_groups = decode_groups(&mut v)?,
+                tag::MAX_RETENTION_MS => {
+                    c.max_retention_ms = read_optional_u64(&mut v)?.map(Duration::from_millis)
+                }
+                tag::MAX_RETENTION_BYTES => c.max_retention_bytes = read_optional_u64(&mut v)?,
+                other => {
+                    return Err(format!(
+                        "unknown field tag {other} (written by a newer annals?)"
+                    ))
+                }
+            }
+        }
+        c.validate().map_err(|e| format!("topic {name:?}: {e}"))?;
+        topics.push((name, c));
+    }
+    if !r.is_empty() {
+        return Err("trailing bytes after the last topic".into());
+    }
+    Ok(topics)
+}
+
+fn read_optional_u64(r: &mut Reader) -> std::result::Result<Option<u64>, String> {
+    match r.u8()? {
+        0 => Ok(None),
+        1 => Ok(Some(r.u64()?)),
+        other => Err(format!("bad option flag {other}")),
+    }
+}
+
+pub(crate) fn load_topics(storage: &dyn Storage, dir: &Path) -> Result<Vec<(String, TopicConfig)>> {
+    let path = dir.join(TOPICS_FILE);
+    if !storage.exists(&path)? {
+        return Ok(Vec::new());
+    }
+    decode_topics(&path, &read_whole(storage, &path)?)
+}
+
+pub(crate) fn store_topics(
+    storage: &dyn Storage,
+    dir: &Path,
+    topics: &[(String, TopicConfig)],
+) -> Result<()> {
+    Ok(write_atomic(
+        storage,
+        &dir.join(TOPICS_FILE),
+        &encode_topics(topics)?,
+    )?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::CompactionStrategy;
+    use crate::error::Error;
+
+    #[test]
+    fn topics_round_trip() {
+        let topics = vec![
+            ("a".to_string(), TopicConfig::default()),
+            (
+                "orders.v2".to_string(),
+                TopicConfig::default()
+                    .partitions(7)
+                    .compression(Compression::Zstd { level: 9 })
+                    .retention_ms(Duration::from_secs(60))
+                    .retention_bytes(1 << 20)
+                    .cleanup_policy(CleanupPolicy::Compact)
+                    .message_timestamp_type(TimestampType::LogAppendTime),
+            ),
+            (
+                "cleaned".to_string(),
+                TopicConfig::default()
+                    .cleanup_policy(CleanupPolicy::CompactAndDelete)
+                    .min_cleanable_dirty_ratio(0.25)
+                    .min_compaction_lag_ms(Duration::from_millis(5))
+                    .max_compaction_lag_ms(Duration::from_secs(9))
+                    .delete_retention_ms(Duration::ZERO)
+                    .compaction_strategy(CompactionStrategy::Header("version".into()))
+                    .retain_for_groups(["billing", "audit"])
+                    .max_retention_ms(Duration::from_secs(3600))
+                    .max_retention_bytes(1 << 30),
+            ),
+            (
+                "by-time".to_string(),
+                TopicConfig::default().compaction_strategy(CompactionStrategy::Timestamp),
+            ),
+        ];
+        let bytes = encode_topics(&topics).unwrap();
+        assert_eq!(decode_topics(Path::new("t"), &bytes).unwrap(), topics);
+    }
+
+    #[test]
+    fn every_flipped_byte_or_cut_is_reported() {
+        let bytes = encode_topics(&[("a".to_string(), TopicConfig::default())]).unwrap();
+        for i in 0..bytes.len() {
+            let mut b = bytes.clone();
+            b[i] ^= 0x5a;
+            assert!(matches!(
+                decode_topics(Path::new("t"), &b),
+                Err(Error::CorruptMetadata { .. })
+            ));
+            assert!(decode_topics(Path::new("t"), &bytes[..i]).is_err());
+        }
+    }
+
+    #[test]
+    fn a_stored_duration_beyond_i64_max_ms_is_corrupt() {
+        for (t, value) in [
+            (tag::SEGMENT_MS, u64::MAX.to_be_bytes().to_vec()),
+            (tag::RETENTION_MS, optional_u64(Some(i64::MAX as u64 + 1))),
+        ] {
+            let mut w = Writer::default();
+            w.u32(1);
+            w.bytes16(b"t");
+            w.u16(1);
+            field(&mut w, t, &value);
+            let bytes = seal_envelope(TOPICS_MAGIC, &w.0);
+            assert!(matches!(
+                decode_topics(Path::new("t"), &bytes),
+                Err(Error::CorruptMetadata { .. })
+            ));
+        }
+    }
+}
