@@ -245,7 +245,6 @@ pub(crate) fn store_checkpoint(storage: &dyn Storage, dir: &Path, c: &Checkpoint
 // ---- partition.bounds: see meta/bounds.rs -----------------------------------------------------
 
 mod bounds;
-mod cleaner_fields;
 #[cfg(test)]
 mod proptests;
 mod topics;

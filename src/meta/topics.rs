@@ -4,9 +4,8 @@
 use std::path::Path;
 use std::time::Duration;
 
-use super::cleaner_fields::{decode_groups, decode_strategy, encode_groups, encode_strategy};
 use super::{corrupt, open_envelope, seal_envelope, Reader, Writer};
-use crate::config::{duration_to_millis, CleanupPolicy, TopicConfig};
+use crate::config::{duration_to_millis, CleanupPolicy, CompactionStrategy, TopicConfig};
 use crate::error::Result;
 use crate::format::{Compression, TimestampType};
 use crate::storage::{read_whole, write_atomic, Storage};
@@ -265,10 +264,57 @@ pub(crate) fn store_topics(
     )?)
 }
 
+// The two compound fields of compaction and retention: COMPACTION_STRATEGY and
+// RETAIN_FOR_GROUPS.
+
+/// `u8` kind (0 offset, 1 timestamp, 2 header) followed, for a header, by its UTF-8 name.
+fn encode_strategy(s: &CompactionStrategy) -> Vec<u8> {
+    match s {
+        CompactionStrategy::Offset => vec![0],
+        CompactionStrategy::Timestamp => vec![1],
+        CompactionStrategy::Header(name) => {
+            let mut v = vec![2];
+            v.extend_from_slice(name.as_bytes());
+            v
+        }
+    }
+}
+
+fn decode_strategy(r: &mut Reader) -> std::result::Result<CompactionStrategy, String> {
+    let kind = r.u8()?;
+    let rest = r.rest();
+    match (kind, rest.is_empty()) {
+        (0, true) => Ok(CompactionStrategy::Offset),
+        (1, true) => Ok(CompactionStrategy::Timestamp),
+        (2, _) => String::from_utf8(rest.to_vec())
+            .map(CompactionStrategy::Header)
+            .map_err(|_| "compaction header name is not UTF-8".to_string()),
+        _ => Err(format!("unknown compaction strategy {kind}")),
+    }
+}
+
+/// `u16` count, then each group id as `u16` length + UTF-8.
+fn encode_groups(groups: &[String]) -> Vec<u8> {
+    let mut w = Writer::default();
+    w.u16(groups.len() as u16);
+    for g in groups {
+        w.bytes16(g.as_bytes());
+    }
+    w.0
+}
+
+fn decode_groups(r: &mut Reader) -> std::result::Result<Vec<String>, String> {
+    let n = r.u16()?;
+    (0..n)
+        .map(|_| {
+            String::from_utf8(r.bytes16()?.to_vec()).map_err(|_| "group id is not UTF-8".into())
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::CompactionStrategy;
     use crate::error::Error;
 
     #[test]
