@@ -1,7 +1,9 @@
 //! Tests of the simulated file system: its durability model, crashes, faults and capacity.
 
+use super::model::write_into;
 use super::*;
 use crate::storage::write_atomic;
+use std::collections::HashSet;
 use std::sync::Weak;
 
 fn p(s: &str) -> &Path {
