@@ -1,5 +1,6 @@
 //! annals' own metadata files, one module per file format: `topics.meta` (`topics.rs`),
-//! `partition.ckpt` (`checkpoint.rs`) and `partition.bounds` (`bounds.rs`).
+//! `partition.ckpt` (`checkpoint.rs`), `partition.bounds` (`bounds.rs`) and `producer-ids.meta`
+//! (`producer_ids.rs`).
 //!
 //! Every metadata file shares one envelope (all integers big-endian, see `docs/FORMAT.md`):
 //!
@@ -14,12 +15,16 @@
 
 mod bounds;
 mod checkpoint;
+mod producer_ids;
 #[cfg(test)]
 mod proptests;
 mod topics;
 pub(crate) use bounds::{load_bounds, store_bounds, Bounds, BOUNDS_FILE};
 pub(crate) use checkpoint::{
     load_checkpoint, store_checkpoint, Checkpoint, SealedSegment, CHECKPOINT_FILE,
+};
+pub(crate) use producer_ids::{
+    decode_producer_ids, encode_producer_ids, ProducerIdsFile, PRODUCER_IDS_FILE,
 };
 #[cfg(test)]
 use topics::{decode_topics, encode_topics};
