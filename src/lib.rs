@@ -47,6 +47,7 @@ macro_rules! setter {
 
 mod catalog;
 mod cleaner;
+mod clock;
 mod config;
 mod consumer;
 mod error;

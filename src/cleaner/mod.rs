@@ -1,18 +1,19 @@
 //! Retention and compaction: deciding (pure policy) and doing (executors).
 //!
 //! The decisions are pure functions over plain descriptions of a partition's segments
-//! (`retention::plan_retention`, `policy::plan_compaction`, `policy::joins_group`, and
+//! (`retention_policy::plan_retention`, `compaction_policy::plan_compaction`,
+//! `compaction_policy::joins_group`, and
 //! `map::decide`, the per-record keep rule) so they are unit-tested without files. The executors
-//! (`retain.rs`, `compact.rs`) carry a plan out on a live partition with the crash-safe
+//! (`retention.rs`, `compaction.rs`) carry a plan out on a live partition with the crash-safe
 //! protocols described in `docs/ARCHITECTURE.md` ("Retention", "Compaction").
 
-mod compact;
+mod compaction;
+pub(crate) mod compaction_policy;
 mod install;
 pub(crate) mod map;
 mod output;
-pub(crate) mod policy;
-mod retain;
-pub(crate) mod retention;
+mod retention;
+pub(crate) mod retention_policy;
 
 use std::time::Duration;
 

@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use super::{fenced, Coordinator, Group};
+use super::coordinator::{fenced, Coordinator, Group};
 use crate::error::{Error, Result};
 use crate::group::Assignor;
 use crate::topic_partition::TopicPartition;
@@ -134,8 +134,8 @@ impl Drop for CommitPermit<'_> {
 mod tests {
     use std::time::Duration;
 
-    use super::super::tests::{join, topics};
     use super::*;
+    use crate::group::coordinator::tests::{join, topics};
 
     fn all() -> Vec<TopicPartition> {
         (0..3).map(|p| TopicPartition::new("t", p)).collect()

@@ -25,13 +25,12 @@ use std::time::Duration;
 use parking_lot::Mutex;
 
 use crate::error::{Error, Result};
-use crate::meta::{open_envelope, seal_envelope, Reader, Writer};
+pub(crate) use crate::meta::PRODUCER_IDS_FILE;
+use crate::meta::{decode_producer_ids, encode_producer_ids, ProducerIdsFile};
 use crate::partition::{DEFAULT_EXPIRATION_MS, FIRST_LOCAL_PRODUCER_ID};
 use crate::producer::ProducerIdentity;
 use crate::storage::{read_whole, write_atomic, Storage};
 
-pub(crate) const PRODUCER_IDS_FILE: &str = "producer-ids.meta";
-const MAGIC: [u8; 4] = *b"ANPI";
 const BLOCK: i64 = 1000;
 
 /// Default `producer_id_expiration`: one day, as Kafka's `producer.id.expiration.ms`.
@@ -74,38 +73,21 @@ impl ProducerIds {
             stable: HashMap::new(),
         };
         if storage.exists(&path)? {
-            let bytes = read_whole(storage, &path)?;
-            let mut parse = || -> std::result::Result<(), String> {
-                let payload = open_envelope(MAGIC, &bytes)?;
-                let mut r = Reader::new(payload);
-                // Ids of the block in use when the log last ran may have been handed out. A
-                // block end below the local range is from before the split: move into it.
-                state.block_end = r.i64()?.max(FIRST_LOCAL_PRODUCER_ID);
-                state.next_id = state.block_end;
-                let n = r.u32()? as usize;
-                for _ in 0..n {
-                    let name = String::from_utf8(r.bytes16()?.to_vec())
-                        .map_err(|_| "stable id is not UTF-8".to_string())?;
-                    let id = r.i64()?;
-                    let epoch = r.u16()? as i16;
-                    if id < FIRST_LOCAL_PRODUCER_ID {
-                        // From before the split: a foreign batch may carry this id. Its next
-                        // start takes a fresh local id (no instance of it is running now).
-                        continue;
-                    }
-                    state
-                        .stable
-                        .insert(name, (id, Arc::new(AtomicI16::new(epoch))));
+            let file = decode_producer_ids(&path, &read_whole(storage, &path)?)?;
+            // Ids of the block in use when the log last ran may have been handed out. A block
+            // end below the local range is from before the split: move into it.
+            state.block_end = file.block_end.max(FIRST_LOCAL_PRODUCER_ID);
+            state.next_id = state.block_end;
+            for (name, id, epoch) in file.stable {
+                if id < FIRST_LOCAL_PRODUCER_ID {
+                    // From before the split: a foreign batch may carry this id. Its next start
+                    // takes a fresh local id (no instance of it is running now).
+                    continue;
                 }
-                if !r.is_empty() {
-                    return Err("trailing bytes".into());
-                }
-                Ok(())
-            };
-            parse().map_err(|reason| Error::CorruptMetadata {
-                file: path.clone(),
-                reason,
-            })?;
+                state
+                    .stable
+                    .insert(name, (id, Arc::new(AtomicI16::new(epoch))));
+            }
         }
         Ok(ProducerIds {
             path,
@@ -179,21 +161,20 @@ impl ProducerIds {
     }
 
     fn persist(&self, storage: &dyn Storage, state: &State) -> Result<()> {
-        let mut w = Writer::default();
-        w.i64(state.block_end);
-        w.u32(state.stable.len() as u32);
-        let mut names: Vec<_> = state.stable.keys().collect();
-        names.sort();
-        for name in names {
-            let (id, epoch) = &state.stable[name];
-            w.bytes16(name.as_bytes());
-            w.i64(*id);
-            w.u16(epoch.load(Ordering::Acquire) as u16);
-        }
+        let mut stable: Vec<_> = state
+            .stable
+            .iter()
+            .map(|(name, (id, epoch))| (name.clone(), *id, epoch.load(Ordering::Acquire)))
+            .collect();
+        stable.sort();
+        let file = ProducerIdsFile {
+            block_end: state.block_end,
+            stable,
+        };
         Ok(write_atomic(
             storage,
             &self.path,
-            &seal_envelope(MAGIC, &w.0),
+            &encode_producer_ids(&file),
         )?)
     }
 }
@@ -238,14 +219,12 @@ mod tests {
             FIRST_LOCAL_PRODUCER_ID
         );
         // As a log from before the split left it: block end 2000, a stable id on producer 3.
-        let mut w = Writer::default();
-        w.i64(2000);
-        w.u32(1);
-        w.bytes16(b"old-writer");
-        w.i64(3);
-        w.u16(4);
+        let old = ProducerIdsFile {
+            block_end: 2000,
+            stable: vec![("old-writer".into(), 3, 4)],
+        };
         let path = dir.join(PRODUCER_IDS_FILE);
-        write_atomic(&*sim, &path, &seal_envelope(MAGIC, &w.0)).unwrap();
+        write_atomic(&*sim, &path, &encode_producer_ids(&old)).unwrap();
         let ids = ProducerIds::load(&*sim, dir).unwrap();
         let fresh = ids.assign(&*sim, None).unwrap();
         assert!(fresh.producer_id >= FIRST_LOCAL_PRODUCER_ID);

@@ -15,9 +15,10 @@ use std::collections::{BTreeSet, HashMap};
 
 use parking_lot::RwLock;
 
+use crate::clock::now_ms;
 use crate::error::{Error, Result};
 use crate::format::Record;
-use crate::partition::{now_ms, Partition};
+use crate::partition::Partition;
 use crate::topic_partition::TopicPartition;
 pub use codec::OffsetAndMetadata;
 use codec::{decode_key, decode_value, encode_key, encode_value};

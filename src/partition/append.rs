@@ -2,12 +2,12 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
 use super::producer_state::{Verdict, FIRST_LOCAL_PRODUCER_ID};
 use super::{Partition, PartitionInner, WriterState};
+use crate::clock::now_ms;
 use crate::error::{Error, Result};
 use crate::format::Record;
 use crate::format::{
@@ -16,15 +16,6 @@ use crate::format::{
 };
 use crate::meta::{store_checkpoint, Checkpoint, SealedSegment};
 use crate::segment::Segment;
-
-/// Wall-clock milliseconds since the Unix epoch (0 if the clock is before 1970). Called per
-/// record by the producer, so it avoids `as_millis`' 128-bit arithmetic.
-pub(crate) fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64 * 1000 + d.subsec_millis() as i64)
-        .unwrap_or(0)
-}
 
 impl Partition {
     /// Appends `records` as one batch and returns the offset of the first.

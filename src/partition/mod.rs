@@ -26,7 +26,7 @@ use crate::segment::{Segment, SegmentLimits};
 use crate::storage::Storage;
 use crate::wait::Watchers;
 
-pub(crate) use append::{now_ms, Appended};
+pub(crate) use append::Appended;
 pub(crate) use names::{
     is_partition_file, parse_partition_dir_name, partition_dir_name, DELETE_SUFFIX,
 };

@@ -356,7 +356,7 @@ fn rebuild_producer_states(
     limits: &SegmentLimits,
     expiration_ms: i64,
 ) -> Result<ProducerStates> {
-    let now = super::now_ms();
+    let now = crate::clock::now_ms();
     let high_watermark = segments.last().map(|s| s.next_offset()).unwrap_or(0);
     let snapshot = if had_checkpoint && checkpoint.recovery_point <= high_watermark {
         ProducerStates::decode(&checkpoint.producers, expiration_ms).ok()

@@ -21,10 +21,10 @@ use std::time::{Duration, Instant};
 use parking_lot::{Mutex, RwLock};
 
 use crate::catalog::{Catalog, LogClient};
+use crate::clock::now_ms;
 use crate::error::{Error, Result};
 use crate::format::Record;
 use crate::format::{record_encoded_len, BatchBuilder, Compression, HEADER_LEN};
-use crate::partition::now_ms;
 
 use accumulator::{batch_options, Memory, OpenBatch, PartitionSlot, TopicSlot};
 pub use config::{Durability, ProducerConfig};

@@ -14,16 +14,17 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::compaction_policy::{joins_group, plan_compaction, CompactionInput, CompactionPlan};
 use super::install::Staged;
 use super::map::{decide, version_of, Decision, Entry, KeyMap};
 use super::output::{decode, for_each_batch, Output};
-use super::policy::{joins_group, plan_compaction, CompactionInput, CompactionPlan};
 use super::{CompactionReport, SegmentInfo};
+use crate::clock::now_ms;
 use crate::config::TopicConfig;
 use crate::error::Result;
 use crate::meta::{store_bounds, Bounds};
 use crate::partition::swap::CLEANED_LOG;
-use crate::partition::{now_ms, Partition, PartitionInner};
+use crate::partition::{Partition, PartitionInner};
 use crate::segment::{file_name, Segment};
 use crate::storage::OpenMode;
 
