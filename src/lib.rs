@@ -28,7 +28,11 @@
 //! See `docs/ARCHITECTURE.md` for the layers, the write path and the crash story, and
 //! `docs/FORMAT.md` for every byte annals writes.
 
+// `unsafe` is allowed only where a module says why it needs it (the mmap contract in `storage`
+// and its one caller in `segment::index`); each block carries its `// SAFETY:` argument.
+#![deny(unsafe_code)]
 #![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 #![warn(missing_debug_implementations)]
 // A builder setter takes `self` and returns the changed copy: dropping it is always a bug.
 #![warn(clippy::return_self_not_must_use)]

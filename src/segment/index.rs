@@ -44,6 +44,7 @@ struct EntryFile {
 impl EntryFile {
     /// Opens (creating if needed) and maps the file. With `preallocate`, the file is grown to
     /// `max_bytes` so appends can go through the mapping; otherwise it is mapped as it is.
+    #[allow(unsafe_code)] // maps the index file: see the SAFETY argument below
     fn open(
         storage: &dyn Storage,
         path: &Path,
@@ -115,6 +116,7 @@ impl EntryFile {
 
     /// Trims the file to its entries and maps it again at that size. Unmapping first is what makes the truncation
     /// safe: a mapped file must never shrink under its mapping (SIGBUS).
+    #[allow(unsafe_code)] // maps the trimmed file: see the SAFETY argument below
     fn close_and_trim(&mut self) -> io::Result<()> {
         if let Some(map) = self.map.take() {
             map.flush()?;

@@ -199,6 +199,7 @@ impl StorageFile for ContextFile {
         self.inner.sync_all().at("sync", &self.path)
     }
 
+    #[allow(unsafe_code)] // forwards the mmap contract to the wrapped file
     unsafe fn map_mut(&self, len: usize) -> io::Result<Box<dyn MappedRegion>> {
         // SAFETY: forwarded unchanged: our caller's guarantee for this file is the guarantee
         // the inner file needs.

@@ -1,4 +1,7 @@
 //! [`FsStorage`]: the real file system.
+// The one module that needs `unsafe` for itself: mapping files (memmap2) and reading into
+// spare capacity. Each block states its argument.
+#![allow(unsafe_code)]
 
 use std::fs::{self, File, OpenOptions};
 use std::io;

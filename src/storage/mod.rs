@@ -145,6 +145,7 @@ pub trait StorageFile: Send + Sync + Debug {
     /// region.write(0, b"annals");
     /// assert_eq!(&region.as_slice()[..6], b"annals");
     /// ```
+    #[allow(unsafe_code)] // the mmap contract, stated above, is the reason this is unsafe
     unsafe fn map_mut(&self, len: usize) -> io::Result<Box<dyn MappedRegion>>;
 }
 

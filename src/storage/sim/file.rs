@@ -157,6 +157,7 @@ impl StorageFile for SimFile {
 
     // Nothing is mapped: the region is a private copy kept in step with the file by its
     // `write`, so this needs none of the contract. It is `unsafe` because the trait is.
+    #[allow(unsafe_code)] // unsafe only because the trait method is
     unsafe fn map_mut(&self, len: usize) -> io::Result<Box<dyn MappedRegion>> {
         let mut region = None;
         self.write_op(SimOpKind::MapMut, 0, len as u64, |st| {
