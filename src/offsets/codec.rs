@@ -8,6 +8,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use crate::meta::Reader;
 use crate::topic_partition::TopicPartition;
 
 const VERSION: u16 = 1;
@@ -62,61 +63,36 @@ pub(crate) fn encode_value(v: &OffsetAndMetadata) -> Bytes {
     b.freeze()
 }
 
-/// A cursor that fails (returns `None`) instead of panicking on short input.
-struct Reader<'a>(&'a [u8]);
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        if self.0.len() < n {
-            return None;
-        }
-        let (head, tail) = self.0.split_at(n);
-        self.0 = tail;
-        Some(head)
-    }
-    fn u16(&mut self) -> Option<u16> {
-        self.take(2).map(|b| u16::from_be_bytes([b[0], b[1]]))
-    }
-    fn u32(&mut self) -> Option<u32> {
-        self.take(4)
-            .map(|b| u32::from_be_bytes(b.try_into().expect("4 bytes")))
-    }
-    fn u64(&mut self) -> Option<u64> {
-        self.take(8)
-            .map(|b| u64::from_be_bytes(b.try_into().expect("8 bytes")))
-    }
-    fn string(&mut self, len: usize) -> Option<String> {
-        String::from_utf8(self.take(len)?.to_vec()).ok()
-    }
-    fn done(&self) -> bool {
-        self.0.is_empty()
-    }
+fn string(r: &mut Reader<'_>, len: usize) -> Option<String> {
+    String::from_utf8(r.take(len).ok()?.to_vec()).ok()
 }
 
+// Decoded with the metadata files' reader (`meta::Reader`), which fails instead of panicking on
+// short input; a record that does not decode whole is `None`.
 pub(crate) fn decode_key(bytes: &[u8]) -> Option<(String, TopicPartition)> {
-    let mut r = Reader(bytes);
-    if r.u16()? != VERSION {
+    let mut r = Reader::new(bytes);
+    if r.u16().ok()? != VERSION {
         return None;
     }
-    let len = r.u16()? as usize;
-    let group = r.string(len)?;
-    let len = r.u16()? as usize;
-    let topic = r.string(len)?;
-    let partition = r.u32()?;
-    r.done()
+    let len = r.u16().ok()? as usize;
+    let group = string(&mut r, len)?;
+    let len = r.u16().ok()? as usize;
+    let topic = string(&mut r, len)?;
+    let partition = r.u32().ok()?;
+    r.is_empty()
         .then_some((group, TopicPartition { topic, partition }))
 }
 
 pub(crate) fn decode_value(bytes: &[u8]) -> Option<OffsetAndMetadata> {
-    let mut r = Reader(bytes);
-    if r.u16()? != VERSION {
+    let mut r = Reader::new(bytes);
+    if r.u16().ok()? != VERSION {
         return None;
     }
-    let offset = r.u64()?;
-    let commit_timestamp = r.u64()? as i64;
-    let len = r.u32()? as usize;
-    let metadata = r.string(len)?;
-    r.done().then_some(OffsetAndMetadata {
+    let offset = r.u64().ok()?;
+    let commit_timestamp = r.i64().ok()?;
+    let len = r.u32().ok()? as usize;
+    let metadata = string(&mut r, len)?;
+    r.is_empty().then_some(OffsetAndMetadata {
         offset,
         metadata,
         commit_timestamp,
@@ -126,6 +102,25 @@ pub(crate) fn decode_value(bytes: &[u8]) -> Option<OffsetAndMetadata> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_bytes_are_pinned() {
+        let tp = TopicPartition::new("t", 2);
+        let key = encode_key("g", &tp);
+        assert_eq!(&key[..], &[0, 1, 0, 1, b'g', 0, 1, b't', 0, 0, 0, 2][..]);
+        let v = OffsetAndMetadata {
+            offset: 0x0102,
+            metadata: "m".into(),
+            commit_timestamp: -1,
+        };
+        let value = encode_value(&v);
+        let mut want = vec![0, 1, 0, 0, 0, 0, 0, 0, 1, 2];
+        want.extend_from_slice(&[0xff; 8]);
+        want.extend_from_slice(&[0, 0, 0, 1, b'm']);
+        assert_eq!(&value[..], &want[..]);
+        assert_eq!(decode_key(&key), Some(("g".to_string(), tp)));
+        assert_eq!(decode_value(&value), Some(v));
+    }
 
     #[test]
     fn round_trip_and_every_truncation_or_trailing_byte_is_rejected() {
