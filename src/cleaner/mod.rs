@@ -2,8 +2,8 @@
 //!
 //! The decisions are pure functions over plain descriptions of a partition's segments
 //! (`retention_policy::plan_retention`, `compaction_policy::plan_compaction`,
-//! `compaction_policy::joins_group`, and
-//! `map::decide`, the per-record keep rule) so they are unit-tested without files. The executors
+//! `compaction_policy::joins_group`, and `map::decide`, the per-record keep rule) so they are
+//! unit-tested without files. The executors
 //! (`retention.rs`, `compaction.rs`) carry a plan out on a live partition with the crash-safe
 //! protocols described in `docs/ARCHITECTURE.md` ("Retention", "Compaction").
 
