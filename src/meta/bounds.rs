@@ -45,7 +45,9 @@ impl Bounds {
         while self.passes.len() > MAX_PASSES {
             // Merge the two oldest: the later end with the later time.
             let (_, first_at) = self.passes.remove(0);
-            self.passes[0].1 = self.passes[0].1.max(first_at);
+            if let Some(next) = self.passes.first_mut() {
+                next.1 = next.1.max(first_at);
+            }
         }
         self.cleaned_end = self.cleaned_end.max(end);
     }
@@ -86,7 +88,7 @@ pub(crate) fn decode_bounds(file: &Path, bytes: &[u8]) -> Result<Bounds> {
         if !r.is_empty() {
             return Err("trailing bytes".into());
         }
-        if passes.windows(2).any(|w| w[0].0 >= w[1].0) {
+        if passes.windows(2).any(|w| matches!(w, [a, b] if a.0 >= b.0)) {
             return Err("compaction passes are not in offset order".into());
         }
         Ok(Bounds {

@@ -12,6 +12,9 @@
 //! ([`write_atomic`](crate::storage)), so a reader sees the old or the new file, and the CRC
 //! catches anything else (a torn or garbled file is reported as `CorruptMetadata`, never
 //! guessed at).
+// These bytes come from disk: a malformed file must become an error, never a panic, so
+// nothing here may unwrap or index unchecked.
+#![deny(clippy::unwrap_used, clippy::indexing_slicing)]
 
 mod bounds;
 mod checkpoint;
@@ -130,7 +133,7 @@ pub(crate) fn open_envelope(magic: [u8; 4], bytes: &[u8]) -> std::result::Result
         ));
     }
     let (body, crc) = bytes.split_at(bytes.len() - 4);
-    let stored = u32::from_be_bytes([crc[0], crc[1], crc[2], crc[3]]);
+    let stored = u32::from_be_bytes(crc.try_into().map_err(|_| "no checksum".to_string())?);
     if crc32c::crc32c(body) != stored {
         return Err("checksum mismatch".into());
     }
