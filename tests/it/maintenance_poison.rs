@@ -7,7 +7,7 @@
 
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::common::*;
@@ -17,19 +17,6 @@ use annals::{Error, Log, Record, TopicConfig};
 const DIR: &str = "/sim/maintenance-poison";
 const MESSAGE: &str = "injected fault: a maintenance pass panics";
 const THREAD: &str = "annals-maintenance";
-
-fn bound() -> Duration {
-    Duration::from_secs(env_usize("ANNALS_HANG_SECS", 60) as u64)
-}
-
-fn bounded<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    rx.recv_timeout(bound())
-        .unwrap_or_else(|e| panic!("{what} did not return within {:?}: {e}", bound()))
-}
 
 /// Every storage operation of the maintenance thread panics while `armed`; `hits` counts them.
 fn trap(sim: &SimStorage) -> (Arc<AtomicBool>, Arc<AtomicUsize>) {
@@ -67,11 +54,11 @@ fn log_with_work(sim: &Arc<SimStorage>) -> Log {
 }
 
 fn wait_for_panic_error(log: &Log) -> Error {
-    let seen = poll_until(bound(), || log.last_maintenance_error().is_some());
+    let seen = poll_until(hang_bound(), || log.last_maintenance_error().is_some());
     assert!(
         seen.is_some(),
         "no maintenance error reported within {:?} of the panic",
-        bound()
+        hang_bound()
     );
     log.last_maintenance_error().expect("seen")
 }

@@ -21,27 +21,6 @@ const DIR: &str = "/sim/poison";
 const MESSAGE: &str = "injected fault: the write path panics";
 const WRITER: &str = "annals-producer";
 
-/// How long a call may take before it counts as hung: far beyond anything a loaded machine needs.
-fn bound() -> Duration {
-    Duration::from_secs(env_usize("ANNALS_HANG_SECS", 60) as u64)
-}
-
-/// Runs `f` on its own thread and returns its result, failing the test if it takes longer than
-/// `bound()` (the thread is left behind; the test process ends anyway).
-fn bounded<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    match rx.recv_timeout(bound()) {
-        Ok(v) => v,
-        Err(mpsc::RecvTimeoutError::Timeout) => {
-            panic!("{what} still blocked after {:?}: it hangs", bound())
-        }
-        Err(mpsc::RecvTimeoutError::Disconnected) => panic!("{what} panicked"),
-    }
-}
-
 /// The fault: the first operation of kind `kind` on a `.log` file from the writer thread waits
 /// while `hold` is set, then panics.
 struct Trap {
@@ -73,7 +52,7 @@ impl Trap {
 
     /// Waits until the writer thread is inside the trap.
     fn wait_hit(&self) {
-        let hit = poll_until(bound(), || self.hits.load(Ordering::SeqCst) > 0);
+        let hit = poll_until(hang_bound(), || self.hits.load(Ordering::SeqCst) > 0);
         assert!(hit.is_some(), "the writer never reached the trap");
     }
 
@@ -204,7 +183,7 @@ fn a_writer_panic_wakes_a_blocked_flush() {
     trap.wait_hit();
     trap.release();
     let flushed = rx
-        .recv_timeout(bound())
+        .recv_timeout(hang_bound())
         .expect("flush still blocked: it hangs");
     assert_panicked("flush", flushed);
     assert_panicked("delivery", bounded("delivery", move || d.wait()));
@@ -223,7 +202,7 @@ fn a_writer_panic_during_close_fails_the_close() {
     trap.wait_hit();
     trap.release();
     let closed = rx
-        .recv_timeout(bound())
+        .recv_timeout(hang_bound())
         .expect("close still blocked: it hangs");
     assert_panicked("close", closed);
     assert_panicked("delivery", bounded("delivery", move || d.wait()));
@@ -245,7 +224,7 @@ fn dropping_a_producer_whose_writer_panics_returns() {
     });
     trap.wait_hit();
     trap.release();
-    rx.recv_timeout(bound())
+    rx.recv_timeout(hang_bound())
         .expect("the drop still blocked: it hangs");
     for (i, d) in deliveries.into_iter().enumerate() {
         let name = format!("delivery {i}");
@@ -268,7 +247,7 @@ fn a_panic_in_the_group_fsync_fails_the_round() {
     trap.wait_hit();
     trap.release();
     let flushed = rx
-        .recv_timeout(bound())
+        .recv_timeout(hang_bound())
         .expect("flush still blocked: it hangs");
     assert_panicked("flush", flushed);
     for (i, d) in deliveries.into_iter().enumerate() {

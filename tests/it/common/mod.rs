@@ -433,3 +433,25 @@ pub fn test_path(module: &str, test: &str) -> String {
         None => test.to_string(),
     }
 }
+
+/// How long a call may take before it counts as hung: far beyond anything a loaded machine needs
+/// (`ANNALS_HANG_SECS`, default 60).
+pub fn hang_bound() -> std::time::Duration {
+    std::time::Duration::from_secs(env_usize("ANNALS_HANG_SECS", 60) as u64)
+}
+
+/// Runs `f` on its own thread and returns its result, failing the test if it takes longer than
+/// [`hang_bound`] (the thread is left behind; the test process ends anyway).
+pub fn bounded<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    match rx.recv_timeout(hang_bound()) {
+        Ok(v) => v,
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            panic!("{what} still blocked after {:?}: it hangs", hang_bound())
+        }
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => panic!("{what} panicked"),
+    }
+}
