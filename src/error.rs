@@ -191,6 +191,36 @@ pub enum Error {
     NotAssigned { topic: String, partition: u32 },
 
     /// A consumer with `auto_offset_reset = Error` found no usable committed offset.
+    /// A transactional call out of order (`commit_transaction` without `begin_transaction`,
+    /// a `send` outside a transaction on a transactional producer, ...), or a non-transactional
+    /// write by a producer with a transaction open on that partition. Nothing was changed.
+    #[error("cannot {operation}{}: {state}", txn_id(.transactional_id))]
+    InvalidTxnState {
+        transactional_id: Option<String>,
+        operation: &'static str,
+        state: String,
+    },
+
+    /// The transaction ran longer than its producer's `transaction_timeout`: the log aborted it
+    /// and fenced the producer. Fatal for this producer: open a new one (its
+    /// `init_transactions` takes over the transactional id).
+    #[error(
+        "the transaction of {transactional_id:?} ran past its timeout of {timeout_ms} ms and was \
+         aborted; this producer is fenced: open a new one"
+    )]
+    TransactionTimedOut {
+        transactional_id: String,
+        timeout_ms: u64,
+    },
+
+    /// Part of the transaction failed (`cause`: a send's error, say): the transaction can only
+    /// be aborted. Call `abort_transaction`, then begin a new one.
+    #[error("the transaction of {transactional_id:?} can only be aborted now: {cause}")]
+    AbortRequired {
+        transactional_id: String,
+        cause: Box<Error>,
+    },
+
     #[error(
         "group {group:?} has no valid committed offset for {topic}-{partition} and \
          auto_offset_reset is Error"
@@ -221,6 +251,13 @@ impl From<io::Error> for Error {
     }
 }
 
+fn txn_id(id: &Option<String>) -> String {
+    match id {
+        Some(id) => format!(" (transactional id {id:?})"),
+        None => String::new(),
+    }
+}
+
 fn at_path(path: &Option<PathBuf>) -> String {
     match path {
         Some(p) => format!(" {}", p.display()),
@@ -246,6 +283,46 @@ impl Error {
 
     /// The kind of the underlying I/O error, for an [`Error::Io`]; `None` for every other
     /// variant.
+    /// The producer instance cannot go on: another instance with its transactional id fenced
+    /// it ([`Error::ProducerFenced`]), its transaction timed out
+    /// ([`Error::TransactionTimedOut`]), its writer thread died ([`Error::ThreadPanicked`]), or
+    /// its log closed ([`Error::Closed`]). Drop it; open a new producer to go on.
+    pub fn is_fatal(&self) -> bool {
+        matches!(
+            self,
+            Error::ProducerFenced { .. }
+                | Error::TransactionTimedOut { .. }
+                | Error::ThreadPanicked { .. }
+                | Error::Closed
+        )
+    }
+
+    /// The current transaction cannot commit, but the producer is fine: call
+    /// `abort_transaction` and begin again ([`Error::AbortRequired`]).
+    pub fn requires_abort(&self) -> bool {
+        match self {
+            Error::AbortRequired { cause, .. } => !cause.is_fatal(),
+            _ => false,
+        }
+    }
+
+    /// The same call may succeed if tried again later, unchanged: a full producer buffer, a
+    /// group in the middle of a rebalance, an interrupted or timed-out I/O, a full disk (once
+    /// space is freed), a log directory locked by an instance that is closing.
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            Error::BufferFull { .. } | Error::StaleGeneration { .. } | Error::Locked { .. } => true,
+            Error::Io { source, .. } => matches!(
+                source.kind(),
+                io::ErrorKind::Interrupted
+                    | io::ErrorKind::WouldBlock
+                    | io::ErrorKind::TimedOut
+                    | io::ErrorKind::StorageFull
+            ),
+            _ => false,
+        }
+    }
+
     pub fn io_kind(&self) -> Option<io::ErrorKind> {
         match self {
             Error::Io { source, .. } => Some(source.kind()),

@@ -65,6 +65,7 @@ mod producer;
 mod segment;
 pub mod storage;
 mod topic_partition;
+mod txn;
 mod wait;
 
 pub use cleaner::{CompactionReport, MaintenanceReport, PartitionReport, RetentionReport};
@@ -76,7 +77,9 @@ pub use consumer::{
 pub use error::{Error, Result};
 pub use format::{Compression, TimestampType};
 pub use format::{Header, Record, StoredRecord};
-pub use group::{Assignor, GroupDescription, MemberDescription, MAX_GROUP_ID_LEN};
+pub use group::{
+    Assignor, ConsumerGroupMetadata, GroupDescription, MemberDescription, MAX_GROUP_ID_LEN,
+};
 pub use log::{Log, LogBuilder};
 pub use offsets::{OffsetAndMetadata, MAX_METADATA_BYTES, OFFSETS_TOPIC};
 pub use partition::{
@@ -88,6 +91,10 @@ pub use producer::{
     RecordMetadata,
 };
 pub use topic_partition::TopicPartition;
+pub use txn::{
+    TransactionInfo, TransactionState, DEFAULT_TRANSACTION_TIMEOUT, MAX_TRANSACTION_TIMEOUT,
+    TRANSACTION_STATE_TOPIC,
+};
 
 /// Compiles the README's example as a doctest so it cannot rot.
 #[doc = include_str!("../README.md")]

@@ -105,6 +105,8 @@ pub struct PartitionReport {
 pub struct MaintenanceReport {
     /// One entry per partition that retention or compaction changed.
     pub partitions: Vec<PartitionReport>,
+    /// Transactions aborted because they outlived their producer's `transaction_timeout`.
+    pub transactions_timed_out: usize,
     /// Wall-clock time of the whole run.
     pub elapsed: Duration,
 }

@@ -21,17 +21,7 @@ pub enum AutoOffsetReset {
     Error,
 }
 
-/// Which records a consumer may see (Kafka's `isolation.level`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum IsolationLevel {
-    /// Everything below the high watermark.
-    #[default]
-    ReadUncommitted,
-    /// Only records of committed transactions. annals has no transactions yet, so this is
-    /// refused by [`ConsumerConfig::validate`] rather than silently behaving like
-    /// `ReadUncommitted`.
-    ReadCommitted,
-}
+pub use crate::partition::IsolationLevel;
 
 /// Configuration of one [`Consumer`](crate::Consumer).
 ///
@@ -214,12 +204,6 @@ impl ConsumerConfig {
                 "must be at least 10 ms",
             ));
         }
-        if self.isolation_level == IsolationLevel::ReadCommitted {
-            return Err(Error::invalid_config(
-                "isolation_level",
-                "ReadCommitted needs transactions, which annals does not support yet",
-            ));
-        }
         Ok(())
     }
 }
@@ -242,11 +226,14 @@ mod tests {
             ConsumerConfig::new("g").auto_commit_interval(Duration::MAX),
             ConsumerConfig::new("g").fetch_max_wait(Duration::MAX),
             ConsumerConfig::new("g").max_poll_interval(Duration::MAX),
-            ConsumerConfig::new("g").isolation_level(IsolationLevel::ReadCommitted),
         ];
         for cfg in bad {
             assert!(cfg.validate().is_err(), "{cfg:?}");
         }
         ConsumerConfig::new("g").validate().unwrap();
+        ConsumerConfig::new("g")
+            .isolation_level(IsolationLevel::ReadCommitted)
+            .validate()
+            .unwrap();
     }
 }

@@ -270,7 +270,7 @@ pub(super) fn resolve(
         Some(c) if (start..=hw).contains(&c.offset) => c.offset,
         _ => match config.auto_offset_reset {
             AutoOffsetReset::Earliest => start,
-            AutoOffsetReset::Latest => hw,
+            AutoOffsetReset::Latest => super::end_of(&a.partition, config.isolation_level),
             AutoOffsetReset::Error => {
                 return Err(Error::NoCommittedOffset {
                     group: config.group_id.clone(),
@@ -312,7 +312,10 @@ fn start_turn(a: &mut Assigned, cx: &TurnContext) -> Result<Result<(u64, u64), T
         return Ok(Err(Turn::Read(0)));
     }
     let position = resolve(a, cx.tp, cx.config, cx.offsets)?;
-    Ok(Ok((position, a.partition.high_watermark())))
+    Ok(Ok((
+        position,
+        super::end_of(&a.partition, cx.config.isolation_level),
+    )))
 }
 
 /// Sorts a read's error into the turns that handle it, or the error the poll returns.
@@ -355,15 +358,17 @@ impl PollItem for ConsumedRecord {
         cx: &TurnContext,
         scratch: &mut Scratch,
     ) -> Result<Turn> {
-        let (position, hw) = match start_turn(a, cx)? {
+        let (position, end) = match start_turn(a, cx)? {
             Ok(at) => at,
             Err(turn) => return Ok(turn),
         };
+        let isolation = cx.config.isolation_level;
         // Batches `poll_batches` read ahead start at the position: read them again as records.
         a.batch_ahead.clear();
         let scratch = &mut scratch.records;
         let mut bytes = 0usize;
         let mut next = position;
+        let mut walked = position;
         let mut push = |r: StoredRecord, out: &mut Vec<ConsumedRecord>| {
             bytes +=
                 r.key.as_ref().map_or(0, |k| k.len()) + r.value.as_ref().map_or(0, |v| v.len());
@@ -386,17 +391,22 @@ impl PollItem for ConsumedRecord {
             }
             take
         } else {
-            if position >= hw {
+            if position >= end {
                 return Ok(Turn::Read(0));
             }
             scratch.clear();
-            if let Err(e) = a.partition.read_into(position, cx.read_size(), scratch) {
-                return read_failed(e);
+            match a
+                .partition
+                .read_isolated_into(position, cx.read_size(), isolation, scratch)
+            {
+                Ok(to) => walked = to,
+                Err(e) => return read_failed(e),
             }
             if scratch.is_empty() {
-                // Nothing at or after the position below `hw` (compaction removed the rest):
-                // move on so the next poll does not read the same gap again.
-                a.position = Some(hw);
+                // Nothing at or after the position below the end (compaction removed the rest,
+                // or only markers and aborted records are left): move past what the read
+                // looked at, so the next poll does not read it again.
+                a.position = Some(walked.max(position));
                 return Ok(Turn::Read(0));
             }
             // Records beyond `max_poll_records` wait in the read-ahead for the next poll; the
@@ -409,7 +419,14 @@ impl PollItem for ConsumedRecord {
             }
             take
         };
-        a.position = Some(next);
+        // Past the markers and aborted batches behind the last record, once nothing waits in
+        // the read-ahead: a caller waiting for the position to reach the end never waits on a
+        // marker.
+        a.position = Some(if a.read_ahead.is_empty() {
+            next.max(walked)
+        } else {
+            next
+        });
         // A zero-byte record still counts as progress for fetch_min_bytes purposes.
         Ok(Turn::Read(bytes.max(usize::from(taken > 0))))
     }
@@ -428,23 +445,30 @@ impl PollItem for ConsumedBatch {
         cx: &TurnContext,
         scratch: &mut Scratch,
     ) -> Result<Turn> {
-        let (position, hw) = match start_turn(a, cx)? {
+        let (position, end) = match start_turn(a, cx)? {
             Ok(at) => at,
             Err(turn) => return Ok(turn),
         };
         // Records `poll` read ahead start at the position: read their batches again.
         a.read_ahead.clear();
+        let mut walked = position;
         if a.batch_ahead.is_empty() {
-            if position >= hw {
+            if position >= end {
                 return Ok(Turn::Read(0));
             }
             let views = &mut scratch.batches;
             views.clear();
-            if let Err(e) = a.partition.read_batches(position, cx.read_size(), views) {
-                return read_failed(e);
+            let isolation = cx.config.isolation_level;
+            match a
+                .partition
+                .read_isolated_batches(position, cx.read_size(), isolation, views)
+            {
+                Ok(to) => walked = to,
+                Err(e) => return read_failed(e),
             }
             if views.is_empty() {
-                a.position = Some(hw); // only a compaction gap up to the end
+                // Only a compaction gap, markers or aborted batches up to the end.
+                a.position = Some(walked.max(position));
                 return Ok(Turn::Read(0));
             }
             a.batch_ahead.extend(views.drain(..));
@@ -465,6 +489,10 @@ impl PollItem for ConsumedBatch {
                 partition: cx.tp.partition,
                 batch,
             });
+        }
+        if a.batch_ahead.is_empty() {
+            // Past the markers and aborted batches the read skipped after the last batch.
+            a.position = a.position.map(|p| p.max(walked));
         }
         Ok(Turn::Read(bytes.max(1)))
     }

@@ -65,7 +65,10 @@ pub struct PartitionLag {
     pub position: Option<u64>,
     pub log_start_offset: u64,
     pub high_watermark: u64,
-    /// `high_watermark - committed`; without a commit, counted from the log start offset.
+    /// The partition's last stable offset (below it, no transaction is open).
+    pub last_stable_offset: u64,
+    /// `high_watermark - committed` (`last_stable_offset - committed` for a read_committed
+    /// consumer's [`Consumer::lag`]); without a commit, counted from the log start offset.
     pub lag: u64,
 }
 
@@ -76,8 +79,29 @@ impl PartitionLag {
         committed: Option<u64>,
         position: Option<u64>,
     ) -> Self {
+        Self::with_isolation(
+            tp,
+            partition,
+            committed,
+            position,
+            IsolationLevel::ReadUncommitted,
+        )
+    }
+
+    pub(crate) fn with_isolation(
+        tp: &TopicPartition,
+        partition: &Partition,
+        committed: Option<u64>,
+        position: Option<u64>,
+        isolation: IsolationLevel,
+    ) -> Self {
         let log_start_offset = partition.log_start_offset();
         let high_watermark = partition.high_watermark();
+        let last_stable_offset = partition.last_stable_offset_below(high_watermark);
+        let end = match isolation {
+            IsolationLevel::ReadUncommitted => high_watermark,
+            IsolationLevel::ReadCommitted => last_stable_offset,
+        };
         PartitionLag {
             topic: tp.topic.clone(),
             partition: tp.partition,
@@ -85,8 +109,17 @@ impl PartitionLag {
             position,
             log_start_offset,
             high_watermark,
-            lag: high_watermark.saturating_sub(committed.unwrap_or(log_start_offset)),
+            last_stable_offset,
+            lag: end.saturating_sub(committed.unwrap_or(log_start_offset)),
         }
+    }
+}
+
+/// Where a reader at `isolation` finds the end of `partition`.
+pub(crate) fn end_of(partition: &Partition, isolation: IsolationLevel) -> u64 {
+    match isolation {
+        IsolationLevel::ReadUncommitted => partition.high_watermark(),
+        IsolationLevel::ReadCommitted => partition.last_stable_offset(),
     }
 }
 
@@ -403,10 +436,13 @@ impl Consumer {
         self.seek_each(partitions, |p| Ok(p.log_start_offset()))
     }
 
-    /// Moves to the high watermark of `partitions` (every assigned partition if empty): only
-    /// records written from now on will be returned.
+    /// Moves to the end of `partitions` (every assigned partition if empty): only records
+    /// written from now on will be returned. The end is the high watermark, or for a
+    /// read_committed consumer the last stable offset (records of transactions open now are
+    /// still to come).
     pub fn seek_to_end(&mut self, partitions: &[TopicPartition]) -> Result<()> {
-        self.seek_each(partitions, |p| Ok(p.high_watermark()))
+        let isolation = self.config.isolation_level;
+        self.seek_each(partitions, move |p| Ok(end_of(p, isolation)))
     }
 
     /// Moves every assigned partition to its first record with a timestamp at or after
@@ -535,6 +571,22 @@ impl Consumer {
         }
     }
 
+    /// Who this consumer is in its group: what
+    /// [`Producer::send_offsets_to_transaction`](crate::Producer::send_offsets_to_transaction)
+    /// needs to fence a zombie's offsets. A consumer with a manual assignment has generation 0
+    /// and an empty member id.
+    pub fn group_metadata(&self) -> crate::ConsumerGroupMetadata {
+        let (generation_id, member_id) = match &self.mode {
+            Mode::Group(m) => (m.generation, m.member_id.clone()),
+            _ => (0, String::new()),
+        };
+        crate::ConsumerGroupMetadata {
+            group_id: self.config.group_id.clone(),
+            generation_id,
+            member_id,
+        }
+    }
+
     /// The group's committed offset for a partition (assigned or not).
     pub fn committed(&self, topic: &str, partition: u32) -> Result<Option<OffsetAndMetadata>> {
         self.check_usable()?;
@@ -556,7 +608,8 @@ impl Consumer {
                     .offsets
                     .committed(&self.config.group_id, tp)
                     .map(|c| c.offset);
-                PartitionLag::new(tp, &a.partition, committed, a.position)
+                let isolation = self.config.isolation_level;
+                PartitionLag::with_isolation(tp, &a.partition, committed, a.position, isolation)
             })
             .collect())
     }

@@ -26,6 +26,8 @@
 //! - [`decode_batch`] validates and decodes one whole batch into
 //!   [`StoredRecord`]s whose keys, values and header values are zero-copy
 //!   slices of the batch (or of its one decompressed buffer).
+//! - [`encode_end_txn_marker_batch`] and [`decode_control_record`] write and read the control
+//!   batches that end a transaction; [`AbortedTxn`] is one entry of a segment's `.txnindex`.
 //!
 //! Decoding treats its input as untrusted: it never panics, checks every length against the bytes
 //! actually present, and bounds decompressed output by a caller-supplied limit, so a corrupt or
@@ -48,6 +50,7 @@
 
 mod builder;
 mod codec;
+mod control;
 mod decode;
 mod header;
 mod record;
@@ -60,6 +63,10 @@ mod proptests;
 mod tests;
 
 pub use builder::{encode_batch, record_encoded_len, BatchBuilder};
+pub use control::{
+    decode_control_record, encode_end_txn_marker_batch, AbortedTxn, ControlRecord, ControlType,
+    EndTxnMarker, ABORTED_TXN_LEN,
+};
 pub use decode::decode_batch;
 pub use header::{
     peek_batch_len, set_base_offset, set_base_sequence, set_log_append_time, verify_crc,

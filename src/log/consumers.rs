@@ -138,7 +138,7 @@ impl Log {
     }
 
     /// The offsets store, creating `__consumer_offsets` if this log has none yet.
-    fn offsets(&self) -> Result<Arc<OffsetStore>> {
+    pub(super) fn offsets(&self) -> Result<Arc<OffsetStore>> {
         if let Some(store) = self.offsets_if_exists()? {
             return Ok(store);
         }

@@ -154,6 +154,10 @@ impl Log {
     fn run_maintenance_while(&self, go_on: impl Fn() -> bool) -> Result<MaintenanceReport> {
         let started = Instant::now();
         let mut report = MaintenanceReport::default();
+        // First, so no timed-out transaction holds a stable offset back through this run.
+        if let Some(coordinator) = self.transaction_coordinator_if_exists()? {
+            report.transactions_timed_out = coordinator.abort_expired()?;
+        }
         let mut poisoned = None;
         for p in self.all_partitions()? {
             if !go_on() {

@@ -13,6 +13,7 @@ mod open;
 mod producer_ids;
 mod report;
 mod topics;
+mod transactions;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -69,9 +70,13 @@ struct LogInner {
     /// publishes under a brief `state.write()`.
     admin: Mutex<()>,
     lock: Mutex<Option<Box<dyn LockGuard>>>,
-    producer_ids: ProducerIds,
+    /// Shared with the transaction coordinator, which allocates ids for transactional ids.
+    producer_ids: Arc<ProducerIds>,
     /// Committed offsets, loaded (or the internal topic created) on first use.
     offsets: Mutex<Option<Arc<OffsetStore>>>,
+    /// The transaction coordinator, loaded at open if `__transaction_state` exists, else
+    /// created by the first transactional producer (`transactions.rs`).
+    txn: Mutex<Option<Arc<crate::txn::TxnCoordinator>>>,
     cleaner_buffer_bytes: usize,
     offsets_segment_bytes: u64,
     producer_id_expiration_ms: i64,
@@ -89,11 +94,27 @@ impl Log {
 
     /// Starts a [`Producer`] writing to this log. With `idempotence` (the default) it is given a
     /// producer id that no other producer of this log had; with a `stable_id` it keeps that
-    /// stable id's producer id with the next epoch, fencing any older instance.
+    /// stable id's producer id with the next epoch, fencing any older instance. With a
+    /// `transactional_id` it gets its id and epoch from
+    /// [`init_transactions`](Producer::init_transactions) (creating the internal topics
+    /// `__transaction_state` and `__consumer_offsets` if the log has none yet).
     pub fn producer(&self, config: ProducerConfig) -> Result<Producer> {
         config.validate()?;
         if self.inner.catalog.state.read().closed {
             return Err(Error::Closed);
+        }
+        if let Some(id) = &config.transactional_id {
+            let coordinator = self.transaction_coordinator()?;
+            let offsets = self.offsets()?;
+            coordinator.attach_offsets(offsets.clone());
+            let txn = crate::producer::Transactional::new(id.clone(), coordinator, offsets);
+            let identity = crate::producer::ProducerIdentity::new(-1, -1, None);
+            return Producer::start(
+                self.inner.catalog.clone(),
+                config,
+                Some(identity),
+                Some(txn),
+            );
         }
         let identity = if config.idempotence {
             Some(
@@ -104,7 +125,7 @@ impl Log {
         } else {
             None
         };
-        Producer::start(self.inner.catalog.clone(), config, identity)
+        Producer::start(self.inner.catalog.clone(), config, identity, None)
     }
 
     /// `fsync`s every partition (see [`Partition::sync`]).

@@ -46,7 +46,7 @@ impl Log {
             storage.sync_dir(&dir)?;
         }
         let topic_list = load_topics(&*storage, &dir)?;
-        let producer_ids = ProducerIds::load(&*storage, &dir)?;
+        let producer_ids = Arc::new(ProducerIds::load(&*storage, &dir)?);
         remove_leftovers(&*storage, &dir, &topic_list)?;
         let mut topics = BTreeMap::new();
         for (name, config) in topic_list {
@@ -59,7 +59,7 @@ impl Log {
             topics.insert(name, Topic { config, partitions });
         }
         let recovery = report::collect(topics.values().flat_map(|t| &t.partitions));
-        Ok(Log {
+        let log = Log {
             inner: Arc::new(LogInner {
                 dir,
                 storage,
@@ -69,13 +69,16 @@ impl Log {
                 lock: Mutex::new(Some(guard)),
                 producer_ids,
                 offsets: Mutex::new(None),
+                txn: Mutex::new(None),
                 cleaner_buffer_bytes: b.cleaner_buffer_bytes,
                 offsets_segment_bytes: b.offsets_segment_bytes,
                 producer_id_expiration_ms: expiration_ms,
                 maintenance: Mutex::new(None),
                 recovery,
             }),
-        })
+        };
+        log.recover_transactions()?;
+        Ok(log)
     }
 }
 

@@ -132,17 +132,20 @@ impl ProducerIds {
                 shared.store(previous, Ordering::Release);
                 return Err(e);
             }
-            return Ok(ProducerIdentity {
-                producer_id,
-                epoch,
-                current_epoch: Some(shared),
-            });
+            return Ok(ProducerIdentity::new(producer_id, epoch, Some(shared)));
         }
-        Ok(ProducerIdentity {
-            producer_id: self.next_id(storage, &mut state)?,
-            epoch: 0,
-            current_epoch: None,
-        })
+        Ok(ProducerIdentity::new(
+            self.next_id(storage, &mut state)?,
+            0,
+            None,
+        ))
+    }
+
+    /// A fresh producer id (for a transactional id's producer: its epochs are the
+    /// transaction coordinator's to keep, in `__transaction_state`).
+    pub(crate) fn allocate(&self, storage: &dyn Storage) -> Result<i64> {
+        let mut state = self.state.lock();
+        self.next_id(storage, &mut state)
     }
 
     fn next_id(&self, storage: &dyn Storage, state: &mut State) -> Result<i64> {
@@ -192,20 +195,20 @@ mod tests {
         let ids = ProducerIds::load(&*sim, dir).unwrap();
         let a = ids.assign(&*sim, None).unwrap();
         let b = ids.assign(&*sim, None).unwrap();
-        assert_ne!(a.producer_id, b.producer_id);
+        assert_ne!(a.get().0, b.get().0);
         let s1 = ids.assign(&*sim, Some("orders-writer")).unwrap();
-        assert_eq!(s1.epoch, 0);
+        assert_eq!(s1.get().1, 0);
         assert_eq!(s1.is_fenced(), None);
         let s2 = ids.assign(&*sim, Some("orders-writer")).unwrap();
-        assert_eq!((s2.producer_id, s2.epoch), (s1.producer_id, 1));
+        assert_eq!(s2.get(), (s1.get().0, 1));
         assert_eq!(s1.is_fenced(), Some(1));
         assert_eq!(s2.is_fenced(), None);
 
         let again = ProducerIds::load(&*sim, dir).unwrap();
         let c = again.assign(&*sim, None).unwrap();
-        assert!(c.producer_id > s1.producer_id.max(b.producer_id));
+        assert!(c.get().0 > s1.get().0.max(b.get().0));
         let s3 = again.assign(&*sim, Some("orders-writer")).unwrap();
-        assert_eq!((s3.producer_id, s3.epoch), (s1.producer_id, 2));
+        assert_eq!(s3.get(), (s1.get().0, 2));
     }
 
     #[test]

@@ -17,7 +17,10 @@ use parking_lot::RwLock;
 
 use crate::clock::now_ms;
 use crate::error::{Error, Result};
-use crate::format::Record;
+use crate::format::{
+    decode_control_record, BatchBuilder, BatchOptions, BatchView, ControlRecord, ControlType,
+    Record, NO_SEQUENCE,
+};
 use crate::partition::Partition;
 use crate::topic_partition::TopicPartition;
 pub use codec::OffsetAndMetadata;
@@ -52,43 +55,70 @@ pub(crate) struct OffsetStore {
     /// the tombstones (which then win) or sees the deletion and is refused — it never
     /// resurrects an offset on a topic created again under the name.
     deletions: RwLock<()>,
+    /// Offsets sent to a transaction that has not ended, by producer id: they become
+    /// committed offsets when its COMMIT marker is written, and are dropped on ABORT.
+    pending: parking_lot::Mutex<HashMap<i64, Vec<(Key, OffsetAndMetadata, u64)>>>,
 }
 
 impl OffsetStore {
-    /// Loads every committed offset from `partition` (partition 0 of `__consumer_offsets`).
+    /// Loads every committed offset from `partition` (partition 0 of `__consumer_offsets`):
+    /// plain commits as they come, transactional ones when their COMMIT marker comes (none of
+    /// an aborted transaction).
     pub(crate) fn open(partition: Partition) -> Result<OffsetStore> {
         let mut cache = HashMap::new();
+        let mut pending: HashMap<i64, Vec<(Key, OffsetAndMetadata, u64)>> = HashMap::new();
         let mut next = partition.log_start_offset();
         let end = partition.high_watermark();
-        let mut records = Vec::new();
+        let mut batches: Vec<BatchView> = Vec::new();
         while next < end {
-            records.clear();
-            partition.read_into(next, 1 << 20, &mut records)?;
-            let Some(last) = records.last() else {
+            batches.clear();
+            let walked = partition.read_raw_batches(next, 1 << 20, &mut batches)?;
+            if walked <= next {
                 break; // nothing at or after `next` (compaction left a gap up to the end)
-            };
-            next = last.offset + 1;
-            for r in &records {
-                let corrupt = |what: &str| Error::CorruptMetadata {
+            }
+            next = walked;
+            for batch in &batches {
+                let h = *batch.header();
+                let corrupt = |what: &str, offset: u64| Error::CorruptMetadata {
                     file: partition.dir().to_path_buf(),
-                    reason: format!("offset record at {} has {what}", r.offset),
+                    reason: format!("offset record at {offset} has {what}"),
                 };
-                let key = r.key.as_deref().ok_or_else(|| corrupt("no key"))?;
-                let key = decode_key(key).ok_or_else(|| corrupt("an unreadable key"))?;
-                match r.value.as_deref() {
-                    None => {
-                        cache.remove(&key);
+                if h.is_control() {
+                    let Some(r) = batch.records().next().transpose()? else {
+                        continue;
+                    };
+                    let marker = decode_control_record(r.key.unwrap_or_default(), r.value)?;
+                    let done = pending.remove(&h.producer_id).unwrap_or_default();
+                    let commit = matches!(
+                        marker,
+                        ControlRecord::EndTxn(m) if m.control_type == ControlType::Commit
+                    );
+                    if commit {
+                        for (key, value, log_offset) in done {
+                            apply(&mut cache, key, Some(value), log_offset);
+                        }
                     }
-                    Some(v) => {
-                        let value =
-                            decode_value(v).ok_or_else(|| corrupt("an unreadable value"))?;
-                        cache.insert(
-                            key,
-                            Cached {
-                                value,
-                                log_offset: r.offset,
-                            },
-                        );
+                    continue;
+                }
+                for r in batch.records() {
+                    let r = r?;
+                    let key = r.key.ok_or_else(|| corrupt("no key", r.offset))?;
+                    let key =
+                        decode_key(key).ok_or_else(|| corrupt("an unreadable key", r.offset))?;
+                    let value = match r.value {
+                        None => None,
+                        Some(v) => Some(
+                            decode_value(v)
+                                .ok_or_else(|| corrupt("an unreadable value", r.offset))?,
+                        ),
+                    };
+                    match (h.is_transactional(), value) {
+                        (true, Some(value)) => pending
+                            .entry(h.producer_id)
+                            .or_default()
+                            .push((key, value, r.offset)),
+                        (true, None) => {}
+                        (false, value) => apply(&mut cache, key, value, r.offset),
                     }
                 }
             }
@@ -97,7 +127,68 @@ impl OffsetStore {
             partition,
             cache: RwLock::new(cache),
             deletions: RwLock::new(()),
+            pending: parking_lot::Mutex::new(pending),
         })
+    }
+
+    /// Writes `offsets` for `group` as part of the transaction of producer
+    /// `(producer_id, epoch)`: a transactional batch, which counts only once the transaction
+    /// commits (`complete_transaction`). Not fsynced here: the commit syncs every partition of
+    /// the transaction before its commit point.
+    pub(crate) fn append_transactional(
+        &self,
+        group: &str,
+        offsets: &[(TopicPartition, OffsetAndMetadata)],
+        (producer_id, epoch): (i64, i16),
+        deleted: impl Fn(&TopicPartition) -> bool,
+    ) -> Result<()> {
+        check_metadata(offsets)?;
+        let _deletions = self.deletions.read();
+        if let Some((tp, _)) = offsets.iter().find(|(tp, _)| deleted(tp)) {
+            return Err(Error::UnknownTopic {
+                topic: tp.topic.clone(),
+            });
+        }
+        let now = now_ms();
+        for chunk in offsets.chunks(RECORDS_PER_BATCH) {
+            let mut builder = BatchBuilder::new(BatchOptions {
+                producer_id,
+                producer_epoch: epoch,
+                base_sequence: NO_SEQUENCE,
+                transactional: true,
+                partition_leader_epoch: 0,
+                ..BatchOptions::default()
+            });
+            let mut stamped = Vec::with_capacity(chunk.len());
+            for (tp, v) in chunk {
+                let mut v = v.clone();
+                v.commit_timestamp = now;
+                let record = Record::new(encode_value(&v)).key(encode_key(group, tp));
+                builder.push(&record, now)?;
+                stamped.push(((group.to_string(), tp.clone()), v));
+            }
+            let mut buf = Vec::new();
+            builder.finish_into(&mut buf)?;
+            let appended = self.partition.inner.append_encoded(&mut buf)?;
+            let mut pending = self.pending.lock();
+            let list = pending.entry(producer_id).or_default();
+            for (i, (key, v)) in stamped.into_iter().enumerate() {
+                list.push((key, v, appended.base_offset + i as u64));
+            }
+        }
+        Ok(())
+    }
+
+    /// The transaction of `producer_id` ended (its marker is written): its offsets become the
+    /// groups' committed offsets if it committed, and are dropped if it aborted.
+    pub(crate) fn complete_transaction(&self, producer_id: i64, commit: bool) {
+        let done = self.pending.lock().remove(&producer_id).unwrap_or_default();
+        if commit {
+            let mut cache = self.cache.write();
+            for (key, value, log_offset) in done {
+                apply(&mut cache, key, Some(value), log_offset);
+            }
+        }
     }
 
     /// Stores `offsets` for `group` durably (fsync) and then in the cache, unless `deleted`
@@ -108,15 +199,7 @@ impl OffsetStore {
         offsets: &[(TopicPartition, OffsetAndMetadata)],
         deleted: impl Fn(&TopicPartition) -> bool,
     ) -> Result<()> {
-        if let Some((tp, v)) = offsets
-            .iter()
-            .find(|(_, v)| v.metadata.len() > MAX_METADATA_BYTES)
-        {
-            return Err(Error::InvalidArgument(format!(
-                "commit metadata for {tp} is {} bytes; the limit is {MAX_METADATA_BYTES}",
-                v.metadata.len()
-            )));
-        }
+        check_metadata(offsets)?;
         let _deletions = self.deletions.read();
         if let Some((tp, _)) = offsets.iter().find(|(tp, _)| deleted(tp)) {
             return Err(Error::UnknownTopic {
@@ -150,20 +233,8 @@ impl OffsetStore {
         let mut cache = self.cache.write();
         for (chunk, base) in stamped.chunks(RECORDS_PER_BATCH).zip(placed) {
             for (i, (tp, v)) in chunk.iter().enumerate() {
-                let log_offset = base + i as u64;
                 let key = (group.to_string(), tp.clone());
-                match cache.get(&key) {
-                    Some(c) if c.log_offset > log_offset => {}
-                    _ => {
-                        cache.insert(
-                            key,
-                            Cached {
-                                value: v.clone(),
-                                log_offset,
-                            },
-                        );
-                    }
-                }
+                apply(&mut cache, key, Some(v.clone()), base + i as u64);
             }
         }
         Ok(())
@@ -223,5 +294,40 @@ impl OffsetStore {
             cache.remove(key);
         }
         Ok(())
+    }
+}
+
+/// Rejects metadata over [`MAX_METADATA_BYTES`].
+fn check_metadata(offsets: &[(TopicPartition, OffsetAndMetadata)]) -> Result<()> {
+    match offsets
+        .iter()
+        .find(|(_, v)| v.metadata.len() > MAX_METADATA_BYTES)
+    {
+        Some((tp, v)) => Err(Error::InvalidArgument(format!(
+            "commit metadata for {tp} is {} bytes; the limit is {MAX_METADATA_BYTES}",
+            v.metadata.len()
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// Puts one commit (a tombstone if `value` is `None`) into the cache, unless a commit that lies
+/// later in the log is there already: concurrent commits of one key land in log order.
+fn apply(
+    cache: &mut HashMap<Key, Cached>,
+    key: Key,
+    value: Option<OffsetAndMetadata>,
+    log_offset: u64,
+) {
+    if cache.get(&key).is_some_and(|c| c.log_offset > log_offset) {
+        return;
+    }
+    match value {
+        Some(value) => {
+            cache.insert(key, Cached { value, log_offset });
+        }
+        None => {
+            cache.remove(&key);
+        }
     }
 }

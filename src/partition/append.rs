@@ -11,8 +11,9 @@ use crate::clock::now_ms;
 use crate::error::{Error, Result};
 use crate::format::Record;
 use crate::format::{
-    decode_batch, encode_batch, peek_batch_len, set_base_offset, set_log_append_time, BatchHeader,
-    BatchOptions, TimestampType, NO_PRODUCER_EPOCH, NO_PRODUCER_ID, NO_SEQUENCE,
+    decode_batch, encode_batch, encode_end_txn_marker_batch, peek_batch_len, set_base_offset,
+    set_log_append_time, AbortedTxn, BatchHeader, BatchOptions, ControlType, EndTxnMarker,
+    TimestampType, NO_PRODUCER_EPOCH, NO_PRODUCER_ID, NO_SEQUENCE,
 };
 use crate::meta::{store_checkpoint, Checkpoint, SealedSegment};
 use crate::segment::Segment;
@@ -63,7 +64,7 @@ impl Partition {
             if config.message_timestamp_type == TimestampType::LogAppendTime {
                 set_log_append_time(&mut scratch, now);
             }
-            inner.write_batch(&mut w, &scratch, &header, now)
+            inner.write_batch(&mut w, &scratch, &header, now, None)
         });
         w.scratch = scratch;
         result.map(|_| base)
@@ -237,7 +238,7 @@ impl PartitionInner {
             set_log_append_time(batch, now);
         }
         let header = BatchHeader::parse(batch)?;
-        let timestamp = self.write_batch(w, batch, &header, now)?;
+        let timestamp = self.write_batch(w, batch, &header, now, None)?;
         Ok(Appended {
             base_offset: base,
             timestamp,
@@ -245,14 +246,56 @@ impl PartitionInner {
         })
     }
 
+    /// Writes the end marker of `producer_id`'s transaction on this partition (a control
+    /// batch, at `epoch`: the epoch the coordinator bumped to) and returns its offset. An ABORT
+    /// marker records the transaction in the aborted index. A marker from an epoch older than
+    /// the one the partition knows for the producer is refused ([`Error::ProducerFenced`]): it
+    /// is a late marker of a transaction that a newer one superseded. A marker for a producer
+    /// with no open transaction here is written all the same (a repeated marker, as recovery
+    /// may write, is harmless).
+    pub(crate) fn write_end_marker(
+        &self,
+        producer_id: i64,
+        epoch: i16,
+        marker: EndTxnMarker,
+    ) -> Result<u64> {
+        self.check_writable()?;
+        let mut w = self.writer.lock();
+        if let Some(current_epoch) = w.producers.epoch_of(producer_id) {
+            if epoch < current_epoch {
+                return Err(Error::ProducerFenced {
+                    producer_id,
+                    epoch,
+                    current_epoch,
+                });
+            }
+        }
+        let now = now_ms();
+        let base = self.high_watermark.load(Ordering::Relaxed);
+        let mut scratch = std::mem::take(&mut w.scratch);
+        scratch.clear();
+        let result =
+            encode_end_txn_marker_batch(&mut scratch, base, producer_id, epoch, marker, now)
+                .and_then(|mut header| {
+                    if self.config().message_timestamp_type == TimestampType::LogAppendTime {
+                        set_log_append_time(&mut scratch, now);
+                        header = BatchHeader::parse(&scratch)?;
+                    }
+                    self.write_batch(&mut w, &scratch, &header, now, Some(marker.control_type))
+                });
+        w.scratch = scratch;
+        result.map(|_| base)
+    }
+
     /// Writes one validated batch whose base offset is the high watermark, rolling first if the
-    /// active segment is full, then publishes it to readers.
+    /// active segment is full, then publishes it to readers. `marker` is set for an end marker.
     fn write_batch(
         &self,
         w: &mut WriterState,
         batch: &[u8],
         header: &BatchHeader,
         now: i64,
+        marker: Option<ControlType>,
     ) -> Result<i64> {
         self.check_writable()?;
         let max_ts = if header.timestamp_type() == TimestampType::LogAppendTime {
@@ -293,9 +336,40 @@ impl PartitionInner {
         if w.first_batch_timestamp.is_none() {
             w.first_batch_timestamp = Some(max_ts);
         }
-        w.producers.record(header, max_ts, now);
+        let closed = w.producers.record(header, max_ts, now);
+        let unstable = w.producers.first_unstable_offset().unwrap_or(u64::MAX);
+        if let (Some(ControlType::Abort), Some(first_offset)) = (marker, closed) {
+            let entry = AbortedTxn {
+                producer_id: header.producer_id,
+                first_offset,
+                last_offset: header.base_offset,
+                last_stable_offset: unstable.min(header.next_offset()),
+            };
+            // Published before the transaction stops holding back the stable offset, so a
+            // read_committed reader that sees the new stable offset also sees the abort.
+            Arc::make_mut(&mut self.aborted.write()).push(entry);
+            if let Err(e) = active.txn_index.append(&*self.storage, &entry) {
+                // The marker is in the log, but an index without its entry would, once the
+                // recovery point passes it, let a restart show the aborted records. Recovery
+                // rebuilds the index from the markers; until then, no more writes.
+                self.poison(format!(
+                    "append to {} failed: {e}",
+                    active.txn_index.path().display()
+                ));
+                return Err(Error::from(e));
+            }
+        }
+        // A transaction that opens holds the stable offset back before its batch is visible; one
+        // that ends lets it go only once its marker is.
+        let opening = unstable < self.first_unstable.load(Ordering::Relaxed);
+        if opening {
+            self.first_unstable.store(unstable, Ordering::Release);
+        }
         self.high_watermark
             .store(header.next_offset(), Ordering::Release);
+        if !opening {
+            self.first_unstable.store(unstable, Ordering::Release);
+        }
         self.watchers.notify();
         Ok(max_ts)
     }
@@ -364,6 +438,7 @@ impl PartitionInner {
     pub(crate) fn write_checkpoint(&self, w: &mut WriterState, recovery_point: u64) -> Result<()> {
         let log_start_offset = self.log_start_offset.load(Ordering::Acquire);
         w.producers.expire(now_ms(), log_start_offset);
+        self.trim_aborted(log_start_offset);
         let checkpoint = Checkpoint {
             recovery_point,
             log_start_offset,

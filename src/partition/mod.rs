@@ -11,6 +11,7 @@ mod producer_state;
 mod read;
 mod recovery;
 pub(crate) mod recovery_report;
+mod replay;
 pub(crate) mod swap;
 
 use std::path::{Path, PathBuf};
@@ -21,6 +22,7 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::config::TopicConfig;
 use crate::error::{Error, Result};
+use crate::format::AbortedTxn;
 use crate::meta::{Bounds, SealedSegment};
 use crate::segment::{Segment, SegmentLimits};
 use crate::storage::Storage;
@@ -33,6 +35,7 @@ pub(crate) use names::{
 pub use names::{validate_topic_name, MAX_TOPIC_NAME_LEN};
 use producer_state::ProducerStates;
 pub(crate) use producer_state::{DEFAULT_EXPIRATION_MS, FIRST_LOCAL_PRODUCER_ID};
+pub use read::IsolationLevel;
 pub use recovery::RecoveryMode;
 pub(crate) use recovery::{open_partition, seal_record, OpenParams};
 pub use recovery_report::{RecoveryAction, RecoveryEvent, RecoveryReport};
@@ -89,6 +92,14 @@ pub(crate) struct PartitionInner {
     pub watchers: Watchers,
     /// What recovery removed when this partition was opened (`Log::recovery_report`).
     pub recovery_events: Vec<RecoveryEvent>,
+    /// First offset of the oldest open transaction, `u64::MAX` if none. Stored before the high
+    /// watermark when a transaction opens and after it when one ends (`write_batch`), so a
+    /// reader that loads the watermark first never sees a stable offset past an open
+    /// transaction's first batch.
+    pub first_unstable: AtomicU64,
+    /// Every aborted transaction still (partly) in the log, in the order of their markers: what
+    /// read_committed reads skip. Copy-on-write; trimmed to the log start by maintenance.
+    pub aborted: RwLock<Arc<Vec<AbortedTxn>>>,
 }
 
 /// State only the writer touches (under `PartitionInner::writer`).
@@ -153,6 +164,30 @@ impl PartitionInner {
         Ok(())
     }
 
+    /// The aborted transactions whose markers lie at or after `from` and whose first batch lies
+    /// below `to`: those a read of `[from, to)` must skip.
+    pub(crate) fn aborted_between(&self, from: u64, to: u64) -> Vec<AbortedTxn> {
+        let all = self.aborted.read().clone();
+        let start = all.partition_point(|a| a.last_offset < from);
+        all.get(start..)
+            .unwrap_or_default()
+            .iter()
+            .filter(|a| a.first_offset < to)
+            .copied()
+            .collect()
+    }
+
+    /// Forgets aborted transactions wholly below the log start (retention removed them).
+    pub(crate) fn trim_aborted(&self, log_start_offset: u64) {
+        let mut aborted = self.aborted.write();
+        if aborted
+            .first()
+            .is_some_and(|a| a.last_offset < log_start_offset)
+        {
+            Arc::make_mut(&mut aborted).retain(|a| a.last_offset >= log_start_offset);
+        }
+    }
+
     /// Refuses all further writes: after a failed fsync the page cache may have dropped dirty
     /// pages, so nothing written since the last good sync can be trusted to reach the disk.
     pub(crate) fn poison(&self, cause: impl Into<String>) {
@@ -182,6 +217,23 @@ impl Partition {
     /// The next offset to be written (one past the last readable record).
     pub fn high_watermark(&self) -> u64 {
         self.inner.high_watermark.load(Ordering::Acquire)
+    }
+
+    /// The last stable offset (Kafka's LSO): the first offset of the oldest transaction still
+    /// open on this partition, or the high watermark when none is. read_committed readers
+    /// never read at or past it.
+    pub fn last_stable_offset(&self) -> u64 {
+        self.last_stable_offset_below(self.high_watermark())
+    }
+
+    /// The last stable offset given a high watermark loaded just before.
+    pub(crate) fn last_stable_offset_below(&self, high_watermark: u64) -> u64 {
+        high_watermark.min(self.inner.first_unstable.load(Ordering::Acquire))
+    }
+
+    /// `(producer id, epoch, first offset)` of each transaction open on this partition.
+    pub(crate) fn open_transactions(&self) -> Vec<(i64, i16, u64)> {
+        self.inner.writer.lock().producers.open_transactions()
     }
 
     /// The first offset still stored.

@@ -66,7 +66,7 @@ pub(crate) fn parse_partition_dir_name(name: &str) -> Option<(&str, u32)> {
 
 /// Whether `name` is a file annals writes inside a partition directory.
 pub(crate) fn is_partition_file(name: &str) -> bool {
-    let segment_file = ["log", "index", "timeindex"]
+    let segment_file = crate::segment::SEGMENT_FILE_EXTENSIONS
         .iter()
         .any(|ext| crate::segment::parse_file_name(name, ext).is_some());
     segment_file

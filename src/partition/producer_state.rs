@@ -27,10 +27,10 @@
 
 mod snapshot;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use crate::error::{Error, Result};
-use crate::format::{set_log_append_time, BatchHeader};
+use crate::format::{set_log_append_time, BatchHeader, NO_SEQUENCE};
 
 /// Batches remembered per producer (Kafka's `max.in.flight.requests.per.connection` bound).
 pub(crate) const MAX_BATCHES: usize = 5;
@@ -64,6 +64,9 @@ pub(crate) struct ProducerEntry {
     /// time, not the batch's timestamps, which a client (or a mirror of old data) sets.
     pub last_append_ms: i64,
     pub batches: VecDeque<BatchRecord>,
+    /// Offset of the producer's first batch in its open transaction on this partition, if one
+    /// is open: from its first transactional batch until the end marker (a control batch).
+    pub txn_first_offset: Option<u64>,
 }
 
 /// What to do with an incoming idempotent batch.
@@ -80,6 +83,9 @@ pub(crate) struct ProducerStates {
     map: HashMap<i64, ProducerEntry>,
     /// `producer_id_expiration` in milliseconds (at least 1).
     expiration_ms: i64,
+    /// `(first offset, producer id)` of every open transaction, so the last stable offset (the
+    /// first of them) is one lookup.
+    open: BTreeSet<(u64, i64)>,
 }
 
 impl Default for ProducerStates {
@@ -126,6 +132,7 @@ impl ProducerStates {
         ProducerStates {
             map: HashMap::new(),
             expiration_ms: expiration_ms.max(1),
+            open: BTreeSet::new(),
         }
     }
 
@@ -146,6 +153,21 @@ impl ProducerStates {
                 epoch: h.producer_epoch,
                 current_epoch: entry.epoch,
             });
+        }
+        if entry.txn_first_offset.is_some() && !h.is_transactional() {
+            return Err(Error::InvalidTxnState {
+                transactional_id: None,
+                operation: "write a non-transactional batch",
+                state: format!(
+                    "producer {} has a transaction open on this partition",
+                    h.producer_id
+                ),
+            });
+        }
+        if h.base_sequence == NO_SEQUENCE {
+            // The log's own transactional batches (offsets sent to a transaction) carry no
+            // sequence: nothing to deduplicate.
+            return Ok(Verdict::Append);
         }
         let out_of_order = || Error::OutOfOrderSequence {
             producer_id: h.producer_id,
@@ -189,10 +211,11 @@ impl ProducerStates {
     }
 
     /// Records a batch that was written at wall-clock time `now_ms` (or replayed from the log
-    /// during recovery, at the time of the open).
-    pub(crate) fn record(&mut self, h: &BatchHeader, timestamp: i64, now_ms: i64) {
+    /// during recovery, at the time of the open). For an end marker (a control batch), returns
+    /// the first offset of the transaction it closed, if the producer had one open.
+    pub(crate) fn record(&mut self, h: &BatchHeader, timestamp: i64, now_ms: i64) -> Option<u64> {
         if h.producer_id < 0 {
-            return;
+            return None;
         }
         let entry = self
             .map
@@ -201,15 +224,32 @@ impl ProducerStates {
                 epoch: h.producer_epoch,
                 last_append_ms: now_ms,
                 batches: VecDeque::new(),
+                txn_first_offset: None,
             });
         if h.producer_epoch != entry.epoch {
+            // A new epoch starts its sequences afresh (an end marker carries the epoch the
+            // coordinator bumped to, so the next transaction's batches start at sequence 0).
             entry.epoch = h.producer_epoch;
             entry.batches.clear();
+        }
+        entry.last_append_ms = entry.last_append_ms.max(now_ms);
+        if h.is_control() {
+            let closed = entry.txn_first_offset.take();
+            if let Some(first) = closed {
+                self.open.remove(&(first, h.producer_id));
+            }
+            return closed;
+        }
+        if h.is_transactional() && entry.txn_first_offset.is_none() {
+            entry.txn_first_offset = Some(h.base_offset);
+            self.open.insert((h.base_offset, h.producer_id));
+        }
+        if h.base_sequence == NO_SEQUENCE {
+            return None;
         }
         if entry.batches.len() == MAX_BATCHES {
             entry.batches.pop_front();
         }
-        entry.last_append_ms = entry.last_append_ms.max(now_ms);
         entry.batches.push_back(BatchRecord {
             first_seq: h.base_sequence,
             last_seq: last_seq(h),
@@ -218,6 +258,34 @@ impl ProducerStates {
             timestamp,
             crc: h.crc,
         });
+        None
+    }
+
+    /// The first offset of the oldest open transaction, if any: the last stable offset.
+    pub(crate) fn first_unstable_offset(&self) -> Option<u64> {
+        self.open.first().map(|&(first, _)| first)
+    }
+
+    /// `(producer id, epoch, first offset)` of every open transaction.
+    pub(crate) fn open_transactions(&self) -> Vec<(i64, i16, u64)> {
+        self.open
+            .iter()
+            .map(|&(first, pid)| (pid, self.map.get(&pid).map_or(0, |e| e.epoch), first))
+            .collect()
+    }
+
+    /// The epoch the partition knows for `producer_id`, if it remembers the producer.
+    pub(crate) fn epoch_of(&self, producer_id: i64) -> Option<i16> {
+        self.map.get(&producer_id).map(|e| e.epoch)
+    }
+
+    /// Rebuilds the open-transaction set from the entries (after decoding a snapshot).
+    fn reindex_open(&mut self) {
+        self.open = self
+            .map
+            .iter()
+            .filter_map(|(&pid, e)| e.txn_first_offset.map(|f| (f, pid)))
+            .collect();
     }
 
     /// Forgets every producer whose newest batch lies below `log_start_offset` (retention or
@@ -232,7 +300,9 @@ impl ProducerStates {
                 .back()
                 .is_none_or(|b| b.last_offset < log_start_offset);
             let idle = now_ms.saturating_sub(e.last_append_ms) >= expiration;
-            !(below_start || idle)
+            // A producer with an open transaction is kept whatever its age: its end marker (or
+            // the timeout's abort) still has to close it.
+            e.txn_first_offset.is_some() || !(below_start || idle)
         });
         before - self.map.len()
     }
@@ -244,8 +314,12 @@ impl ProducerStates {
     pub(crate) fn forget_from(&mut self, offset: u64) {
         self.map.retain(|_, e| {
             e.batches.retain(|b| b.first_offset < offset);
-            !e.batches.is_empty()
+            if e.txn_first_offset.is_some_and(|f| f >= offset) {
+                e.txn_first_offset = None;
+            }
+            !e.batches.is_empty() || e.txn_first_offset.is_some()
         });
+        self.reindex_open();
     }
 
     /// `(producer id, first offset)` of every batch the states remember. Compaction keeps these

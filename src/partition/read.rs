@@ -7,8 +7,42 @@ use bytes::Bytes;
 use super::{Partition, PartitionInner};
 use crate::error::{Error, Result};
 use crate::format::StoredRecord;
-use crate::format::{decode_batch, BatchHeader, BatchView, HEADER_LEN};
+use crate::format::{decode_batch, AbortedTxn, BatchHeader, BatchView, HEADER_LEN};
 use crate::segment::{BatchCursor, Next, Segment};
+
+/// Which records a read may see (Kafka's `isolation.level`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IsolationLevel {
+    /// Everything below the high watermark, including records of transactions that are still
+    /// open or were aborted (never the transactions' end markers).
+    #[default]
+    ReadUncommitted,
+    /// Only records below the last stable offset, and none of an aborted transaction.
+    ReadCommitted,
+}
+
+/// What a read skips besides what lies before its offset: control batches always, and under
+/// read_committed the batches of aborted transactions.
+struct Visibility {
+    /// Where the read ends: the high watermark, or the last stable offset.
+    cap: u64,
+    /// The aborted transactions that overlap the read (read_committed only).
+    aborted: Vec<AbortedTxn>,
+    /// Hand out control batches too (the log's own replay of markers).
+    show_control: bool,
+}
+
+impl Visibility {
+    fn hides(&self, h: &BatchHeader) -> bool {
+        (h.is_control() && !self.show_control)
+            || (h.is_transactional()
+                && self.aborted.iter().any(|a| {
+                    a.producer_id == h.producer_id
+                        && a.first_offset <= h.base_offset
+                        && h.base_offset <= a.last_offset
+                }))
+    }
+}
 
 impl Partition {
     /// Reads records starting at `offset`, from whole batches totalling about `max_bytes`.
@@ -34,7 +68,36 @@ impl Partition {
         max_bytes: usize,
         out: &mut Vec<StoredRecord>,
     ) -> Result<()> {
-        self.read_with(offset, max_bytes, out)
+        self.read_with(offset, max_bytes, IsolationLevel::ReadUncommitted, out)
+            .map(|_| ())
+    }
+
+    /// Like [`read_into`](Self::read_into) under an isolation level. With
+    /// [`IsolationLevel::ReadCommitted`] the read stops at the
+    /// [`last_stable_offset`](Self::last_stable_offset) and skips every record of an aborted
+    /// transaction. Returns the offset the next read should start at: past every batch this
+    /// read looked at, the records it returned and the markers and aborted batches it skipped
+    /// (so a reader never stops on a marker).
+    pub fn read_isolated_into(
+        &self,
+        offset: u64,
+        max_bytes: usize,
+        isolation: IsolationLevel,
+        out: &mut Vec<StoredRecord>,
+    ) -> Result<u64> {
+        self.read_with(offset, max_bytes, isolation, out)
+    }
+
+    /// [`read_batches`](Self::read_batches) under an isolation level, as
+    /// [`read_isolated_into`](Self::read_isolated_into).
+    pub fn read_isolated_batches(
+        &self,
+        offset: u64,
+        max_bytes: usize,
+        isolation: IsolationLevel,
+        out: &mut Vec<BatchView>,
+    ) -> Result<u64> {
+        self.read_with(offset, max_bytes, isolation, out)
     }
 
     /// Like [`read_into`](Self::read_into), but hands out whole batches whose records are
@@ -48,12 +111,19 @@ impl Partition {
         max_bytes: usize,
         out: &mut Vec<BatchView>,
     ) -> Result<()> {
-        self.read_with(offset, max_bytes, out)
+        self.read_with(offset, max_bytes, IsolationLevel::ReadUncommitted, out)
+            .map(|_| ())
     }
 
-    fn read_with<S: Sink>(&self, offset: u64, max_bytes: usize, out: &mut S) -> Result<()> {
-        let inner = &self.inner;
-        inner.check_open()?;
+    /// Every batch from `offset` below the high watermark, control batches included (for the
+    /// log's own replays of `__consumer_offsets`). Returns where the next read starts.
+    pub(crate) fn read_raw_batches(
+        &self,
+        offset: u64,
+        max_bytes: usize,
+        out: &mut Vec<BatchView>,
+    ) -> Result<u64> {
+        self.inner.check_open()?;
         let hw = self.high_watermark();
         let start = self.log_start_offset();
         if offset < start || offset > hw {
@@ -63,24 +133,87 @@ impl Partition {
                 latest: hw,
             });
         }
-        if offset == hw {
-            return Ok(());
+        let visibility = Visibility {
+            cap: hw,
+            aborted: Vec::new(),
+            show_control: true,
+        };
+        self.read_visible(offset, max_bytes, hw, &visibility, out)
+    }
+
+    fn read_with<S: Sink>(
+        &self,
+        offset: u64,
+        max_bytes: usize,
+        isolation: IsolationLevel,
+        out: &mut S,
+    ) -> Result<u64> {
+        let inner = &self.inner;
+        inner.check_open()?;
+        let hw = self.high_watermark();
+        // Loaded after the high watermark (see `write_batch` for the order of the stores).
+        let stable = self.last_stable_offset_below(hw);
+        let start = self.log_start_offset();
+        if offset < start || offset > hw {
+            return Err(Error::OffsetOutOfRange {
+                requested: offset,
+                earliest: start,
+                latest: hw,
+            });
+        }
+        let (cap, visibility) = match isolation {
+            IsolationLevel::ReadUncommitted => (
+                hw,
+                Visibility {
+                    cap: hw,
+                    aborted: Vec::new(),
+                    show_control: false,
+                },
+            ),
+            IsolationLevel::ReadCommitted => (
+                stable,
+                Visibility {
+                    cap: stable,
+                    aborted: inner.aborted_between(offset, stable),
+                    show_control: false,
+                },
+            ),
+        };
+        self.read_visible(offset, max_bytes, cap, &visibility, out)
+    }
+
+    fn read_visible<S: Sink>(
+        &self,
+        offset: u64,
+        max_bytes: usize,
+        cap: u64,
+        visibility: &Visibility,
+        out: &mut S,
+    ) -> Result<u64> {
+        let inner = &self.inner;
+        if offset >= cap {
+            return Ok(offset);
         }
         let segments = inner.segments();
         let first = segment_for(&segments, offset);
         let before = out.len();
+        let mut walked = offset;
         for segment in &segments[first..] {
-            inner.read_segment(segment, offset, max_bytes, out)?;
-            if out.len() > before {
+            inner.read_segment(segment, offset, max_bytes, visibility, &mut walked, out)?;
+            if out.len() > before || walked >= cap {
                 break;
             }
+        }
+        if out.len() == before {
+            // Nothing visible at or after `offset` below the cap: a reader may move to it.
+            walked = cap;
         }
         // The active segment's end is published before the high watermark, so the read may
         // have picked up a batch the watermark loaded above does not cover yet. Hand out only
         // what is below it: otherwise the caller's next read, from past those records, could
         // find the watermark still behind and fail with OffsetOutOfRange.
-        out.truncate_at(before, hw);
-        Ok(())
+        out.truncate_at(before, cap);
+        Ok(walked.min(cap))
     }
 
     /// The first offset whose record timestamp is at least `timestamp`, or `None` if every
@@ -134,6 +267,8 @@ impl PartitionInner {
         segment: &Segment,
         offset: u64,
         max_bytes: usize,
+        visibility: &Visibility,
+        walked: &mut u64,
         out: &mut S,
     ) -> Result<()> {
         let start = if offset > segment.base_offset {
@@ -147,20 +282,23 @@ impl PartitionInner {
                     segment,
                     pos,
                     Expect::Last(last),
-                    offset,
-                    max_bytes,
+                    (offset, max_bytes),
+                    visibility,
+                    walked,
                     out,
                 ) {
                     Err(Error::Corrupt { position, .. }) if position == pos => {
                         let first = Expect::after(segment.base_offset, segment);
-                        self.read_segment_from(segment, 0, first, offset, max_bytes, out)
+                        let want = (offset, max_bytes);
+                        self.read_segment_from(segment, 0, first, want, visibility, walked, out)
                     }
                     other => other,
                 }
             }
             None => {
                 let first = Expect::after(segment.base_offset, segment);
-                self.read_segment_from(segment, 0, first, offset, max_bytes, out)
+                let want = (offset, max_bytes);
+                self.read_segment_from(segment, 0, first, want, visibility, walked, out)
             }
         }
     }
@@ -172,13 +310,15 @@ impl PartitionInner {
     /// so there the order is checked both ways (against the batch before and, before any
     /// record is handed out, the batch after) and each batch against its offset-index entry
     /// (`Segment::check_offsets`).
+    #[allow(clippy::too_many_arguments)]
     fn read_segment_from<S: Sink>(
         &self,
         segment: &Segment,
         pos: u64,
         mut expect: Expect,
-        offset: u64,
-        max_bytes: usize,
+        (offset, max_bytes): (u64, usize),
+        visibility: &Visibility,
+        walked: &mut u64,
         out: &mut S,
     ) -> Result<()> {
         let end = segment.end();
@@ -214,6 +354,9 @@ impl PartitionInner {
                 }
             };
             let header = &batch.header;
+            if header.base_offset >= visibility.cap {
+                break;
+            }
             if !expect.matches(header) {
                 return Err(self.corrupt(
                     segment,
@@ -231,7 +374,8 @@ impl PartitionInner {
                 }
             }
             expect = Expect::after(header.next_offset(), segment);
-            if header.last_offset() < offset {
+            if header.last_offset() < offset || visibility.hides(header) {
+                *walked = (*walked).max(header.next_offset());
                 cursor.skip(&batch);
                 continue;
             }
@@ -252,6 +396,7 @@ impl PartitionInner {
                 self.check_next(segment, pos, header, cursor.bytes(next_pos, HEADER_LEN))?;
             }
             self.decode(segment, pos, &bytes, offset, max_uncompressed, out)?;
+            *walked = (*walked).max(header.next_offset());
             used += len;
             if used >= max_bytes {
                 break;
@@ -317,7 +462,20 @@ impl PartitionInner {
         let mut records: Vec<StoredRecord> = Vec::new();
         while offset < segment.next_offset() {
             records.clear();
-            self.read_segment(segment, offset, 1 << 20, &mut records)?;
+            let visibility = Visibility {
+                cap: u64::MAX,
+                aborted: Vec::new(),
+                show_control: false,
+            };
+            let mut walked = offset;
+            self.read_segment(
+                segment,
+                offset,
+                1 << 20,
+                &visibility,
+                &mut walked,
+                &mut records,
+            )?;
             let Some(last) = records.last() else {
                 return Ok(None);
             };

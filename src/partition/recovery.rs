@@ -27,7 +27,7 @@ use parking_lot::{Mutex, RwLock};
 
 use super::recovery_report::{RecoveryAction, RecoveryEvent};
 use super::swap::finish_interrupted;
-use super::{PartitionInner, ProducerStates, WriterState};
+use super::{PartitionInner, WriterState};
 use crate::config::TopicConfig;
 use crate::error::{Error, Result};
 use crate::format::BatchHeader;
@@ -287,13 +287,21 @@ pub(crate) fn open_partition(p: OpenParams<'_>) -> Result<PartitionInner> {
     let first_base = segments.first().expect("at least one segment").base_offset;
     let log_start_offset = start_floor.max(first_base).min(high_watermark);
     let first_batch_timestamp = first_batch_max_timestamp(&active)?;
-    let producers = rebuild_producer_states(
-        &checkpoint,
-        had_checkpoint,
-        &segments,
-        &limits,
-        p.producer_id_expiration_ms,
+    let replayed = super::replay::rebuild_producer_states(
+        storage,
+        &super::replay::ReplayParams {
+            checkpoint: &checkpoint,
+            had_checkpoint,
+            clean: p.clean,
+            segments: &segments,
+            limits: &limits,
+            expiration_ms: p.producer_id_expiration_ms,
+            log_start_offset,
+        },
     )?;
+    let producers = replayed.states;
+    let first_unstable = producers.first_unstable_offset().unwrap_or(u64::MAX);
+    let aborted = replayed.aborted;
 
     let inner = PartitionInner {
         topic: p.topic.to_string(),
@@ -324,6 +332,8 @@ pub(crate) fn open_partition(p: OpenParams<'_>) -> Result<PartitionInner> {
         poisoned: Mutex::new(None),
         synced: Mutex::new(0),
         recovery_events: events,
+        first_unstable: AtomicU64::new(first_unstable),
+        aborted: RwLock::new(Arc::new(aborted)),
     };
     // After repairs (or when nothing vouched for this partition), make the recovered state
     // durable and record it, so a crash right after this open does not repeat the work.
@@ -343,54 +353,6 @@ pub(crate) fn open_partition(p: OpenParams<'_>) -> Result<PartitionInner> {
     }
     *inner.synced.lock() = high_watermark;
     Ok(inner)
-}
-
-/// Producer states as of the high watermark: the checkpoint's snapshot, without what it
-/// remembers from the recovery point on, plus every batch header from there. Without a usable
-/// snapshot (none, damaged, or a version-1 one without CRCs), every batch is replayed. Replayed producers count as having written now (batch
-/// headers carry no append time), so a crash never makes a producer expire early.
-fn rebuild_producer_states(
-    checkpoint: &crate::meta::Checkpoint,
-    had_checkpoint: bool,
-    segments: &[Arc<Segment>],
-    limits: &SegmentLimits,
-    expiration_ms: i64,
-) -> Result<ProducerStates> {
-    let now = crate::clock::now_ms();
-    let high_watermark = segments.last().map(|s| s.next_offset()).unwrap_or(0);
-    let snapshot = if had_checkpoint && checkpoint.recovery_point <= high_watermark {
-        ProducerStates::decode(&checkpoint.producers, expiration_ms).ok()
-    } else {
-        None
-    };
-    let (mut states, from) = match snapshot {
-        Some(mut states) => {
-            // Written by retention or compaction, the snapshot may remember batches past its
-            // recovery point that a power loss then took.
-            states.forget_from(checkpoint.recovery_point);
-            (states, checkpoint.recovery_point)
-        }
-        None => (ProducerStates::new(expiration_ms), 0),
-    };
-    for segment in segments {
-        if segment.next_offset() <= from || segment.is_empty() {
-            continue;
-        }
-        let opts = ScanOptions {
-            segment_base: segment.base_offset,
-            allow_gaps: segment.allow_gaps,
-            verify_crc: false,
-            max_batch_bytes: limits.max_batch_bytes,
-        };
-        scan_batches(&*segment.file, 0, segment.end(), &opts, |_, h| {
-            if h.base_offset >= from {
-                let ts = h.max_timestamp;
-                states.record(h, ts, now);
-            }
-        })
-        .at("scan", &segment.log_path)?;
-    }
-    Ok(states)
 }
 
 pub(crate) fn seal_record(segment: &Segment) -> Result<SealedSegment> {
@@ -413,9 +375,11 @@ fn list_segments(storage: &dyn Storage, dir: &Path) -> Result<Vec<u64>> {
         .collect();
     bases.sort_unstable();
     for name in &names {
-        let orphan_index = ["index", "timeindex"].iter().any(|ext| {
-            parse_file_name(name, ext).is_some_and(|b| bases.binary_search(&b).is_err())
-        });
+        let orphan_index = crate::segment::SEGMENT_FILE_EXTENSIONS[1..]
+            .iter()
+            .any(|ext| {
+                parse_file_name(name, ext).is_some_and(|b| bases.binary_search(&b).is_err())
+            });
         let temp = name.ends_with(".tmp")
             && (name.starts_with(CHECKPOINT_FILE) || name.starts_with(BOUNDS_FILE));
         if orphan_index || temp {
@@ -470,7 +434,7 @@ fn check_listed_segments_exist(dir: &Path, bases: &[u64], listed: &[SealedSegmen
 }
 
 fn remove_segment_files(storage: &dyn Storage, dir: &Path, base: u64) -> Result<()> {
-    for ext in ["log", "index", "timeindex"] {
+    for ext in crate::segment::SEGMENT_FILE_EXTENSIONS {
         let path = dir.join(file_name(base, ext));
         if storage.exists(&path)? {
             storage.remove_file(&path)?;

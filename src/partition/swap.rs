@@ -53,7 +53,7 @@ pub(crate) fn is_deleted_segment_file(name: &str) -> bool {
     name.strip_suffix(DELETED_SUFFIX)
         .and_then(|n| n.strip_suffix('.'))
         .is_some_and(|n| {
-            ["log", "index", "timeindex"]
+            crate::segment::SEGMENT_FILE_EXTENSIONS
                 .iter()
                 .any(|ext| parse_file_name(n, ext).is_some())
         })
@@ -87,7 +87,7 @@ pub(crate) fn finish_interrupted(
     swaps.sort_unstable();
     for &(base, end) in &swaps {
         for name in &names {
-            let replaced = ["log", "index", "timeindex"]
+            let replaced = crate::segment::SEGMENT_FILE_EXTENSIONS
                 .iter()
                 .any(|ext| parse_file_name(name, ext).is_some_and(|b| (base..end).contains(&b)));
             if replaced && storage.exists(&dir.join(name))? {

@@ -2,7 +2,7 @@
 //! drains, and the memory budget that bounds them.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -36,6 +36,9 @@ pub(crate) struct PartitionSlot {
     /// Only the writer thread touches it: sequences are assigned when a batch is written, so a
     /// batch that fails for good leaves no gap.
     pub next_sequence: Mutex<i32>,
+    /// The serial of the transaction this partition was last added to (transactional
+    /// producers; see `transaction.rs`).
+    pub txn_serial: AtomicU64,
 }
 
 impl PartitionSlot {
@@ -86,6 +89,7 @@ impl PartitionQueue {
 pub(crate) fn batch_options(
     compression: Compression,
     producer: Option<(i64, i16)>,
+    transactional: bool,
 ) -> BatchOptions {
     let (producer_id, producer_epoch, base_sequence) = match producer {
         Some((id, epoch)) => (id, epoch, 0),
@@ -99,7 +103,7 @@ pub(crate) fn batch_options(
         producer_id,
         producer_epoch,
         base_sequence,
-        transactional: false,
+        transactional,
         control: false,
     }
 }

@@ -62,6 +62,16 @@ pub struct ProducerConfig {
     /// A name that survives restarts (like Kafka's `transactional.id`): a producer opened with
     /// it keeps its producer id, gets the next epoch, and fences any older instance. Default none.
     pub stable_id: Option<String>,
+    /// Makes the producer transactional (Kafka's `transactional.id`): call
+    /// [`init_transactions`](super::Producer::init_transactions) once, then group sends (and
+    /// consumer offsets, with `send_offsets_to_transaction`) into transactions that become
+    /// visible all together or not at all. The id survives restarts: a new instance's
+    /// `init_transactions` fences the old one and ends what it left open. Implies idempotence;
+    /// excludes `stable_id` (it does that job). 1 to 32767 bytes. Default none.
+    pub transactional_id: Option<String>,
+    /// Longest a transaction may stay open (`transaction.timeout.ms`): past it, the log's
+    /// maintenance aborts it and fences the producer. Default 60 s; 1 ms to 15 minutes.
+    pub transaction_timeout: Duration,
     /// Times a batch is retried after a retriable I/O error (`retries`). Default 3; at most 1000.
     pub retries: u32,
     /// Pause before each retry (`retry.backoff.ms`). Default 50 ms; at most 1 minute.
@@ -81,6 +91,8 @@ impl Default for ProducerConfig {
             compression: None,
             idempotence: true,
             stable_id: None,
+            transactional_id: None,
+            transaction_timeout: crate::txn::DEFAULT_TRANSACTION_TIMEOUT,
             retries: 3,
             retry_backoff: Duration::from_millis(50),
             partitioner: None,
@@ -105,6 +117,15 @@ impl ProducerConfig {
         retries: u32);
     setter!(/// Sets `retry_backoff`.
         retry_backoff: Duration);
+    setter!(/// Sets `transaction_timeout`.
+        transaction_timeout: Duration);
+
+    /// Sets `transactional_id`.
+    #[must_use]
+    pub fn transactional_id(mut self, id: impl Into<String>) -> Self {
+        self.transactional_id = Some(id.into());
+        self
+    }
 
     /// Compress this producer's batches with `codec` instead of the topic's codec.
     #[must_use]
@@ -169,6 +190,30 @@ impl ProducerConfig {
         }
         if self.stable_id.is_some() && !self.idempotence {
             return bad("stable_id", "needs idempotence".into());
+        }
+        if let Some(id) = &self.transactional_id {
+            if id.is_empty() || id.len() > i16::MAX as usize {
+                return bad(
+                    "transactional_id",
+                    format!("is {} bytes; must be 1 to 32767", id.len()),
+                );
+            }
+            if !self.idempotence {
+                return bad("transactional_id", "needs idempotence".into());
+            }
+            if self.stable_id.is_some() {
+                return bad(
+                    "transactional_id",
+                    "excludes stable_id (a transactional id fences older instances itself)".into(),
+                );
+            }
+        }
+        let timeout = self.transaction_timeout;
+        if timeout < Duration::from_millis(1) || timeout > crate::txn::MAX_TRANSACTION_TIMEOUT {
+            return bad(
+                "transaction_timeout",
+                format!("{timeout:?} is outside 1 ms..=15 minutes"),
+            );
         }
         Ok(())
     }

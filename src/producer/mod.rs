@@ -12,8 +12,9 @@ mod delivery;
 mod identity;
 mod partitioner;
 mod sender;
+mod transaction;
 
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -33,6 +34,7 @@ pub use delivery::{Delivery, RecordMetadata};
 pub(crate) use identity::ProducerIdentity;
 pub use partitioner::{murmur2, partition_for_key, Partitioner};
 use sender::Signal;
+pub(crate) use transaction::Transactional;
 
 /// Writes records to a [`Log`](crate::Log), batching, compressing and partitioning them. Cheap
 /// to clone and safe to share between threads; all clones are one producer. Dropping the last
@@ -74,6 +76,8 @@ pub(crate) struct Shared {
     catalog: Catalog,
     config: ProducerConfig,
     identity: Option<ProducerIdentity>,
+    /// Set for a producer with a `transactional_id`.
+    txn: Option<Transactional>,
     /// Topics this producer has sent to. A short list scanned by name: producers write to a few
     /// topics, and comparing a short name beats hashing it on every send.
     topics: RwLock<Vec<Arc<TopicSlot>>>,
@@ -99,6 +103,7 @@ impl Producer {
         catalog: Catalog,
         config: ProducerConfig,
         identity: Option<ProducerIdentity>,
+        txn: Option<Transactional>,
     ) -> Result<Producer> {
         config.validate()?;
         let shared = Arc::new(Shared {
@@ -106,6 +111,7 @@ impl Producer {
             memory: Memory::new(config.buffer_memory),
             config,
             identity,
+            txn,
             topics: RwLock::new(Vec::new()),
             signal: Signal::default(),
             outstanding: Outstanding::default(),
@@ -177,13 +183,10 @@ impl Producer {
         self.handle.close()
     }
 
-    /// This producer's id and epoch, if it is idempotent.
+    /// This producer's id and epoch, if it is idempotent (a transactional producer's move on
+    /// with every transaction; `(-1, -1)` before `init_transactions`).
     pub fn producer_id(&self) -> Option<(i64, i16)> {
-        self.handle
-            .shared
-            .identity
-            .as_ref()
-            .map(|i| (i.producer_id, i.epoch))
+        self.handle.shared.identity.as_ref().map(|i| i.get())
     }
 
     /// Bytes of records sent and not yet written (bounded by `buffer_memory`).
@@ -256,6 +259,7 @@ impl Shared {
                     sticky: sticky.clone(),
                     queue: Mutex::new(Default::default()),
                     next_sequence: Mutex::new(0),
+                    txn_serial: AtomicU64::new(0),
                 }))
             })
             .collect::<Result<Vec<_>>>()?;
@@ -295,6 +299,8 @@ impl Shared {
         if self.closed.load(Ordering::Acquire) {
             return Err(Error::Closed);
         }
+        // A transactional producer sends only inside a transaction.
+        let txn_serial = self.txn.as_ref().map(|txn| txn.sending()).transpose()?;
         let t = self.topic(topic)?;
         let timestamp = match record.timestamp {
             Some(ts) if ts < 0 => {
@@ -334,6 +340,13 @@ impl Shared {
         let linger = self.config.linger;
         loop {
             let slot = &t.partitions[p as usize];
+            if let (Some(txn), Some(serial)) = (&self.txn, txn_serial) {
+                // Before the transaction's first record on this partition is accepted.
+                if let Err(e) = txn.add_partition(self, slot, topic, serial) {
+                    self.memory.release(size);
+                    return Err(e);
+                }
+            }
             let mut q = slot.queue.lock();
             let full = q
                 .open
@@ -352,8 +365,8 @@ impl Shared {
             }
             let mut new_batch_at = None;
             if q.open.is_none() {
-                let producer = self.identity.as_ref().map(|i| (i.producer_id, i.epoch));
-                let options = batch_options(t.compression, producer);
+                let producer = self.identity.as_ref().map(|i| i.get());
+                let options = batch_options(t.compression, producer, self.txn.is_some());
                 let now = Instant::now();
                 q.open = Some(OpenBatch {
                     id: self.outstanding.register(),

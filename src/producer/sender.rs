@@ -212,13 +212,15 @@ fn sync_group(shared: &Shared, to_sync: &mut Vec<(Arc<PartitionSlot>, OpenBatch,
 /// Encodes (compresses) and appends one batch, retrying retriable failures. The batch's
 /// records move out of its builder into the encoded buffer (no copy for an uncompressed batch).
 fn write(shared: &Shared, slot: &PartitionSlot, batch: &mut OpenBatch) -> Result<BatchAck> {
-    if let Some(current_epoch) = shared.identity.as_ref().and_then(|i| i.is_fenced()) {
-        let identity = shared.identity.as_ref().expect("checked");
-        return Err(Error::ProducerFenced {
-            producer_id: identity.producer_id,
-            epoch: identity.epoch,
-            current_epoch,
-        });
+    if let Some(identity) = &shared.identity {
+        if let Some(current_epoch) = identity.is_fenced() {
+            let (producer_id, epoch) = identity.get();
+            return Err(Error::ProducerFenced {
+                producer_id,
+                epoch,
+                current_epoch,
+            });
+        }
     }
     let count = batch.builder.record_count() as i64;
     let idempotent = batch.builder.options().producer_id >= 0;

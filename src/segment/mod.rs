@@ -8,6 +8,7 @@
 mod cursor;
 pub(crate) mod index;
 mod scan;
+mod txn_index;
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -23,6 +24,11 @@ use crate::storage::{with_path, IoContext, OpenMode, Storage, StorageFile};
 pub(crate) use cursor::{BatchCursor, Next};
 pub(crate) use index::{OffsetIndex, TimeIndex};
 pub(crate) use scan::{scan_batches, valid_batch_after, ScanEnd, ScanOptions};
+pub(crate) use txn_index::{TxnIndex, TXN_INDEX_EXT};
+
+/// The extensions of a segment's files: its batches, its two sparse indexes and its
+/// aborted-transaction index (present only once it holds an ABORT marker).
+pub(crate) const SEGMENT_FILE_EXTENSIONS: [&str; 4] = ["log", "index", "timeindex", TXN_INDEX_EXT];
 
 /// No timestamp seen yet (Kafka's `NO_TIMESTAMP`).
 pub(crate) const NO_TIMESTAMP: i64 = -1;
@@ -81,6 +87,8 @@ pub(crate) struct Segment {
     max_timestamp: AtomicI64,
     offset_of_max_timestamp: AtomicU64,
     pub indexes: RwLock<Indexes>,
+    /// Transactions aborted by a marker in this segment (`txn_index.rs`).
+    pub txn_index: TxnIndex,
     /// Compaction may have left offset gaps here (the segment lies below the partition's
     /// cleaned boundary): batches need only start after the previous one, not right at its end.
     pub allow_gaps: bool,
@@ -192,10 +200,15 @@ impl Segment {
         stats: SegmentStats,
         allow_gaps: bool,
     ) -> Segment {
+        let txn_index = TxnIndex::new(
+            log_path.parent().unwrap_or_else(|| Path::new("")),
+            base_offset,
+        );
         Segment {
             allow_gaps,
             doomed: Mutex::new(None),
             base_offset,
+            txn_index,
             log_path,
             file,
             end: AtomicU64::new(stats.size),
@@ -428,6 +441,7 @@ impl Segment {
         }
         idx.offset.close_and_trim()?;
         idx.time.close_and_trim()?;
+        self.txn_index.sync()?;
         self.file.sync_data()
     }
 
@@ -504,14 +518,14 @@ impl Segment {
         Ok(())
     }
 
-    /// Retires the segment: renames its three files to `<name>.deleted` (so no later open takes
+    /// Retires the segment: renames its files to `<name>.deleted` (so no later open takes
     /// them for live data) and arranges for them to be unlinked when the last `Arc` of this
     /// segment is dropped. Readers holding it keep reading through their open handle and
     /// mapping, which a rename does not disturb; nothing is truncated or unlinked under them.
     /// Only files that exist are renamed (an index may be missing after a crash).
     pub(crate) fn retire(&self, storage: &Arc<dyn Storage>, dir: &Path) -> io::Result<()> {
-        let mut paths = Vec::with_capacity(3);
-        for ext in ["log", "index", "timeindex"] {
+        let mut paths = Vec::with_capacity(SEGMENT_FILE_EXTENSIONS.len());
+        for ext in SEGMENT_FILE_EXTENSIONS {
             let from = dir.join(file_name(self.base_offset, ext));
             let to = dir.join(format!(
                 "{}.{DELETED_SUFFIX}",
@@ -535,7 +549,7 @@ impl Segment {
     /// caller's word); its mappings go first. Missing files are skipped.
     pub(crate) fn delete_now(&self, storage: &dyn Storage, dir: &Path) -> io::Result<()> {
         self.unmap();
-        for ext in ["log", "index", "timeindex"] {
+        for ext in SEGMENT_FILE_EXTENSIONS {
             match storage.remove_file(&dir.join(file_name(self.base_offset, ext))) {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
                 _ => {}

@@ -1,7 +1,7 @@
 //! Cross-checks annals' RecordBatch v2 codec against independent Kafka implementations:
 //!
 //! - the `kafka-protocol` crate, in both directions (annals encodes / it decodes, it encodes /
-//!   annals decodes), for uncompressed, LZ4 and zstd batches;
+//!   annals decodes), for uncompressed, LZ4 and zstd batches and for transaction markers;
 //! - batches written by kafka-python (a pure-Python Kafka client), checked in under
 //!   `tests/fixtures/` by `make_kafka_python_batch.py`.
 
@@ -9,7 +9,8 @@ use std::fs;
 use std::path::Path;
 
 use annals::format::{
-    decode_batch, encode_batch, peek_batch_len, verify_crc, BatchHeader, BatchOptions, Compression,
+    decode_batch, decode_control_record, encode_batch, encode_end_txn_marker_batch, peek_batch_len,
+    verify_crc, BatchHeader, BatchOptions, Compression, ControlRecord, ControlType, EndTxnMarker,
     TimestampType,
 };
 use annals::{Header, Record, StoredRecord};
@@ -140,6 +141,84 @@ fn annals_flags_are_read_by_kafka_protocol() {
         (record.producer_id, record.producer_epoch, record.sequence),
         (-1, -1, -1)
     );
+}
+
+#[test]
+fn annals_txn_markers_decode_with_kafka_protocol() {
+    for (control_type, type_id) in [(ControlType::Abort, 0u8), (ControlType::Commit, 1)] {
+        let marker = EndTxnMarker {
+            control_type,
+            coordinator_epoch: 0x0A0B_0C0D,
+        };
+        let mut out = Vec::new();
+        encode_end_txn_marker_batch(&mut out, 4_321, 9_001, 17, marker, 1_700_000_000_777).unwrap();
+        let set = RecordBatchDecoder::decode(&mut Bytes::from(out)).unwrap();
+        assert_eq!((set.version, set.compression), (2, KCompression::None));
+        let [record] = &set.records[..] else {
+            panic!(
+                "{control_type:?}: expected one record, got {:?}",
+                set.records
+            )
+        };
+        assert!(record.control && record.transactional, "{control_type:?}");
+        assert_eq!((record.producer_id, record.producer_epoch), (9_001, 17));
+        assert_eq!(record.sequence, -1);
+        assert_eq!(record.offset, 4_321);
+        assert_eq!(record.partition_leader_epoch, 0);
+        assert_eq!(record.timestamp, 1_700_000_000_777);
+        assert_eq!(record.timestamp_type, KTimestampType::Creation);
+        assert!(record.headers.is_empty());
+        // Key: version 0, type; value: version 0, coordinator epoch.
+        assert_eq!(record.key.as_deref(), Some(&[0, 0, 0, type_id][..]));
+        assert_eq!(
+            record.value.as_deref(),
+            Some(&[0, 0, 0x0A, 0x0B, 0x0C, 0x0D][..])
+        );
+    }
+}
+
+#[test]
+fn kafka_protocol_txn_markers_decode_with_annals() {
+    for (control_type, type_id) in [(ControlType::Abort, 0u8), (ControlType::Commit, 1)] {
+        let record = KRecord {
+            transactional: true,
+            control: true,
+            delete_horizon: false,
+            partition_leader_epoch: 6,
+            producer_id: 31,
+            producer_epoch: 4,
+            timestamp_type: KTimestampType::Creation,
+            offset: 70,
+            sequence: -1,
+            timestamp: 1_650_000_000_000,
+            key: Some(Bytes::from(vec![0, 0, 0, type_id])),
+            value: Some(Bytes::from_static(&[0, 0, 0xFF, 0xFF, 0xFF, 0xFD])),
+            headers: Default::default(),
+        };
+        let mut buf = BytesMut::new();
+        let options = RecordEncodeOptions {
+            version: 2,
+            compression: KCompression::None,
+        };
+        RecordBatchEncoder::encode(&mut buf, [&record], &options).unwrap();
+        let mut records = Vec::new();
+        let header = decode_batch(&buf.freeze(), 0, MIB, &mut records).unwrap();
+        assert!(header.is_control() && header.is_transactional());
+        assert_eq!((header.producer_id, header.producer_epoch), (31, 4));
+        assert_eq!(header.base_sequence, -1);
+        let [stored] = &records[..] else {
+            panic!("{control_type:?}: expected one record, got {records:?}")
+        };
+        let decoded =
+            decode_control_record(stored.key.as_deref().unwrap(), stored.value.as_deref());
+        assert_eq!(
+            decoded.unwrap(),
+            ControlRecord::EndTxn(EndTxnMarker {
+                control_type,
+                coordinator_epoch: -3,
+            })
+        );
+    }
 }
 
 /// Records as kafka-protocol's producer side would hand them to its encoder.

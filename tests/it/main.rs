@@ -43,3 +43,4 @@ mod recovery_report;
 mod recovery_truncation;
 mod retention_basic;
 mod sim_crash;
+mod transactions;

@@ -13,7 +13,8 @@ use super::{BatchRecord, ProducerEntry, ProducerStates, MAX_BATCHES};
 use crate::meta::{Reader, Writer};
 
 const V2_MARKER: u32 = u32::MAX;
-const VERSION: u16 = 2;
+/// Version 3 adds each producer's open transaction (its first offset, or `u64::MAX`).
+const VERSION: u16 = 3;
 
 impl ProducerStates {
     /// Serialises the states (version 2).
@@ -29,6 +30,7 @@ impl ProducerStates {
             w.i64(id);
             w.u16(e.epoch as u16);
             w.i64(e.last_append_ms);
+            w.u64(e.txn_first_offset.unwrap_or(u64::MAX));
             w.u16(e.batches.len() as u16);
             for b in &e.batches {
                 w.u32(b.first_seq as u32);
@@ -57,7 +59,7 @@ impl ProducerStates {
             return Err("a version-1 producer state (no CRCs): rebuilt from the log".into());
         }
         let version = r.u16()?;
-        if version != VERSION {
+        if !(2..=VERSION).contains(&version) {
             return Err(format!("unknown producer state version {version}"));
         }
         let n = r.u32()? as usize;
@@ -71,6 +73,10 @@ impl ProducerStates {
             let id = r.i64()?;
             let epoch = r.u16()? as i16;
             let last_append_ms = r.i64()?;
+            let txn_first_offset = match version {
+                2 => None,
+                _ => Some(r.u64()?).filter(|&f| f != u64::MAX),
+            };
             let nb = r.u16()? as usize;
             if nb > MAX_BATCHES {
                 return Err(format!(
@@ -99,6 +105,7 @@ impl ProducerStates {
                 epoch,
                 last_append_ms,
                 batches,
+                txn_first_offset,
             };
             if map.insert(id, entry).is_some() {
                 return Err(format!("producer {id} appears twice"));
@@ -108,6 +115,7 @@ impl ProducerStates {
             return Err("trailing bytes after the producer states".into());
         }
         states.map = map;
+        states.reindex_open();
         Ok(states)
     }
 }

@@ -1,0 +1,534 @@
+//! [`TxnCoordinator`]: the state of every transactional id, durable in `__transaction_state`,
+//! and the protocol that ends a transaction.
+//!
+//! Ending a transaction (`finish`), in this order:
+//! 1. commit only: fsync every partition the transaction wrote to (its data is durable);
+//! 2. append `PrepareCommit` (fsynced: **the commit point**) or `PrepareAbort` (not fsynced:
+//!    an abort needs no commit point, recovery aborts whatever did not reach one);
+//! 3. write the end marker, at the epoch bumped by one (KIP-890), to every partition the
+//!    transaction touched, `__consumer_offsets` included; commit only: fsync them, so no
+//!    `CompleteCommit` can survive a power loss that took a COMMIT marker;
+//! 4. append `CompleteCommit` / `CompleteAbort` with the new epoch (not fsynced: losing it only
+//!    means recovery writes the markers again, and a repeated marker is harmless).
+//!
+//! Recovery (`recover`, at open, before anything else writes): every partition lists the
+//! transactions still open on it; one whose producer's state says `PrepareCommit` at that
+//! epoch gets a COMMIT marker, every other one an ABORT marker, and each unfinished state is
+//! completed.
+//!
+//! Locks: the map of ids is held only to look up or insert; each id's own mutex is held across
+//! its I/O (markers, fsyncs), so one slow commit delays only its own transactional id. Lock
+//! order: an id's mutex → partition locks.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicI16, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+
+use super::log_codec::{
+    decode_key, decode_value, encode_key, encode_value, TxnLogValue, TxnStatus,
+};
+use super::{TransactionInfo, TransactionState};
+use crate::catalog::Catalog;
+use crate::clock::now_ms;
+use crate::error::{Error, Result};
+use crate::format::{ControlType, EndTxnMarker, Record};
+use crate::offsets::{OffsetStore, OFFSETS_TOPIC};
+use crate::partition::Partition;
+use crate::topic_partition::TopicPartition;
+
+/// Hands out fresh producer ids (the log's allocator, `log/producer_ids.rs`).
+pub(crate) type AllocateId = Box<dyn Fn() -> Result<i64> + Send + Sync>;
+
+/// What `init_transactions` gives the producer instance.
+#[derive(Debug, Clone)]
+pub(crate) struct Grant {
+    pub producer_id: i64,
+    pub epoch: i16,
+    /// The id's current epoch, moved on by every end of a transaction and by a newer
+    /// instance: the producer's writer compares it with its own to find out it is fenced.
+    pub current_epoch: Arc<AtomicI16>,
+}
+
+pub(crate) struct TxnCoordinator {
+    /// Partition 0 of `__transaction_state`.
+    log: Partition,
+    catalog: Catalog,
+    allocate: AllocateId,
+    /// Set once transactional producers may send offsets: markers written to
+    /// `__consumer_offsets` complete the offsets they commit or abort there.
+    offsets: OnceLock<Arc<OffsetStore>>,
+    txns: Mutex<HashMap<String, Arc<Mutex<TxnMeta>>>>,
+}
+
+impl std::fmt::Debug for TxnCoordinator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TxnCoordinator")
+            .field("ids", &self.txns.lock().len())
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug)]
+struct TxnMeta {
+    id: String,
+    producer_id: i64,
+    epoch: i16,
+    timeout_ms: i32,
+    status: TxnStatus,
+    partitions: BTreeSet<TopicPartition>,
+    start_ms: i64,
+    last_update_ms: i64,
+    /// `(producer id, epoch)` of the instance whose transaction the timeout aborted: its next
+    /// call hears `TransactionTimedOut` rather than `ProducerFenced`.
+    timed_out: Option<(i64, i16)>,
+    current_epoch: Arc<AtomicI16>,
+}
+
+impl TxnMeta {
+    fn new(id: &str) -> TxnMeta {
+        TxnMeta {
+            id: id.to_string(),
+            producer_id: -1,
+            epoch: -1,
+            timeout_ms: 0,
+            status: TxnStatus::Empty,
+            partitions: BTreeSet::new(),
+            start_ms: 0,
+            last_update_ms: 0,
+            timed_out: None,
+            current_epoch: Arc::new(AtomicI16::new(-1)),
+        }
+    }
+
+    fn value(&self) -> TxnLogValue {
+        let mut partitions: Vec<(String, Vec<i32>)> = Vec::new();
+        for tp in &self.partitions {
+            match partitions.last_mut() {
+                Some((topic, ids)) if *topic == tp.topic => ids.push(tp.partition as i32),
+                _ => partitions.push((tp.topic.clone(), vec![tp.partition as i32])),
+            }
+        }
+        TxnLogValue {
+            producer_id: self.producer_id,
+            previous_producer_id: -1,
+            next_producer_id: -1,
+            client_transaction_version: 2,
+            producer_epoch: self.epoch,
+            timeout_ms: self.timeout_ms,
+            status: self.status,
+            partitions,
+            last_update_ms: self.last_update_ms,
+            start_ms: self.start_ms,
+        }
+    }
+
+    /// A transaction that has started and not ended.
+    fn is_open(&self) -> bool {
+        matches!(
+            self.status,
+            TxnStatus::Ongoing
+                | TxnStatus::PrepareCommit
+                | TxnStatus::PrepareAbort
+                | TxnStatus::PrepareEpochFence
+        )
+    }
+
+    /// The call of instance `(producer_id, epoch)` may act for this id.
+    fn check_owner(&self, producer_id: i64, epoch: i16) -> Result<()> {
+        if self.producer_id == producer_id && self.epoch == epoch {
+            return Ok(());
+        }
+        if self.timed_out == Some((producer_id, epoch)) {
+            return Err(Error::TransactionTimedOut {
+                transactional_id: self.id.clone(),
+                timeout_ms: self.timeout_ms.max(0) as u64,
+            });
+        }
+        Err(Error::ProducerFenced {
+            producer_id,
+            epoch,
+            current_epoch: self.epoch,
+        })
+    }
+}
+
+fn state_of(status: TxnStatus) -> TransactionState {
+    match status {
+        TxnStatus::Empty | TxnStatus::Dead => TransactionState::Empty,
+        TxnStatus::Ongoing => TransactionState::Ongoing,
+        TxnStatus::PrepareCommit => TransactionState::PrepareCommit,
+        TxnStatus::PrepareAbort => TransactionState::PrepareAbort,
+        TxnStatus::CompleteCommit => TransactionState::CompleteCommit,
+        TxnStatus::CompleteAbort => TransactionState::CompleteAbort,
+        TxnStatus::PrepareEpochFence => TransactionState::PrepareEpochFence,
+    }
+}
+
+impl TxnCoordinator {
+    /// Loads every transactional id's last state from `log` (partition 0 of
+    /// `__transaction_state`).
+    pub(crate) fn open(log: Partition, catalog: Catalog, allocate: AllocateId) -> Result<Self> {
+        let mut txns: HashMap<String, Arc<Mutex<TxnMeta>>> = HashMap::new();
+        let mut next = log.log_start_offset();
+        let end = log.high_watermark();
+        let mut records = Vec::new();
+        while next < end {
+            records.clear();
+            log.read_into(next, 1 << 20, &mut records)?;
+            let Some(last) = records.last() else { break };
+            next = last.offset + 1;
+            for r in &records {
+                let corrupt = |what: String| Error::CorruptMetadata {
+                    file: log.dir().to_path_buf(),
+                    reason: format!("transaction state record at offset {}: {what}", r.offset),
+                };
+                let key = r.key.as_deref().ok_or_else(|| corrupt("no key".into()))?;
+                let id = decode_key(key).map_err(corrupt)?;
+                let Some(value) = r.value.as_deref() else {
+                    txns.remove(&id);
+                    continue;
+                };
+                let v = decode_value(value).map_err(corrupt)?;
+                let mut meta = TxnMeta::new(&id);
+                meta.producer_id = v.producer_id;
+                meta.epoch = v.producer_epoch;
+                meta.timeout_ms = v.timeout_ms;
+                meta.status = v.status;
+                meta.start_ms = v.start_ms;
+                meta.last_update_ms = v.last_update_ms;
+                meta.current_epoch
+                    .store(v.producer_epoch, Ordering::Release);
+                for (topic, ids) in v.partitions {
+                    for p in ids {
+                        let p = u32::try_from(p)
+                            .map_err(|_| corrupt(format!("partition {p} of {topic:?}")))?;
+                        meta.partitions
+                            .insert(TopicPartition::new(topic.clone(), p));
+                    }
+                }
+                txns.insert(id, Arc::new(Mutex::new(meta)));
+            }
+        }
+        Ok(TxnCoordinator {
+            log,
+            catalog,
+            allocate,
+            offsets: OnceLock::new(),
+            txns: Mutex::new(txns),
+        })
+    }
+
+    /// Lets markers on `__consumer_offsets` complete the transactional offsets in `store`.
+    pub(crate) fn attach_offsets(&self, store: Arc<OffsetStore>) {
+        let _ = self.offsets.set(store);
+    }
+
+    /// Resolves what a crash left open: commits every transaction that passed its commit
+    /// point and aborts every other one still open on some partition (see the module docs).
+    pub(crate) fn recover(&self) -> Result<()> {
+        let metas: Vec<Arc<Mutex<TxnMeta>>> = self.txns.lock().values().cloned().collect();
+        let by_producer: HashMap<i64, Arc<Mutex<TxnMeta>>> = metas
+            .iter()
+            .map(|m| (m.lock().producer_id, m.clone()))
+            .collect();
+        // Per producer: commit?, the epoch its markers carry.
+        let mut decisions: HashMap<i64, (bool, i16)> = HashMap::new();
+        let mut marked: Vec<Partition> = Vec::new();
+        for partition in self.catalog.all_partitions()? {
+            let open = partition.open_transactions();
+            for &(producer_id, epoch, _) in &open {
+                let (commit, marker_epoch) = *decisions.entry(producer_id).or_insert_with(|| {
+                    match by_producer.get(&producer_id) {
+                        Some(meta) => {
+                            let m = meta.lock();
+                            let commit = m.status == TxnStatus::PrepareCommit && m.epoch == epoch;
+                            (commit, m.epoch.max(epoch).saturating_add(1))
+                        }
+                        // No state for it (never recorded): it cannot have committed.
+                        None => (false, epoch.saturating_add(1)),
+                    }
+                });
+                partition
+                    .inner
+                    .write_end_marker(producer_id, marker_epoch, marker(commit))?;
+            }
+            if !open.is_empty() {
+                marked.push(partition);
+            }
+        }
+        for p in &marked {
+            p.sync()?;
+        }
+        let mut wrote = false;
+        for meta in &metas {
+            let mut m = meta.lock();
+            let decided = decisions.get(&m.producer_id).copied();
+            if !m.is_open() && decided.is_none() {
+                continue;
+            }
+            let commit = m.status == TxnStatus::PrepareCommit;
+            let epoch = decided.map_or(m.epoch.saturating_add(1), |(_, e)| e);
+            m.epoch = epoch;
+            m.status = if commit {
+                TxnStatus::CompleteCommit
+            } else {
+                TxnStatus::CompleteAbort
+            };
+            m.partitions.clear();
+            m.last_update_ms = now_ms();
+            m.current_epoch.store(epoch, Ordering::Release);
+            self.write(&m, false)?;
+            wrote = true;
+        }
+        if wrote {
+            self.log.sync()?;
+        }
+        Ok(())
+    }
+
+    /// `init_transactions`: takes over `id` for a new instance. Completes or aborts the
+    /// transaction an earlier instance left open, moves the epoch on (fencing that instance:
+    /// durable before this returns) and records `timeout`.
+    pub(crate) fn init(&self, id: &str, timeout: Duration) -> Result<Grant> {
+        let meta = self
+            .txns
+            .lock()
+            .entry(id.to_string())
+            .or_insert_with(|| Arc::new(Mutex::new(TxnMeta::new(id))))
+            .clone();
+        let mut m = meta.lock();
+        if m.is_open() {
+            let commit = m.status == TxnStatus::PrepareCommit;
+            if !commit && m.status == TxnStatus::Ongoing {
+                m.status = TxnStatus::PrepareEpochFence;
+                self.write(&m, false)?;
+            }
+            self.finish(&mut m, commit)?;
+        }
+        if m.producer_id < 0 || m.epoch >= i16::MAX - 1 {
+            // A new id, or epochs used up: a fresh producer id starts at epoch 0 (as Kafka).
+            m.producer_id = (self.allocate)()?;
+            m.epoch = 0;
+        } else {
+            m.epoch += 1;
+        }
+        m.timeout_ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+        m.status = TxnStatus::Empty;
+        m.partitions.clear();
+        m.timed_out = None;
+        m.last_update_ms = now_ms();
+        self.write(&m, true)?;
+        m.current_epoch.store(m.epoch, Ordering::Release);
+        Ok(Grant {
+            producer_id: m.producer_id,
+            epoch: m.epoch,
+            current_epoch: m.current_epoch.clone(),
+        })
+    }
+
+    /// Adds `tp` to the open transaction of `id` (opening it if none is), before the first
+    /// batch of the transaction goes to that partition.
+    pub(crate) fn add_partition(
+        &self,
+        id: &str,
+        producer_id: i64,
+        epoch: i16,
+        tp: &TopicPartition,
+    ) -> Result<()> {
+        let meta = self.meta(id)?;
+        let mut m = meta.lock();
+        m.check_owner(producer_id, epoch)?;
+        match m.status {
+            TxnStatus::Ongoing => {}
+            TxnStatus::Empty | TxnStatus::CompleteCommit | TxnStatus::CompleteAbort => {
+                m.status = TxnStatus::Ongoing;
+                m.start_ms = now_ms();
+                m.partitions.clear();
+            }
+            other => {
+                return Err(Error::InvalidTxnState {
+                    transactional_id: Some(id.to_string()),
+                    operation: "add a partition to the transaction",
+                    state: format!("the transaction is in state {other:?}"),
+                })
+            }
+        }
+        if !m.partitions.contains(tp) {
+            m.partitions.insert(tp.clone());
+            m.last_update_ms = now_ms();
+            // Not fsynced: recovery finds open transactions in the partitions themselves.
+            self.write(&m, false)?;
+        }
+        Ok(())
+    }
+
+    /// Commits or aborts the open transaction of `id` for instance `(producer_id, epoch)`.
+    /// Returns the instance's producer id and epoch for its next transaction (the epoch moves
+    /// on by one with every transaction that wrote something).
+    pub(crate) fn end(
+        &self,
+        id: &str,
+        producer_id: i64,
+        epoch: i16,
+        commit: bool,
+    ) -> Result<(i64, i16)> {
+        let meta = self.meta(id)?;
+        let mut m = meta.lock();
+        m.check_owner(producer_id, epoch)?;
+        match (m.status, commit) {
+            (TxnStatus::Ongoing, _)
+            | (TxnStatus::PrepareCommit, true)
+            | (TxnStatus::PrepareAbort, false) => self.finish(&mut m, commit)?,
+            // Nothing was written in this transaction: nothing to end.
+            (TxnStatus::Empty | TxnStatus::CompleteCommit | TxnStatus::CompleteAbort, _) => {}
+            (other, _) => {
+                return Err(Error::InvalidTxnState {
+                    transactional_id: Some(id.to_string()),
+                    operation: if commit {
+                        "commit the transaction"
+                    } else {
+                        "abort the transaction"
+                    },
+                    state: format!("the transaction is in state {other:?}"),
+                })
+            }
+        }
+        Ok((m.producer_id, m.epoch))
+    }
+
+    /// Aborts every transaction open longer than its timeout and fences its producer (its next
+    /// call fails with `TransactionTimedOut`). Returns how many were aborted.
+    pub(crate) fn abort_expired(&self) -> Result<usize> {
+        let metas: Vec<Arc<Mutex<TxnMeta>>> = self.txns.lock().values().cloned().collect();
+        let now = now_ms();
+        let mut aborted = 0;
+        for meta in metas {
+            let mut m = meta.lock();
+            let expired = m.status == TxnStatus::Ongoing
+                && now.saturating_sub(m.start_ms) > i64::from(m.timeout_ms);
+            if !expired {
+                continue;
+            }
+            let owner = (m.producer_id, m.epoch);
+            self.finish(&mut m, false)?;
+            m.timed_out = Some(owner);
+            aborted += 1;
+        }
+        Ok(aborted)
+    }
+
+    /// The transactions open now.
+    pub(crate) fn list(&self) -> Vec<TransactionInfo> {
+        let metas: Vec<Arc<Mutex<TxnMeta>>> = self.txns.lock().values().cloned().collect();
+        let now = now_ms();
+        let mut out: Vec<TransactionInfo> = metas
+            .iter()
+            .filter_map(|meta| {
+                let m = meta.lock();
+                m.is_open().then(|| TransactionInfo {
+                    transactional_id: m.id.clone(),
+                    producer_id: m.producer_id,
+                    producer_epoch: m.epoch,
+                    state: state_of(m.status),
+                    age: Duration::from_millis(now.saturating_sub(m.start_ms).max(0) as u64),
+                    timeout: Duration::from_millis(m.timeout_ms.max(0) as u64),
+                    partitions: m.partitions.iter().cloned().collect(),
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| a.transactional_id.cmp(&b.transactional_id));
+        out
+    }
+
+    fn meta(&self, id: &str) -> Result<Arc<Mutex<TxnMeta>>> {
+        self.txns
+            .lock()
+            .get(id)
+            .cloned()
+            .ok_or_else(|| Error::InvalidTxnState {
+                transactional_id: Some(id.to_string()),
+                operation: "use the transactional id",
+                state: "init_transactions was not called for it".into(),
+            })
+    }
+
+    /// Ends the open transaction in `m` (the protocol in the module docs).
+    fn finish(&self, m: &mut TxnMeta, commit: bool) -> Result<()> {
+        let mut partitions = Vec::with_capacity(m.partitions.len());
+        for tp in &m.partitions {
+            match self.catalog.any_partition(&tp.topic, tp.partition) {
+                Ok(p) => partitions.push(p),
+                // Deleted since: its records are gone with it.
+                Err(Error::UnknownTopic { .. } | Error::UnknownPartition { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if commit {
+            for p in &partitions {
+                p.sync()?;
+            }
+        }
+        m.status = if commit {
+            TxnStatus::PrepareCommit
+        } else {
+            TxnStatus::PrepareAbort
+        };
+        m.last_update_ms = now_ms();
+        self.write(m, commit)?;
+        let marker_epoch = m.epoch.saturating_add(1);
+        for p in &partitions {
+            p.inner
+                .write_end_marker(m.producer_id, marker_epoch, marker(commit))?;
+        }
+        if commit {
+            for p in &partitions {
+                p.sync()?;
+            }
+        }
+        if partitions.iter().any(|p| p.topic() == OFFSETS_TOPIC) {
+            if let Some(store) = self.offsets.get() {
+                store.complete_transaction(m.producer_id, commit);
+            }
+        }
+        m.epoch = marker_epoch;
+        if m.epoch >= i16::MAX - 1 {
+            m.producer_id = (self.allocate)()?;
+            m.epoch = 0;
+        }
+        m.status = if commit {
+            TxnStatus::CompleteCommit
+        } else {
+            TxnStatus::CompleteAbort
+        };
+        m.partitions.clear();
+        m.last_update_ms = now_ms();
+        m.current_epoch.store(m.epoch, Ordering::Release);
+        self.write(m, false)
+    }
+
+    /// Appends `m`'s state to `__transaction_state`, fsynced if `sync`.
+    fn write(&self, m: &TxnMeta, sync: bool) -> Result<()> {
+        let bad = |reason: String| Error::InvalidArgument(format!("transaction state: {reason}"));
+        let record = Record::new(encode_value(&m.value()).map_err(bad)?)
+            .key(encode_key(&m.id).map_err(bad)?);
+        self.log.append(&[record])?;
+        if sync {
+            self.log.sync()?;
+        }
+        Ok(())
+    }
+}
+
+fn marker(commit: bool) -> EndTxnMarker {
+    EndTxnMarker {
+        control_type: if commit {
+            ControlType::Commit
+        } else {
+            ControlType::Abort
+        },
+        coordinator_epoch: 0,
+    }
+}
