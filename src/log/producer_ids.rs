@@ -218,7 +218,7 @@ mod tests {
         sim.create_dir_all(dir).unwrap();
         let ids = ProducerIds::load(&*sim, dir).unwrap();
         assert_eq!(
-            ids.assign(&*sim, None).unwrap().producer_id,
+            ids.assign(&*sim, None).unwrap().get().0,
             FIRST_LOCAL_PRODUCER_ID
         );
         // As a log from before the split left it: block end 2000, a stable id on producer 3.
@@ -230,15 +230,15 @@ mod tests {
         write_atomic(&*sim, &path, &encode_producer_ids(&old)).unwrap();
         let ids = ProducerIds::load(&*sim, dir).unwrap();
         let fresh = ids.assign(&*sim, None).unwrap();
-        assert!(fresh.producer_id >= FIRST_LOCAL_PRODUCER_ID);
+        assert!(fresh.get().0 >= FIRST_LOCAL_PRODUCER_ID);
         let stable = ids.assign(&*sim, Some("old-writer")).unwrap();
-        assert!(stable.producer_id >= FIRST_LOCAL_PRODUCER_ID);
-        assert_ne!(stable.producer_id, fresh.producer_id);
-        assert_eq!(stable.epoch, 0);
+        assert!(stable.get().0 >= FIRST_LOCAL_PRODUCER_ID);
+        assert_ne!(stable.get().0, fresh.get().0);
+        assert_eq!(stable.get().1, 0);
         // And it stays there.
         let again = ProducerIds::load(&*sim, dir).unwrap();
         let next = again.assign(&*sim, Some("old-writer")).unwrap();
-        assert_eq!((next.producer_id, next.epoch), (stable.producer_id, 1));
+        assert_eq!(next.get(), (stable.get().0, 1));
     }
 
     #[test]

@@ -45,6 +45,9 @@ struct Cached {
 
 type Key = (String, TopicPartition);
 
+/// Offsets sent to open transactions, by producer id: key, value and place in the log.
+type Pending = HashMap<i64, Vec<(Key, OffsetAndMetadata, u64)>>;
+
 #[derive(Debug)]
 pub(crate) struct OffsetStore {
     partition: Partition,
@@ -57,7 +60,7 @@ pub(crate) struct OffsetStore {
     deletions: RwLock<()>,
     /// Offsets sent to a transaction that has not ended, by producer id: they become
     /// committed offsets when its COMMIT marker is written, and are dropped on ABORT.
-    pending: parking_lot::Mutex<HashMap<i64, Vec<(Key, OffsetAndMetadata, u64)>>>,
+    pending: parking_lot::Mutex<Pending>,
 }
 
 impl OffsetStore {
@@ -66,7 +69,7 @@ impl OffsetStore {
     /// an aborted transaction).
     pub(crate) fn open(partition: Partition) -> Result<OffsetStore> {
         let mut cache = HashMap::new();
-        let mut pending: HashMap<i64, Vec<(Key, OffsetAndMetadata, u64)>> = HashMap::new();
+        let mut pending: Pending = HashMap::new();
         let mut next = partition.log_start_offset();
         let end = partition.high_watermark();
         let mut batches: Vec<BatchView> = Vec::new();
