@@ -24,6 +24,7 @@ mod error_messages;
 mod foreign_batches;
 mod format_kafka_crosscheck;
 mod io_errors;
+mod kafka_tools;
 mod kill9;
 mod log_lifetime;
 mod maintenance_poison;
