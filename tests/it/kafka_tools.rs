@@ -865,7 +865,7 @@ fn refs(paths: &[PathBuf]) -> Vec<&Path> {
 }
 
 /// Value text that neither lz4 nor zstd shrinks much, so a few KiB of records span several
-/// 4 KiB segments under every codec.
+/// 2 KiB segments under every codec.
 fn noise(rng: &mut Rng) -> String {
     (0..3).map(|_| format!("{:016x}", rng.next_u64())).collect()
 }
@@ -887,7 +887,7 @@ impl Written {
     }
 }
 
-/// A real annals log: one topic of two partitions with 4 KiB segments and `compression`,
+/// A real annals log: one topic of two partitions with 2 KiB segments and `compression`,
 /// written by an idempotent producer (keyed records with headers, in many small batches) and by
 /// `Partition::append` batches in between (one holds a keyless record and a tombstone); closed.
 fn write_log(compression: Compression) -> Written {
@@ -897,7 +897,7 @@ fn write_log(compression: Compression) -> Written {
         TOPIC,
         TopicConfig::default()
             .partitions(PARTITIONS)
-            .segment_bytes(4096)
+            .segment_bytes(2048)
             .index_interval_bytes(512)
             .compression(compression),
     )
