@@ -25,6 +25,7 @@ mod exactly_once_kill9;
 mod foreign_batches;
 mod format_kafka_crosscheck;
 mod io_errors;
+mod kafka_tools;
 mod kill9;
 mod log_lifetime;
 mod maintenance_poison;
