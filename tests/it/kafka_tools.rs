@@ -295,6 +295,8 @@ pub struct DumpedFile {
     pub empty: bool,
     /// `<path> passed sanity check.` (`--index-sanity-check`).
     pub passed_sanity_check: bool,
+    /// `.txnindex`: `version: 0 producerId: P firstOffset: F lastOffset: L lastStableOffset: S`.
+    pub aborted_txns: Vec<(i64, u64, u64, u64)>,
 }
 
 impl DumpedFile {
@@ -611,6 +613,25 @@ fn parse_line(line: &str, dump: &mut Dump) -> Result<(), String> {
         let (v, _) = fields(&p, &["timestamp", "offset"])?;
         file.time_index_entries
             .push((num("timestamp", v[0])?, num("offset", v[1])?));
+    } else if line.starts_with("version: ") {
+        let p = pairs(line)?;
+        let fields_of = [
+            "version",
+            "producerId",
+            "firstOffset",
+            "lastOffset",
+            "lastStableOffset",
+        ];
+        let (v, _) = fields(&p, &fields_of)?;
+        if v[0] != "0" {
+            return Err(format!("aborted transaction entry of version {}", v[0]));
+        }
+        file.aborted_txns.push((
+            num("producerId", v[1])?,
+            num("firstOffset", v[2])?,
+            num("lastOffset", v[3])?,
+            num("lastStableOffset", v[4])?,
+        ));
     } else if line == format!("{} is empty.", file.path) {
         file.empty = true;
     } else if line == format!("{} passed sanity check.", file.path) {
@@ -1305,4 +1326,162 @@ something new
     assert_eq!(dump.problems.len(), 9, "{:#?}", dump.problems);
     assert!(dump.problems[0].contains("1 is followed by 3"));
     assert!(dump.problems[8].contains("something new"));
+}
+
+/// A log with transactions: committed and aborted ones, interleaved over two partitions and
+/// several segments, plus plain records between them; closed. Returns the directory and, per
+/// partition, the markers annals wrote (`true` for COMMIT) in offset order.
+fn write_transactional_log() -> (tempfile::TempDir, Vec<Vec<bool>>) {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path()).unwrap();
+    log.create_topic(
+        TOPIC,
+        TopicConfig::default()
+            .partitions(PARTITIONS)
+            .segment_bytes(2048)
+            .index_interval_bytes(512),
+    )
+    .unwrap();
+    let producer = log
+        .producer(ProducerConfig::default().transactional_id("kafka-tools"))
+        .unwrap();
+    producer.init_transactions().unwrap();
+    let mut markers = vec![Vec::new(); PARTITIONS as usize];
+    for t in 0..12u32 {
+        producer.begin_transaction().unwrap();
+        for i in 0..30 {
+            producer
+                .send(
+                    TOPIC,
+                    Record::new(format!("txn {t} record {i}")).key(format!("k{i}")),
+                )
+                .unwrap();
+        }
+        let commit = t % 3 != 1;
+        if commit {
+            producer.commit_transaction().unwrap();
+        } else {
+            producer.abort_transaction().unwrap();
+        }
+        for m in markers.iter_mut() {
+            m.push(commit);
+        }
+        log.partition(TOPIC, t % PARTITIONS)
+            .unwrap()
+            .append(&[Record::new(format!("plain after {t}"))])
+            .unwrap();
+    }
+    producer.close().unwrap();
+    log.close().unwrap();
+    (dir, markers)
+}
+
+#[test]
+#[ignore = "needs Kafka's tools: .ci/run fetches them (ci/kafka-tools/fetch) and runs these with --ignored"]
+fn kafka_reads_transactional_segments() {
+    let (dir, markers) = write_transactional_log();
+    for p in 0..PARTITIONS {
+        let ctx = format!("transactions, partition {p}");
+        let pdir = dir.path().join(format!("{TOPIC}-{p}"));
+        let logs = files_with_extension(&pdir, "log");
+        assert!(logs.len() >= 3, "{ctx}: {} segments", logs.len());
+        let dump = parse_dump(&dump_log_segments(
+            &refs(&logs),
+            &["--deep-iteration", "--print-data-log"],
+        ));
+        dump.assert_clean(&ctx);
+        let batches: Vec<&DumpedBatch> = logs.iter().flat_map(|l| &dump.file(l).batches).collect();
+        assert!(
+            batches.iter().all(|b| b.is_valid),
+            "{ctx}: an invalid batch"
+        );
+        // Markers, as Kafka reads them.
+        let mut seen = Vec::new();
+        for b in batches.iter().filter(|b| b.is_control) {
+            assert!(
+                b.is_transactional,
+                "{ctx}: a control batch without the transactional bit"
+            );
+            assert_eq!(b.compresscodec, "none", "{ctx}");
+            assert_eq!(b.base_sequence, -1, "{ctx}");
+            assert_eq!(b.records.len(), 1, "{ctx}: {b:?}");
+            let marker = b.records[0]
+                .end_txn_marker
+                .as_ref()
+                .unwrap_or_else(|| panic!("{ctx}: no endTxnMarker in {b:?}"));
+            seen.push(marker.control_type == "COMMIT");
+            assert!(
+                ["COMMIT", "ABORT"].contains(&marker.control_type.as_str()),
+                "{ctx}: {marker:?}"
+            );
+        }
+        assert_eq!(seen, markers[p as usize], "{ctx}: markers");
+        // Data batches of the transactions carry the transactional bit and the producer's id.
+        let txn_data = batches
+            .iter()
+            .filter(|b| b.is_transactional && !b.is_control)
+            .count();
+        assert!(
+            txn_data >= 12,
+            "{ctx}: {txn_data} transactional data batches"
+        );
+        assert!(
+            batches
+                .iter()
+                .filter(|b| b.is_transactional)
+                .all(|b| b.producer_id >= 1 << 62),
+            "{ctx}"
+        );
+        // The aborted-transaction indexes: Kafka's reading of each equals what annals wrote,
+        // and every ABORT marker is in the index of its segment.
+        let txn_indexes = files_with_extension(&pdir, "txnindex");
+        assert!(!txn_indexes.is_empty(), "{ctx}: no .txnindex");
+        let dumped = parse_dump(&dump_log_segments(&refs(&txn_indexes), &[]));
+        dumped.assert_clean(&format!("{ctx}, .txnindex"));
+        let mut entries = 0;
+        for f in &txn_indexes {
+            let bytes = std::fs::read(f).unwrap();
+            let ours: Vec<(i64, u64, u64, u64)> = bytes
+                .chunks(annals::format::ABORTED_TXN_LEN)
+                .map(|c| {
+                    let a = annals::format::AbortedTxn::decode(c).unwrap();
+                    (
+                        a.producer_id,
+                        a.first_offset,
+                        a.last_offset,
+                        a.last_stable_offset,
+                    )
+                })
+                .collect();
+            assert_eq!(dumped.file(f).aborted_txns, ours, "{ctx}: {f:?}");
+            for &(_, first, last, _) in &ours {
+                let marker = batches
+                    .iter()
+                    .find(|b| b.base_offset == last)
+                    .unwrap_or_else(|| panic!("{ctx}: no batch at {last}"));
+                assert!(marker.is_control, "{ctx}: {last} is not a marker");
+                assert_eq!(
+                    marker.records[0]
+                        .end_txn_marker
+                        .as_ref()
+                        .unwrap()
+                        .control_type,
+                    "ABORT",
+                    "{ctx}"
+                );
+                assert!(first < last, "{ctx}");
+            }
+            entries += ours.len();
+        }
+        let aborts = markers[p as usize].iter().filter(|c| !**c).count();
+        assert_eq!(entries, aborts, "{ctx}: one entry per ABORT marker");
+        // And Kafka's index sanity check accepts every index beside them.
+        let mut indexes = files_with_extension(&pdir, "index");
+        indexes.extend(files_with_extension(&pdir, "timeindex"));
+        let sanity = parse_dump(&dump_log_segments(
+            &refs(&indexes),
+            &["--index-sanity-check"],
+        ));
+        sanity.assert_clean(&format!("{ctx}, --index-sanity-check"));
+    }
 }
