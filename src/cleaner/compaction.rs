@@ -114,6 +114,10 @@ impl Partition {
             // lock must be released before the pass runs.
             inner.expire_producers();
             let producer_batches = inner.writer.lock().producers.remembered_batches();
+            // Loaded in this order (see `Partition::last_stable_offset`): every abort below the
+            // stable offset is in the list.
+            let stable = self.last_stable_offset();
+            let aborted = inner.aborted.read().clone();
             let map_end = Pass {
                 inner,
                 config: &config,
@@ -122,10 +126,13 @@ impl Partition {
                 plan: &plan,
                 now: now_ms(),
                 producer_batches,
+                stable,
+                aborted,
             }
             .run(&mut bounds, buffer_bytes, &mut report)?;
-            // A full map left part of the dirty range for another pass.
-            continuing = map_end < plan.cleanable_end;
+            // A full map left part of the dirty range for another pass (an open transaction's
+            // stable offset does not: the rest waits until it ends).
+            continuing = map_end < plan.cleanable_end && map_end < stable;
             if !continuing {
                 break;
             }
@@ -145,9 +152,19 @@ struct Pass<'a> {
     now: i64,
     /// Idempotent producers' remembered batches (`(producer id, base offset)`): copied whole.
     producer_batches: HashSet<(i64, u64)>,
+    /// The partition's last stable offset: nothing at or past it is cleaned (an open
+    /// transaction's records may still be aborted).
+    stable: u64,
+    /// Aborted transactions: their batches are dropped whatever their keys.
+    aborted: Arc<Vec<crate::format::AbortedTxn>>,
 }
 
 impl Pass<'_> {
+    /// Whether the batch `header` belongs to an aborted transaction.
+    fn is_aborted(&self, header: &crate::format::BatchHeader) -> bool {
+        self.aborted.iter().any(|a| a.covers(header))
+    }
+
     /// Runs the pass; returns where its key map ended.
     fn run(
         &self,
@@ -203,16 +220,22 @@ impl Pass<'_> {
         let first_dirty = self.plan.first_dirty;
         let strategy = &self.config.compaction_strategy;
         let max = self.config.max_uncompressed_bytes();
-        let mut end = self.plan.cleanable_end;
+        let mut end = self.plan.cleanable_end.min(self.stable);
         let mut records = Vec::new();
         for (i, segment) in cleanable.iter().enumerate() {
             if self.infos[i + 1].base_offset <= first_dirty {
                 continue;
             }
             for_each_batch(self.inner, segment, |pos, header, batch| {
-                // Control batches (transaction markers, a later issue) are not keyed data.
-                if header.next_offset() <= first_dirty || header.is_control() {
+                // Markers are not keyed data, and an aborted transaction's records never win.
+                if header.next_offset() <= first_dirty
+                    || header.is_control()
+                    || self.is_aborted(header)
+                {
                     return Ok(true);
+                }
+                if header.base_offset >= end {
+                    return Ok(false);
                 }
                 records.clear();
                 decode(segment, pos, batch, max, &mut records)?;
@@ -317,8 +340,16 @@ impl Pass<'_> {
                 && self
                     .producer_batches
                     .contains(&(header.producer_id, header.base_offset));
+            // Markers stay (so the aborted index of the new segment is the old ones'); only the
+            // delete horizon could retire them, which this cleaner does not apply to markers.
             if header.is_control() || header.base_offset >= map_end || remembered {
                 out.push_verbatim(batch, header)?;
+                return Ok(true);
+            }
+            if self.is_aborted(header) {
+                // Kafka's rule: an aborted transaction's records go, whatever their keys.
+                report.records_removed += u64::from(header.record_count);
+                changed = true;
                 return Ok(true);
             }
             records.clear();

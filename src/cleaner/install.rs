@@ -111,6 +111,18 @@ impl PartitionInner {
                 s.map(Arc::new)
             })
             .collect::<std::io::Result<Vec<_>>>()?;
+        // The markers were copied whole, so each new segment's aborted transactions are those
+        // of the segments it replaces; its index is written before the checkpoint vouches for
+        // it (until then recovery rebuilds it: see `partition/replay.rs`).
+        let aborted = self.aborted.read().clone();
+        for (g, segment) in groups.iter().zip(&fresh) {
+            let entries: Vec<_> = aborted
+                .iter()
+                .filter(|a| (g.base()..g.end).contains(&a.last_offset))
+                .copied()
+                .collect();
+            segment.txn_index.replace(&**storage, &entries)?;
+        }
         // 7. Readers see the new segments from their next snapshot on.
         let mut w = self.writer.lock();
         self.check_open()?;

@@ -245,6 +245,16 @@ pub struct AbortedTxn {
 }
 
 impl AbortedTxn {
+    /// Whether the data batch `header` belongs to this aborted transaction: the same producer,
+    /// starting between the transaction's first batch and its marker.
+    pub fn covers(&self, header: &super::BatchHeader) -> bool {
+        header.is_transactional()
+            && !header.is_control()
+            && header.producer_id == self.producer_id
+            && self.first_offset <= header.base_offset
+            && header.base_offset <= self.last_offset
+    }
+
     /// The 34-byte entry: version 0 (i16), then producer id, first, last and last stable offset
     /// (i64 each), big-endian.
     pub fn encode(&self) -> [u8; ABORTED_TXN_LEN] {

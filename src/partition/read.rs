@@ -34,13 +34,7 @@ struct Visibility {
 
 impl Visibility {
     fn hides(&self, h: &BatchHeader) -> bool {
-        (h.is_control() && !self.show_control)
-            || (h.is_transactional()
-                && self.aborted.iter().any(|a| {
-                    a.producer_id == h.producer_id
-                        && a.first_offset <= h.base_offset
-                        && h.base_offset <= a.last_offset
-                }))
+        (h.is_control() && !self.show_control) || self.aborted.iter().any(|a| a.covers(h))
     }
 }
 

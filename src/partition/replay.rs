@@ -65,6 +65,22 @@ pub(super) fn rebuild_producer_states(
         }
         None => (ProducerStates::new(p.expiration_ms), 0),
     };
+    // A segment below the replay's start that the checkpoint does not vouch for (a compaction
+    // swap interrupted before its new segment's index was written, or damage) may lack its
+    // `.txnindex`: its aborted transactions can only come back from its markers.
+    let vouched = |s: &Segment| {
+        p.checkpoint
+            .sealed
+            .iter()
+            .any(|c| c.base_offset == s.base_offset && c.stats.size == s.end())
+    };
+    if p.segments
+        .iter()
+        .any(|s| s.next_offset() <= from && !s.is_empty() && !vouched(s))
+    {
+        from = 0;
+        states = ProducerStates::new(p.expiration_ms);
+    }
     // The index entries of what is not replayed. One damaged file means its entries are
     // unknown, and they can only come back from the markers: replay everything.
     let mut on_disk = Vec::with_capacity(p.segments.len());

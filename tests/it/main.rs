@@ -46,3 +46,4 @@ mod recovery_truncation;
 mod retention_basic;
 mod sim_crash;
 mod transactions;
+mod transactions_crash;
