@@ -46,4 +46,5 @@ mod recovery_truncation;
 mod retention_basic;
 mod sim_crash;
 mod transactions;
+mod transactions_compaction;
 mod transactions_crash;
