@@ -86,7 +86,8 @@ impl Partition {
     ///
     /// Errors besides the validation ones ([`Error::InvalidBatch`]): a control batch (attribute
     /// bit 5: markers are the log's to write, as a Kafka broker refuses them from clients), a
-    /// transactional batch (bit 4: this log has no transactions), a producer id in the log's own
+    /// transactional batch (bit 4: only the log's own transactional producers write them, so
+    /// that the coordinator can end every transaction), a producer id in the log's own
     /// range or below -1, an idempotent batch with a negative epoch or base sequence;
     /// [`Error::ProducerFenced`] and [`Error::OutOfOrderSequence`] as for a
     /// local producer.
@@ -159,9 +160,13 @@ fn check_foreign_header(h: &BatchHeader) -> Result<()> {
         ));
     }
     if h.is_transactional() {
+        // Only the log's own coordinator can end a transaction (write its marker), and a
+        // foreign producer's transaction has no state there: it would hold the last stable
+        // offset back for ever. Mirror a committed transaction's records as plain batches.
         return refuse(format!(
-            "transactional batches (attribute bit 4, attributes {:#06x}) need transactions, \
-             which this log does not have yet",
+            "transactional batches (attribute bit 4, attributes {:#06x}) can only come from \
+             this log's own transactional producers, whose coordinator ends them; append a \
+             transaction's records from elsewhere without the bit",
             h.attributes
         ));
     }

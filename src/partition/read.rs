@@ -7,7 +7,7 @@ use bytes::Bytes;
 use super::{Partition, PartitionInner};
 use crate::error::{Error, Result};
 use crate::format::StoredRecord;
-use crate::format::{decode_batch, AbortedTxn, BatchHeader, BatchView, HEADER_LEN};
+use crate::format::{decode_batch, verify_crc, AbortedTxn, BatchHeader, BatchView, HEADER_LEN};
 use crate::segment::{BatchCursor, Next, Segment};
 
 /// Which records a read may see (Kafka's `isolation.level`).
@@ -348,9 +348,6 @@ impl PartitionInner {
                 }
             };
             let header = &batch.header;
-            if header.base_offset >= visibility.cap {
-                break;
-            }
             if !expect.matches(header) {
                 return Err(self.corrupt(
                     segment,
@@ -367,10 +364,30 @@ impl PartitionInner {
                     return Err(self.corrupt(segment, pos, reason));
                 }
             }
+            // Checked after the offsets: a damaged base offset must be reported, not taken for
+            // the end of what the read may see.
+            if header.base_offset >= visibility.cap {
+                break;
+            }
             expect = Expect::after(header.next_offset(), segment);
-            if header.last_offset() < offset || visibility.hides(header) {
+            if header.last_offset() < offset {
                 *walked = (*walked).max(header.next_offset());
                 cursor.skip(&batch);
+                continue;
+            }
+            if visibility.hides(header) {
+                *walked = (*walked).max(header.next_offset());
+                if header.is_control() {
+                    // A flipped attribute bit must not turn a damaged batch into a marker that
+                    // is silently stepped over: a marker is small, so check its CRC as a read of
+                    // records would.
+                    let bytes = cursor.body(&batch, 0)?;
+                    if let Err(e) = verify_crc(&bytes) {
+                        return Err(self.corrupt(segment, pos, e));
+                    }
+                } else {
+                    cursor.skip(&batch);
+                }
                 continue;
             }
             // In a compacted segment the next batch's header comes along, to check this batch

@@ -360,6 +360,38 @@ impl Producer {
     /// [`Error::TransactionTimedOut`] (fatal: [`Error::is_fatal`]); [`Error::InvalidTxnState`]
     /// without an open transaction. After any other error (I/O), calling it again finishes the
     /// commit if it had passed its commit point.
+    ///
+    /// ```
+    /// # fn main() -> annals::Result<()> {
+    /// use std::time::Duration;
+    /// use annals::{ConsumerConfig, IsolationLevel, Log, ProducerConfig, Record, TopicConfig};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let log = Log::open(dir.path())?;
+    /// log.create_topic("payments", TopicConfig::default().partitions(2))?;
+    /// let producer = log.producer(ProducerConfig::default().transactional_id("payer"))?;
+    /// producer.init_transactions()?;
+    ///
+    /// producer.begin_transaction()?;
+    /// producer.send_to("payments", 0, Record::new("debit 10"))?;
+    /// producer.send_to("payments", 1, Record::new("credit 10"))?;
+    /// producer.commit_transaction()?; // both, or (after a crash before this returns) neither
+    ///
+    /// producer.begin_transaction()?;
+    /// producer.send_to("payments", 0, Record::new("debit 99"))?;
+    /// producer.abort_transaction()?; // never seen by read_committed consumers
+    ///
+    /// let mut c = log.consumer(
+    ///     ConsumerConfig::new("audit").isolation_level(IsolationLevel::ReadCommitted),
+    /// )?;
+    /// c.assign(&[("payments", 0), ("payments", 1)])?;
+    /// let mut seen = Vec::new();
+    /// for _ in 0..2 {
+    ///     seen.extend(c.poll(Duration::from_millis(50))?.into_iter().map(|r| r.value.unwrap()));
+    /// }
+    /// seen.sort();
+    /// assert_eq!(seen, ["credit 10", "debit 10"]);
+    /// # Ok(()) }
+    /// ```
     pub fn commit_transaction(&self) -> Result<()> {
         self.handle.shared.end_transaction(true)
     }

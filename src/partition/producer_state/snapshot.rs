@@ -152,11 +152,47 @@ mod tests {
         big[4..6].copy_from_slice(&VERSION.to_be_bytes());
         big.extend_from_slice(&u32::MAX.to_be_bytes());
         assert!(ProducerStates::decode(&big, 1).is_err());
-        assert!(ProducerStates::decode(&[0xff, 0xff, 0xff, 0xff, 0, 3, 0, 0, 0, 0], 1).is_err());
+        assert!(ProducerStates::decode(&[0xff, 0xff, 0xff, 0xff, 0, 4, 0, 0, 0, 0], 1).is_err());
         assert_eq!(
             ProducerStates::decode(&ProducerStates::new(5).encode(), 5).unwrap(),
             ProducerStates::new(5)
         );
+    }
+
+    #[test]
+    fn open_transactions_round_trip_and_version_2_has_none() {
+        let mut s = ProducerStates::new(60_000);
+        let mut h = header(9, 1, 0, 40, 2);
+        h.attributes = 0x10; // transactional
+        s.record(&h, 0, 0);
+        s.record(&header(10, 0, 0, 42, 1), 0, 0);
+        assert_eq!(s.first_unstable_offset(), Some(40));
+        let back = ProducerStates::decode(&s.encode(), 60_000).unwrap();
+        assert_eq!(back, s);
+        assert_eq!(back.first_unstable_offset(), Some(40));
+        // The same producer in version 2: no open transaction field.
+        let mut w = Writer::default();
+        w.u32(V2_MARKER);
+        w.u16(2);
+        w.u32(1);
+        w.i64(9);
+        w.u16(1);
+        w.i64(0);
+        w.u16(0);
+        let v2 = ProducerStates::decode(&w.0, 60_000).unwrap();
+        assert_eq!(v2.first_unstable_offset(), None);
+        // A marker closes it; a snapshot cut back before its first batch forgets it.
+        let mut closed = s.clone();
+        let mut marker = header(9, 2, -1, 42, 1);
+        marker.attributes = 0x30;
+        assert_eq!(closed.record(&marker, 0, 0), Some(40));
+        assert_eq!(closed.first_unstable_offset(), None);
+        let mut cut = s.clone();
+        cut.forget_from(40);
+        assert_eq!(cut.first_unstable_offset(), None);
+        let mut kept = s;
+        kept.forget_from(41);
+        assert_eq!(kept.first_unstable_offset(), Some(40));
     }
 
     #[test]
