@@ -446,6 +446,42 @@ mod tests {
     }
 
     #[test]
+    fn open_transactions_hold_the_stable_offset_and_refuse_plain_batches() {
+        let txn = |pid, epoch, seq, base, count| BatchHeader {
+            attributes: 0x10,
+            ..header(pid, epoch, seq, base, count)
+        };
+        let marker = |pid, epoch, base| BatchHeader {
+            attributes: 0x30,
+            ..header(pid, epoch, -1, base, 1)
+        };
+        let mut s = ProducerStates::default();
+        s.record(&txn(1, 0, 0, 10, 2), 0, 0);
+        s.record(&txn(2, 0, 0, 12, 1), 0, 0);
+        s.record(&txn(1, 0, 2, 13, 1), 0, 0);
+        assert_eq!(s.first_unstable_offset(), Some(10));
+        assert_eq!(s.open_transactions(), vec![(1, 0, 10), (2, 0, 12)]);
+        // A plain batch from a producer with a transaction open here is refused.
+        assert!(matches!(
+            s.check(&header(1, 0, 3, 0, 1), &[]),
+            Err(Error::InvalidTxnState { .. })
+        ));
+        // Its marker (at the bumped epoch) closes it and reports where it began.
+        assert_eq!(s.record(&marker(1, 1, 14), 0, 0), Some(10));
+        assert_eq!(s.first_unstable_offset(), Some(12));
+        assert_eq!(s.epoch_of(1), Some(1));
+        // A repeated marker closes nothing; the next transaction starts at sequence 0.
+        assert_eq!(s.record(&marker(1, 1, 15), 0, 0), None);
+        assert_eq!(s.check(&txn(1, 1, 0, 0, 1), &[]).unwrap(), Verdict::Append);
+        assert_eq!(s.record(&marker(2, 1, 16), 0, 0), Some(12));
+        assert_eq!(s.first_unstable_offset(), None);
+        // An open transaction keeps its producer from expiring.
+        s.record(&txn(3, 0, 0, 17, 1), 0, 0);
+        assert_eq!(s.expire(i64::MAX, u64::MAX), 2);
+        assert_eq!(s.open_transactions(), vec![(3, 0, 17)]);
+    }
+
+    #[test]
     fn forget_from_drops_what_a_crash_may_have_taken() {
         let mut s = ProducerStates::default();
         s.record(&header(1, 0, 0, 0, 2), 0, 0);
