@@ -346,3 +346,50 @@ impl Error {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_are_classified_for_transactional_callers() {
+        let fenced = Error::ProducerFenced {
+            producer_id: 1,
+            epoch: 0,
+            current_epoch: 1,
+        };
+        let timed_out = Error::TransactionTimedOut {
+            transactional_id: "t".into(),
+            timeout_ms: 10,
+        };
+        let full = Error::BufferFull {
+            buffer_memory: 1 << 20,
+        };
+        let abort = |cause: Error| Error::AbortRequired {
+            transactional_id: "t".into(),
+            cause: Box::new(cause),
+        };
+        let disk_full = Error::io("write", None, io::Error::from(io::ErrorKind::StorageFull));
+        for e in [&fenced, &timed_out, &Error::Closed] {
+            assert!(
+                e.is_fatal() && !e.requires_abort() && !e.is_retriable(),
+                "{e}"
+            );
+        }
+        assert!(abort(full.clone()).requires_abort());
+        assert!(!abort(full.clone()).is_fatal());
+        // An abort cannot save a producer whose failure was fatal.
+        assert!(!abort(fenced.clone()).requires_abort());
+        assert!(full.is_retriable() && disk_full.is_retriable());
+        let invalid = Error::InvalidTxnState {
+            transactional_id: Some("t".into()),
+            operation: "commit the transaction",
+            state: "no transaction is open".into(),
+        };
+        assert!(!invalid.is_fatal() && !invalid.requires_abort() && !invalid.is_retriable());
+        assert_eq!(
+            invalid.to_string(),
+            "cannot commit the transaction (transactional id \"t\"): no transaction is open"
+        );
+    }
+}
