@@ -158,7 +158,7 @@ impl PartitionInner {
             *list = Arc::new(next);
         }
         for segment in &fresh {
-            let record = seal_record(segment)?;
+            let record = seal_record(&**storage, segment)?;
             let at = w
                 .sealed
                 .partition_point(|s| s.base_offset < record.base_offset);

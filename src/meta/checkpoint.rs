@@ -18,6 +18,35 @@ pub(crate) struct SealedSegment {
     pub stats: SegmentStats,
     pub index_crc: u32,
     pub time_index_crc: u32,
+    /// The segment's `.txnindex` when it was sealed.
+    pub txn_index_crc: TxnIndexCrc,
+}
+
+/// What the checkpoint vouches for about a sealed segment's `.txnindex`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum TxnIndexCrc {
+    /// Written before checkpoints recorded it (nothing is vouched for).
+    #[default]
+    Unrecorded,
+    /// There was no `.txnindex` (no ABORT marker in the segment).
+    Absent,
+    /// CRC-32C of the whole file.
+    Crc(u32),
+}
+
+impl TxnIndexCrc {
+    /// For a file with this content (`None`: no file).
+    pub(crate) fn of(bytes: Option<&[u8]>) -> TxnIndexCrc {
+        match bytes {
+            None => TxnIndexCrc::Absent,
+            Some(b) => TxnIndexCrc::Crc(crc32c::crc32c(b)),
+        }
+    }
+
+    /// Whether a file with this content is the one recorded (always, if nothing was).
+    pub(crate) fn matches(self, bytes: Option<&[u8]>) -> bool {
+        self == TxnIndexCrc::Unrecorded || self == TxnIndexCrc::of(bytes)
+    }
 }
 
 /// Durable state of one partition.
@@ -47,6 +76,17 @@ pub(crate) fn encode_checkpoint(c: &Checkpoint) -> Vec<u8> {
     }
     w.u32(c.producers.len() as u32);
     w.0.extend_from_slice(&c.producers);
+    // Added with transactions, after everything an older reader knows.
+    w.u32(c.sealed.len() as u32);
+    for s in &c.sealed {
+        let (tag, crc) = match s.txn_index_crc {
+            TxnIndexCrc::Unrecorded => (0u8, 0),
+            TxnIndexCrc::Absent => (1, 0),
+            TxnIndexCrc::Crc(crc) => (2, crc),
+        };
+        w.0.push(tag);
+        w.u32(crc);
+    }
     seal_envelope(CHECKPOINT_MAGIC, &w.0)
 }
 
@@ -73,10 +113,31 @@ pub(crate) fn decode_checkpoint(file: &Path, bytes: &[u8]) -> Result<Checkpoint>
                 },
                 index_crc: r.u32()?,
                 time_index_crc: r.u32()?,
+                txn_index_crc: TxnIndexCrc::Unrecorded,
             });
         }
         let producers_len = r.u32()? as usize;
         let producers = r.take(producers_len)?.to_vec();
+        // A checkpoint from before transactions ends here.
+        if !r.is_empty() {
+            let m = r.u32()? as usize;
+            if m != sealed.len() {
+                return Err(format!(
+                    "{m} transaction index checksums for {} sealed segments",
+                    sealed.len()
+                ));
+            }
+            for s in sealed.iter_mut() {
+                let tag = r.take(1)?.first().copied();
+                let crc = r.u32()?;
+                s.txn_index_crc = match tag {
+                    Some(0) => TxnIndexCrc::Unrecorded,
+                    Some(1) => TxnIndexCrc::Absent,
+                    Some(2) => TxnIndexCrc::Crc(crc),
+                    other => return Err(format!("transaction index tag {other:?}")),
+                };
+            }
+        }
         if !r.is_empty() {
             return Err("trailing bytes".into());
         }
@@ -125,11 +186,26 @@ mod tests {
                 },
                 index_crc: 1,
                 time_index_crc: 2,
+                txn_index_crc: TxnIndexCrc::Crc(3),
             }],
             producers: vec![1, 2, 3],
         };
         let bytes = encode_checkpoint(&c);
         assert_eq!(decode_checkpoint(Path::new("c"), &bytes).unwrap(), c);
+        for crc in [TxnIndexCrc::Absent, TxnIndexCrc::Unrecorded] {
+            let mut c2 = c.clone();
+            c2.sealed[0].txn_index_crc = crc;
+            let bytes = encode_checkpoint(&c2);
+            assert_eq!(decode_checkpoint(Path::new("c"), &bytes).unwrap(), c2);
+        }
+        // A checkpoint written before transactions (no checksum section) still reads.
+        let mut w = Writer::default();
+        w.u64(42);
+        w.u64(7);
+        w.u32(0);
+        w.u32(0);
+        let old = decode_checkpoint(Path::new("c"), &seal_envelope(CHECKPOINT_MAGIC, &w.0));
+        assert_eq!(old.unwrap().recovery_point, 42);
         // A forged huge count is refused without allocating for it.
         let mut w = Writer::default();
         w.u64(0);

@@ -24,7 +24,7 @@ mod proptests;
 mod topics;
 pub(crate) use bounds::{load_bounds, store_bounds, Bounds, BOUNDS_FILE};
 pub(crate) use checkpoint::{
-    load_checkpoint, store_checkpoint, Checkpoint, SealedSegment, CHECKPOINT_FILE,
+    load_checkpoint, store_checkpoint, Checkpoint, SealedSegment, TxnIndexCrc, CHECKPOINT_FILE,
 };
 pub(crate) use producer_ids::{
     decode_producer_ids, encode_producer_ids, ProducerIdsFile, PRODUCER_IDS_FILE,

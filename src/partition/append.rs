@@ -15,7 +15,7 @@ use crate::format::{
     set_log_append_time, AbortedTxn, BatchHeader, BatchOptions, ControlType, EndTxnMarker,
     TimestampType, NO_PRODUCER_EPOCH, NO_PRODUCER_ID, NO_SEQUENCE,
 };
-use crate::meta::{store_checkpoint, Checkpoint, SealedSegment};
+use crate::meta::{store_checkpoint, Checkpoint};
 use crate::segment::Segment;
 
 impl Partition {
@@ -392,13 +392,7 @@ impl PartitionInner {
             self.poison(format!("sealing {} failed: {e}", active.log_path.display()));
             Error::from(e)
         })?;
-        let (index_crc, time_index_crc) = active.index_checksums()?;
-        let sealed = SealedSegment {
-            base_offset: active.base_offset,
-            stats: active.stats(),
-            index_crc,
-            time_index_crc,
-        };
+        let sealed = super::seal_record(&*self.storage, active)?;
         let next = active.next_offset();
         let segment = Arc::new(Segment::create(
             &*self.storage,
@@ -474,14 +468,8 @@ impl PartitionInner {
             }
             let active = segments.last().expect("active segment");
             active.seal()?;
-            let (index_crc, time_index_crc) = active.index_checksums()?;
             let mut sealed = w.sealed.clone();
-            sealed.push(SealedSegment {
-                base_offset: active.base_offset,
-                stats: active.stats(),
-                index_crc,
-                time_index_crc,
-            });
+            sealed.push(super::seal_record(&*self.storage, active)?);
             w.sealed = sealed;
             let hw = self.high_watermark.load(Ordering::Acquire);
             self.write_checkpoint(&mut w, hw)

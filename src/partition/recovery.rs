@@ -32,7 +32,8 @@ use crate::config::TopicConfig;
 use crate::error::{Error, Result};
 use crate::format::BatchHeader;
 use crate::meta::{
-    load_bounds, load_checkpoint, store_bounds, Bounds, SealedSegment, BOUNDS_FILE, CHECKPOINT_FILE,
+    load_bounds, load_checkpoint, store_bounds, Bounds, SealedSegment, TxnIndexCrc, BOUNDS_FILE,
+    CHECKPOINT_FILE,
 };
 use crate::segment::{
     file_name, parse_file_name, scan_batches, valid_batch_after, ScanEnd, ScanOptions, Segment,
@@ -159,7 +160,7 @@ pub(crate) fn open_partition(p: OpenParams<'_>) -> Result<PartitionInner> {
                 allow_gaps,
             )?;
             if !is_last {
-                sealed.push(seal_record(&segment)?);
+                sealed.push(seal_record(storage, &segment)?);
             }
             next_offset = entry.stats.next_offset;
             segments.push(Arc::new(segment));
@@ -246,7 +247,7 @@ pub(crate) fn open_partition(p: OpenParams<'_>) -> Result<PartitionInner> {
         if !is_active {
             // Scanned and valid: seal it so the checkpoint can vouch for it from now on.
             segment.seal()?;
-            sealed.push(seal_record(&segment)?);
+            sealed.push(seal_record(storage, &segment)?);
         }
         segments.push(Arc::new(segment));
         events.extend(cut);
@@ -302,6 +303,16 @@ pub(crate) fn open_partition(p: OpenParams<'_>) -> Result<PartitionInner> {
     let producers = replayed.states;
     let first_unstable = producers.first_unstable_offset().unwrap_or(u64::MAX);
     let aborted = replayed.aborted;
+    for entry in sealed
+        .iter_mut()
+        .filter(|s| replayed.rewritten.contains(&s.base_offset))
+    {
+        if let Some(segment) = segments.iter().find(|s| s.base_offset == entry.base_offset) {
+            let file = segment.txn_index.read(storage)?;
+            entry.txn_index_crc = TxnIndexCrc::of(file.as_deref());
+        }
+    }
+    let rewrote_indexes = !replayed.rewritten.is_empty();
 
     let inner = PartitionInner {
         topic: p.topic.to_string(),
@@ -339,7 +350,7 @@ pub(crate) fn open_partition(p: OpenParams<'_>) -> Result<PartitionInner> {
     // durable and record it, so a crash right after this open does not repeat the work.
     // Segments before the active one are durable already: trusted ones were fsynced when sealed,
     // scanned ones were sealed (fsynced) above. Only the active one may hold unsynced bytes.
-    if needs_sync || !had_checkpoint || !p.clean {
+    if needs_sync || !had_checkpoint || !p.clean || rewrote_indexes {
         active.file.sync_data()?;
         storage.sync_dir(&p.dir)?;
         let mut w = inner.writer.lock();
@@ -355,13 +366,17 @@ pub(crate) fn open_partition(p: OpenParams<'_>) -> Result<PartitionInner> {
     Ok(inner)
 }
 
-pub(crate) fn seal_record(segment: &Segment) -> Result<SealedSegment> {
+/// What the checkpoint records about a sealed segment: its stats and the checksums of its
+/// index files as they are on disk now.
+pub(crate) fn seal_record(storage: &dyn Storage, segment: &Segment) -> Result<SealedSegment> {
     let (index_crc, time_index_crc) = segment.index_checksums()?;
+    let txn_index = segment.txn_index.read(storage)?;
     Ok(SealedSegment {
         base_offset: segment.base_offset,
         stats: segment.stats(),
         index_crc,
         time_index_crc,
+        txn_index_crc: TxnIndexCrc::of(txn_index.as_deref()),
     })
 }
 

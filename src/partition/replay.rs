@@ -20,7 +20,7 @@ use crate::format::{
     decode_batch, decode_control_record, AbortedTxn, BatchHeader, ControlRecord, ControlType,
 };
 use crate::meta::Checkpoint;
-use crate::segment::{scan_batches, ScanOptions, Segment, SegmentLimits};
+use crate::segment::{scan_batches, ScanOptions, Segment, SegmentLimits, TxnIndex};
 use crate::storage::{read_exact_at, IoContext, Storage};
 
 pub(super) struct ReplayParams<'a> {
@@ -39,6 +39,9 @@ pub(super) struct Replayed {
     pub states: ProducerStates,
     /// Aborted transactions in marker order, none wholly below the log start.
     pub aborted: Vec<AbortedTxn>,
+    /// Base offsets of the segments whose `.txnindex` was rewritten: the checkpoint's record
+    /// of them must be brought up to date.
+    pub rewritten: Vec<u64>,
 }
 
 /// Producer states as of the high watermark, and the aborted transactions. Replayed producers
@@ -65,34 +68,39 @@ pub(super) fn rebuild_producer_states(
         }
         None => (ProducerStates::new(p.expiration_ms), 0),
     };
-    // A segment below the replay's start that the checkpoint does not vouch for (a compaction
-    // swap interrupted before its new segment's index was written, or damage) may lack its
-    // `.txnindex`: its aborted transactions can only come back from its markers.
-    let vouched = |s: &Segment| {
-        p.checkpoint
-            .sealed
-            .iter()
-            .any(|c| c.base_offset == s.base_offset && c.stats.size == s.end())
-    };
-    if p.segments
-        .iter()
-        .any(|s| s.next_offset() <= from && !s.is_empty() && !vouched(s))
-    {
-        from = 0;
-        states = ProducerStates::new(p.expiration_ms);
-    }
-    // The index entries of what is not replayed. One damaged file means its entries are
-    // unknown, and they can only come back from the markers: replay everything.
-    let mut on_disk = Vec::with_capacity(p.segments.len());
+    // A segment below the replay's start that the checkpoint does not vouch for (its `.log`
+    // or its `.txnindex` is not what was sealed: an interrupted compaction swap, damage) may
+    // lack aborted transactions, which can then only come back from its markers; so may a
+    // `.txnindex` that does not parse. Both replay the whole partition.
+    let mut files = Vec::with_capacity(p.segments.len());
     for segment in p.segments {
-        match segment.txn_index.load(storage)? {
+        files.push(segment.txn_index.read(storage)?);
+    }
+    let vouched = |s: &Segment, file: Option<&[u8]>| {
+        p.checkpoint.sealed.iter().any(|c| {
+            c.base_offset == s.base_offset
+                && c.stats.size == s.end()
+                && c.txn_index_crc.matches(file)
+        })
+    };
+    let mut on_disk = Vec::with_capacity(files.len());
+    let mut trusted = true;
+    for (segment, file) in p.segments.iter().zip(&files) {
+        let below = segment.next_offset() <= from && !segment.is_empty();
+        if below && !vouched(segment, file.as_deref()) {
+            trusted = false;
+        }
+        match TxnIndex::parse(file.as_deref()) {
             Some(entries) => on_disk.push(entries),
             None => {
-                from = 0;
-                states = ProducerStates::new(p.expiration_ms);
+                trusted = false;
                 on_disk.push(Vec::new());
             }
         }
+    }
+    if !trusted {
+        from = 0;
+        states = ProducerStates::new(p.expiration_ms);
     }
     let mut aborted: Vec<AbortedTxn> = on_disk
         .iter()
@@ -137,6 +145,7 @@ pub(super) fn rebuild_producer_states(
     // Bring the replayed segments' files in line with what the log says (and make them
     // durable after a crash, when the checkpoint about to be written moves the recovery point
     // past them).
+    let mut rewritten = Vec::new();
     for (segment, disk) in p.segments.iter().zip(&on_disk) {
         if segment.next_offset() <= from {
             continue;
@@ -152,10 +161,15 @@ pub(super) fn rebuild_producer_states(
                 .txn_index
                 .replace(storage, &want)
                 .at("rewrite", segment.txn_index.path())?;
+            rewritten.push(segment.base_offset);
         }
     }
     aborted.retain(|a| a.last_offset >= p.log_start_offset);
-    Ok(Replayed { states, aborted })
+    Ok(Replayed {
+        states,
+        aborted,
+        rewritten,
+    })
 }
 
 /// The end marker of the control batch at `pos` (header `h`), if it is one.

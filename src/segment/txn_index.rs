@@ -68,21 +68,28 @@ impl TxnIndex {
         }
     }
 
-    /// The entries on disk: `Ok(None)` if the file is damaged (not whole entries, or an entry
-    /// that does not parse), an empty list if there is no file.
-    pub(crate) fn load(&self, storage: &dyn Storage) -> io::Result<Option<Vec<AbortedTxn>>> {
+    /// The file's bytes, `None` if there is no file.
+    pub(crate) fn read(&self, storage: &dyn Storage) -> io::Result<Option<Vec<u8>>> {
         if !storage.exists(&self.path)? {
-            return Ok(Some(Vec::new()));
-        }
-        let bytes = read_whole(storage, &self.path)?;
-        if bytes.len() % ABORTED_TXN_LEN != 0 {
             return Ok(None);
         }
-        let parsed: Result<Vec<AbortedTxn>, _> = bytes
+        read_whole(storage, &self.path).map(Some)
+    }
+
+    /// The entries in `bytes` (a file's, `None` for no file: no entries), or `None` if they are
+    /// damaged (not whole entries, or an entry that does not parse).
+    pub(crate) fn parse(bytes: Option<&[u8]>) -> Option<Vec<AbortedTxn>> {
+        let Some(bytes) = bytes else {
+            return Some(Vec::new());
+        };
+        if bytes.len() % ABORTED_TXN_LEN != 0 {
+            return None;
+        }
+        bytes
             .chunks_exact(ABORTED_TXN_LEN)
             .map(AbortedTxn::decode)
-            .collect();
-        Ok(parsed.ok())
+            .collect::<Result<Vec<_>, _>>()
+            .ok()
     }
 
     /// Replaces the file with exactly `entries` (durably: temp file, fsync, rename), or removes

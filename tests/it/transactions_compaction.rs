@@ -277,18 +277,23 @@ fn aborted_records_stay_hidden_when_compaction_keeps_them_and_the_log_reopens() 
     holder.close().unwrap();
     producer.close().unwrap();
     drop(log); // closed by the drop
-    for damage in ["none", "checkpoint", "txnindex"] {
+    for damage in ["none", "checkpoint", "txnindex", "flipped"] {
         let pdir = dir.path().join(format!("{TOPIC}-0"));
+        let txn_indexes: Vec<_> = std::fs::read_dir(&pdir)
+            .unwrap()
+            .map(|f| f.unwrap().path())
+            .filter(|f| f.extension().is_some_and(|e| e == "txnindex"))
+            .collect();
+        assert!(!txn_indexes.is_empty(), "no .txnindex to damage");
         match damage {
             "checkpoint" => std::fs::remove_file(pdir.join("partition.ckpt")).unwrap(),
-            "txnindex" => {
-                // A damaged index is rebuilt from the markers.
-                for f in std::fs::read_dir(&pdir).unwrap() {
-                    let f = f.unwrap().path();
-                    if f.extension().is_some_and(|e| e == "txnindex") {
-                        std::fs::write(&f, b"torn").unwrap();
-                    }
-                }
+            // A torn index does not parse; it is rebuilt from the markers.
+            "txnindex" => std::fs::write(&txn_indexes[0], b"torn").unwrap(),
+            // A flipped byte parses, but its checksum is not the checkpoint's.
+            "flipped" => {
+                let mut bytes = std::fs::read(&txn_indexes[0]).unwrap();
+                bytes[9] ^= 0x01; // the producer id's last byte
+                std::fs::write(&txn_indexes[0], bytes).unwrap();
             }
             _ => {}
         }
