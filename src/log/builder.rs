@@ -28,6 +28,8 @@ pub struct LogBuilder {
     pub(super) offsets_segment_bytes: u64,
     /// How long a partition remembers an idle idempotent producer; see `producer_ids.rs`.
     pub(super) producer_id_expiration: std::time::Duration,
+    /// How long the transaction coordinator remembers an idle transactional id.
+    pub(super) transactional_id_expiration: std::time::Duration,
 }
 
 impl LogBuilder {
@@ -60,11 +62,24 @@ impl LogBuilder {
         self
     }
 
+    /// How long the transaction coordinator remembers a transactional id with no transaction
+    /// open after its last change (Kafka's `transactional.id.expiration.ms`): maintenance then
+    /// forgets it (a tombstone in `__transaction_state`), so the coordinator's state is bounded
+    /// by the ids in use. A producer instance still holding a forgotten id is fenced; a new
+    /// `init_transactions` with it starts afresh. Default 7 days; at least 1 ms and at most
+    /// `i64::MAX` ms.
+    #[must_use]
+    pub fn transactional_id_expiration(mut self, expiration: std::time::Duration) -> Self {
+        self.transactional_id_expiration = expiration;
+        self
+    }
+
     /// Opens (creating if needed) the log directory, takes its lock, and recovers every
     /// partition.
     pub fn open(self) -> Result<Log> {
         self.validate()?;
         producer_ids::expiration_millis(self.producer_id_expiration)?;
+        self.transactional_id_expiration_ms()?;
         let log = Log::open_with(self.clone())?;
         log.start_maintenance(self.maintenance_interval)?;
         Ok(log)
@@ -141,6 +156,25 @@ impl Log {
             cleaner_buffer_bytes: DEFAULT_CLEANER_BUFFER_BYTES,
             offsets_segment_bytes: consumers::DEFAULT_OFFSETS_SEGMENT_BYTES,
             producer_id_expiration: producer_ids::DEFAULT_EXPIRATION,
+            transactional_id_expiration: std::time::Duration::from_millis(
+                crate::txn::DEFAULT_TRANSACTIONAL_ID_EXPIRATION_MS as u64,
+            ),
         }
+    }
+}
+
+impl LogBuilder {
+    /// `transactional_id_expiration` in milliseconds, validated as every stored duration.
+    pub(super) fn transactional_id_expiration_ms(&self) -> Result<i64> {
+        let d = self.transactional_id_expiration;
+        let ms = crate::config::duration_to_millis("transactional_id_expiration", d)?;
+        if ms == 0 {
+            return Err(crate::error::Error::invalid_config(
+                "transactional_id_expiration",
+                format!("is {d:?}, must be at least 1 ms"),
+            ));
+        }
+        // duration_to_millis bounds it by i64::MAX, so the conversion is exact.
+        Ok(ms as i64)
     }
 }

@@ -80,6 +80,8 @@ struct LogInner {
     cleaner_buffer_bytes: usize,
     offsets_segment_bytes: u64,
     producer_id_expiration_ms: i64,
+    /// `LogBuilder::transactional_id_expiration` in milliseconds.
+    transactional_id_expiration_ms: i64,
     /// The background maintenance thread, if running (see `maintenance.rs`).
     maintenance: Mutex<Option<maintenance::Worker>>,
     /// What recovery removed at open (see `report.rs`).

@@ -29,6 +29,7 @@ impl Log {
     }
 
     pub(super) fn open_with(b: LogBuilder) -> Result<Log> {
+        let transactional_id_expiration_ms = b.transactional_id_expiration_ms()?;
         // Every error of the storage names its operation and path from here on.
         let storage = crate::storage::ContextStorage::wrap(b.storage);
         let dir = b.dir;
@@ -73,6 +74,7 @@ impl Log {
                 cleaner_buffer_bytes: b.cleaner_buffer_bytes,
                 offsets_segment_bytes: b.offsets_segment_bytes,
                 producer_id_expiration_ms: expiration_ms,
+                transactional_id_expiration_ms,
                 maintenance: Mutex::new(None),
                 recovery,
             }),

@@ -91,5 +91,6 @@ fn open_coordinator(
         partition,
         inner.catalog.clone(),
         Box::new(move || ids.allocate(&*storage)),
+        inner.transactional_id_expiration_ms,
     )
 }

@@ -57,6 +57,8 @@ pub(crate) struct TxnCoordinator {
     log: Partition,
     catalog: Catalog,
     allocate: AllocateId,
+    /// `LogBuilder::transactional_id_expiration` in milliseconds.
+    id_expiration_ms: i64,
     /// Set once transactional producers may send offsets: markers written to
     /// `__consumer_offsets` complete the offsets they commit or abort there.
     offsets: OnceLock<Arc<OffsetStore>>,
@@ -170,7 +172,12 @@ fn state_of(status: TxnStatus) -> TransactionState {
 impl TxnCoordinator {
     /// Loads every transactional id's last state from `log` (partition 0 of
     /// `__transaction_state`).
-    pub(crate) fn open(log: Partition, catalog: Catalog, allocate: AllocateId) -> Result<Self> {
+    pub(crate) fn open(
+        log: Partition,
+        catalog: Catalog,
+        allocate: AllocateId,
+        id_expiration_ms: i64,
+    ) -> Result<Self> {
         let mut txns: HashMap<String, Arc<Mutex<TxnMeta>>> = HashMap::new();
         let mut next = log.log_start_offset();
         let end = log.high_watermark();
@@ -216,6 +223,7 @@ impl TxnCoordinator {
             log,
             catalog,
             allocate,
+            id_expiration_ms,
             offsets: OnceLock::new(),
             txns: Mutex::new(txns),
         })
@@ -293,20 +301,34 @@ impl TxnCoordinator {
     /// transaction an earlier instance left open, moves the epoch on (fencing that instance:
     /// durable before this returns) and records `timeout`.
     pub(crate) fn init(&self, id: &str, timeout: Duration) -> Result<Grant> {
-        let meta = self
-            .txns
-            .lock()
-            .entry(id.to_string())
-            .or_insert_with(|| Arc::new(Mutex::new(TxnMeta::new(id))))
-            .clone();
-        let mut m = meta.lock();
+        loop {
+            let meta = self
+                .txns
+                .lock()
+                .entry(id.to_string())
+                .or_insert_with(|| Arc::new(Mutex::new(TxnMeta::new(id))))
+                .clone();
+            let mut m = meta.lock();
+            // Expiry may have forgotten the id between the lookup and the lock: look again.
+            if self
+                .txns
+                .lock()
+                .get(id)
+                .is_some_and(|e| Arc::ptr_eq(e, &meta))
+            {
+                return self.init_locked(&mut m, timeout);
+            }
+        }
+    }
+
+    fn init_locked(&self, m: &mut TxnMeta, timeout: Duration) -> Result<Grant> {
         if m.is_open() {
             let commit = m.status == TxnStatus::PrepareCommit;
             if !commit && m.status == TxnStatus::Ongoing {
                 m.status = TxnStatus::PrepareEpochFence;
-                self.write(&m, false)?;
+                self.write(m, false)?;
             }
-            self.finish(&mut m, commit)?;
+            self.finish(m, commit)?;
         }
         if m.producer_id < 0 || m.epoch >= i16::MAX - 1 {
             // A new id, or epochs used up: a fresh producer id starts at epoch 0 (as Kafka).
@@ -320,7 +342,7 @@ impl TxnCoordinator {
         m.partitions.clear();
         m.timed_out = None;
         m.last_update_ms = now_ms();
-        self.write(&m, true)?;
+        self.write(m, true)?;
         m.current_epoch.store(m.epoch, Ordering::Release);
         Ok(Grant {
             producer_id: m.producer_id,
@@ -400,13 +422,29 @@ impl TxnCoordinator {
     }
 
     /// Aborts every transaction open longer than its timeout and fences its producer (its next
-    /// call fails with `TransactionTimedOut`). Returns how many were aborted.
+    /// call fails with `TransactionTimedOut`); forgets transactional ids idle (no transaction
+    /// open) for `LogBuilder::transactional_id_expiration`, with a tombstone, so the coordinator's
+    /// state stays bounded by the ids in use. Returns how many transactions were aborted.
     pub(crate) fn abort_expired(&self) -> Result<usize> {
         let metas: Vec<Arc<Mutex<TxnMeta>>> = self.txns.lock().values().cloned().collect();
         let now = now_ms();
         let mut aborted = 0;
         for meta in metas {
             let mut m = meta.lock();
+            if !m.is_open() && now.saturating_sub(m.last_update_ms) > self.id_expiration_ms {
+                let bad =
+                    |reason: String| Error::InvalidArgument(format!("transaction state: {reason}"));
+                self.log
+                    .append(&[Record::tombstone(encode_key(&m.id).map_err(bad)?)])?;
+                let mut txns = self.txns.lock();
+                if txns.get(&m.id).is_some_and(|e| Arc::ptr_eq(e, &meta)) {
+                    txns.remove(&m.id);
+                }
+                // An instance still holding the id is fenced: its next call finds no state.
+                m.epoch = m.epoch.saturating_add(1);
+                m.current_epoch.store(m.epoch, Ordering::Release);
+                continue;
+            }
             let expired = m.status == TxnStatus::Ongoing
                 && now.saturating_sub(m.start_ms) > i64::from(m.timeout_ms);
             if !expired {
@@ -451,7 +489,10 @@ impl TxnCoordinator {
             .ok_or_else(|| Error::InvalidTxnState {
                 transactional_id: Some(id.to_string()),
                 operation: "use the transactional id",
-                state: "init_transactions was not called for it".into(),
+                state: "the coordinator has no state for it: init_transactions was not called, \
+                        or the id expired (idle past transactional_id_expiration); open a new \
+                        producer"
+                    .into(),
             })
     }
 

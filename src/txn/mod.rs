@@ -29,6 +29,9 @@ pub const TRANSACTION_STATE_TOPIC: &str = "__transaction_state";
 /// Kafka's `transaction.timeout.ms` default: 60 s.
 pub const DEFAULT_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Kafka's `transactional.id.expiration.ms` default: 7 days (`LogBuilder::transactional_id_expiration`).
+pub(crate) const DEFAULT_TRANSACTIONAL_ID_EXPIRATION_MS: i64 = 7 * 24 * 60 * 60 * 1000;
+
 /// Kafka's `transaction.max.timeout.ms` default: the longest `transaction_timeout` allowed.
 pub const MAX_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 

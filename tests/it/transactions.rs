@@ -371,3 +371,46 @@ fn a_failed_send_makes_the_commit_require_an_abort() {
     );
     log.close().unwrap();
 }
+
+#[test]
+fn an_idle_transactional_id_expires_and_starts_afresh() {
+    let dir = tempfile::tempdir().unwrap();
+    let open = || {
+        Log::builder(dir.path())
+            .maintenance_interval(None)
+            .transactional_id_expiration(Duration::from_millis(50))
+            .open()
+            .unwrap()
+    };
+    let log = open();
+    log.create_topic(TOPIC, TopicConfig::default()).unwrap();
+    let old = txn_producer(&log, "idle");
+    old.begin_transaction().unwrap();
+    old.send(TOPIC, Record::new("kept")).unwrap();
+    old.commit_transaction().unwrap();
+    let (first_id, _) = old.producer_id().unwrap();
+    std::thread::sleep(Duration::from_millis(120));
+    log.run_maintenance().unwrap();
+    // The instance that held it cannot go on.
+    old.begin_transaction().unwrap();
+    let err = old.send(TOPIC, Record::new("late")).unwrap_err();
+    assert!(matches!(err, Error::InvalidTxnState { .. }), "{err}");
+    assert!(err.to_string().contains("expired"), "{err}");
+    log.close().unwrap();
+    // Forgotten durably: a new instance after a reopen gets a new producer id.
+    let log = open();
+    let new = txn_producer(&log, "idle");
+    assert_ne!(new.producer_id().unwrap().0, first_id);
+    new.begin_transaction().unwrap();
+    new.send(TOPIC, Record::new("fresh")).unwrap();
+    new.commit_transaction().unwrap();
+    log.close().unwrap();
+    // Bad values are refused.
+    for bad in [Duration::ZERO, Duration::from_micros(1500)] {
+        let err = Log::builder(dir.path())
+            .transactional_id_expiration(bad)
+            .open()
+            .unwrap_err();
+        assert!(matches!(err, Error::InvalidConfig { .. }), "{err}");
+    }
+}
