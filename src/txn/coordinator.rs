@@ -87,6 +87,9 @@ struct TxnMeta {
     /// call hears `TransactionTimedOut` rather than `ProducerFenced`.
     timed_out: Option<(i64, i16)>,
     current_epoch: Arc<AtomicI16>,
+    /// Partitions whose COMMIT marker of the last transaction may not be durable yet: synced
+    /// before the next record of this id is appended (see `settle`).
+    unsynced_markers: Vec<Partition>,
 }
 
 impl TxnMeta {
@@ -102,6 +105,7 @@ impl TxnMeta {
             last_update_ms: 0,
             timed_out: None,
             current_epoch: Arc::new(AtomicI16::new(-1)),
+            unsynced_markers: Vec::new(),
         }
     }
 
@@ -236,49 +240,60 @@ impl TxnCoordinator {
 
     /// Resolves what a crash left open: commits every transaction that passed its commit
     /// point and aborts every other one still open on some partition (see the module docs).
+    /// Each open transaction is judged by its own epoch: a producer may have several open at
+    /// different epochs after a power loss (an abort whose markers were lost, then a commit).
     pub(crate) fn recover(&self) -> Result<()> {
         let metas: Vec<Arc<Mutex<TxnMeta>>> = self.txns.lock().values().cloned().collect();
         let by_producer: HashMap<i64, Arc<Mutex<TxnMeta>>> = metas
             .iter()
             .map(|m| (m.lock().producer_id, m.clone()))
             .collect();
-        // Per producer: commit?, the epoch its markers carry.
-        let mut decisions: HashMap<i64, (bool, i16)> = HashMap::new();
-        let mut marked: Vec<Partition> = Vec::new();
+        let mut open = Vec::new();
         for partition in self.catalog.all_partitions()? {
-            let open = partition.open_transactions();
-            for &(producer_id, epoch, _) in &open {
-                let (commit, marker_epoch) = *decisions.entry(producer_id).or_insert_with(|| {
-                    match by_producer.get(&producer_id) {
-                        Some(meta) => {
-                            let m = meta.lock();
-                            let commit = m.status == TxnStatus::PrepareCommit && m.epoch == epoch;
-                            (commit, m.epoch.max(epoch).saturating_add(1))
-                        }
-                        // No state for it (never recorded): it cannot have committed.
-                        None => (false, epoch.saturating_add(1)),
-                    }
-                });
+            let txns = partition.open_transactions();
+            if !txns.is_empty() {
+                open.push((partition, txns));
+            }
+        }
+        // Every marker of a producer carries one epoch, above all it has used anywhere.
+        let mut marker_epochs: HashMap<i64, i16> = HashMap::new();
+        for &(producer_id, epoch, _) in open.iter().flat_map(|(_, txns)| txns) {
+            let known = by_producer
+                .get(&producer_id)
+                .map_or(epoch, |m| m.lock().epoch.max(epoch));
+            let e = marker_epochs.entry(producer_id).or_insert(known);
+            *e = (*e).max(known);
+        }
+        for e in marker_epochs.values_mut() {
+            *e = e.saturating_add(1);
+        }
+        for (partition, txns) in &open {
+            for &(producer_id, epoch, _) in txns {
+                let commit = by_producer
+                    .get(&producer_id)
+                    .is_some_and(|m| committed(&m.lock(), producer_id, epoch));
+                let marker_epoch = marker_epochs.get(&producer_id).copied().unwrap_or(epoch);
                 partition
                     .inner
                     .write_end_marker(producer_id, marker_epoch, marker(commit))?;
             }
-            if !open.is_empty() {
-                marked.push(partition);
-            }
         }
-        for p in &marked {
+        for (p, _) in &open {
             p.sync()?;
         }
         let mut wrote = false;
         for meta in &metas {
             let mut m = meta.lock();
-            let decided = decisions.get(&m.producer_id).copied();
-            if !m.is_open() && decided.is_none() {
+            let marked = marker_epochs.get(&m.producer_id).copied();
+            if !m.is_open() && marked.is_none() {
                 continue;
             }
-            let commit = m.status == TxnStatus::PrepareCommit;
-            let epoch = decided.map_or(m.epoch.saturating_add(1), |(_, e)| e);
+            // The id's last transaction: committed iff it passed its commit point.
+            let commit = matches!(
+                m.status,
+                TxnStatus::PrepareCommit | TxnStatus::CompleteCommit
+            );
+            let epoch = marked.unwrap_or(m.epoch.saturating_add(1));
             m.epoch = epoch;
             m.status = if commit {
                 TxnStatus::CompleteCommit
@@ -288,7 +303,7 @@ impl TxnCoordinator {
             m.partitions.clear();
             m.last_update_ms = now_ms();
             m.current_epoch.store(epoch, Ordering::Release);
-            self.write(&m, false)?;
+            self.write(&mut m, false)?;
             wrote = true;
         }
         if wrote {
@@ -378,12 +393,13 @@ impl TxnCoordinator {
                 })
             }
         }
-        if !m.partitions.contains(tp) {
-            m.partitions.insert(tp.clone());
+        if m.partitions.insert(tp.clone()) {
             m.last_update_ms = now_ms();
-            // Not fsynced: recovery finds open transactions in the partitions themselves.
-            self.write(&m, false)?;
         }
+        // No record: the partitions themselves record the transactions open on them (which is
+        // what Kafka's Ongoing record is for), and not appending one here is what lets the
+        // previous transaction's COMMIT markers become durable with this transaction's data
+        // instead of with fsyncs of their own (see `settle`).
         Ok(())
     }
 
@@ -434,6 +450,7 @@ impl TxnCoordinator {
             if !m.is_open() && now.saturating_sub(m.last_update_ms) > self.id_expiration_ms {
                 let bad =
                     |reason: String| Error::InvalidArgument(format!("transaction state: {reason}"));
+                self.settle(&mut m)?;
                 self.log
                     .append(&[Record::tombstone(encode_key(&m.id).map_err(bad)?)])?;
                 let mut txns = self.txns.lock();
@@ -524,7 +541,10 @@ impl TxnCoordinator {
             p.inner
                 .write_end_marker(m.producer_id, marker_epoch, marker(commit))?;
         }
-        if commit {
+        let rotate = marker_epoch >= i16::MAX - 1;
+        if commit && rotate {
+            // The next records name a new producer id, under which recovery could not tell
+            // this transaction's outcome: its markers must be durable first.
             for p in &partitions {
                 p.sync()?;
             }
@@ -535,7 +555,7 @@ impl TxnCoordinator {
             }
         }
         m.epoch = marker_epoch;
-        if m.epoch >= i16::MAX - 1 {
+        if rotate {
             m.producer_id = (self.allocate)()?;
             m.epoch = 0;
         }
@@ -547,11 +567,37 @@ impl TxnCoordinator {
         m.partitions.clear();
         m.last_update_ms = now_ms();
         m.current_epoch.store(m.epoch, Ordering::Release);
-        self.write(m, false)
+        self.write(m, false)?;
+        if commit && !rotate {
+            m.unsynced_markers = partitions;
+        }
+        Ok(())
+    }
+
+    /// Makes the last transaction's COMMIT markers durable (a no-op for partitions synced since,
+    /// which the next transaction's data sync usually did). Runs before every record of the id
+    /// is appended: as long as `CompleteCommit` at epoch e + 1 is the id's last record,
+    /// recovery can tell from it that an open transaction at epoch e committed; a later record
+    /// would hide that, so the markers must not be able to be lost once one is written.
+    fn settle(&self, m: &mut TxnMeta) -> Result<()> {
+        for p in std::mem::take(&mut m.unsynced_markers) {
+            match p.sync() {
+                Ok(()) => {}
+                // A partition closed since: its topic was deleted (its records are gone) or
+                // the log closed (which sealed it: durable).
+                Err(Error::Closed) => {}
+                Err(e) => {
+                    m.unsynced_markers.push(p);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Appends `m`'s state to `__transaction_state`, fsynced if `sync`.
-    fn write(&self, m: &TxnMeta, sync: bool) -> Result<()> {
+    fn write(&self, m: &mut TxnMeta, sync: bool) -> Result<()> {
+        self.settle(m)?;
         let bad = |reason: String| Error::InvalidArgument(format!("transaction state: {reason}"));
         let record = Record::new(encode_value(&m.value()).map_err(bad)?)
             .key(encode_key(&m.id).map_err(bad)?);
@@ -561,6 +607,19 @@ impl TxnCoordinator {
         }
         Ok(())
     }
+}
+
+/// Whether the transaction of `producer_id` whose batches carry `epoch`, still open on a
+/// partition at recovery, committed according to the id's last durable record: it passed its
+/// commit point (`PrepareCommit` at that epoch) or completed (`CompleteCommit` at the next one,
+/// which may be durable before its markers are; see `settle`).
+fn committed(m: &TxnMeta, producer_id: i64, epoch: i16) -> bool {
+    m.producer_id == producer_id
+        && match m.status {
+            TxnStatus::PrepareCommit => m.epoch == epoch,
+            TxnStatus::CompleteCommit => m.epoch == epoch.saturating_add(1),
+            _ => false,
+        }
 }
 
 fn marker(commit: bool) -> EndTxnMarker {
