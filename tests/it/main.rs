@@ -47,3 +47,4 @@ mod retention_basic;
 mod sim_crash;
 mod transactions;
 mod transactions_crash;
+mod transactions_model;
