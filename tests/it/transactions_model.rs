@@ -867,3 +867,110 @@ fn transactions_agree_with_the_model_through_timeouts_fencing_and_crashes() {
         drop(guard);
     }
 }
+
+/// BUG (found while writing the model; fails until `TxnCoordinator::recover` is fixed): the
+/// recovery decides commit-or-abort once per producer id, from the epoch of the first open
+/// transaction it meets, and then writes that decision to every partition where the producer
+/// has any transaction open — also to transactions of other epochs.
+///
+/// A producer's transaction 1 wrote to partition `aborted_on`, was synced there, and aborted
+/// (its ABORT marker is not synced, by design). Its transaction 2 wrote to `committed_on` and
+/// passed its commit point (`PrepareCommit` fsynced) when the power went, before its COMMIT
+/// marker. After the reopen both partitions show an open transaction of the producer, at two
+/// epochs. Expected: transaction 1 stays aborted, transaction 2 commits (it passed its commit
+/// point). What happens: the partition met first decides for both — partition 0 first
+/// (`aborted_on` 0) aborts transaction 2 although `PrepareCommit` is durable (and the state
+/// then says `CompleteCommit`); `committed_on` 0 commits transaction 1, whose aborted record
+/// becomes visible to read_committed.
+#[test]
+fn recovery_decides_each_open_transaction_by_its_own_epoch() {
+    use std::sync::atomic::{AtomicU8, Ordering};
+    for (aborted_on, committed_on) in [(0u32, 1u32), (1, 0)] {
+        let ctx = format!("transaction 1 aborted on {aborted_on}, 2 committing on {committed_on}");
+        let sim = SimStorage::new();
+        let log = open_log(&sim).unwrap();
+        log.create_topic(OUT, small_indexes().partitions(2))
+            .unwrap();
+        let p = log
+            .producer(
+                ProducerConfig::default()
+                    .transactional_id("two-epochs")
+                    .linger(Duration::ZERO),
+            )
+            .unwrap();
+        p.init_transactions().unwrap();
+        p.begin_transaction().unwrap();
+        p.send_to(OUT, aborted_on, Record::new("aborted-1"))
+            .unwrap();
+        p.flush().unwrap();
+        // Its record is durable; its ABORT marker will not be.
+        log.partition(OUT, aborted_on).unwrap().sync().unwrap();
+        p.abort_transaction().unwrap();
+
+        p.begin_transaction().unwrap();
+        p.send_to(OUT, committed_on, Record::new("committed-2"))
+            .unwrap();
+        p.flush().unwrap();
+        // Power goes right after the first fsync of `__transaction_state` in the commit: the
+        // fsynced `PrepareCommit`, the commit point.
+        let stage = Arc::new(AtomicU8::new(0));
+        let weak = Arc::downgrade(&sim);
+        {
+            let stage = stage.clone();
+            sim.set_fault_hook(move |op| {
+                match stage.load(Ordering::SeqCst) {
+                    0 => {
+                        let sync = matches!(
+                            op.kind,
+                            annals::storage::SimOpKind::SyncData
+                                | annals::storage::SimOpKind::SyncAll
+                        );
+                        if sync && op.path.to_string_lossy().contains("__transaction_state") {
+                            stage.store(1, Ordering::SeqCst);
+                        }
+                        return None;
+                    }
+                    1 => {
+                        stage.store(2, Ordering::SeqCst);
+                        if let Some(sim) = weak.upgrade() {
+                            sim.crash(CrashMode::PowerLossDropUnsynced);
+                        }
+                    }
+                    _ => {}
+                }
+                Some(std::io::Error::other("the machine lost power"))
+            });
+        }
+        assert!(
+            p.commit_transaction().is_err(),
+            "{ctx}: the commit survived"
+        );
+        assert_eq!(stage.load(Ordering::SeqCst), 2, "{ctx}: no crash");
+        std::mem::forget(p);
+        std::mem::forget(log);
+        sim.clear_fault_hook();
+
+        let log = open_log(&sim).unwrap();
+        assert!(log.transactions().unwrap().is_empty(), "{ctx}");
+        let committed = |id: u32| {
+            let part = log.partition(OUT, id).unwrap();
+            let lso = part.last_stable_offset();
+            assert_eq!(lso, part.high_watermark(), "{ctx}: LSO of {id}");
+            read(&part, IsolationLevel::ReadCommitted, lso, 1 << 20, &ctx)
+                .into_iter()
+                .map(|(_, v)| v)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            committed(aborted_on),
+            Vec::<String>::new(),
+            "{ctx}: the aborted transaction 1 became visible"
+        );
+        assert_eq!(
+            committed(committed_on),
+            vec!["committed-2".to_string()],
+            "{ctx}: transaction 2 passed its commit point but was aborted"
+        );
+        log.close().unwrap();
+    }
+}
