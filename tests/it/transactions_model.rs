@@ -13,8 +13,12 @@
 //! recovery adds one ABORT marker per transaction left open in it) and checks the records.
 //!
 //! `ANNALS_TEST_CASES` sequences (default 16: each costs about 1.7 s in debug, most of it
-//! opening and closing the internal topics, whose indexes are preallocated) of `ANNALS_TXN_STEPS` steps (default 150);
-//! `ANNALS_TXN_TRACE=1` prints every step.
+//! opening and closing the internal topics, whose indexes are preallocated) of
+//! `ANNALS_TXN_STEPS` steps (default 150); `ANNALS_TXN_TRACE=1` prints every step (with
+//! `--nocapture`).
+//!
+//! `recovery_decides_each_open_transaction_by_its_own_epoch` below is a minimal case of a bug
+//! in the recovery (it fails until the bug is fixed): see its comment.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
