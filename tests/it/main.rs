@@ -48,3 +48,4 @@ mod sim_crash;
 mod transactions;
 mod transactions_compaction;
 mod transactions_crash;
+mod transactions_model;
