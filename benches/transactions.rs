@@ -17,8 +17,10 @@
 //!
 //! - `txn_produce/transactional`: an iteration is one whole transaction: `begin_transaction`,
 //!   `TXN_RECORDS` (1,000) sends, `commit_transaction`, all timed. The commit writes the
-//!   records, fsyncs the three partitions, passes the commit point (an fsynced `PrepareCommit`
-//!   in `__transaction_state`), writes a COMMIT marker to each partition and fsyncs them again.
+//!   records, fsyncs the three partitions (which also makes the previous transaction's markers
+//!   durable), passes the commit point (an fsynced `PrepareCommit` in `__transaction_state`)
+//!   and writes a COMMIT marker to each partition (not fsynced on its own: see the
+//!   "Transactions" section of `docs/ARCHITECTURE.md`).
 //! - `txn_produce/idempotent`: the baseline, the same records through a plain idempotent
 //!   producer: 1,000 sends then `flush()`, all timed. Target: `transactional` >= 0.8x this.
 //!

@@ -17,8 +17,8 @@
 //! `ANNALS_TXN_STEPS` steps (default 150); `ANNALS_TXN_TRACE=1` prints every step (with
 //! `--nocapture`).
 //!
-//! `recovery_decides_each_open_transaction_by_its_own_epoch` below is a minimal case of a bug
-//! in the recovery (it fails until the bug is fixed): see its comment.
+//! `recovery_decides_each_open_transaction_by_its_own_epoch` below is the minimal case of a
+//! recovery bug found while writing the model (now fixed): see its comment.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -872,20 +872,18 @@ fn transactions_agree_with_the_model_through_timeouts_fencing_and_crashes() {
     }
 }
 
-/// BUG (found while writing the model; fails until `TxnCoordinator::recover` is fixed): the
-/// recovery decides commit-or-abort once per producer id, from the epoch of the first open
-/// transaction it meets, and then writes that decision to every partition where the producer
-/// has any transaction open — also to transactions of other epochs.
+/// A regression test: recovery once decided commit-or-abort once per producer id, from the
+/// epoch of the first open transaction it met, and wrote that decision to every partition
+/// where the producer had any transaction open — also to transactions of other epochs.
 ///
 /// A producer's transaction 1 wrote to partition `aborted_on`, was synced there, and aborted
 /// (its ABORT marker is not synced, by design). Its transaction 2 wrote to `committed_on` and
 /// passed its commit point (`PrepareCommit` fsynced) when the power went, before its COMMIT
 /// marker. After the reopen both partitions show an open transaction of the producer, at two
 /// epochs. Expected: transaction 1 stays aborted, transaction 2 commits (it passed its commit
-/// point). What happens: the partition met first decides for both — partition 0 first
-/// (`aborted_on` 0) aborts transaction 2 although `PrepareCommit` is durable (and the state
-/// then says `CompleteCommit`); `committed_on` 0 commits transaction 1, whose aborted record
-/// becomes visible to read_committed.
+/// point). What happened: the partition met first decided for both — partition 0 first
+/// (`aborted_on` 0) aborted transaction 2 although `PrepareCommit` was durable; `committed_on`
+/// 0 committed transaction 1, whose aborted record became visible to read_committed.
 #[test]
 fn recovery_decides_each_open_transaction_by_its_own_epoch() {
     use std::sync::atomic::{AtomicU8, Ordering};
