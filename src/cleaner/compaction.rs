@@ -10,7 +10,8 @@
 //! offset; a batch whose records all survive is copied byte for byte, one that loses
 //! some is re-encoded (with the topic's current codec), one that loses all is dropped.
 
-use std::collections::HashSet;
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -128,6 +129,7 @@ impl Partition {
                 producer_batches,
                 stable,
                 aborted,
+                survivors: RefCell::new(HashMap::new()),
             }
             .run(&mut bounds, buffer_bytes, &mut report)?;
             // A full map left part of the dirty range for another pass (an open transaction's
@@ -157,6 +159,10 @@ struct Pass<'a> {
     stable: u64,
     /// Aborted transactions: their batches are dropped whatever their keys.
     aborted: Arc<Vec<crate::format::AbortedTxn>>,
+    /// Per producer, whether a batch of its transaction since its last marker survived this
+    /// pass so far (segments are copied in offset order): a marker whose transaction left no
+    /// batch goes once past the delete horizon.
+    survivors: RefCell<HashMap<i64, bool>>,
 }
 
 impl Pass<'_> {
@@ -340,9 +346,35 @@ impl Pass<'_> {
                 && self
                     .producer_batches
                     .contains(&(header.producer_id, header.base_offset));
-            // Markers stay (so the aborted index of the new segment is the old ones'); only the
-            // delete horizon could retire them, which this cleaner does not apply to markers.
-            if header.is_control() || header.base_offset >= map_end || remembered {
+            let horizon_passed = |offset: u64| {
+                prior
+                    .first_cleaned_at(offset)
+                    .is_some_and(|at| self.now.saturating_sub(at) >= delete_retention)
+            };
+            if header.is_control() {
+                // Kafka's rule: a marker stays while any batch of its transaction does (a
+                // reader, or recovery replaying the log, needs it to end that transaction),
+                // and goes once none is left and the delete horizon passed.
+                let survived = self
+                    .survivors
+                    .borrow_mut()
+                    .remove(&header.producer_id)
+                    .unwrap_or(false);
+                if !survived && header.base_offset < map_end && horizon_passed(header.base_offset) {
+                    report.records_removed += u64::from(header.record_count);
+                    changed = true;
+                } else {
+                    out.push_verbatim(batch, header)?;
+                }
+                return Ok(true);
+            }
+            let survives = |header: &crate::format::BatchHeader| {
+                if header.is_transactional() {
+                    self.survivors.borrow_mut().insert(header.producer_id, true);
+                }
+            };
+            if header.base_offset >= map_end || remembered {
+                survives(header);
                 out.push_verbatim(batch, header)?;
                 return Ok(true);
             }
@@ -361,10 +393,8 @@ impl Pass<'_> {
                     version: version_of(strategy, r),
                     offset: r.offset,
                 };
-                let horizon_passed = prior
-                    .first_cleaned_at(r.offset)
-                    .is_some_and(|at| self.now.saturating_sub(at) >= delete_retention);
-                match decide(map, key, this, r.value.is_none(), map_end, horizon_passed) {
+                let horizon = horizon_passed(r.offset);
+                match decide(map, key, this, r.value.is_none(), map_end, horizon) {
                     Decision::Keep => kept.push(i),
                     Decision::Superseded => report.records_removed += 1,
                     Decision::ExpiredTombstone => {
@@ -372,6 +402,9 @@ impl Pass<'_> {
                         report.tombstones_removed += 1;
                     }
                 }
+            }
+            if !kept.is_empty() {
+                survives(header);
             }
             if kept.len() == records.len() {
                 out.push_verbatim(batch, header)?;

@@ -308,3 +308,73 @@ fn aborted_records_stay_hidden_when_compaction_keeps_them_and_the_log_reopens() 
         log.close().unwrap();
     }
 }
+
+/// Control batches in `partition`'s segment files, read straight from the bytes.
+fn markers_on_disk(dir: &std::path::Path) -> usize {
+    let mut n = 0;
+    for f in std::fs::read_dir(dir).unwrap() {
+        let f = f.unwrap().path();
+        if f.extension().is_none_or(|e| e != "log") {
+            continue;
+        }
+        let bytes = std::fs::read(&f).unwrap();
+        let mut at = 0;
+        while at < bytes.len() {
+            let h = annals::format::BatchHeader::parse(&bytes[at..]).unwrap();
+            n += usize::from(h.is_control());
+            at += h.total_len();
+        }
+    }
+    n
+}
+
+#[test]
+fn markers_go_once_their_transaction_left_nothing_and_the_delete_horizon_passed() {
+    let (dir, log) = TestLog::temp().no_maintenance().open_temp();
+    log.create_topic(TOPIC, config().delete_retention_ms(Duration::ZERO))
+        .unwrap();
+    let part = log.partition(TOPIC, 0).unwrap();
+    let producer = log
+        .producer(ProducerConfig::default().transactional_id("markers"))
+        .unwrap();
+    producer.init_transactions().unwrap();
+    // Ten transactions over the same keys (each supersedes the one before), two aborted, and
+    // a last one whose records stay.
+    for t in 0..10 {
+        txn(&producer, &keyed("k", 4, &format!("round {t}")), t % 5 != 3);
+    }
+    txn(&producer, &keyed("kept", 2, "kept"), true);
+    roll(&part, "a");
+    let pdir = dir.path().join(format!("{TOPIC}-0"));
+    assert_eq!(markers_on_disk(&pdir), 11);
+    // The first pass starts the delete horizon; the second, past it, removes every marker whose
+    // transaction left no batch: all but round 9's (its records win) and the last one's.
+    part.compact().unwrap();
+    assert_eq!(
+        markers_on_disk(&pdir),
+        11,
+        "markers went before the delete horizon"
+    );
+    roll(&part, "b"); // something new to clean, so a second pass runs
+    part.compact().unwrap();
+    assert_eq!(markers_on_disk(&pdir), 2, "markers left");
+    let want = latest(&part, IsolationLevel::ReadCommitted);
+    assert_eq!(want["k0"], "round 9 0");
+    assert_eq!(want["kept0"], "kept 0");
+    assert_eq!(part.last_stable_offset(), part.high_watermark());
+    // The producer goes on; a reopen without the checkpoint (the state replayed from the log)
+    // finds no transaction left open by a missing marker.
+    txn(&producer, &keyed("k", 1, "after"), true);
+    let want = latest(&part, IsolationLevel::ReadCommitted);
+    drop(part);
+    producer.close().unwrap();
+    log.close().unwrap();
+    std::fs::remove_file(pdir.join("partition.ckpt")).unwrap();
+    let log = Log::open(dir.path()).unwrap();
+    let part = log.partition(TOPIC, 0).unwrap();
+    assert_eq!(latest(&part, IsolationLevel::ReadCommitted), want);
+    assert_eq!(part.last_stable_offset(), part.high_watermark());
+    assert!(log.transactions().unwrap().is_empty());
+    drop(part);
+    log.close().unwrap();
+}
