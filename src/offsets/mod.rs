@@ -145,13 +145,7 @@ impl OffsetStore {
         (producer_id, epoch): (i64, i16),
         deleted: impl Fn(&TopicPartition) -> bool,
     ) -> Result<()> {
-        check_metadata(offsets)?;
-        let _deletions = self.deletions.read();
-        if let Some((tp, _)) = offsets.iter().find(|(tp, _)| deleted(tp)) {
-            return Err(Error::UnknownTopic {
-                topic: tp.topic.clone(),
-            });
-        }
+        let _deletions = self.admit(offsets, deleted)?;
         let now = now_ms();
         for chunk in offsets.chunks(RECORDS_PER_BATCH) {
             let mut builder = BatchBuilder::new(BatchOptions {
@@ -182,6 +176,23 @@ impl OffsetStore {
         Ok(())
     }
 
+    /// Checks `offsets` (metadata size, no topic deleted) and returns the guard that keeps a
+    /// deletion from forgetting their topics until the caller's write lands.
+    fn admit(
+        &self,
+        offsets: &[(TopicPartition, OffsetAndMetadata)],
+        deleted: impl Fn(&TopicPartition) -> bool,
+    ) -> Result<parking_lot::RwLockReadGuard<'_, ()>> {
+        check_metadata(offsets)?;
+        let guard = self.deletions.read();
+        if let Some((tp, _)) = offsets.iter().find(|(tp, _)| deleted(tp)) {
+            return Err(Error::UnknownTopic {
+                topic: tp.topic.clone(),
+            });
+        }
+        Ok(guard)
+    }
+
     /// The transaction of `producer_id` ended (its marker is written): its offsets become the
     /// groups' committed offsets if it committed, and are dropped if it aborted.
     pub(crate) fn complete_transaction(&self, producer_id: i64, commit: bool) {
@@ -202,13 +213,7 @@ impl OffsetStore {
         offsets: &[(TopicPartition, OffsetAndMetadata)],
         deleted: impl Fn(&TopicPartition) -> bool,
     ) -> Result<()> {
-        check_metadata(offsets)?;
-        let _deletions = self.deletions.read();
-        if let Some((tp, _)) = offsets.iter().find(|(tp, _)| deleted(tp)) {
-            return Err(Error::UnknownTopic {
-                topic: tp.topic.clone(),
-            });
-        }
+        let _deletions = self.admit(offsets, deleted)?;
         let now = now_ms();
         let stamped: Vec<(TopicPartition, OffsetAndMetadata)> = offsets
             .iter()

@@ -142,6 +142,19 @@ impl TxnMeta {
         )
     }
 
+    /// The transaction ended (at the epoch set already): `Complete*`, no partitions, and the
+    /// new epoch published to the producer instance.
+    fn complete(&mut self, commit: bool) {
+        self.status = if commit {
+            TxnStatus::CompleteCommit
+        } else {
+            TxnStatus::CompleteAbort
+        };
+        self.partitions.clear();
+        self.last_update_ms = now_ms();
+        self.current_epoch.store(self.epoch, Ordering::Release);
+    }
+
     /// The call of instance `(producer_id, epoch)` may act for this id.
     fn check_owner(&self, producer_id: i64, epoch: i16) -> Result<()> {
         if self.producer_id == producer_id && self.epoch == epoch {
@@ -293,16 +306,8 @@ impl TxnCoordinator {
                 m.status,
                 TxnStatus::PrepareCommit | TxnStatus::CompleteCommit
             );
-            let epoch = marked.unwrap_or(m.epoch.saturating_add(1));
-            m.epoch = epoch;
-            m.status = if commit {
-                TxnStatus::CompleteCommit
-            } else {
-                TxnStatus::CompleteAbort
-            };
-            m.partitions.clear();
-            m.last_update_ms = now_ms();
-            m.current_epoch.store(epoch, Ordering::Release);
+            m.epoch = marked.unwrap_or(m.epoch.saturating_add(1));
+            m.complete(commit);
             self.write(&mut m, false)?;
             wrote = true;
         }
@@ -559,14 +564,7 @@ impl TxnCoordinator {
             m.producer_id = (self.allocate)()?;
             m.epoch = 0;
         }
-        m.status = if commit {
-            TxnStatus::CompleteCommit
-        } else {
-            TxnStatus::CompleteAbort
-        };
-        m.partitions.clear();
-        m.last_update_ms = now_ms();
-        m.current_epoch.store(m.epoch, Ordering::Release);
+        m.complete(commit);
         self.write(m, false)?;
         if commit && !rotate {
             m.unsynced_markers = partitions;
