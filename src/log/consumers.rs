@@ -122,38 +122,18 @@ impl Log {
 
     /// The offsets store if `__consumer_offsets` exists (loading it on first use).
     pub(super) fn offsets_if_exists(&self) -> Result<Option<Arc<OffsetStore>>> {
-        let mut slot = self.inner.offsets.lock();
-        if let Some(store) = slot.as_ref() {
-            return Ok(Some(store.clone()));
-        }
-        match self.any_partition(OFFSETS_TOPIC, 0) {
-            Ok(p) => {
-                let store = Arc::new(OffsetStore::open(p)?);
-                *slot = Some(store.clone());
-                Ok(Some(store))
-            }
-            Err(Error::UnknownTopic { .. }) => Ok(None),
-            Err(e) => Err(e),
-        }
+        self.internal_if_exists(&self.inner.offsets, OFFSETS_TOPIC, OffsetStore::open)
     }
 
     /// The offsets store, creating `__consumer_offsets` if this log has none yet.
     pub(super) fn offsets(&self) -> Result<Arc<OffsetStore>> {
-        if let Some(store) = self.offsets_if_exists()? {
-            return Ok(store);
-        }
-        let mut slot = self.inner.offsets.lock();
-        if let Some(store) = slot.as_ref() {
-            return Ok(store.clone());
-        }
         let config = offsets_topic_config(self.inner.offsets_segment_bytes);
-        match self.create_topic_unchecked(OFFSETS_TOPIC, config) {
-            Ok(()) | Err(Error::TopicExists { .. }) => {}
-            Err(e) => return Err(e),
-        }
-        let store = Arc::new(OffsetStore::open(self.any_partition(OFFSETS_TOPIC, 0)?)?);
-        *slot = Some(store.clone());
-        Ok(store)
+        self.internal(
+            &self.inner.offsets,
+            OFFSETS_TOPIC,
+            config,
+            OffsetStore::open,
+        )
     }
 }
 

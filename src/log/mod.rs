@@ -8,6 +8,7 @@
 
 mod builder;
 mod consumers;
+mod internal;
 mod maintenance;
 mod open;
 mod producer_ids;

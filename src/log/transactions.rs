@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::{Log, LogInner};
 use crate::config::{CleanupPolicy, TopicConfig};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::txn::{TransactionInfo, TxnCoordinator, TRANSACTION_STATE_TOPIC};
 
 /// One partition, compacted (one record per transactional id survives cleaning), as Kafka's
@@ -35,39 +35,17 @@ impl Log {
     }
 
     pub(super) fn transaction_coordinator_if_exists(&self) -> Result<Option<Arc<TxnCoordinator>>> {
-        let mut slot = self.inner.txn.lock();
-        if let Some(c) = slot.as_ref() {
-            return Ok(Some(c.clone()));
-        }
-        match self.any_partition(TRANSACTION_STATE_TOPIC, 0) {
-            Ok(p) => {
-                let c = Arc::new(open_coordinator(&self.inner, p)?);
-                *slot = Some(c.clone());
-                Ok(Some(c))
-            }
-            Err(Error::UnknownTopic { .. }) => Ok(None),
-            Err(e) => Err(e),
-        }
+        self.internal_if_exists(&self.inner.txn, TRANSACTION_STATE_TOPIC, |p| {
+            open_coordinator(&self.inner, p)
+        })
     }
 
     /// The coordinator, creating `__transaction_state` if this log has none yet.
     pub(super) fn transaction_coordinator(&self) -> Result<Arc<TxnCoordinator>> {
-        if let Some(c) = self.transaction_coordinator_if_exists()? {
-            return Ok(c);
-        }
-        let mut slot = self.inner.txn.lock();
-        if let Some(c) = slot.as_ref() {
-            return Ok(c.clone());
-        }
         let config = transaction_state_config(self.inner.offsets_segment_bytes);
-        match self.create_topic_unchecked(TRANSACTION_STATE_TOPIC, config) {
-            Ok(()) | Err(Error::TopicExists { .. }) => {}
-            Err(e) => return Err(e),
-        }
-        let partition = self.any_partition(TRANSACTION_STATE_TOPIC, 0)?;
-        let c = Arc::new(open_coordinator(&self.inner, partition)?);
-        *slot = Some(c.clone());
-        Ok(c)
+        self.internal(&self.inner.txn, TRANSACTION_STATE_TOPIC, config, |p| {
+            open_coordinator(&self.inner, p)
+        })
     }
 
     /// Loads the coordinator at open, if the log has transactions, and resolves what a crash
