@@ -221,6 +221,24 @@ pub enum Error {
         cause: Box<Error>,
     },
 
+    /// An event-store append or delete whose expected version did not hold: `actual` is the
+    /// stream's version now (`None`: the stream has no events, or was deleted). Nothing was
+    /// written.
+    #[error(
+        "stream {stream:?} was expected at {expected} but is at {}",
+        match .actual { Some(v) => format!("version {v}"), None => "no stream".to_string() }
+    )]
+    WrongExpectedVersion {
+        stream: String,
+        expected: crate::event_store::ExpectedVersion,
+        actual: Option<u64>,
+    },
+
+    /// The stream was tombstoned ([`EventStore::tombstone_stream`](crate::EventStore)): it can
+    /// never be read or written again under this name.
+    #[error("stream {stream:?} was deleted for good (tombstoned); its name cannot be reused")]
+    StreamDeleted { stream: String },
+
     #[error(
         "group {group:?} has no valid committed offset for {topic}-{partition} and \
          auto_offset_reset is Error"

@@ -55,6 +55,7 @@ mod clock;
 mod config;
 mod consumer;
 mod error;
+mod event_store;
 pub mod format;
 mod group;
 mod log;
@@ -75,6 +76,11 @@ pub use consumer::{
     PartitionLag, RebalanceListener,
 };
 pub use error::{Error, Result};
+pub use event_store::{
+    AppendResult, Checkpoint, EventPosition, EventStore, EventStoreConfig, ExpectedVersion, Loaded,
+    NewEvent, Position, RecordedEvent, Snapshot, StreamPosition, StreamSubscription, Subscription,
+    MAX_STREAM_NAME_LEN,
+};
 pub use format::{Compression, TimestampType};
 pub use format::{Header, Record, StoredRecord};
 pub use group::{
@@ -95,6 +101,8 @@ pub use txn::{
     TransactionInfo, TransactionState, DEFAULT_TRANSACTION_TIMEOUT, MAX_TRANSACTION_TIMEOUT,
     TRANSACTION_STATE_TOPIC,
 };
+/// Event ids ([`NewEvent::id`]) are UUIDs; re-exported so callers need no own dependency.
+pub use uuid::Uuid;
 
 /// Compiles the README's example as a doctest so it cannot rot.
 #[doc = include_str!("../README.md")]

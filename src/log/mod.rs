@@ -8,6 +8,7 @@
 
 mod builder;
 mod consumers;
+mod event_stores;
 mod internal;
 mod maintenance;
 mod open;
@@ -87,6 +88,9 @@ struct LogInner {
     maintenance: Mutex<Option<maintenance::Worker>>,
     /// What recovery removed at open (see `report.rs`).
     recovery: crate::partition::RecoveryReport,
+    /// Names of the event stores open on this log: two stores of one name would write the
+    /// same index files.
+    event_stores: Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl Log {

@@ -77,6 +77,7 @@ impl Log {
                 transactional_id_expiration_ms,
                 maintenance: Mutex::new(None),
                 recovery,
+                event_stores: Mutex::new(Default::default()),
             }),
         };
         log.recover_transactions()?;

@@ -29,6 +29,17 @@ impl Partition {
     /// topic's `max_message_bytes` ([`Error::RecordTooLarge`] for one record,
     /// [`Error::BatchTooLarge`] for several), a closed or poisoned partition, an I/O error.
     pub fn append(&self, records: &[Record]) -> Result<u64> {
+        self.append_if(records, |_| Ok(()))
+    }
+
+    /// [`append`](Self::append), after `check` accepted the offset the batch would get, under
+    /// the writer lock: nothing else is appended between the check and the write (the event
+    /// store's conditional append). An error from `check` is returned and nothing is written.
+    pub(crate) fn append_if(
+        &self,
+        records: &[Record],
+        check: impl FnOnce(u64) -> Result<()>,
+    ) -> Result<u64> {
         let inner = &self.inner;
         inner.check_writable()?;
         if records.is_empty() {
@@ -46,6 +57,7 @@ impl Partition {
         let config = inner.config();
         let mut w = inner.writer.lock();
         let base = inner.high_watermark.load(Ordering::Relaxed);
+        check(base)?;
         let options = BatchOptions {
             base_offset: base,
             compression: config.compression,

@@ -1,0 +1,167 @@
+//! Deleting streams: soft delete and truncation (the stream can be written again, its
+//! versions continuing) and tombstoning (the name is gone for good).
+//!
+//! A delete is a metadata record keyed `"<stream>@meta"` in the stream's partition, which
+//! reads and version checks obey at once, followed by a tombstone per deleted event, which
+//! compaction uses to reclaim the space (the events topic is switched to compaction by the
+//! first delete). A crash between the two leaves the events deleted for readers and their
+//! space unreclaimed until the stream is deleted again.
+
+use std::sync::atomic::Ordering;
+
+use super::event::{event_key, meta_key, ExpectedVersion};
+use super::state::{stream_state, StreamMeta};
+use super::{EventStore, Slot};
+use crate::config::CleanupPolicy;
+use crate::error::{Error, Result};
+use crate::format::Record;
+
+/// Tombstones written per batch.
+const TOMBSTONES_PER_BATCH: u64 = 4096;
+
+impl EventStore {
+    /// Soft-deletes `stream` if its version meets `expected`: its events are no longer read,
+    /// [`stream_version`](Self::stream_version) says `None`, and the stream can be written
+    /// again (with [`ExpectedVersion::NoStream`]), its versions continuing after the deleted
+    /// ones. Its snapshot goes too. Deleting a stream with no events is a no-op.
+    ///
+    /// Errors: [`Error::WrongExpectedVersion`], [`Error::StreamDeleted`], an invalid name, I/O.
+    pub fn delete_stream(&self, stream: &str, expected: ExpectedVersion) -> Result<()> {
+        self.change_meta(stream, Some(expected), |state| StreamMeta {
+            truncate_before: state.next_version,
+            tombstoned: false,
+        })
+    }
+
+    /// Deletes `stream` for good if its version meets `expected`: every later read, append
+    /// or delete of the name fails with [`Error::StreamDeleted`].
+    ///
+    /// Errors: as [`delete_stream`](Self::delete_stream).
+    pub fn tombstone_stream(&self, stream: &str, expected: ExpectedVersion) -> Result<()> {
+        self.change_meta(stream, Some(expected), |state| StreamMeta {
+            truncate_before: state.next_version,
+            tombstoned: true,
+        })
+    }
+
+    /// Deletes the events of `stream` below version `before` (KurrentDB's `$tb`), keeping the
+    /// rest; a `before` past the stream's end deletes every event, as
+    /// [`delete_stream`](Self::delete_stream) does. Never undoes an earlier truncation.
+    ///
+    /// Errors: [`Error::StreamDeleted`], an invalid name, I/O.
+    pub fn truncate_stream(&self, stream: &str, before: u64) -> Result<()> {
+        self.change_meta(stream, None, |state| StreamMeta {
+            truncate_before: state
+                .meta
+                .truncate_before
+                .max(before.min(state.next_version)),
+            tombstoned: false,
+        })
+    }
+
+    fn change_meta(
+        &self,
+        stream: &str,
+        expected: Option<ExpectedVersion>,
+        change: impl Fn(&super::state::StreamState) -> StreamMeta,
+    ) -> Result<()> {
+        self.check_open()?;
+        super::event::validate_stream_name(stream)?;
+        let (p, slot) = self.slot(stream);
+        let deleted = {
+            let mut index = slot.index.lock();
+            let mut attempts = 0;
+            loop {
+                index.catch_up(&slot.partition)?;
+                let state = stream_state(&index, &slot.partition, stream)?;
+                state.check_not_tombstoned(stream)?;
+                if let Some(expected) = expected {
+                    if !expected.admits(state.actual()) {
+                        return Err(Error::WrongExpectedVersion {
+                            stream: stream.to_string(),
+                            expected,
+                            actual: state.actual(),
+                        });
+                    }
+                }
+                let meta = change(&state);
+                if meta == state.meta {
+                    return Ok(());
+                }
+                let record = Record::new(meta.encode()).key(meta_key(stream));
+                match append_at_end(slot, &mut index, &[record])? {
+                    Some(offset) => index.insert(stream, super::index::META_VERSION, offset),
+                    None => {
+                        attempts += 1;
+                        if attempts == super::RACE_RETRIES {
+                            return Err(Error::InvalidArgument(format!(
+                                "could not delete stream {stream:?}: partition {p} kept being \
+                                 written by something other than the event store"
+                            )));
+                        }
+                        continue;
+                    }
+                }
+                break state.meta.truncate_before..meta.truncate_before;
+            }
+        };
+        self.acknowledge(&slot.partition)?;
+        self.ensure_compaction()?;
+        // Space only: readers already skip these versions.
+        let mut v = deleted.start;
+        while v < deleted.end {
+            let to = (v + TOMBSTONES_PER_BATCH).min(deleted.end);
+            let batch: Vec<Record> = (v..to)
+                .map(|v| Record::tombstone(event_key(stream, v)))
+                .collect();
+            slot.partition.append(&batch)?;
+            v = to;
+        }
+        let snapshots = &self.inner.snapshots[p as usize];
+        snapshots
+            .partition
+            .append(&[Record::tombstone(stream.to_string())])?;
+        self.acknowledge(&snapshots.partition)?;
+        self.acknowledge(&slot.partition)
+    }
+
+    /// Turns compaction on for the events topic, so tombstones reclaim space.
+    fn ensure_compaction(&self) -> Result<()> {
+        if self.inner.compacting.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let log = &self.inner.log;
+        let config = log.topic_config(&self.inner.name)?;
+        if !config.compacts() {
+            log.alter_topic(
+                &self.inner.name,
+                config.cleanup_policy(CleanupPolicy::CompactAndDelete),
+            )?;
+        }
+        self.inner.compacting.store(true, Ordering::Release);
+        Ok(())
+    }
+}
+
+/// Appends `records` if nothing was appended to the partition since the index's end; returns
+/// the offset of the last record, or `None` if something was (catch up and try again).
+pub(super) fn append_at_end(
+    slot: &Slot,
+    index: &mut super::index::StreamIndex,
+    records: &[Record],
+) -> Result<Option<u64>> {
+    let end = index.end();
+    let mut raced = false;
+    match slot.partition.append_if(records, |base| {
+        if base == end {
+            Ok(())
+        } else {
+            raced = true;
+            Err(Error::InvalidArgument("raced".into()))
+        }
+    }) {
+        Ok(base) => Ok(Some(base + records.len() as u64 - 1)),
+        Err(_) if raced => Ok(None),
+        Err(e) => Err(e),
+    }
+}

@@ -1,0 +1,200 @@
+//! Snapshots: a stream's state as of a version, kept in the compacted `<name>.snapshots`
+//! topic keyed by stream (so compaction keeps the latest of each), found through that topic's
+//! own stream index, and loaded as "latest snapshot + the events after it".
+
+use bytes::Bytes;
+
+use super::event::{validate_stream_name, RecordedEvent};
+use super::state::{fetch_records, stream_state};
+use super::EventStore;
+use crate::clock::now_ms;
+use crate::error::{Error, Result};
+use crate::format::{Record, StoredRecord};
+
+/// Header holding the version a snapshot was taken at, 8 bytes big-endian.
+const VERSION_HEADER: &str = "es-version";
+
+/// A stream's state as of `version`, as the application encoded it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Snapshot {
+    pub stream: String,
+    /// The version of the last event the snapshot includes.
+    pub version: u64,
+    pub data: Bytes,
+    /// When it was saved, in milliseconds since the Unix epoch.
+    pub timestamp: i64,
+}
+
+/// What [`EventStore::load`] found: the state decoded from the latest usable snapshot, if
+/// any, and the events after it (all of them without one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Loaded<T> {
+    pub state: Option<T>,
+    /// The version the decoded snapshot includes (`None`: no snapshot was used).
+    pub snapshot_version: Option<u64>,
+    /// Events to apply on top of `state`, oldest first.
+    pub events: Vec<RecordedEvent>,
+    /// The stream's last version, for the next append's [`ExpectedVersion::Exact`]
+    /// (`None`: no events).
+    ///
+    /// [`ExpectedVersion::Exact`]: super::ExpectedVersion::Exact
+    pub version: Option<u64>,
+}
+
+/// How the snapshots index reads a record.
+pub(super) fn record_key(r: &StoredRecord) -> Option<(&str, u64)> {
+    r.value.as_ref()?;
+    let stream = std::str::from_utf8(r.key.as_deref()?).ok()?;
+    Some((stream, snapshot_version(r)?))
+}
+
+fn snapshot_version(r: &StoredRecord) -> Option<u64> {
+    let h = r.headers.iter().find(|h| h.key == VERSION_HEADER)?;
+    Some(u64::from_be_bytes(h.value.as_deref()?.try_into().ok()?))
+}
+
+impl EventStore {
+    /// Saves `data` as `stream`'s state after the event at `version`, replacing its earlier
+    /// snapshots (compaction removes them).
+    ///
+    /// Errors: [`Error::InvalidArgument`] if the stream has no event at `version` (never
+    /// written, or deleted), [`Error::StreamDeleted`], an invalid name, I/O.
+    pub fn save_snapshot(&self, stream: &str, version: u64, data: impl Into<Bytes>) -> Result<()> {
+        self.check_open()?;
+        validate_stream_name(stream)?;
+        let (p, slot) = self.slot(stream);
+        {
+            let mut index = slot.index.lock();
+            index.catch_up(&slot.partition)?;
+            let state = stream_state(&index, &slot.partition, stream)?;
+            state.check_not_tombstoned(stream)?;
+            if state.actual().is_none_or(|last| version > last)
+                || version < state.meta.truncate_before
+            {
+                return Err(Error::InvalidArgument(format!(
+                    "stream {stream:?} has no event at version {version} to snapshot (its \
+                     last version is {:?})",
+                    state.actual()
+                )));
+            }
+        }
+        let snapshots = &self.inner.snapshots[p as usize];
+        let record = Record::new(data)
+            .key(stream.to_string())
+            .header(
+                VERSION_HEADER,
+                Bytes::copy_from_slice(&version.to_be_bytes()),
+            )
+            .timestamp(now_ms());
+        {
+            let mut index = snapshots.index.lock();
+            loop {
+                index.catch_up(&snapshots.partition)?;
+                if let Some(offset) =
+                    super::lifecycle::append_at_end(snapshots, &mut index, &[record.clone()])?
+                {
+                    index.insert(stream, version, offset);
+                    self.maybe_flush(&mut index, &snapshots.partition)?;
+                    break;
+                }
+            }
+        }
+        self.acknowledge(&snapshots.partition)
+    }
+
+    /// `stream`'s latest snapshot, if it has one taken after its last delete.
+    ///
+    /// Errors: [`Error::StreamDeleted`], an invalid name, I/O.
+    pub fn load_snapshot(&self, stream: &str) -> Result<Option<Snapshot>> {
+        self.check_open()?;
+        validate_stream_name(stream)?;
+        let (p, slot) = self.slot(stream);
+        let live_from = {
+            let mut index = slot.index.lock();
+            index.catch_up(&slot.partition)?;
+            let state = stream_state(&index, &slot.partition, stream)?;
+            state.check_not_tombstoned(stream)?;
+            if state.actual().is_none() {
+                return Ok(None);
+            }
+            state.meta.truncate_before
+        };
+        let snapshots = &self.inner.snapshots[p as usize];
+        let entries = {
+            let mut index = snapshots.index.lock();
+            index.catch_up(&snapshots.partition)?;
+            index.scan(index.hash(stream), live_from, u64::MAX)?
+        };
+        // Newest first; compaction leaves only the latest record of the key, and a hash
+        // collision's records have another key.
+        let mut offsets: Vec<u64> = entries.iter().map(|e| e.offset).collect();
+        offsets.sort_unstable();
+        let records = fetch_records(&snapshots.partition, &offsets)?;
+        Ok(records
+            .into_iter()
+            .rev()
+            .filter(|r| r.key.as_deref() == Some(stream.as_bytes()))
+            .find_map(|r| {
+                let version = snapshot_version(&r).filter(|v| *v >= live_from)?;
+                Some(Snapshot {
+                    stream: stream.to_string(),
+                    version,
+                    data: r.value?,
+                    timestamp: r.timestamp,
+                })
+            }))
+    }
+
+    /// Loads `stream` the way an aggregate is loaded: its latest snapshot, decoded by
+    /// `decode`, and the events after it. A snapshot that `decode` refuses (`None`: an old
+    /// format, say) is ignored and every event is returned instead.
+    ///
+    /// ```
+    /// # fn main() -> annals::Result<()> {
+    /// use annals::{EventStore, EventStoreConfig, ExpectedVersion, Log, NewEvent};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let log = Log::open(dir.path())?;
+    /// let store = EventStore::open(&log, "counters", EventStoreConfig::default())?;
+    /// let add = |n: u32| NewEvent::new("Added", n.to_string());
+    /// store.append("c-1", ExpectedVersion::Any, &[add(1), add(2)])?;
+    /// store.save_snapshot("c-1", 1, "3")?; // the sum after version 1
+    /// store.append("c-1", ExpectedVersion::Any, &[add(4)])?;
+    /// let loaded = store.load("c-1", |s| std::str::from_utf8(&s.data).ok()?.parse::<u32>().ok())?;
+    /// let sum = loaded.events.iter().fold(loaded.state.unwrap_or(0), |sum, e| {
+    ///     sum + e.data_str().unwrap().parse::<u32>().unwrap()
+    /// });
+    /// assert_eq!((sum, loaded.version), (7, Some(2)));
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// Errors: as [`read_stream`](Self::read_stream).
+    pub fn load<T>(
+        &self,
+        stream: &str,
+        decode: impl FnOnce(&Snapshot) -> Option<T>,
+    ) -> Result<Loaded<T>> {
+        let snapshot = self.load_snapshot(stream)?;
+        let decoded = snapshot
+            .as_ref()
+            .and_then(|s| Some((decode(s)?, s.version)));
+        let from = decoded.as_ref().map_or(0, |(_, v)| v + 1);
+        let events = self.read_stream(stream, from, usize::MAX)?;
+        let version = match (events.last(), &decoded) {
+            (Some(e), _) => Some(e.version),
+            (None, Some((_, v))) => Some(*v),
+            (None, None) => self.stream_version(stream)?,
+        };
+        let (state, snapshot_version) = match decoded {
+            Some((s, v)) => (Some(s), Some(v)),
+            None => (None, None),
+        };
+        Ok(Loaded {
+            state,
+            snapshot_version,
+            events,
+            version,
+        })
+    }
+}

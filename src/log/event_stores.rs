@@ -1,0 +1,58 @@
+//! Which event stores are open on this log, and the storage they write their indexes through.
+
+use std::sync::Arc;
+
+use super::Log;
+use crate::error::{Error, Result};
+use crate::storage::Storage;
+
+/// An event store's claim on its name, released on drop unless [`keep`](Self::keep) hands it
+/// to the open store (which releases it when it is dropped).
+#[derive(Debug)]
+pub(crate) struct Registration<'a> {
+    log: &'a Log,
+    name: String,
+    kept: bool,
+}
+
+impl Registration<'_> {
+    pub(crate) fn keep(mut self) {
+        self.kept = true;
+    }
+}
+
+impl Drop for Registration<'_> {
+    fn drop(&mut self) {
+        if !self.kept {
+            self.log.unregister_event_store(&self.name);
+        }
+    }
+}
+
+impl Log {
+    /// Claims `name` for an event store being opened.
+    pub(crate) fn register_event_store(&self, name: &str) -> Result<Registration<'_>> {
+        self.inner.catalog.check_open()?;
+        if !self.inner.event_stores.lock().insert(name.to_string()) {
+            return Err(Error::InvalidArgument(format!(
+                "event store {name:?} is already open in this log; share its EventStore handle \
+                 (it is Clone) instead of opening it twice"
+            )));
+        }
+        Ok(Registration {
+            log: self,
+            name: name.to_string(),
+            kept: false,
+        })
+    }
+
+    pub(crate) fn unregister_event_store(&self, name: &str) {
+        self.inner.event_stores.lock().remove(name);
+    }
+
+    /// The storage the log writes through (the event store's indexes use it too, so a
+    /// simulated crash covers them).
+    pub(crate) fn storage(&self) -> Arc<dyn Storage> {
+        self.inner.storage.clone()
+    }
+}
