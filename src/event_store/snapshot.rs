@@ -92,9 +92,11 @@ impl EventStore {
             let mut index = snapshots.index.lock();
             loop {
                 index.catch_up(&snapshots.partition)?;
-                if let Some(offset) =
-                    super::lifecycle::append_at_end(snapshots, &mut index, &[record.clone()])?
-                {
+                if let Some(offset) = super::lifecycle::append_at_end(
+                    snapshots,
+                    &mut index,
+                    std::slice::from_ref(&record),
+                )? {
                     index.insert(stream, version, offset);
                     self.maybe_flush(&mut index, &snapshots.partition)?;
                     break;

@@ -340,7 +340,7 @@ mod tests {
     #[test]
     fn lookups_find_every_entry_of_a_hash_and_no_other() {
         let dir = tempfile::tempdir().unwrap();
-        let storage = FsStorage::default();
+        let storage = FsStorage;
         let path = dir.path().join(table_file_name(0, 5000));
         let all = entries(5000);
         let info = TableInfo {
@@ -369,10 +369,7 @@ mod tests {
             assert_eq!(got, want);
             let mut last = Vec::new();
             t.last_run(hash, &mut last).unwrap();
-            assert_eq!(
-                last.first(),
-                all.iter().filter(|e| e.hash == hash).next_back()
-            );
+            assert_eq!(last.first(), all.iter().rfind(|e| e.hash == hash));
         }
         let merged: Vec<Entry> = t.entries().map(|e| e.unwrap()).collect();
         assert_eq!(merged, all);
@@ -381,7 +378,7 @@ mod tests {
     #[test]
     fn damage_is_reported_with_the_path() {
         let dir = tempfile::tempdir().unwrap();
-        let storage = FsStorage::default();
+        let storage = FsStorage;
         let path = dir.path().join(table_file_name(0, 1000));
         let info = TableInfo {
             start: 0,
