@@ -78,8 +78,8 @@ pub use consumer::{
 pub use error::{Error, Result};
 pub use event_store::{
     AppendResult, Checkpoint, EventPosition, EventStore, EventStoreConfig, ExpectedVersion, Loaded,
-    NewEvent, Position, RecordedEvent, Snapshot, StreamPosition, StreamSubscription, Subscription,
-    MAX_STREAM_NAME_LEN,
+    NewEvent, Position, RecordedEvent, Snapshot, StreamAppend, StreamPosition, StreamSubscription,
+    Subscription, MAX_STREAM_NAME_LEN,
 };
 pub use format::{Compression, TimestampType};
 pub use format::{Header, Record, StoredRecord};

@@ -14,6 +14,7 @@
 //!
 //! See `docs/EVENT_STORE.md` for the guide and `docs/ARCHITECTURE.md` for the crash story.
 
+mod append_many;
 mod config;
 mod event;
 pub(crate) mod index;
@@ -35,6 +36,7 @@ use crate::format::{Record, StoredRecord};
 use crate::log::Log;
 use crate::partition::{validate_topic_name, Partition};
 use crate::producer::{partition_for_key, Durability};
+pub use append_many::StreamAppend;
 pub use config::EventStoreConfig;
 use event::{decode_event, parse_key, validate_stream_name, KeyKind};
 pub use event::{
@@ -93,6 +95,9 @@ struct StoreInner {
     /// never deletes never pays for compaction passes over its (unique-keyed) events.
     compacting: AtomicBool,
     closed: AtomicBool,
+    /// The transactional producer of `append_many`, started by its first call. Taken before
+    /// any slot mutex.
+    txn_producer: Mutex<Option<crate::producer::Producer>>,
 }
 
 /// One partition and its index. The mutex serialises the store's writers of the partition
@@ -173,6 +178,7 @@ impl EventStore {
                 snapshots,
                 compacting: AtomicBool::new(compacting),
                 closed: AtomicBool::new(false),
+                txn_producer: Mutex::new(None),
             }),
         })
     }
