@@ -234,6 +234,15 @@ pub enum Error {
         actual: Option<u64>,
     },
 
+    /// A stored event could not be decoded as the requested type
+    /// ([`RecordedEvent::decode`](crate::RecordedEvent), feature `serde`).
+    #[error("event {version} of stream {stream:?} could not be decoded: {reason}")]
+    EventDecode {
+        stream: String,
+        version: u64,
+        reason: String,
+    },
+
     /// The stream was tombstoned ([`EventStore::tombstone_stream`](crate::EventStore)): it can
     /// never be read or written again under this name.
     #[error("stream {stream:?} was deleted for good (tombstoned); its name cannot be reused")]

@@ -76,6 +76,8 @@ pub use consumer::{
     PartitionLag, RebalanceListener,
 };
 pub use error::{Error, Result};
+#[cfg(feature = "serde")]
+pub use event_store::DomainEvent;
 pub use event_store::{
     AppendResult, Checkpoint, EventPosition, EventStore, EventStoreConfig, ExpectedVersion, Loaded,
     NewEvent, Position, RecordedEvent, Snapshot, StreamAppend, StreamPosition, StreamSubscription,

@@ -21,6 +21,8 @@ pub(crate) const TYPE_HEADER: &str = "es-type";
 pub(crate) const ID_HEADER: &str = "es-id";
 /// Header holding an event's metadata, absent when it has none.
 pub(crate) const METADATA_HEADER: &str = "es-metadata";
+/// Header holding a typed event's schema version (u32 big-endian), absent for untyped ones.
+pub(crate) const SCHEMA_HEADER: &str = "es-schema";
 /// Suffix of the key of a stream's metadata record.
 const META_SUFFIX: &str = "meta";
 
@@ -81,6 +83,7 @@ pub struct NewEvent {
     pub(crate) data: Bytes,
     pub(crate) metadata: Bytes,
     pub(crate) id: Uuid,
+    pub(crate) schema_version: Option<u32>,
 }
 
 impl NewEvent {
@@ -91,6 +94,7 @@ impl NewEvent {
             data: data.into(),
             metadata: Bytes::new(),
             id: Uuid::new_v4(),
+            schema_version: None,
         }
     }
 
@@ -129,6 +133,9 @@ impl NewEvent {
         if !self.metadata.is_empty() {
             r = r.header(METADATA_HEADER, self.metadata.clone());
         }
+        if let Some(v) = self.schema_version {
+            r = r.header(SCHEMA_HEADER, Bytes::copy_from_slice(&v.to_be_bytes()));
+        }
         r
     }
 }
@@ -155,6 +162,8 @@ pub struct RecordedEvent {
     /// When it was appended, in milliseconds since the Unix epoch.
     pub timestamp: i64,
     pub position: EventPosition,
+    /// The schema version a typed event was stored under (`None`: an untyped event).
+    pub schema_version: Option<u32>,
 }
 
 impl RecordedEvent {
@@ -248,11 +257,15 @@ pub(crate) fn decode_event(
     let mut event_type = None;
     let mut id = None;
     let mut metadata = Bytes::new();
+    let mut schema_version = None;
     for h in headers {
         match (h.key.as_str(), &h.value) {
             (TYPE_HEADER, Some(v)) => event_type = std::str::from_utf8(v).ok().map(String::from),
             (ID_HEADER, Some(v)) => id = Uuid::from_slice(v).ok(),
             (METADATA_HEADER, Some(v)) => metadata = v.clone(),
+            (SCHEMA_HEADER, Some(v)) => {
+                schema_version = <[u8; 4]>::try_from(&v[..]).ok().map(u32::from_be_bytes)
+            }
             _ => {}
         }
     }
@@ -265,6 +278,7 @@ pub(crate) fn decode_event(
         id: id?,
         timestamp,
         position: EventPosition { partition, offset },
+        schema_version,
     })
 }
 

@@ -22,6 +22,8 @@ mod lifecycle;
 mod snapshot;
 mod state;
 mod subscription;
+#[cfg(feature = "serde")]
+mod typed;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -46,6 +48,8 @@ use index::{IndexParams, StreamIndex};
 pub use snapshot::{Loaded, Snapshot};
 use state::{fetch_records, stream_state, StreamState};
 pub use subscription::{Checkpoint, Position, StreamPosition, StreamSubscription, Subscription};
+#[cfg(feature = "serde")]
+pub use typed::DomainEvent;
 
 /// The directory, inside the log's, that holds every event store's indexes.
 pub(crate) const EVENT_STORE_DIR: &str = "__event_store";
