@@ -324,7 +324,9 @@ impl Subscription {
             let got_records = !records.is_empty();
             self.pending
                 .extend(records.into_iter().filter_map(consumed_event));
-            if self.pending.is_empty() && (!got_records || remaining(deadline).is_zero()) {
+            // Records that held no event (markers, deletes, other streams) are progress: keep
+            // reading what is there, even past the deadline, until a poll finds nothing.
+            if self.pending.is_empty() && !got_records {
                 return Ok(None);
             }
         }
@@ -389,7 +391,9 @@ impl StreamSubscription {
                     .filter_map(consumed_event)
                     .filter(|e| e.stream == *stream && e.version >= next),
             );
-            if self.pending.is_empty() && (!got_records || remaining(deadline).is_zero()) {
+            // Records that held no event (markers, deletes, other streams) are progress: keep
+            // reading what is there, even past the deadline, until a poll finds nothing.
+            if self.pending.is_empty() && !got_records {
                 return Ok(None);
             }
         }
