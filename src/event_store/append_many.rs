@@ -1,6 +1,6 @@
 //! [`EventStore::append_many`]: one atomic append to several streams, through a transaction.
 //!
-//! The store's transactional producer (transactional id `__event_store.<name>`) writes the
+//! The store's transactional producer (transactional id `__es.<name>`) writes the
 //! events of every stream in one transaction. The version checks happen with the slot
 //! mutexes of every partition involved held (taken in partition order, so two multi-stream
 //! appends cannot deadlock, and single-stream appends take only one), and the transaction
@@ -190,7 +190,7 @@ impl EventStore {
 
     fn start_txn_producer(&self) -> Result<Producer> {
         let config = ProducerConfig::default()
-            .transactional_id(format!("__event_store.{}", self.inner.name))
+            .transactional_id(format!("__es.{}", self.inner.name))
             .linger(std::time::Duration::ZERO);
         let producer = self.inner.log.producer(config)?;
         producer.init_transactions()?;

@@ -107,15 +107,20 @@ impl EventStore {
         };
         self.acknowledge(&slot.partition)?;
         self.ensure_compaction()?;
-        // Space only: readers already skip these versions.
+        // Space only: readers already skip these versions. Written under the slot, a chunk at
+        // a time, so that the store's own appenders never take them for a foreign writer.
         let mut v = deleted.start;
         while v < deleted.end {
             let to = (v + TOMBSTONES_PER_BATCH).min(deleted.end);
             let batch: Vec<Record> = (v..to)
                 .map(|v| Record::tombstone(event_key(stream, v)))
                 .collect();
-            slot.partition.append(&batch)?;
-            v = to;
+            let mut index = slot.index.lock();
+            index.catch_up(&slot.partition)?;
+            if super::lifecycle::append_at_end(slot, &mut index, &batch)?.is_some() {
+                // Tombstones are not indexed; the next catch-up moves past them.
+                v = to;
+            }
         }
         let snapshots = &self.inner.snapshots[p as usize];
         snapshots

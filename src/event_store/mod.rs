@@ -539,7 +539,7 @@ fn read_range(
     let mut offsets: Vec<u64> = entries.iter().map(|e| e.offset).collect();
     offsets.sort_unstable();
     offsets.dedup();
-    let records = fetch_records(partition, &offsets)?;
+    let records = fetch_records(partition, &offsets, state::RANGE_READ_BYTES)?;
     let mut events: Vec<RecordedEvent> = records
         .into_iter()
         .filter_map(|r| event_of(r, p).filter(|e| e.stream == stream))

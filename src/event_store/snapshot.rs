@@ -90,7 +90,14 @@ impl EventStore {
             .timestamp(now_ms());
         {
             let mut index = snapshots.index.lock();
-            loop {
+            for attempt in 1.. {
+                if attempt > super::RACE_RETRIES {
+                    return Err(Error::InvalidArgument(format!(
+                        "could not save a snapshot of stream {stream:?}: partition {p} of \
+                         topic {:?} kept being written by something other than the event store",
+                        format!("{}.snapshots", self.inner.name)
+                    )));
+                }
                 index.catch_up(&snapshots.partition)?;
                 if let Some(offset) = super::lifecycle::append_at_end(
                     snapshots,
@@ -133,7 +140,11 @@ impl EventStore {
         // collision's records have another key.
         let mut offsets: Vec<u64> = entries.iter().map(|e| e.offset).collect();
         offsets.sort_unstable();
-        let records = fetch_records(&snapshots.partition, &offsets)?;
+        let records = fetch_records(
+            &snapshots.partition,
+            &offsets,
+            super::state::RANGE_READ_BYTES,
+        )?;
         Ok(records
             .into_iter()
             .rev()

@@ -9,8 +9,8 @@ use crate::error::{Error, Result};
 use crate::format::StoredRecord;
 use crate::partition::Partition;
 
-/// Bytes a verifying read asks for: about one batch of events.
-const VERIFY_READ_BYTES: usize = 16 << 10;
+/// Bytes a read of a stream's events asks for at a time: a few batches.
+pub(crate) const RANGE_READ_BYTES: usize = 16 << 10;
 
 /// A stream's metadata record: what deletes left of it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -67,8 +67,13 @@ impl StreamState {
     }
 }
 
-/// The records of `partition` at `offsets` (ascending) that still exist, in offset order.
-pub(crate) fn fetch_records(partition: &Partition, offsets: &[u64]) -> Result<Vec<StoredRecord>> {
+/// The records of `partition` at `offsets` (ascending) that still exist, in offset order,
+/// reading about `read_bytes` at a time (at least the batch holding each wanted offset).
+pub(crate) fn fetch_records(
+    partition: &Partition,
+    offsets: &[u64],
+    read_bytes: usize,
+) -> Result<Vec<StoredRecord>> {
     let mut found = Vec::new();
     let mut buf = Vec::new();
     let mut i = 0;
@@ -81,7 +86,7 @@ pub(crate) fn fetch_records(partition: &Partition, offsets: &[u64]) -> Result<Ve
             break;
         }
         buf.clear();
-        partition.read_into(offsets[i], VERIFY_READ_BYTES, &mut buf)?;
+        partition.read_into(offsets[i], read_bytes, &mut buf)?;
         let Some(last) = buf.last().map(|r| r.offset) else {
             break;
         };
@@ -101,7 +106,8 @@ pub(crate) fn fetch_records(partition: &Partition, offsets: &[u64]) -> Result<Ve
 
 /// The record at `offset` if it is still there and has exactly `key`.
 fn verified(partition: &Partition, offset: u64, key: &str) -> Result<Option<StoredRecord>> {
-    Ok(fetch_records(partition, &[offset])?
+    // One byte asks for exactly the batch that holds the offset.
+    Ok(fetch_records(partition, &[offset], 1)?
         .pop()
         .filter(|r| r.key.as_deref() == Some(key.as_bytes()) && r.value.is_some()))
 }

@@ -128,7 +128,7 @@ fn subscription_consumer(store: &EventStore) -> Result<Consumer> {
     let config = ConsumerConfig {
         isolation_level: IsolationLevel::ReadCommitted,
         client_id: "event-store-subscription".into(),
-        ..ConsumerConfig::new(format!("__event_store.{}", store.name()))
+        ..ConsumerConfig::new(format!("__es.{}", store.name()))
     };
     store.inner.log.consumer(config)
 }
