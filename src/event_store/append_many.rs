@@ -114,7 +114,16 @@ impl EventStore {
                 let slot = &self.inner.events[p as usize];
                 let index = guards.get_mut(&p).expect("locked above");
                 index.catch_up(&slot.partition)?;
-                let state = stream_state(index, &slot.partition, a.stream)?;
+                if index.is_full() {
+                    index.flush(&slot.partition)?;
+                }
+                let state = match stream_state(index, &slot.partition, a.stream) {
+                    Err(e) if index.repair(&e, &slot.partition)? => {
+                        index.catch_up(&slot.partition)?;
+                        stream_state(index, &slot.partition, a.stream)?
+                    }
+                    other => other?,
+                };
                 state.check_not_tombstoned(a.stream)?;
                 if !a.expected.admits(state.actual()) {
                     return Err(Error::WrongExpectedVersion {
@@ -175,8 +184,9 @@ impl EventStore {
             producer.commit_transaction()?;
             for (&p, index) in guards.iter_mut() {
                 let slot = &self.inner.events[p as usize];
-                index.catch_up(&slot.partition)?;
-                self.maybe_flush(index, &slot.partition)?;
+                // Committed: the result stands. An index that cannot catch up now does so on
+                // the next call that touches the partition (which then reports the error).
+                let _ = index.catch_up(&slot.partition);
             }
             return Ok(results);
         }

@@ -16,8 +16,9 @@ use crate::config::CleanupPolicy;
 use crate::error::{Error, Result};
 use crate::format::Record;
 
-/// Tombstones written per batch.
-const TOMBSTONES_PER_BATCH: u64 = 4096;
+/// Bytes a tombstone takes in a batch beyond its key: the record's fields and varints, and
+/// the version digits (at most 20) of the key.
+const TOMBSTONE_OVERHEAD: u64 = 48;
 
 impl EventStore {
     /// Soft-deletes `stream` if its version meets `expected`: its events are no longer read,
@@ -68,12 +69,12 @@ impl EventStore {
         self.check_open()?;
         super::event::validate_stream_name(stream)?;
         let (p, slot) = self.slot(stream);
-        let deleted = {
-            let mut index = slot.index.lock();
-            let mut attempts = 0;
-            loop {
-                index.catch_up(&slot.partition)?;
-                let state = stream_state(&index, &slot.partition, stream)?;
+        let deleted = slot.locked(|index| {
+            for attempt in 0..super::RACE_RETRIES {
+                if attempt > 0 {
+                    index.catch_up(&slot.partition)?;
+                }
+                let state = stream_state(index, &slot.partition, stream)?;
                 state.check_not_tombstoned(stream)?;
                 if let Some(expected) = expected {
                     if !expected.admits(state.actual()) {
@@ -86,38 +87,42 @@ impl EventStore {
                 }
                 let meta = change(&state);
                 if meta == state.meta {
-                    return Ok(());
+                    return Ok(None);
                 }
                 let record = Record::new(meta.encode()).key(meta_key(stream));
-                match append_at_end(slot, &mut index, &[record])? {
-                    Some(offset) => index.insert(stream, super::index::META_VERSION, offset),
-                    None => {
-                        attempts += 1;
-                        if attempts == super::RACE_RETRIES {
-                            return Err(Error::InvalidArgument(format!(
-                                "could not delete stream {stream:?}: partition {p} kept being \
-                                 written by something other than the event store"
-                            )));
-                        }
-                        continue;
-                    }
+                if let Some(offset) = append_at_end(slot, index, &[record])? {
+                    index.insert(stream, super::index::META_VERSION, offset);
+                    return Ok(Some(state.meta.truncate_before..meta.truncate_before));
                 }
-                break state.meta.truncate_before..meta.truncate_before;
             }
+            Err(Error::InvalidArgument(format!(
+                "could not delete stream {stream:?}: partition {p} kept being written by \
+                 something other than the event store"
+            )))
+        })?;
+        let Some(deleted) = deleted else {
+            return Ok(());
         };
         self.acknowledge(&slot.partition)?;
         self.ensure_compaction()?;
         // Space only: readers already skip these versions. Written under the slot, a chunk at
-        // a time, so that the store's own appenders never take them for a foreign writer.
+        // a time, so that the store's own appenders never take them for a foreign writer, and
+        // each chunk well inside the topic's largest batch.
+        let max_batch = self
+            .inner
+            .log
+            .topic_config(&self.inner.name)?
+            .max_message_bytes;
+        let per_tombstone = stream.len() as u64 + TOMBSTONE_OVERHEAD;
+        let per_batch = (max_batch as u64 / 2 / per_tombstone).max(1);
         let mut v = deleted.start;
         while v < deleted.end {
-            let to = (v + TOMBSTONES_PER_BATCH).min(deleted.end);
+            let to = v.saturating_add(per_batch).min(deleted.end);
             let batch: Vec<Record> = (v..to)
                 .map(|v| Record::tombstone(event_key(stream, v)))
                 .collect();
-            let mut index = slot.index.lock();
-            index.catch_up(&slot.partition)?;
-            if super::lifecycle::append_at_end(slot, &mut index, &batch)?.is_some() {
+            let written = slot.locked(|index| append_at_end(slot, index, &batch))?;
+            if written.is_some() {
                 // Tombstones are not indexed; the next catch-up moves past them.
                 v = to;
             }

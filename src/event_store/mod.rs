@@ -112,6 +112,31 @@ struct Slot {
     index: Mutex<StreamIndex>,
 }
 
+impl Slot {
+    /// Runs `f` with the index locked, caught up with the log and its memtable flushed if
+    /// full (before `f` writes anything, so a failed flush fails the call, not a write that
+    /// happened). If `f` meets a damaged index table, the damaged part of the index is dropped
+    /// and rebuilt from the log, and `f` runs again: a damaged table costs a replay, never a
+    /// wrong answer or a stuck store.
+    fn locked<T>(&self, mut f: impl FnMut(&mut StreamIndex) -> Result<T>) -> Result<T> {
+        let mut index = self.index.lock();
+        let prepare = |index: &mut StreamIndex| -> Result<()> {
+            index.catch_up(&self.partition)?;
+            if index.is_full() {
+                index.flush(&self.partition)?;
+            }
+            Ok(())
+        };
+        match prepare(&mut index).and_then(|()| f(&mut index)) {
+            Err(e) if index.repair(&e, &self.partition)? => {
+                prepare(&mut index)?;
+                f(&mut index)
+            }
+            other => other,
+        }
+    }
+}
+
 impl EventStore {
     /// Opens the event store `name` in `log`, creating its topics on first use, and brings
     /// its indexes up to date with the log (replaying what they had not recorded).
@@ -245,10 +270,8 @@ impl EventStore {
             ));
         }
         let (p, slot) = self.slot(stream);
-        let result = {
-            let mut index = slot.index.lock();
-            self.append_locked(&mut index, slot, p, stream, expected, events)?
-        };
+        let result =
+            slot.locked(|index| self.append_locked(index, slot, p, stream, expected, events))?;
         if let Some(result) = result.written {
             self.acknowledge(&slot.partition)?;
             return Ok(result);
@@ -258,7 +281,7 @@ impl EventStore {
             .expect("an append either wrote or found its retry"))
     }
 
-    /// The check and the write, under the slot's mutex.
+    /// The check and the write, under the slot's mutex, the index caught up.
     fn append_locked(
         &self,
         index: &mut StreamIndex,
@@ -269,8 +292,10 @@ impl EventStore {
         events: &[NewEvent],
     ) -> Result<AppendOutcome> {
         let partition = &slot.partition;
-        for _ in 0..RACE_RETRIES {
-            index.catch_up(partition)?;
+        for attempt in 0..RACE_RETRIES {
+            if attempt > 0 {
+                index.catch_up(partition)?;
+            }
             let state = stream_state(index, partition, stream)?;
             state.check_not_tombstoned(stream)?;
             if let Some(existing) =
@@ -302,7 +327,6 @@ impl EventStore {
             for i in 0..events.len() as u64 {
                 index.insert(stream, first + i, base + i);
             }
-            self.maybe_flush(index, partition)?;
             let n = events.len() as u64;
             return Ok(AppendOutcome {
                 written: Some(AppendResult {
@@ -338,13 +362,20 @@ impl EventStore {
         let n = events.len() as u64;
         let first = match expected {
             ExpectedVersion::Any => return Ok(None),
-            ExpectedVersion::Exact(v) if Some(v) != state.actual() => v + 1,
+            ExpectedVersion::Exact(v) if Some(v) != state.actual() => match v.checked_add(1) {
+                Some(first) => first,
+                None => return Ok(None),
+            },
             ExpectedVersion::NoStream if state.actual().is_some() => state.meta.truncate_before,
             // A retry of a StreamExists append finds its events at the end of the stream.
             ExpectedVersion::StreamExists if state.next_version >= n => state.next_version - n,
             _ => return Ok(None),
         };
-        if first < state.meta.truncate_before || first + n > state.next_version {
+        if first < state.meta.truncate_before
+            || first
+                .checked_add(n)
+                .is_none_or(|end| end > state.next_version)
+        {
             return Ok(None);
         }
         let found = read_range(index, partition, p, stream, first, first + n - 1)?;
@@ -364,13 +395,6 @@ impl EventStore {
         Ok(())
     }
 
-    fn maybe_flush(&self, index: &mut StreamIndex, partition: &Partition) -> Result<()> {
-        if index.memtable_len() >= self.inner.config.index_memtable_entries {
-            index.flush(partition)?;
-        }
-        Ok(())
-    }
-
     /// `stream`'s last version: `None` if it has no events (never written, or deleted).
     ///
     /// Errors: [`Error::StreamDeleted`] for a tombstoned stream, an invalid name, I/O.
@@ -378,9 +402,7 @@ impl EventStore {
         self.check_open()?;
         validate_stream_name(stream)?;
         let (_, slot) = self.slot(stream);
-        let mut index = slot.index.lock();
-        index.catch_up(&slot.partition)?;
-        let state = stream_state(&index, &slot.partition, stream)?;
+        let state = slot.locked(|index| stream_state(index, &slot.partition, stream))?;
         state.check_not_tombstoned(stream)?;
         Ok(state.actual())
     }
@@ -411,36 +433,36 @@ impl EventStore {
         self.check_open()?;
         validate_stream_name(stream)?;
         let (p, slot) = self.slot(stream);
-        let mut index = slot.index.lock();
-        index.catch_up(&slot.partition)?;
-        let state = stream_state(&index, &slot.partition, stream)?;
-        state.check_not_tombstoned(stream)?;
-        let Some(last) = state.actual() else {
-            return Ok(Vec::new());
-        };
-        if max == 0 {
-            return Ok(Vec::new());
-        }
-        let span = max as u64 - 1;
-        let live = state.meta.truncate_before;
-        let (lo, hi) = match direction {
-            Direction::Forward(from) => {
-                let lo = from.max(live);
-                (lo, lo.saturating_add(span).min(last))
+        slot.locked(|index| {
+            let state = stream_state(index, &slot.partition, stream)?;
+            state.check_not_tombstoned(stream)?;
+            let Some(last) = state.actual() else {
+                return Ok(Vec::new());
+            };
+            if max == 0 {
+                return Ok(Vec::new());
             }
-            Direction::Backward(from) => {
-                let hi = from.unwrap_or(last).min(last);
-                (hi.saturating_sub(span).max(live), hi)
+            let span = max as u64 - 1;
+            let live = state.meta.truncate_before;
+            let (lo, hi) = match direction {
+                Direction::Forward(from) => {
+                    let lo = from.max(live);
+                    (lo, lo.saturating_add(span).min(last))
+                }
+                Direction::Backward(from) => {
+                    let hi = from.unwrap_or(last).min(last);
+                    (hi.saturating_sub(span).max(live), hi)
+                }
+            };
+            if lo > hi {
+                return Ok(Vec::new());
             }
-        };
-        if lo > hi {
-            return Ok(Vec::new());
-        }
-        let mut events = read_range(&index, &slot.partition, p, stream, lo, hi)?;
-        if matches!(direction, Direction::Backward(_)) {
-            events.reverse();
-        }
-        Ok(events)
+            let mut events = read_range(index, &slot.partition, p, stream, lo, hi)?;
+            if matches!(direction, Direction::Backward(_)) {
+                events.reverse();
+            }
+            Ok(events)
+        })
     }
 
     /// Writes every index's memtable to disk, so that the next open replays nothing, and

@@ -65,20 +65,15 @@ impl EventStore {
         self.check_open()?;
         validate_stream_name(stream)?;
         let (p, slot) = self.slot(stream);
+        let state = slot.locked(|index| stream_state(index, &slot.partition, stream))?;
+        state.check_not_tombstoned(stream)?;
+        if state.actual().is_none_or(|last| version > last) || version < state.meta.truncate_before
         {
-            let mut index = slot.index.lock();
-            index.catch_up(&slot.partition)?;
-            let state = stream_state(&index, &slot.partition, stream)?;
-            state.check_not_tombstoned(stream)?;
-            if state.actual().is_none_or(|last| version > last)
-                || version < state.meta.truncate_before
-            {
-                return Err(Error::InvalidArgument(format!(
-                    "stream {stream:?} has no event at version {version} to snapshot (its \
-                     last version is {:?})",
-                    state.actual()
-                )));
-            }
+            return Err(Error::InvalidArgument(format!(
+                "stream {stream:?} has no event at version {version} to snapshot (its last \
+                 version is {:?})",
+                state.actual()
+            )));
         }
         let snapshots = &self.inner.snapshots[p as usize];
         let record = Record::new(data)
@@ -88,28 +83,27 @@ impl EventStore {
                 Bytes::copy_from_slice(&version.to_be_bytes()),
             )
             .timestamp(now_ms());
-        {
-            let mut index = snapshots.index.lock();
-            for attempt in 1.. {
-                if attempt > super::RACE_RETRIES {
-                    return Err(Error::InvalidArgument(format!(
-                        "could not save a snapshot of stream {stream:?}: partition {p} of \
-                         topic {:?} kept being written by something other than the event store",
-                        format!("{}.snapshots", self.inner.name)
-                    )));
+        snapshots.locked(|index| {
+            for attempt in 0..super::RACE_RETRIES {
+                if attempt > 0 {
+                    index.catch_up(&snapshots.partition)?;
                 }
-                index.catch_up(&snapshots.partition)?;
-                if let Some(offset) = super::lifecycle::append_at_end(
+                let written = super::lifecycle::append_at_end(
                     snapshots,
-                    &mut index,
+                    index,
                     std::slice::from_ref(&record),
-                )? {
+                )?;
+                if let Some(offset) = written {
                     index.insert(stream, version, offset);
-                    self.maybe_flush(&mut index, &snapshots.partition)?;
-                    break;
+                    return Ok(());
                 }
             }
-        }
+            Err(Error::InvalidArgument(format!(
+                "could not save a snapshot of stream {stream:?}: partition {p} of topic \
+                 {:?} kept being written by something other than the event store",
+                format!("{}.snapshots", self.inner.name)
+            )))
+        })?;
         self.acknowledge(&snapshots.partition)
     }
 
@@ -120,22 +114,15 @@ impl EventStore {
         self.check_open()?;
         validate_stream_name(stream)?;
         let (p, slot) = self.slot(stream);
-        let live_from = {
-            let mut index = slot.index.lock();
-            index.catch_up(&slot.partition)?;
-            let state = stream_state(&index, &slot.partition, stream)?;
-            state.check_not_tombstoned(stream)?;
-            if state.actual().is_none() {
-                return Ok(None);
-            }
-            state.meta.truncate_before
-        };
+        let state = slot.locked(|index| stream_state(index, &slot.partition, stream))?;
+        state.check_not_tombstoned(stream)?;
+        if state.actual().is_none() {
+            return Ok(None);
+        }
+        let live_from = state.meta.truncate_before;
         let snapshots = &self.inner.snapshots[p as usize];
-        let entries = {
-            let mut index = snapshots.index.lock();
-            index.catch_up(&snapshots.partition)?;
-            index.scan(index.hash(stream), live_from, u64::MAX)?
-        };
+        let entries =
+            snapshots.locked(|index| index.scan(index.hash(stream), live_from, u64::MAX))?;
         // Newest first; compaction leaves only the latest record of the key, and a hash
         // collision's records have another key.
         let mut offsets: Vec<u64> = entries.iter().map(|e| e.offset).collect();

@@ -119,22 +119,23 @@ pub(crate) fn stream_state(
     stream: &str,
 ) -> Result<StreamState> {
     let hash = index.hash(stream);
-    let (newest, complete) = index.latest(hash)?;
-    if let Some(state) = resolve(&newest, partition, stream, complete)? {
+    let (newest, bound) = index.latest(hash)?;
+    if let Some(state) = resolve(&newest, partition, stream, bound)? {
         return Ok(state);
     }
     let mut all = index.scan(hash, 0, u64::MAX)?;
     all.reverse();
-    Ok(resolve(&all, partition, stream, true)?.unwrap_or_default())
+    Ok(resolve(&all, partition, stream, None)?.unwrap_or_default())
 }
 
-/// Walks `entries` (newest first) to the stream's metadata and newest event. `None` when the
-/// entries ran out before settling it and more exist (`complete` false).
+/// Walks `entries` (newest first) to the stream's metadata and newest event. `None` when
+/// they do not settle it: `bound` (see [`StreamIndex::latest`]) says entries were left out
+/// that may hold a newer event of the stream.
 fn resolve(
     entries: &[super::index::table::Entry],
     partition: &Partition,
     stream: &str,
-    complete: bool,
+    bound: Option<u64>,
 ) -> Result<Option<StreamState>> {
     let mut meta = StreamMeta::default();
     let mut meta_key_str = None;
@@ -161,6 +162,11 @@ fn resolve(
             // Deleted versions cannot move the next version past `truncate_before`.
             break;
         }
+        if bound.is_some_and(|b| e.version < b) {
+            // A left-out entry could hold a newer event of this stream (a colliding stream's
+            // run hid it): only a full scan can tell.
+            return Ok(None);
+        }
         if verified(partition, e.offset, &event_key(stream, e.version))?.is_some() {
             return Ok(Some(StreamState {
                 next_version: e.version + 1,
@@ -168,7 +174,7 @@ fn resolve(
             }));
         }
     }
-    if !complete {
+    if bound.is_some() {
         // Older entries exist that these did not include: let the caller scan them all.
         return Ok(None);
     }

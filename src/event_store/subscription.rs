@@ -228,12 +228,10 @@ impl EventStore {
         self.check_open()?;
         validate_stream_name(stream)?;
         let (p, slot) = self.slot(stream);
-        let (boundary, state) = {
-            let mut index = slot.index.lock();
-            index.catch_up(&slot.partition)?;
-            let state = stream_state(&index, &slot.partition, stream)?;
-            (index.end(), state)
-        };
+        let (boundary, state) = slot.locked(|index| {
+            let state = stream_state(index, &slot.partition, stream)?;
+            Ok((index.end(), state))
+        })?;
         state.check_not_tombstoned(stream)?;
         let next_version = match from {
             StreamPosition::Start => state.meta.truncate_before,

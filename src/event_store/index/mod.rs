@@ -264,14 +264,16 @@ impl StreamIndex {
         Ok(out)
     }
 
-    /// The newest entries of `hash`, newest first by (version, offset), and whether they are
-    /// all there are (`false`: call [`scan`](Self::scan) if they do not settle the question).
-    pub(crate) fn latest(&self, hash: u64) -> Result<(Vec<Entry>, bool)> {
+    /// The newest entries of `hash`, newest first by (version, offset), and a bound on what
+    /// they left out: `None` if they are all the entries there are, else a version at or above
+    /// every left-out entry's (an entry found at or above the bound is the newest of its
+    /// stream; below it, call [`scan`](Self::scan)).
+    pub(crate) fn latest(&self, hash: u64) -> Result<(Vec<Entry>, Option<u64>)> {
         let mut out = Vec::new();
-        let mut complete = true;
+        let mut bound: Option<u64> = None;
         for t in &self.tables {
-            if t.last_run(hash, &mut out)? {
-                complete = false;
+            if let Some(floor) = t.last_run(hash, &mut out)? {
+                bound = Some(bound.map_or(floor, |b| b.max(floor)));
             }
         }
         if let Some(mem) = self.mem.entries.get(&hash) {
@@ -282,7 +284,39 @@ impl StreamIndex {
             }));
         }
         out.sort_by_key(|e| std::cmp::Reverse((e.version, e.offset)));
-        Ok((out, complete))
+        Ok((out, bound))
+    }
+
+    /// After `err`, if it reports one of this index's tables damaged: drops that table and
+    /// every newer one, so the next [`catch_up`](Self::catch_up) rebuilds them from the log.
+    /// Returns whether it did.
+    pub(crate) fn repair(&mut self, err: &crate::Error, partition: &Partition) -> Result<bool> {
+        let crate::Error::Corrupt { segment, .. } = err else {
+            return Ok(false);
+        };
+        let Some(i) = self.tables.iter().position(|t| &t.path == segment) else {
+            return Ok(false);
+        };
+        for t in self.tables.drain(i..) {
+            self.storage.remove_file(&t.path)?;
+        }
+        self.storage.sync_dir(&self.dir)?;
+        let start = self
+            .tables
+            .last()
+            .map_or(partition.log_start_offset(), |t| t.info.end);
+        self.mem = Memtable {
+            entries: HashMap::new(),
+            len: 0,
+            start,
+        };
+        self.end = start;
+        Ok(true)
+    }
+
+    /// Whether the memtable is due to be written to a table.
+    pub(crate) fn is_full(&self) -> bool {
+        self.mem.len >= self.memtable_limit
     }
 
     /// Writes the memtable as a table once the partition is durable up to the index's end,
@@ -378,10 +412,6 @@ impl StreamIndex {
         };
         self.end = start;
         Ok(())
-    }
-
-    pub(crate) fn memtable_len(&self) -> usize {
-        self.mem.len
     }
 
     pub(crate) fn table_count(&self) -> usize {

@@ -262,21 +262,23 @@ impl Table {
     }
 
     /// The entries of `hash` in the last block holding any, newest version first: usually all
-    /// a version lookup needs, without reading a long stream's whole run.
-    pub(crate) fn last_run(&self, hash: u64, out: &mut Vec<Entry>) -> Result<bool> {
+    /// a version lookup needs, without reading a long stream's whole run. Returns the lowest
+    /// version among them when the run may continue into earlier blocks (whose entries of
+    /// `hash` all have versions at or below it), `None` when these are all there are.
+    pub(crate) fn last_run(&self, hash: u64, out: &mut Vec<Entry>) -> Result<Option<u64>> {
         if self.block_count() == 0 {
-            return Ok(false);
+            return Ok(None);
         }
         let b = self.fences.partition_point(|f| *f <= (hash, u64::MAX));
         if b == 0 {
-            return Ok(false);
+            return Ok(None);
         }
         let mut block = Vec::with_capacity(BLOCK_ENTRIES);
         self.read_block(b - 1, &mut block)?;
         let before = out.len();
         out.extend(block.iter().rev().filter(|e| e.hash == hash));
-        // Whether the run may continue into the block before this one.
-        Ok(out.len() > before && self.fences[b - 1].0 == hash && b > 1)
+        let continues = out.len() > before && self.fences[b - 1].0 == hash && b > 1;
+        Ok(continues.then(|| out.last().expect("the run is not empty").version))
     }
 
     /// Every entry, in key order (for merges).
