@@ -1884,3 +1884,330 @@ fn store_on_a_closed_log_is_closed() {
         "append after the log closed: {r:?}"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// More: failures of the index's derived data, crashes, concurrent deletes and readers
+
+/// An append whose events are written must not report an error: the caller would take it as
+/// "not written". Here the index table it flushes afterwards cannot be created.
+#[test]
+fn an_append_that_reports_an_error_wrote_nothing() {
+    let sim = annals::storage::SimStorage::new();
+    let log = TestLog::sim(&sim, "/sim/es").no_maintenance().open();
+    let store = EventStore::open(&log, "flushfail", written().index_memtable_entries(16)).unwrap();
+    let p = log.partition("flushfail", 0).unwrap();
+    let mut model = Model::new();
+    for _ in 0..10 {
+        append_n(&store, &mut model, "s", 1);
+    }
+    sim.fail_when(
+        annals::storage::SimOpKind::Open,
+        ".estable",
+        std::io::ErrorKind::StorageFull,
+    );
+    let mut failed = Vec::new();
+    for i in 0..20 {
+        let hw = p.high_watermark();
+        let before = store.stream_version("s").unwrap();
+        let e = ev("E", format!("during the fault {i}"));
+        match store.append("s", ExpectedVersion::Any, std::slice::from_ref(&e)) {
+            Ok(r) => {
+                let m = model.get_mut("s").unwrap();
+                assert_eq!(r.next_version, m.next_version + 1);
+                m.append(&[e], &[format!("during the fault {i}")]);
+            }
+            Err(err) => {
+                failed.push(format!("{err}"));
+                assert_eq!(
+                    (p.high_watermark(), store.stream_version("s").unwrap()),
+                    (hw, before),
+                    "append {i} returned {err} but its event was written"
+                );
+            }
+        }
+    }
+    sim.clear_fault_hook();
+    eprintln!("appends refused while tables could not be written: {failed:?}");
+    append_n(&store, &mut model, "s", 1);
+    check_model(&store, &model, "after the fault cleared");
+}
+
+/// A power loss keeps every `Synced` append, and the index never claims more than survived.
+#[test]
+fn power_loss_keeps_synced_appends_and_the_index_stays_consistent() {
+    let seed = base_seed();
+    let _guard = SeedGuard::new("power_loss_keeps_synced_appends", seed);
+    for case in 0..cases(3) as u64 {
+        for durability in [Durability::Synced, Durability::Written] {
+            let sim = annals::storage::SimStorage::new();
+            let config = EventStoreConfig::default()
+                .durability(durability)
+                .index_memtable_entries(16);
+            let log = TestLog::sim(&sim, "/sim/es").no_maintenance().open();
+            let store = EventStore::open(&log, "pl", config.clone()).unwrap();
+            let mut rng = Rng::new(seed ^ case);
+            let mut model = Model::new();
+            let streams: Vec<String> = (0..4).map(|i| format!("p-{i}")).collect();
+            for _ in 0..rng.usize(30, 90) {
+                let s = rng.pick(&streams).clone();
+                append_n(&store, &mut model, &s, rng.usize(1, 3));
+            }
+            let mode = if case % 2 == 0 {
+                annals::storage::CrashMode::PowerLossDropUnsynced
+            } else {
+                annals::storage::CrashMode::PowerLossTorn { seed: seed ^ case }
+            };
+            sim.crash(mode);
+            std::mem::forget(store);
+            std::mem::forget(log);
+            let ctx = format!("case {case}, {durability:?}, {mode:?}");
+            let log = TestLog::sim(&sim, "/sim/es").no_maintenance().open();
+            let store = EventStore::open(&log, "pl", config.clone())
+                .unwrap_or_else(|e| panic!("{ctx}: reopen: {e}"));
+            if durability == Durability::Synced {
+                check_model(&store, &model, &ctx);
+            } else {
+                // What survived is a prefix of each stream; the model becomes it.
+                for (s, m) in model.iter_mut() {
+                    let got = store.read_stream(s, 0, usize::MAX).unwrap();
+                    let n = got.len();
+                    assert!(n <= m.events.len(), "{ctx}: {s} grew");
+                    let want: Vec<Uuid> = m.events[..n].iter().map(|e| e.1).collect();
+                    assert_eq!(ids(&got), want, "{ctx}: {s} is a prefix");
+                    assert_eq!(
+                        store.stream_version(s).unwrap(),
+                        got.last().map(|e| e.version)
+                    );
+                    m.events.truncate(n);
+                    m.next_version = n as u64;
+                }
+            }
+            for s in &streams {
+                append_n(&store, &mut model, s, 2);
+            }
+            check_model(&store, &model, &format!("{ctx}: appended after the crash"));
+            store.close().unwrap();
+            drop(store);
+            log.close().unwrap();
+            let log = TestLog::sim(&sim, "/sim/es").no_maintenance().open();
+            let store = EventStore::open(&log, "pl", config).unwrap();
+            check_model(&store, &model, &format!("{ctx}: reopened cleanly"));
+        }
+    }
+}
+
+/// Readers never see a gap or a version going back while writers append and a deleter
+/// deletes, and every append's result matches what the stream then holds.
+#[test]
+fn concurrent_appends_deletes_and_reads_stay_consistent() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open_log(dir.path());
+    let store = EventStore::open(&log, "conc", written().index_memtable_entries(64)).unwrap();
+    let rounds = env_usize("ANNALS_ES_CONC_ROUNDS", 150);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writers: Vec<_> = (0..3)
+        .map(|w| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                let mut last_next = 0;
+                for i in 0..rounds {
+                    let r = store
+                        .append("hot", ExpectedVersion::Any, &[ev("W", format!("{w}/{i}"))])
+                        .unwrap();
+                    assert!(r.next_version > last_next, "next_version went back");
+                    last_next = r.next_version;
+                    store
+                        .append(&format!("own-{w}"), ExpectedVersion::Any, &[ev("O", "o")])
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    let deleter = {
+        let store = store.clone();
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut deletes = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match store.stream_version("hot").unwrap() {
+                    Some(v) if deletes % 2 == 0 => {
+                        // Exact may lose to a writer; that is a conflict, not an error.
+                        match store.delete_stream("hot", ExpectedVersion::Exact(v)) {
+                            Ok(()) | Err(Error::WrongExpectedVersion { .. }) => {}
+                            Err(e) => panic!("delete: {e}"),
+                        }
+                    }
+                    Some(v) => store.truncate_stream("hot", v).unwrap(),
+                    None => {}
+                }
+                deletes += 1;
+                std::thread::yield_now();
+            }
+            deletes
+        })
+    };
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let store = store.clone();
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut reads = 0;
+                let mut high = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let events = store.read_stream("hot", 0, usize::MAX).unwrap();
+                    let vs = versions(&events);
+                    assert!(
+                        vs.windows(2).all(|w| w[1] == w[0] + 1),
+                        "a read of hot has a gap: {vs:?}"
+                    );
+                    if let Some(&last) = vs.last() {
+                        assert!(last + 1 >= high, "hot went back from {high} to {last}");
+                        high = last + 1;
+                    }
+                    let back = store.read_stream_backward("hot", None, 5).unwrap();
+                    assert!(back.windows(2).all(|w| w[1].version + 1 == w[0].version));
+                    reads += 1;
+                }
+                reads
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().expect("a writer panicked");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let deletes = deleter.join().expect("the deleter panicked");
+    let reads: usize = readers
+        .into_iter()
+        .map(|r| r.join().expect("a reader panicked"))
+        .sum();
+    eprintln!("concurrent: {deletes} deletes, {reads} reads");
+    // Every version of hot was handed out once: the last is the number of appends - 1.
+    let total = 3 * rounds as u64;
+    let all = store.read_stream("hot", 0, usize::MAX).unwrap();
+    if let Some(last) = all.last() {
+        assert_eq!(last.version, total - 1);
+    }
+    let r = store
+        .append("hot", ExpectedVersion::Any, &[ev("W", "end")])
+        .unwrap();
+    assert_eq!(
+        r.next_version,
+        total + 1,
+        "no version handed out twice or skipped"
+    );
+    for w in 0..3 {
+        assert_eq!(
+            store.stream_version(&format!("own-{w}")).unwrap(),
+            Some(rounds as u64 - 1)
+        );
+    }
+    store.close().unwrap();
+    drop(store);
+    let store = EventStore::open(&log, "conc", written()).unwrap();
+    let again = store.read_stream("hot", 0, usize::MAX).unwrap();
+    assert_eq!(again.last().map(|e| e.version), Some(total));
+}
+
+/// A delete of a long stream writes its tombstones outside the partition's slot: appends to
+/// other streams of the partition meanwhile must still succeed.
+#[test]
+fn appends_succeed_while_a_long_stream_is_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open_log(dir.path());
+    let store = EventStore::open(&log, "longdel", written()).unwrap();
+    let n = env_usize("ANNALS_ES_LONG_STREAM", 40_000);
+    let mut model = Model::new();
+    let mut left = n;
+    while left > 0 {
+        let k = left.min(2000);
+        append_n(&store, &mut model, "long", k);
+        left -= k;
+    }
+    let appender = {
+        let store = store.clone();
+        std::thread::spawn(move || {
+            let mut failures = Vec::new();
+            for i in 0..300 {
+                if let Err(e) =
+                    store.append("small", ExpectedVersion::Any, &[ev("S", i.to_string())])
+                {
+                    failures.push(e.to_string());
+                }
+            }
+            failures
+        })
+    };
+    store.delete_stream("long", ExpectedVersion::Any).unwrap();
+    let failures = appender.join().unwrap();
+    assert!(
+        failures.is_empty(),
+        "{} appends failed during the delete, first: {:?}",
+        failures.len(),
+        failures.first()
+    );
+    assert_eq!(store.stream_version("long").unwrap(), None);
+    assert_eq!(store.stream_version("small").unwrap(), Some(299));
+}
+
+#[test]
+fn colliding_streams_keep_their_own_snapshots_and_subscriptions() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open_log(dir.path());
+    let store = EventStore::open(&log, "collsnap", colliding()).unwrap();
+    let mut model = Model::new();
+    for i in 0..40 {
+        append_n(&store, &mut model, ["a", "b", "c"][i % 3], 1 + i % 2);
+    }
+    for (i, s) in ["a", "b", "c"].iter().enumerate() {
+        store
+            .save_snapshot(s, i as u64 + 1, format!("snap-{s}"))
+            .unwrap();
+    }
+    for (i, s) in ["a", "b", "c"].iter().enumerate() {
+        let snap = store.load_snapshot(s).unwrap().unwrap();
+        assert_eq!(
+            (snap.version, snap.data),
+            (i as u64 + 1, Bytes::from(format!("snap-{s}")))
+        );
+        let loaded = store.load(s, |s| Some(s.version)).unwrap();
+        let want: Vec<u64> = model[*s]
+            .events
+            .iter()
+            .map(|e| e.0)
+            .filter(|v| *v > i as u64 + 1)
+            .collect();
+        assert_eq!(versions(&loaded.events), want, "{s}");
+    }
+    assert_eq!(store.load_snapshot("d").unwrap(), None);
+    let mut sub = store.subscribe_stream("b", StreamPosition::Start).unwrap();
+    let n = model["b"].events.len();
+    let got = take_n(|t| sub.next(t), n, "b");
+    assert_eq!(versions(&got), (0..n as u64).collect::<Vec<_>>());
+    assert!(got.iter().all(|e| e.stream == "b"));
+}
+
+#[test]
+fn checkpoints_past_the_end_resume_at_the_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open_log(dir.path());
+    let store = EventStore::open(&log, "cpend", written()).unwrap();
+    let mut model = Model::new();
+    append_n(&store, &mut model, "s", 5);
+    let mut sub = store
+        .subscribe_all(Position::After("1000".parse().unwrap()))
+        .unwrap();
+    assert!(sub.next(Duration::from_millis(50)).unwrap().is_none());
+    append_n(&store, &mut model, "s", 1);
+    let e = sub.next(hang_bound()).unwrap().unwrap();
+    assert_eq!(e.version, 5);
+    assert_eq!(sub.checkpoint().offsets(), &[6]);
+    // A checkpoint from before anything was appended reads everything.
+    let mut sub = store
+        .subscribe_all(Position::After("0".parse().unwrap()))
+        .unwrap();
+    assert_eq!(
+        versions(&take_n(|t| sub.next(t), 6, "from 0")),
+        [0, 1, 2, 3, 4, 5]
+    );
+}
