@@ -2211,3 +2211,25 @@ fn checkpoints_past_the_end_resume_at_the_end() {
         [0, 1, 2, 3, 4, 5]
     );
 }
+
+/// A delete writes one tombstone per deleted event, keyed like the event: with long stream
+/// names those batches must still fit the topic's `max_message_bytes` (default 1 MiB).
+#[test]
+fn deleting_a_long_named_stream_with_many_events_succeeds() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open_log(dir.path());
+    let store = EventStore::open(&log, "longname", written()).unwrap();
+    let name = format!("tenant-{}", "n".repeat(600));
+    let mut model = Model::new();
+    for _ in 0..4 {
+        append_n(&store, &mut model, &name, 500);
+    }
+    let r = store.delete_stream(&name, ExpectedVersion::Any);
+    assert!(
+        r.is_ok(),
+        "deleting 2000 events of a 607-byte stream name: {r:?}"
+    );
+    assert_eq!(store.stream_version(&name).unwrap(), None);
+    let r = store.truncate_stream(&name, 1);
+    assert!(r.is_ok(), "{r:?}");
+}
