@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 
 use super::event::{event_key, meta_key, ExpectedVersion};
 use super::state::{stream_state, StreamMeta};
-use super::{EventStore, Slot};
+use super::{Access, EventStore, Slot};
 use crate::config::CleanupPolicy;
 use crate::error::{Error, Result};
 use crate::format::Record;
@@ -69,7 +69,7 @@ impl EventStore {
         self.check_open()?;
         super::event::validate_stream_name(stream)?;
         let (p, slot) = self.slot(stream);
-        let deleted = slot.locked(|index| {
+        let deleted = slot.locked(Access::Write, |index| {
             for attempt in 0..super::RACE_RETRIES {
                 if attempt > 0 {
                     index.catch_up(&slot.partition)?;
@@ -121,7 +121,7 @@ impl EventStore {
             let batch: Vec<Record> = (v..to)
                 .map(|v| Record::tombstone(event_key(stream, v)))
                 .collect();
-            let written = slot.locked(|index| append_at_end(slot, index, &batch))?;
+            let written = slot.locked(Access::Write, |index| append_at_end(slot, index, &batch))?;
             if written.is_some() {
                 // Tombstones are not indexed; the next catch-up moves past them.
                 v = to;

@@ -112,17 +112,28 @@ struct Slot {
     index: Mutex<StreamIndex>,
 }
 
+/// What a call under [`Slot::locked`] does.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Access {
+    Read,
+    /// It may write: a full memtable is flushed first, so that a failed flush fails the call
+    /// before anything is written, never after.
+    Write,
+}
+
 impl Slot {
-    /// Runs `f` with the index locked, caught up with the log and its memtable flushed if
-    /// full (before `f` writes anything, so a failed flush fails the call, not a write that
-    /// happened). If `f` meets a damaged index table, the damaged part of the index is dropped
-    /// and rebuilt from the log, and `f` runs again: a damaged table costs a replay, never a
-    /// wrong answer or a stuck store.
-    fn locked<T>(&self, mut f: impl FnMut(&mut StreamIndex) -> Result<T>) -> Result<T> {
+    /// Runs `f` with the index locked and caught up with the log. If `f` meets a damaged index
+    /// table, the damaged part of the index is dropped and rebuilt from the log, and `f` runs
+    /// again: a damaged table costs a replay, never a wrong answer or a stuck store.
+    fn locked<T>(
+        &self,
+        access: Access,
+        mut f: impl FnMut(&mut StreamIndex) -> Result<T>,
+    ) -> Result<T> {
         let mut index = self.index.lock();
         let prepare = |index: &mut StreamIndex| -> Result<()> {
             index.catch_up(&self.partition)?;
-            if index.is_full() {
+            if access == Access::Write && index.is_full() {
                 index.flush(&self.partition)?;
             }
             Ok(())
@@ -270,8 +281,9 @@ impl EventStore {
             ));
         }
         let (p, slot) = self.slot(stream);
-        let result =
-            slot.locked(|index| self.append_locked(index, slot, p, stream, expected, events))?;
+        let result = slot.locked(Access::Write, |index| {
+            self.append_locked(index, slot, p, stream, expected, events)
+        })?;
         if let Some(result) = result.written {
             self.acknowledge(&slot.partition)?;
             return Ok(result);
@@ -402,7 +414,9 @@ impl EventStore {
         self.check_open()?;
         validate_stream_name(stream)?;
         let (_, slot) = self.slot(stream);
-        let state = slot.locked(|index| stream_state(index, &slot.partition, stream))?;
+        let state = slot.locked(Access::Read, |index| {
+            stream_state(index, &slot.partition, stream)
+        })?;
         state.check_not_tombstoned(stream)?;
         Ok(state.actual())
     }
@@ -433,7 +447,7 @@ impl EventStore {
         self.check_open()?;
         validate_stream_name(stream)?;
         let (p, slot) = self.slot(stream);
-        slot.locked(|index| {
+        slot.locked(Access::Read, |index| {
             let state = stream_state(index, &slot.partition, stream)?;
             state.check_not_tombstoned(stream)?;
             let Some(last) = state.actual() else {

@@ -6,7 +6,7 @@ use bytes::Bytes;
 
 use super::event::{validate_stream_name, RecordedEvent};
 use super::state::{fetch_records, stream_state};
-use super::EventStore;
+use super::{Access, EventStore};
 use crate::clock::now_ms;
 use crate::error::{Error, Result};
 use crate::format::{Record, StoredRecord};
@@ -65,7 +65,9 @@ impl EventStore {
         self.check_open()?;
         validate_stream_name(stream)?;
         let (p, slot) = self.slot(stream);
-        let state = slot.locked(|index| stream_state(index, &slot.partition, stream))?;
+        let state = slot.locked(Access::Read, |index| {
+            stream_state(index, &slot.partition, stream)
+        })?;
         state.check_not_tombstoned(stream)?;
         if state.actual().is_none_or(|last| version > last) || version < state.meta.truncate_before
         {
@@ -83,7 +85,7 @@ impl EventStore {
                 Bytes::copy_from_slice(&version.to_be_bytes()),
             )
             .timestamp(now_ms());
-        snapshots.locked(|index| {
+        snapshots.locked(Access::Write, |index| {
             for attempt in 0..super::RACE_RETRIES {
                 if attempt > 0 {
                     index.catch_up(&snapshots.partition)?;
@@ -114,15 +116,18 @@ impl EventStore {
         self.check_open()?;
         validate_stream_name(stream)?;
         let (p, slot) = self.slot(stream);
-        let state = slot.locked(|index| stream_state(index, &slot.partition, stream))?;
+        let state = slot.locked(Access::Read, |index| {
+            stream_state(index, &slot.partition, stream)
+        })?;
         state.check_not_tombstoned(stream)?;
         if state.actual().is_none() {
             return Ok(None);
         }
         let live_from = state.meta.truncate_before;
         let snapshots = &self.inner.snapshots[p as usize];
-        let entries =
-            snapshots.locked(|index| index.scan(index.hash(stream), live_from, u64::MAX))?;
+        let entries = snapshots.locked(Access::Read, |index| {
+            index.scan(index.hash(stream), live_from, u64::MAX)
+        })?;
         // Newest first; compaction leaves only the latest record of the key, and a hash
         // collision's records have another key.
         let mut offsets: Vec<u64> = entries.iter().map(|e| e.offset).collect();

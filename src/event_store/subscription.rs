@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use super::event::{parse_key, validate_stream_name, KeyKind, RecordedEvent};
 use super::state::stream_state;
-use super::EventStore;
+use super::{Access, EventStore};
 use crate::consumer::{ConsumedRecord, Consumer, ConsumerConfig, IsolationLevel};
 use crate::error::{Error, Result};
 use crate::offsets::OffsetAndMetadata;
@@ -228,7 +228,7 @@ impl EventStore {
         self.check_open()?;
         validate_stream_name(stream)?;
         let (p, slot) = self.slot(stream);
-        let (boundary, state) = slot.locked(|index| {
+        let (boundary, state) = slot.locked(Access::Read, |index| {
             let state = stream_state(index, &slot.partition, stream)?;
             Ok((index.end(), state))
         })?;
