@@ -489,9 +489,9 @@ impl EventStore {
         self.inner.flush_indexes()
     }
 
-    /// Throws away every index of the store and rebuilds them from the log: what a
-    /// [`Error::Corrupt`] naming an index table asks for. Takes as long as reading the whole
-    /// events topic.
+    /// Throws away every index of the store and rebuilds them from the log. Damaged tables are
+    /// rebuilt by themselves; this is for when the index directory was tampered with (say,
+    /// restored from another backup than the log). Takes as long as reading both topics.
     pub fn rebuild_index(&self) -> Result<()> {
         self.check_open()?;
         for slot in self.inner.events.iter().chain(&self.inner.snapshots) {

@@ -223,7 +223,7 @@ impl Table {
             return Err(corrupt(
                 &self.path,
                 pos,
-                "index block fails its CRC: rebuild the index with EventStore::rebuild_index",
+                "index block fails its CRC (the event store drops the table and rebuilds it from the log)",
             ));
         }
         for e in buf.chunks_exact(ENTRY_LEN) {
