@@ -54,7 +54,7 @@ pub use typed::DomainEvent;
 /// The directory, inside the log's, that holds every event store's indexes.
 pub(crate) const EVENT_STORE_DIR: &str = "__event_store";
 /// Suffix of the snapshots topic's name.
-const SNAPSHOTS_SUFFIX: &str = ".snapshots";
+pub(crate) const SNAPSHOTS_SUFFIX: &str = ".snapshots";
 /// Most appends an append retries after finding that something else wrote to the partition
 /// between its check and its write.
 const RACE_RETRIES: usize = 8;
@@ -170,13 +170,10 @@ impl EventStore {
         create_if_missing(log, name, topic.clone())?;
         let partitions = log.topic_config(name)?.partitions;
         let compacting = log.topic_config(name)?.compacts();
-        create_if_missing(
-            log,
-            &snapshots_topic,
-            topic
-                .partitions(partitions)
-                .cleanup_policy(CleanupPolicy::Compact),
-        )?;
+        let snapshots_config = topic
+            .partitions(partitions)
+            .cleanup_policy(CleanupPolicy::Compact);
+        create_if_missing(log, &snapshots_topic, snapshots_config)?;
         let snap_config = log.topic_config(&snapshots_topic)?;
         if snap_config.partitions != partitions || !snap_config.compacts() {
             return Err(Error::InvalidArgument(format!(
@@ -611,7 +608,16 @@ fn event_record_key(r: &StoredRecord) -> Option<(&str, u64)> {
     }
 }
 
+/// Creates the topic unless it exists. An index left of an earlier topic of the name (one
+/// deleted while the log was closed, or by a crash between the deletion and the removal of its
+/// index) is removed first, so a new topic is indexed afresh.
 fn create_if_missing(log: &Log, name: &str, config: TopicConfig) -> Result<()> {
+    match log.topic_config(name) {
+        Ok(_) => return Ok(()),
+        Err(Error::UnknownTopic { .. }) => {}
+        Err(e) => return Err(e),
+    }
+    log.remove_event_store_index(name)?;
     match log.create_topic(name, config) {
         Ok(()) | Err(Error::TopicExists { .. }) => Ok(()),
         Err(e) => Err(e),

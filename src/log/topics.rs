@@ -84,7 +84,9 @@ impl Log {
                 topic: name.to_string(),
             });
         }
+        self.check_not_event_store_topic(name)?;
         self.delete_topic_files(name)?;
+        self.remove_event_store_index(name)?;
         // Commits for the old topic would mislead a consumer of a new topic of the same name.
         if let Some(offsets) = self.offsets_if_loaded() {
             offsets.forget_topic(name)?;

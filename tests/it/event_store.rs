@@ -2233,3 +2233,34 @@ fn deleting_a_long_named_stream_with_many_events_succeeds() {
     let r = store.truncate_stream(&name, 1);
     assert!(r.is_ok(), "{r:?}");
 }
+
+/// A store's topics cannot be deleted under it; deleted once it is closed, they take the index
+/// with them, so a store opened again under the name starts empty and indexes afresh.
+#[test]
+fn deleting_a_stores_topics_takes_its_index_along() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open_log(dir.path());
+    let store = EventStore::open(&log, "gone", written()).unwrap();
+    for i in 0..5 {
+        store
+            .append("s", ExpectedVersion::Any, &[ev("E", format!("old {i}"))])
+            .unwrap();
+    }
+    for topic in ["gone", "gone.snapshots"] {
+        let err = log.delete_topic(topic).unwrap_err();
+        assert!(err.to_string().contains("is open"), "{err}");
+    }
+    store.close().unwrap();
+    drop(store);
+    log.delete_topic("gone").unwrap();
+    log.delete_topic("gone.snapshots").unwrap();
+    let store = EventStore::open(&log, "gone", written()).unwrap();
+    assert_eq!(store.stream_version("s").unwrap(), None);
+    let r = store
+        .append("s", ExpectedVersion::NoStream, &[ev("E", "new")])
+        .unwrap();
+    assert_eq!(r.next_version, 1);
+    let events = store.read_stream("s", 0, 10).unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].data_str(), Some("new"));
+}
