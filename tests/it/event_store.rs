@@ -2264,3 +2264,70 @@ fn deleting_a_stores_topics_takes_its_index_along() {
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].data_str(), Some("new"));
 }
+
+/// A clean close leaves nothing to replay at the next open; a crash leaves at most what the
+/// memtable held (plus one append), never the whole log.
+#[test]
+fn reopen_replays_nothing_after_a_clean_close_and_little_after_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = || written().index_memtable_entries(64);
+    {
+        let log = open_log(dir.path());
+        let store = EventStore::open(&log, "replay", config()).unwrap();
+        for i in 0..1000 {
+            store
+                .append(
+                    &format!("s-{}", i % 37),
+                    ExpectedVersion::Any,
+                    &[ev("E", "x")],
+                )
+                .unwrap();
+        }
+        store.close().unwrap();
+        drop(store);
+        log.close().unwrap();
+    }
+    let log = open_log(dir.path());
+    let store = EventStore::open(&log, "replay", config()).unwrap();
+    assert_eq!(store.index_replayed_at_open(), vec![0]);
+    for i in 0..1000 {
+        store
+            .append(
+                &format!("s-{}", i % 37),
+                ExpectedVersion::Any,
+                &[ev("E", "y")],
+            )
+            .unwrap();
+    }
+    // A crash of the process: the store's memtable is lost, the log (written) is not.
+    std::mem::forget(store);
+    drop(log);
+    let copy = tempfile::tempdir().unwrap();
+    copy_dir(dir.path(), copy.path());
+    let log = open_log(copy.path());
+    let store = EventStore::open(&log, "replay", config()).unwrap();
+    let replayed = store.index_replayed_at_open()[0];
+    assert!(
+        replayed <= 64,
+        "replayed {replayed} records after the crash"
+    );
+    for s in 0..37 {
+        let stream = format!("s-{s}");
+        let n = store.read_stream(&stream, 0, usize::MAX).unwrap().len();
+        let expected = 2 * (0..1000).filter(|i| i % 37 == s).count();
+        assert_eq!(n, expected, "{stream}");
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            std::fs::create_dir_all(&target).unwrap();
+            copy_dir(&entry.path(), &target);
+        } else if entry.file_name() != ".lock" {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
