@@ -411,14 +411,20 @@ impl EventStore {
     ///
     /// Errors: [`Error::StreamDeleted`] for a tombstoned stream, an invalid name, I/O.
     pub fn stream_version(&self, stream: &str) -> Result<Option<u64>> {
+        Ok(self.live_state(stream)?.2.actual())
+    }
+
+    /// `stream`'s partition, slot and state, after the checks every call on one stream makes:
+    /// the store is open, the name valid, the stream not tombstoned.
+    fn live_state(&self, stream: &str) -> Result<(u32, &Slot, StreamState)> {
         self.check_open()?;
         validate_stream_name(stream)?;
-        let (_, slot) = self.slot(stream);
+        let (p, slot) = self.slot(stream);
         let state = slot.locked(Access::Read, |index| {
             stream_state(index, &slot.partition, stream)
         })?;
         state.check_not_tombstoned(stream)?;
-        Ok(state.actual())
+        Ok((p, slot, state))
     }
 
     /// Up to `max` events of `stream` from version `from` on, oldest first. Reads only the

@@ -4,8 +4,8 @@
 
 use bytes::Bytes;
 
-use super::event::{validate_stream_name, RecordedEvent};
-use super::state::{fetch_records, stream_state};
+use super::event::RecordedEvent;
+use super::state::fetch_records;
 use super::{Access, EventStore};
 use crate::clock::now_ms;
 use crate::error::{Error, Result};
@@ -62,13 +62,7 @@ impl EventStore {
     /// Errors: [`Error::InvalidArgument`] if the stream has no event at `version` (never
     /// written, or deleted), [`Error::StreamDeleted`], an invalid name, I/O.
     pub fn save_snapshot(&self, stream: &str, version: u64, data: impl Into<Bytes>) -> Result<()> {
-        self.check_open()?;
-        validate_stream_name(stream)?;
-        let (p, slot) = self.slot(stream);
-        let state = slot.locked(Access::Read, |index| {
-            stream_state(index, &slot.partition, stream)
-        })?;
-        state.check_not_tombstoned(stream)?;
+        let (p, _, state) = self.live_state(stream)?;
         if state.actual().is_none_or(|last| version > last) || version < state.meta.truncate_before
         {
             return Err(Error::InvalidArgument(format!(
@@ -113,13 +107,7 @@ impl EventStore {
     ///
     /// Errors: [`Error::StreamDeleted`], an invalid name, I/O.
     pub fn load_snapshot(&self, stream: &str) -> Result<Option<Snapshot>> {
-        self.check_open()?;
-        validate_stream_name(stream)?;
-        let (p, slot) = self.slot(stream);
-        let state = slot.locked(Access::Read, |index| {
-            stream_state(index, &slot.partition, stream)
-        })?;
-        state.check_not_tombstoned(stream)?;
+        let (p, _, state) = self.live_state(stream)?;
         if state.actual().is_none() {
             return Ok(None);
         }
