@@ -42,6 +42,37 @@ const STREAMS: [&str; 5] = ["acct-1", "acct-2", "cart-9", "x", "order-77"];
 /// Largest index table count seen, over all cases (the test checks tables were exercised).
 static MAX_TABLES: AtomicUsize = AtomicUsize::new(0);
 
+/// What the cases exercised, printed at the end of each (see it with `--nocapture`).
+struct Stats {
+    written: AtomicUsize,
+    deduplicated: AtomicUsize,
+    wrong_version: AtomicUsize,
+    deleted: AtomicUsize,
+    metas: AtomicUsize,
+    snapshots: AtomicUsize,
+    crashes: AtomicUsize,
+    crashes_inside: AtomicUsize,
+    interrupted: AtomicUsize,
+    interrupted_happened: AtomicUsize,
+}
+
+static STATS: Stats = Stats {
+    written: AtomicUsize::new(0),
+    deduplicated: AtomicUsize::new(0),
+    wrong_version: AtomicUsize::new(0),
+    deleted: AtomicUsize::new(0),
+    metas: AtomicUsize::new(0),
+    snapshots: AtomicUsize::new(0),
+    crashes: AtomicUsize::new(0),
+    crashes_inside: AtomicUsize::new(0),
+    interrupted: AtomicUsize::new(0),
+    interrupted_happened: AtomicUsize::new(0),
+};
+
+fn count(c: &AtomicUsize) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
 /// An expected version, relative to the stream's state when the operation runs.
 #[derive(Debug, Clone)]
 enum Exp {
@@ -157,7 +188,7 @@ fn store_op() -> impl Strategy<Value = Op> {
         4 => (stream(), exp()).prop_map(|(stream, exp)| Op::Delete { stream, exp }),
         1 => (stream(), exp()).prop_map(|(stream, exp)| Op::Tombstone { stream, exp }),
         4 => (stream(), any::<u16>()).prop_map(|(stream, before)| Op::Truncate { stream, before }),
-        4 => (stream(), any::<u16>())
+        6 => (stream(), any::<u16>())
             .prop_map(|(stream, version)| Op::SaveSnapshot { stream, version }),
         2 => stream().prop_map(|stream| Op::LoadSnapshot { stream }),
         2 => (stream(), any::<bool>()).prop_map(|(stream, accept)| Op::Load { stream, accept }),
@@ -172,7 +203,7 @@ fn op() -> impl Strategy<Value = Op> {
         4 => (0u8..3).prop_map(|hasher| Op::Reopen { hasher }),
         2 => (0u8..3, any::<u64>(), 0u8..3)
             .prop_map(|(mode, seed, hasher)| Op::Crash { mode, seed, hasher, during: None }),
-        5 => (0u8..3, any::<u64>(), 0u8..3, 0u16..120, store_op()).prop_map(
+        8 => (0u8..3, any::<u64>(), 0u8..3, prop_oneof![2 => 0u16..4, 1 => 4u16..24], store_op()).prop_map(
             |(mode, seed, hasher, at, op)| Op::Crash {
                 mode,
                 seed,
@@ -608,6 +639,7 @@ impl Harness {
                     })
                     .collect();
                 self.push_events(s, &events, &positions, (before, after), None);
+                count(&STATS.written);
                 None
             }
             (Ok(Ok((next, position))), Ok(r)) => {
@@ -616,9 +648,16 @@ impl Harness {
                     (next, position),
                     "{ctx}: a retry returns the first append's result"
                 );
+                count(&STATS.deduplicated);
                 None
             }
-            (Err(want), Err(e)) if matches_error(&want, name, &e) => None,
+            (Err(want), Err(e)) if matches_error(&want, name, &e) => {
+                count(match want {
+                    Want::Wrong { .. } => &STATS.wrong_version,
+                    _ => &STATS.deleted,
+                });
+                None
+            }
             (Ok(Err(first)), Err(_)) if dead(dead_flag) => Some(Uncertain::Append {
                 stream: s,
                 first,
@@ -647,6 +686,7 @@ impl Harness {
                 let m = &mut self.model[s];
                 m.truncate_before = tb;
                 m.tombstoned = tomb;
+                count(&STATS.metas);
                 None
             }
             (Err(want), Err(e)) if matches_error(&want, name, &e) => None,
@@ -840,6 +880,7 @@ impl Harness {
                 ) {
                     (Ok(()), Ok(())) => {
                         self.model[s].snapshots.push((version, data));
+                        count(&STATS.snapshots);
                         None
                     }
                     (Err(want), Err(e)) if matches_error(&want, name, &e) => None,
@@ -943,11 +984,15 @@ impl Harness {
     }
 
     fn crash(&mut self, mode: CrashMode, hasher: u8, during: Option<&(u16, Box<Op>)>) {
+        count(&STATS.crashes);
         let uncertain = match during {
             Some((at, op)) => {
                 let flag = crash_at_operation_n(&self.sim, u64::from(*at), mode);
                 let u = self.apply(op, Some(&flag));
                 self.sim.clear_fault_hook();
+                if flag.load(Ordering::SeqCst) {
+                    count(&STATS.crashes_inside);
+                }
                 if !flag.load(Ordering::SeqCst) {
                     self.sim.crash(mode);
                 }
@@ -970,6 +1015,7 @@ impl Harness {
     /// Finds out whether the interrupted operation `u` happened, and whole.
     fn settle(&mut self, u: Uncertain) {
         let ctx = format!("step {}: after the crash, {u:?}", self.step);
+        count(&STATS.interrupted);
         match u {
             Uncertain::Append {
                 stream: s,
@@ -994,6 +1040,7 @@ impl Harness {
                 let positions: Vec<EventPosition> = got.iter().map(|e| e.position).collect();
                 let ts: Vec<i64> = got.iter().map(|e| e.timestamp).collect();
                 self.push_events(s, &events, &positions, ts_bounds, Some(&ts));
+                count(&STATS.interrupted_happened);
                 let versions: Vec<u64> = (first..first + events.len() as u64).collect();
                 self.check_events(s, &got, &versions, "the interrupted append");
             }
@@ -1009,6 +1056,7 @@ impl Harness {
                         Err(Error::StreamDeleted { .. }) => {
                             m.truncate_before = truncate_before;
                             m.tombstoned = true;
+                            count(&STATS.interrupted_happened);
                         }
                         Ok(_) => {}
                         Err(e) => panic!("{ctx}: {e}"),
@@ -1023,6 +1071,7 @@ impl Harness {
                         .unwrap_or_else(|e| panic!("{ctx}: {e}"));
                     if first.first().map(|e| e.version) != Some(m.truncate_before) {
                         m.truncate_before = truncate_before;
+                        count(&STATS.interrupted_happened);
                     }
                 }
             }
@@ -1037,6 +1086,7 @@ impl Harness {
                     .unwrap_or_else(|e| panic!("{ctx}: {e}"));
                 if got.is_some_and(|g| g.version == version && g.data == data) {
                     self.model[s].snapshots.push((version, data));
+                    count(&STATS.interrupted_happened);
                 }
             }
         }
@@ -1115,6 +1165,15 @@ proptest! {
         let sim = SimStorage::new();
         let mut h = Harness::open(&sim, partitions, segment_bytes, hasher);
         h.run(&ops);
+        let c = |a: &AtomicUsize| a.load(Ordering::Relaxed);
+        eprintln!(
+            "event store model so far: {} appends written, {} retries deduplicated, {} wrong \
+             versions, {} on tombstoned streams, {} deletes, {} snapshots, {} crashes ({} inside \
+             an operation), {} interrupted operations ({} happened), at most {} index tables",
+            c(&STATS.written), c(&STATS.deduplicated), c(&STATS.wrong_version),
+            c(&STATS.deleted), c(&STATS.metas), c(&STATS.snapshots), c(&STATS.crashes), c(&STATS.crashes_inside),
+            c(&STATS.interrupted), c(&STATS.interrupted_happened), c(&MAX_TABLES)
+        );
     }
 }
 
@@ -1145,5 +1204,111 @@ fn the_model_exercised_index_tables() {
     assert!(
         MAX_TABLES.load(Ordering::Relaxed) >= 2,
         "the index never had two tables"
+    );
+}
+
+/// An event with `i` in its data.
+fn event(i: u64) -> NewEvent {
+    NewEvent::new("E", format!("event-{i}"))
+}
+
+fn versions(events: &[RecordedEvent]) -> Vec<u64> {
+    events.iter().map(|e| e.version).collect()
+}
+
+/// A stream's delete must hold however many other streams share its hash. Here 140 streams of
+/// the same length (the hasher is the length) are tombstoned after `a000` was soft-deleted, so
+/// a merged index table holds `a000`'s metadata entry in an earlier block than the last block
+/// of the hash's run (the only block `StreamIndex::latest` reads); then `a000` is written
+/// again, and its new event, found in the memtable, settles its state without its metadata.
+#[test]
+fn a_delete_holds_when_colliding_streams_fill_the_index_block() {
+    let sim = SimStorage::new();
+    let log = TestLog::sim(&sim, DIR).no_maintenance().open();
+    let config = EventStoreConfig::default()
+        .index_memtable_entries(16)
+        .stream_hasher(|s| s.len() as u64);
+    let store = EventStore::open(&log, STORE, config).unwrap();
+    let a = "a000";
+    store
+        .append(
+            a,
+            ExpectedVersion::NoStream,
+            &[event(0), event(1), event(2)],
+        )
+        .unwrap();
+    store.delete_stream(a, ExpectedVersion::Exact(2)).unwrap();
+    // 140 metadata entries of the same hash after a000's, and appends of another length to
+    // flush the memtable (only appends do) 17 times: the first 16 tables merge into one.
+    let filler: Vec<NewEvent> = (0..8).map(event).collect();
+    for i in 1..=140 {
+        store
+            .tombstone_stream(&format!("b{i:03}"), ExpectedVersion::Any)
+            .unwrap();
+        if i % 10 == 0 {
+            store.append("zz", ExpectedVersion::Any, &filler).unwrap();
+        }
+    }
+    for _ in 0..6 {
+        store.append("zz", ExpectedVersion::Any, &filler).unwrap();
+    }
+    assert!(
+        store.index_tables()[0] >= 1,
+        "no index table: {:?}",
+        store.index_tables()
+    );
+    assert_eq!(store.stream_version(a).unwrap(), None);
+    let r = store
+        .append(a, ExpectedVersion::NoStream, &[event(3)])
+        .unwrap();
+    assert_eq!(r.next_version, 4, "versions continue after a soft delete");
+    assert_eq!(store.stream_version(a).unwrap(), Some(3));
+    assert_eq!(
+        versions(&store.read_stream(a, 0, 10).unwrap()),
+        [3],
+        "the deleted versions 0-2 of {a:?} read again (index tables {:?})",
+        store.index_tables()
+    );
+    assert_eq!(
+        versions(&store.read_stream_backward(a, None, 10).unwrap()),
+        [3]
+    );
+}
+
+/// Truncating a stream keeps the events from `before` on, and with them a snapshot taken at
+/// one of those versions: `load_snapshot` says so right after the truncation. Compaction must
+/// not change that answer.
+#[test]
+fn a_snapshot_kept_by_a_truncation_survives_compaction() {
+    let sim = SimStorage::new();
+    let log = TestLog::sim(&sim, DIR).no_maintenance().open();
+    let config = EventStoreConfig::default().segment_bytes(1024);
+    let store = EventStore::open(&log, STORE, config).unwrap();
+    let events: Vec<NewEvent> = (0..10).map(event).collect();
+    store
+        .append("s", ExpectedVersion::NoStream, &events)
+        .unwrap();
+    store.save_snapshot("s", 7, "state at 7").unwrap();
+    store.truncate_stream("s", 3).unwrap();
+    let before = store.load_snapshot("s").unwrap().map(|s| s.version);
+    assert_eq!(before, Some(7), "the truncation kept version 7");
+    // Other snapshots roll the snapshots topic's segments, so the cleaner can reach "s".
+    store
+        .append("t", ExpectedVersion::NoStream, &[event(0)])
+        .unwrap();
+    for i in 0..40 {
+        store
+            .save_snapshot("t", 0, format!("{i}-{}", "x".repeat(100)))
+            .unwrap();
+    }
+    log.run_maintenance().unwrap();
+    let after = store.load_snapshot("s").unwrap().map(|s| s.version);
+    assert_eq!(
+        after, before,
+        "load_snapshot changed its answer across a compaction"
+    );
+    assert_eq!(
+        versions(&store.read_stream("s", 0, 100).unwrap()),
+        (3..10).collect::<Vec<_>>()
     );
 }
