@@ -21,6 +21,7 @@ mod consumer_maintenance;
 mod consumer_rebalance_commits;
 mod consumer_restart;
 mod error_messages;
+mod event_store_kill9;
 mod event_store_model;
 mod exactly_once_kill9;
 mod foreign_batches;
