@@ -1312,3 +1312,44 @@ fn a_snapshot_kept_by_a_truncation_survives_compaction() {
         (3..10).collect::<Vec<_>>()
     );
 }
+
+/// A retry that finds its events already written acknowledges them: under
+/// `Durability::Synced` they must then be on stable storage, even when the first attempt
+/// failed in its fsync (so they were written but never synced).
+#[test]
+fn a_retry_acknowledges_only_synced_events() {
+    use annals::storage::SimOpKind;
+    let sim = SimStorage::new();
+    let log = TestLog::sim(&sim, DIR).no_maintenance().open();
+    let store = EventStore::open(&log, STORE, EventStoreConfig::default()).unwrap();
+    store
+        .append("s", ExpectedVersion::NoStream, &[event(0)])
+        .unwrap();
+    let e1 = event(1);
+    sim.fail_when(SimOpKind::SyncData, "", std::io::ErrorKind::Other);
+    let first = store.append("s", ExpectedVersion::Exact(0), std::slice::from_ref(&e1));
+    sim.clear_fault_hook();
+    assert!(first.is_err(), "the fsync failed: {first:?}");
+    let retry = store.append("s", ExpectedVersion::Exact(0), std::slice::from_ref(&e1));
+    if let Ok(r) = retry {
+        // Acknowledged: it must survive a power loss.
+        assert_eq!(r.next_version, 2);
+        sim.crash(CrashMode::PowerLossDropUnsynced);
+        std::mem::forget(store);
+        std::mem::forget(log);
+        let log = TestLog::sim(&sim, DIR).no_maintenance().open();
+        let store = EventStore::open(&log, STORE, EventStoreConfig::default()).unwrap();
+        let ids: Vec<Uuid> = store
+            .read_stream("s", 0, 10)
+            .unwrap()
+            .iter()
+            .map(|e| e.id)
+            .collect();
+        assert!(
+            ids.contains(&e1.event_id()),
+            "the retry returned Ok({r:?}) under Durability::Synced, but its event was never \
+             fsynced and a power loss took it: the stream has {} events",
+            ids.len()
+        );
+    }
+}
