@@ -1353,3 +1353,64 @@ fn a_retry_acknowledges_only_synced_events() {
         );
     }
 }
+
+/// A stream's version must not go back however many other streams share its hash. `A1` and
+/// `B1` collide (the hasher is the length). An older index table ends with `A1`'s version 3;
+/// a newer one holds `A1`'s versions 4-10 early in the hash's run and 300 events of `B1` after
+/// them, so the last block of that run (what `StreamIndex::latest` reads of a table) holds
+/// only `B1`'s entries. The newest verified `A1` entry the store then sees is version 3.
+#[test]
+fn a_stream_version_holds_when_a_colliding_stream_fills_the_index_block() {
+    let sim = SimStorage::new();
+    let log = TestLog::sim(&sim, DIR).no_maintenance().open();
+    let config = EventStoreConfig::default()
+        .index_memtable_entries(16)
+        .stream_hasher(|s| s.len() as u64);
+    let store = EventStore::open(&log, STORE, config).unwrap();
+    let batch = |from: u64, n: u64| -> Vec<NewEvent> { (from..from + n).map(event).collect() };
+    store
+        .append("A1", ExpectedVersion::NoStream, &batch(0, 4))
+        .unwrap();
+    store
+        .append("B1", ExpectedVersion::NoStream, &batch(0, 3))
+        .unwrap();
+    // 16 flushes of the memtable merge into one table (level 2) holding all of the above.
+    for _ in 0..16 {
+        store
+            .append("zzz", ExpectedVersion::Any, &batch(0, 16))
+            .unwrap();
+    }
+    assert_eq!(store.index_tables(), [1], "the first 16 tables merged");
+    store
+        .append("A1", ExpectedVersion::Exact(3), &batch(4, 7))
+        .unwrap();
+    let mut b = 2;
+    for _ in 0..15 {
+        store
+            .append("B1", ExpectedVersion::Exact(b), &batch(b + 1, 20))
+            .unwrap();
+        b += 20;
+    }
+    store
+        .append("zzz", ExpectedVersion::Any, &batch(0, 16))
+        .unwrap();
+    assert_eq!(store.index_tables(), [2], "the next 16 tables merged");
+    let version = store.stream_version("A1").unwrap();
+    // With the version wrong, an append expecting a stale version would be admitted and write
+    // a second event 4.
+    let stale = store.append("A1", ExpectedVersion::Exact(3), &[event(99)]);
+    let read = versions(&store.read_stream("A1", 0, 100).unwrap());
+    assert!(
+        version == Some(10)
+            && matches!(
+                stale,
+                Err(Error::WrongExpectedVersion {
+                    actual: Some(10),
+                    ..
+                })
+            )
+            && read == (0..=10).collect::<Vec<_>>(),
+        "A1 has versions 0-10, but stream_version says {version:?}, an append expecting \
+         version 3 got {stale:?}, and read_stream returns versions {read:?}"
+    );
+}
