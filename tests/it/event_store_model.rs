@@ -17,7 +17,7 @@
 //! model learns from the store whether it happened, and checks that it happened whole (an
 //! append's events all or none).
 //!
-//! Knobs: `ANNALS_ES_MODEL_CASES` (proptest cases, default 12), `ANNALS_ES_MODEL_OPS` (most
+//! Knobs: `ANNALS_ES_MODEL_CASES` (proptest cases, default 6), `ANNALS_ES_MODEL_OPS` (most
 //! operations per case, default 60). proptest prints the shrunk failing sequence.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -41,6 +41,8 @@ const STREAMS: [&str; 5] = ["acct-1", "acct-2", "cart-9", "x", "order-77"];
 
 /// Largest index table count seen, over all cases (the test checks tables were exercised).
 static MAX_TABLES: AtomicUsize = AtomicUsize::new(0);
+/// Most events a case appended.
+static MAX_EVENTS: AtomicUsize = AtomicUsize::new(0);
 
 /// What the cases exercised, printed at the end of each (see it with `--nocapture`).
 struct Stats {
@@ -176,7 +178,7 @@ fn stream() -> impl Strategy<Value = usize> {
 /// The operations on the store (what a crash can interrupt).
 fn store_op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        30 => (stream(), exp(), 1usize..=4, any::<u64>())
+        30 => (stream(), exp(), prop_oneof![12 => 1usize..=4, 3 => 20usize..=80], any::<u64>())
             .prop_map(|(stream, exp, n, seed)| Op::Append { stream, exp, n, seed }),
         8 => (any::<Index>(), proptest::option::of(exp()))
             .prop_map(|(which, exp)| Op::Retry { which, exp }),
@@ -1140,7 +1142,7 @@ impl Harness {
 }
 
 fn cases() -> u32 {
-    env_usize("ANNALS_ES_MODEL_CASES", 12) as u32
+    env_usize("ANNALS_ES_MODEL_CASES", 6) as u32
 }
 
 fn max_ops() -> usize {
@@ -1151,7 +1153,7 @@ proptest! {
     #![proptest_config(ProptestConfig {
         cases: cases(),
         failure_persistence: None,
-        max_shrink_time: 120_000,
+        max_shrink_time: 60_000,
         ..ProptestConfig::default()
     })]
 
@@ -1165,14 +1167,15 @@ proptest! {
         let sim = SimStorage::new();
         let mut h = Harness::open(&sim, partitions, segment_bytes, hasher);
         h.run(&ops);
+        MAX_EVENTS.fetch_max(h.model.iter().map(|m| m.events.len()).sum(), Ordering::Relaxed);
         let c = |a: &AtomicUsize| a.load(Ordering::Relaxed);
         eprintln!(
             "event store model so far: {} appends written, {} retries deduplicated, {} wrong \
              versions, {} on tombstoned streams, {} deletes, {} snapshots, {} crashes ({} inside \
-             an operation), {} interrupted operations ({} happened), at most {} index tables",
+             an operation), {} interrupted operations ({} happened), at most {} index tables, at most {} events in a case",
             c(&STATS.written), c(&STATS.deduplicated), c(&STATS.wrong_version),
             c(&STATS.deleted), c(&STATS.metas), c(&STATS.snapshots), c(&STATS.crashes), c(&STATS.crashes_inside),
-            c(&STATS.interrupted), c(&STATS.interrupted_happened), c(&MAX_TABLES)
+            c(&STATS.interrupted), c(&STATS.interrupted_happened), c(&MAX_TABLES), c(&MAX_EVENTS)
         );
     }
 }
