@@ -17,6 +17,11 @@
 //! model learns from the store whether it happened, and checks that it happened whole (an
 //! append's events all or none).
 //!
+//! Below the model, regressions for what it (and reading the code beside it) found: a delete
+//! and a stream's version lost under colliding hashes once a merged index table's run spans
+//! blocks, a snapshot kept by a truncation but removed by compaction, and a retry acknowledged
+//! under `Synced` without an fsync.
+//!
 //! Knobs: `ANNALS_ES_MODEL_CASES` (proptest cases, default 6), `ANNALS_ES_MODEL_OPS` (most
 //! operations per case, default 60). proptest prints the shrunk failing sequence.
 
