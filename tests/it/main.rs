@@ -22,6 +22,8 @@ mod consumer_rebalance_commits;
 mod consumer_restart;
 mod error_messages;
 mod event_store;
+mod event_store_kill9;
+mod event_store_model;
 mod exactly_once_kill9;
 mod foreign_batches;
 mod format_kafka_crosscheck;
