@@ -127,11 +127,27 @@ impl EventStore {
                 v = to;
             }
         }
+        // The snapshot goes too once it is of deleted versions only (readers already ignore
+        // it). Checked under the snapshots slot, so a snapshot saved since (of a stream
+        // written again) is never the one removed.
         let snapshots = &self.inner.snapshots[p as usize];
-        snapshots
-            .partition
-            .append(&[Record::tombstone(stream.to_string())])?;
-        self.acknowledge(&snapshots.partition)?;
+        let tombstone = Record::tombstone(stream.to_string());
+        let removed =
+            snapshots.locked(
+                Access::Write,
+                |index| match super::snapshot::newest_snapshot(snapshots, index, stream, 0)? {
+                    Some(s) if s.version < deleted.end => {
+                        Ok(
+                            append_at_end(snapshots, index, std::slice::from_ref(&tombstone))?
+                                .is_some(),
+                        )
+                    }
+                    _ => Ok(false),
+                },
+            )?;
+        if removed {
+            self.acknowledge(&snapshots.partition)?;
+        }
         self.acknowledge(&slot.partition)
     }
 

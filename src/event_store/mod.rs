@@ -284,12 +284,12 @@ impl EventStore {
         let result = slot.locked(Access::Write, |index| {
             self.append_locked(index, slot, p, stream, expected, events)
         })?;
-        if let Some(result) = result.written {
-            self.acknowledge(&slot.partition)?;
-            return Ok(result);
-        }
+        // A retry's events may have been written by a call that has not synced them yet (or
+        // whose sync failed): it is acknowledged only as durable as a first write.
+        self.acknowledge(&slot.partition)?;
         Ok(result
-            .existing
+            .written
+            .or(result.existing)
             .expect("an append either wrote or found its retry"))
     }
 

@@ -5,8 +5,9 @@
 use bytes::Bytes;
 
 use super::event::RecordedEvent;
+use super::index::StreamIndex;
 use super::state::fetch_records;
-use super::{Access, EventStore};
+use super::{Access, EventStore, Slot};
 use crate::clock::now_ms;
 use crate::error::{Error, Result};
 use crate::format::{Record, StoredRecord};
@@ -113,31 +114,9 @@ impl EventStore {
         }
         let live_from = state.meta.truncate_before;
         let snapshots = &self.inner.snapshots[p as usize];
-        let entries = snapshots.locked(Access::Read, |index| {
-            index.scan(index.hash(stream), live_from, u64::MAX)
-        })?;
-        // Newest first; compaction leaves only the latest record of the key, and a hash
-        // collision's records have another key.
-        let mut offsets: Vec<u64> = entries.iter().map(|e| e.offset).collect();
-        offsets.sort_unstable();
-        let records = fetch_records(
-            &snapshots.partition,
-            &offsets,
-            super::state::RANGE_READ_BYTES,
-        )?;
-        Ok(records
-            .into_iter()
-            .rev()
-            .filter(|r| r.key.as_deref() == Some(stream.as_bytes()))
-            .find_map(|r| {
-                let version = snapshot_version(&r).filter(|v| *v >= live_from)?;
-                Some(Snapshot {
-                    stream: stream.to_string(),
-                    version,
-                    data: r.value?,
-                    timestamp: r.timestamp,
-                })
-            }))
+        snapshots.locked(Access::Read, |index| {
+            newest_snapshot(snapshots, index, stream, live_from)
+        })
     }
 
     /// Loads `stream` the way an aggregate is loaded: its latest snapshot, decoded by
@@ -190,4 +169,32 @@ impl EventStore {
             version,
         })
     }
+}
+
+/// The newest snapshot of `stream` in `slot` (a partition of the snapshots topic) taken at
+/// `live_from` or later. Compaction leaves only the latest record of a key, and a hash
+/// collision's records have another key, so the newest record with the stream's key wins.
+pub(super) fn newest_snapshot(
+    slot: &Slot,
+    index: &StreamIndex,
+    stream: &str,
+    live_from: u64,
+) -> Result<Option<Snapshot>> {
+    let entries = index.scan(index.hash(stream), live_from, u64::MAX)?;
+    let mut offsets: Vec<u64> = entries.iter().map(|e| e.offset).collect();
+    offsets.sort_unstable();
+    let records = fetch_records(&slot.partition, &offsets, super::state::RANGE_READ_BYTES)?;
+    Ok(records
+        .into_iter()
+        .rev()
+        .filter(|r| r.key.as_deref() == Some(stream.as_bytes()))
+        .find_map(|r| {
+            let version = snapshot_version(&r).filter(|v| *v >= live_from)?;
+            Some(Snapshot {
+                stream: stream.to_string(),
+                version,
+                data: r.value?,
+                timestamp: r.timestamp,
+            })
+        }))
 }
