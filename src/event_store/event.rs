@@ -244,26 +244,27 @@ fn truncate_for_message(s: &str) -> &str {
     &s[..end]
 }
 
-/// Decodes an event record; `None` if it is not a well-formed event of `stream` at `version`.
-pub(crate) fn decode_event(
+/// Decodes an event record (its headers as key and value); `None` if it is not a well-formed
+/// event.
+pub(crate) fn decode_event<'h>(
     stream: &str,
     version: u64,
-    partition: u32,
-    offset: u64,
+    position: EventPosition,
     timestamp: i64,
     value: Bytes,
-    headers: &[crate::format::Header],
+    headers: impl Iterator<Item = (&'h str, Option<Bytes>)>,
 ) -> Option<RecordedEvent> {
     let mut event_type = None;
     let mut id = None;
     let mut metadata = Bytes::new();
     let mut schema_version = None;
-    for h in headers {
-        match (h.key.as_str(), &h.value) {
-            (TYPE_HEADER, Some(v)) => event_type = std::str::from_utf8(v).ok().map(String::from),
-            (ID_HEADER, Some(v)) => id = Uuid::from_slice(v).ok(),
-            (METADATA_HEADER, Some(v)) => metadata = v.clone(),
-            (SCHEMA_HEADER, Some(v)) => {
+    for (key, value) in headers {
+        let Some(v) = value else { continue };
+        match key {
+            TYPE_HEADER => event_type = std::str::from_utf8(&v).ok().map(String::from),
+            ID_HEADER => id = Uuid::from_slice(&v).ok(),
+            METADATA_HEADER => metadata = v,
+            SCHEMA_HEADER => {
                 schema_version = <[u8; 4]>::try_from(&v[..]).ok().map(u32::from_be_bytes)
             }
             _ => {}
@@ -277,7 +278,7 @@ pub(crate) fn decode_event(
         metadata,
         id: id?,
         timestamp,
-        position: EventPosition { partition, offset },
+        position,
         schema_version,
     })
 }

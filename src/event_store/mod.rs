@@ -46,7 +46,7 @@ pub use event::{
 };
 use index::{IndexParams, StreamIndex};
 pub use snapshot::{Loaded, Snapshot};
-use state::{fetch_records, stream_state, StreamState};
+use state::{for_each_record, stream_state, StreamState};
 pub use subscription::{Checkpoint, Position, StreamPosition, StreamSubscription, Subscription};
 #[cfg(feature = "serde")]
 pub use typed::DomainEvent;
@@ -593,31 +593,37 @@ fn read_range(
     let mut offsets: Vec<u64> = entries.iter().map(|e| e.offset).collect();
     offsets.sort_unstable();
     offsets.dedup();
-    let records = fetch_records(partition, &offsets, state::RANGE_READ_BYTES)?;
-    let mut events: Vec<RecordedEvent> = records
-        .into_iter()
-        .filter_map(|r| event_of(r, p).filter(|e| e.stream == stream))
-        .collect();
+    let mut events = Vec::with_capacity(offsets.len());
+    for_each_record(partition, &offsets, |bytes, r| {
+        let Some(KeyKind::Event {
+            stream: found,
+            version,
+        }) = r.key.and_then(parse_key)
+        else {
+            return Ok(());
+        };
+        let Some(value) = r.value.filter(|_| found == stream) else {
+            return Ok(());
+        };
+        let position = EventPosition {
+            partition: p,
+            offset: r.offset,
+        };
+        let headers = r.headers().map(|(k, v)| (k, v.map(|v| bytes.slice_ref(v))));
+        let value = bytes.slice_ref(value);
+        events.extend(decode_event(
+            stream,
+            version,
+            position,
+            r.timestamp,
+            value,
+            headers,
+        ));
+        Ok(())
+    })?;
     events.sort_by_key(|e| e.version);
     events.dedup_by_key(|e| e.version);
     Ok(events)
-}
-
-/// The event a record of the events topic holds, if it is one.
-fn event_of(r: StoredRecord, p: u32) -> Option<RecordedEvent> {
-    let key = r.key.as_ref()?;
-    let Some(KeyKind::Event { stream, version }) = parse_key(key) else {
-        return None;
-    };
-    decode_event(
-        stream,
-        version,
-        p,
-        r.offset,
-        r.timestamp,
-        r.value?,
-        &r.headers,
-    )
 }
 
 /// How the events index reads a record: events and metadata records, not tombstones.

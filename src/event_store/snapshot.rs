@@ -6,7 +6,7 @@ use bytes::Bytes;
 
 use super::event::RecordedEvent;
 use super::index::StreamIndex;
-use super::state::fetch_records;
+use super::state::for_each_record;
 use super::{Access, EventStore, Slot};
 use crate::clock::now_ms;
 use crate::error::{Error, Result};
@@ -53,7 +53,11 @@ pub(super) fn record_key(r: &StoredRecord) -> Option<(&str, u64)> {
 
 fn snapshot_version(r: &StoredRecord) -> Option<u64> {
     let h = r.headers.iter().find(|h| h.key == VERSION_HEADER)?;
-    Some(u64::from_be_bytes(h.value.as_deref()?.try_into().ok()?))
+    version_of(h.value.as_deref()?)
+}
+
+fn version_of(header: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(header.try_into().ok()?))
 }
 
 impl EventStore {
@@ -183,18 +187,25 @@ pub(super) fn newest_snapshot(
     let entries = index.scan(index.hash(stream), live_from, u64::MAX)?;
     let mut offsets: Vec<u64> = entries.iter().map(|e| e.offset).collect();
     offsets.sort_unstable();
-    let records = fetch_records(&slot.partition, &offsets, super::state::RANGE_READ_BYTES)?;
-    Ok(records
-        .into_iter()
-        .rev()
-        .filter(|r| r.key.as_deref() == Some(stream.as_bytes()))
-        .find_map(|r| {
-            let version = snapshot_version(&r).filter(|v| *v >= live_from)?;
-            Some(Snapshot {
+    let mut newest = None;
+    for_each_record(&slot.partition, &offsets, |bytes, r| {
+        if r.key != Some(stream.as_bytes()) {
+            return Ok(());
+        }
+        let version = r
+            .headers()
+            .find(|(k, _)| *k == VERSION_HEADER)
+            .and_then(|(_, v)| version_of(v?));
+        if let (Some(version), Some(data)) = (version.filter(|v| *v >= live_from), r.value) {
+            // Ascending offsets: the last one seen is the newest.
+            newest = Some(Snapshot {
                 stream: stream.to_string(),
                 version,
-                data: r.value?,
+                data: bytes.slice_ref(data),
                 timestamp: r.timestamp,
-            })
-        }))
+            });
+        }
+        Ok(())
+    })?;
+    Ok(newest)
 }

@@ -6,11 +6,8 @@ use bytes::Bytes;
 use super::event::{event_key, meta_key};
 use super::index::{StreamIndex, META_VERSION};
 use crate::error::{Error, Result};
-use crate::format::StoredRecord;
+use crate::format::RecordRef;
 use crate::partition::Partition;
-
-/// Bytes a read of a stream's events asks for at a time: a few batches.
-pub(crate) const RANGE_READ_BYTES: usize = 16 << 10;
 
 /// A stream's metadata record: what deletes left of it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -67,15 +64,16 @@ impl StreamState {
     }
 }
 
-/// The records of `partition` at `offsets` (ascending) that still exist, in offset order,
-/// reading about `read_bytes` at a time (at least the batch holding each wanted offset).
-pub(crate) fn fetch_records(
+/// Calls `f` with each record of `partition` at one of `offsets` (ascending) that still
+/// exists, in offset order, and the buffer its slices borrow from (for `Bytes::slice_ref`).
+/// Reads exactly the batches that hold the offsets, one positioned read each, and decodes
+/// nothing into owned records.
+pub(crate) fn for_each_record(
     partition: &Partition,
     offsets: &[u64],
-    read_bytes: usize,
-) -> Result<Vec<StoredRecord>> {
-    let mut found = Vec::new();
-    let mut buf = Vec::new();
+    mut f: impl FnMut(&Bytes, &RecordRef<'_>) -> Result<()>,
+) -> Result<()> {
+    let mut batches = Vec::new();
     let mut i = 0;
     while i < offsets.len() {
         let start = partition.log_start_offset();
@@ -83,33 +81,46 @@ pub(crate) fn fetch_records(
             i += 1;
         }
         if i == offsets.len() || offsets[i] >= partition.high_watermark() {
-            break;
+            return Ok(());
         }
-        buf.clear();
-        partition.read_into(offsets[i], read_bytes, &mut buf)?;
-        let Some(last) = buf.last().map(|r| r.offset) else {
-            break;
+        batches.clear();
+        // One byte asks for exactly the batch that holds the offset (or the next one).
+        partition.read_batches(offsets[i], 1, &mut batches)?;
+        let Some(batch) = batches.first() else {
+            return Ok(());
         };
-        let mut records = buf.drain(..).peekable();
-        while i < offsets.len() && offsets[i] <= last {
-            while records.peek().is_some_and(|r| r.offset < offsets[i]) {
-                records.next();
+        for r in batch.records() {
+            let r = r?;
+            while i < offsets.len() && offsets[i] < r.offset {
+                i += 1;
             }
-            if let Some(r) = records.next_if(|r| r.offset == offsets[i]) {
-                found.push(r);
+            if i == offsets.len() {
+                return Ok(());
             }
+            if offsets[i] == r.offset {
+                f(batch.record_bytes(), &r)?;
+                i += 1;
+            }
+        }
+        let next = batch.next_offset();
+        while i < offsets.len() && offsets[i] < next {
             i += 1;
         }
     }
-    Ok(found)
+    Ok(())
 }
 
-/// The record at `offset` if it is still there and has exactly `key`.
-fn verified(partition: &Partition, offset: u64, key: &str) -> Result<Option<StoredRecord>> {
-    // One byte asks for exactly the batch that holds the offset.
-    Ok(fetch_records(partition, &[offset], 1)?
-        .pop()
-        .filter(|r| r.key.as_deref() == Some(key.as_bytes()) && r.value.is_some()))
+/// The value of the record at `offset` if it is still there, has exactly `key` and is not a
+/// tombstone.
+fn verified(partition: &Partition, offset: u64, key: &str) -> Result<Option<Bytes>> {
+    let mut found = None;
+    for_each_record(partition, &[offset], |bytes, r| {
+        if r.key == Some(key.as_bytes()) {
+            found = r.value.map(|v| bytes.slice_ref(v));
+        }
+        Ok(())
+    })?;
+    Ok(found)
 }
 
 /// Works out `stream`'s state from the index, verifying each entry it relies on.
@@ -144,8 +155,8 @@ fn resolve(
     while let Some(e) = entries.get(event).filter(|e| e.version == META_VERSION) {
         event += 1;
         let key = meta_key_str.get_or_insert_with(|| meta_key(stream));
-        if let Some(r) = verified(partition, e.offset, key)? {
-            if let Some(m) = r.value.as_deref().and_then(StreamMeta::decode) {
+        if let Some(value) = verified(partition, e.offset, key)? {
+            if let Some(m) = StreamMeta::decode(&value) {
                 meta = m;
                 break;
             }

@@ -13,7 +13,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use super::event::{parse_key, validate_stream_name, KeyKind, RecordedEvent};
+use super::event::{parse_key, validate_stream_name, EventPosition, KeyKind, RecordedEvent};
 use super::state::stream_state;
 use super::{Access, EventStore};
 use crate::consumer::{ConsumedRecord, Consumer, ConsumerConfig, IsolationLevel};
@@ -138,15 +138,12 @@ fn consumed_event(r: ConsumedRecord) -> Option<RecordedEvent> {
     let Some(KeyKind::Event { stream, version }) = parse_key(r.key.as_deref()?) else {
         return None;
     };
-    super::event::decode_event(
-        stream,
-        version,
-        r.partition,
-        r.offset,
-        r.timestamp,
-        r.value?,
-        &r.headers,
-    )
+    let position = EventPosition {
+        partition: r.partition,
+        offset: r.offset,
+    };
+    let headers = r.headers.iter().map(|h| (h.key.as_str(), h.value.clone()));
+    super::event::decode_event(stream, version, position, r.timestamp, r.value?, headers)
 }
 
 impl EventStore {

@@ -67,6 +67,12 @@ impl BatchView {
         self.header.next_offset()
     }
 
+    /// The buffer the records' slices borrow from, so a caller can keep one as a `Bytes`
+    /// (`Bytes::slice_ref`) without copying.
+    pub(crate) fn record_bytes(&self) -> &Bytes {
+        &self.records
+    }
+
     /// The records at or after the read's offset, in order. Each item is a record borrowing the
     /// batch's bytes, or the error that ends the iteration.
     pub fn records(&self) -> RecordRefs<'_> {
