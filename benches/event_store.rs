@@ -106,7 +106,7 @@ fn build(dir: &Path, streams: u32, events: &mut Events) {
     let chunks = TARGET_EVENTS / EVENTS;
     let every = (streams as usize / chunks).max(1);
     let mut target = None;
-    let mut append_target = |target: &mut Option<u64>| {
+    let append_target = |target: &mut Option<u64>, events: &mut Events| {
         let r = store
             .append(TARGET, version_of(*target), &events.next())
             .expect("append");
@@ -114,14 +114,14 @@ fn build(dir: &Path, streams: u32, events: &mut Events) {
     };
     for i in 0..streams {
         if (i as usize).is_multiple_of(every) && (i as usize / every) < chunks {
-            append_target(&mut target);
+            append_target(&mut target, events);
         }
         store
             .append(&stream_name(i), ExpectedVersion::NoStream, &events.next())
             .expect("append");
     }
     while target.is_none_or(|v| v + 1 < TARGET_EVENTS as u64) {
-        append_target(&mut target);
+        append_target(&mut target, events);
     }
     store.close().expect("close store");
     drop(store);
