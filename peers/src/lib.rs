@@ -8,4 +8,5 @@
 #[path = "../../benches/common/mod.rs"]
 pub mod common;
 
+pub mod event_store;
 pub mod workloads;
