@@ -397,7 +397,7 @@ pub fn quantile(sorted: &[Duration], q: f64) -> Duration {
 }
 
 /// Most writer threads of one append workload.
-pub const MAX_THREADS: usize = 4;
+pub const MAX_THREADS: usize = 16;
 /// Append workloads that run one after another on one built store, each on its own streams.
 pub const LANES: usize = 3;
 

@@ -453,31 +453,37 @@ impl EventStore {
         self.check_open()?;
         validate_stream_name(stream)?;
         let (p, slot) = self.slot(stream);
+        if max == 0 {
+            // Still an error for a tombstoned stream, as every read.
+            self.live_state(stream)?;
+            return Ok(Vec::new());
+        }
+        let span = max as u64 - 1;
         slot.locked(Access::Read, |index| {
-            let state = stream_state(index, &slot.partition, stream)?;
-            state.check_not_tombstoned(stream)?;
-            let Some(last) = state.actual() else {
-                return Ok(Vec::new());
-            };
-            if max == 0 {
-                return Ok(Vec::new());
-            }
-            let span = max as u64 - 1;
-            let live = state.meta.truncate_before;
+            let partition = &slot.partition;
             let (lo, hi) = match direction {
+                // A forward read needs only the metadata: the scan ends where the stream does.
                 Direction::Forward(from) => {
-                    let lo = from.max(live);
-                    (lo, lo.saturating_add(span).min(last))
+                    let meta = state::stream_meta(index, partition, stream)?;
+                    meta.check_not_tombstoned(stream)?;
+                    let lo = from.max(meta.truncate_before);
+                    // Below the metadata entries' version, which no event has.
+                    (lo, lo.saturating_add(span).min(index::META_VERSION - 1))
                 }
                 Direction::Backward(from) => {
+                    let state = stream_state(index, partition, stream)?;
+                    state.check_not_tombstoned(stream)?;
+                    let Some(last) = state.actual() else {
+                        return Ok(Vec::new());
+                    };
                     let hi = from.unwrap_or(last).min(last);
-                    (hi.saturating_sub(span).max(live), hi)
+                    (hi.saturating_sub(span).max(state.meta.truncate_before), hi)
                 }
             };
             if lo > hi {
                 return Ok(Vec::new());
             }
-            let mut events = read_range(index, &slot.partition, p, stream, lo, hi)?;
+            let mut events = read_range(index, partition, p, stream, lo, hi)?;
             if matches!(direction, Direction::Backward(_)) {
                 events.reverse();
             }

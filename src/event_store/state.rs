@@ -29,6 +29,15 @@ impl StreamMeta {
         Bytes::from(v)
     }
 
+    pub(crate) fn check_not_tombstoned(&self, stream: &str) -> Result<()> {
+        if self.tombstoned {
+            return Err(Error::StreamDeleted {
+                stream: stream.to_string(),
+            });
+        }
+        Ok(())
+    }
+
     pub(crate) fn decode(value: &[u8]) -> Option<StreamMeta> {
         match value {
             [META_FORMAT, tb @ .., flags] if tb.len() == 8 && *flags <= 1 => Some(StreamMeta {
@@ -55,12 +64,7 @@ impl StreamState {
     }
 
     pub(crate) fn check_not_tombstoned(&self, stream: &str) -> Result<()> {
-        if self.meta.tombstoned {
-            return Err(Error::StreamDeleted {
-                stream: stream.to_string(),
-            });
-        }
-        Ok(())
+        self.meta.check_not_tombstoned(stream)
     }
 }
 
@@ -139,6 +143,42 @@ pub(crate) fn stream_state(
     Ok(resolve(&all, partition, stream, None)?.unwrap_or_default())
 }
 
+/// The stream's newest metadata record among `entries` (newest first: metadata entries sort
+/// after every event, under version `META_VERSION`, newest offset first).
+fn newest_meta(
+    entries: &[super::index::table::Entry],
+    partition: &Partition,
+    stream: &str,
+) -> Result<Option<StreamMeta>> {
+    let key = meta_key(stream);
+    for e in entries.iter().take_while(|e| e.version == META_VERSION) {
+        if let Some(m) = verified(partition, e.offset, &key)?.and_then(|v| StreamMeta::decode(&v)) {
+            return Ok(Some(m));
+        }
+    }
+    Ok(None)
+}
+
+/// `stream`'s metadata alone (what a forward read needs), verifying only metadata entries.
+pub(crate) fn stream_meta(
+    index: &StreamIndex,
+    partition: &Partition,
+    stream: &str,
+) -> Result<StreamMeta> {
+    let hash = index.hash(stream);
+    let (newest, bound) = index.latest(hash)?;
+    if let Some(m) = newest_meta(&newest, partition, stream)? {
+        return Ok(m);
+    }
+    if bound != Some(META_VERSION) {
+        // Every metadata entry of the hash was among them: the stream has none.
+        return Ok(StreamMeta::default());
+    }
+    let mut all = index.scan(hash, META_VERSION, META_VERSION)?;
+    all.reverse();
+    Ok(newest_meta(&all, partition, stream)?.unwrap_or_default())
+}
+
 /// Walks `entries` (newest first) to the stream's metadata and newest event. `None` when
 /// they do not settle it: `bound` (see [`StreamIndex::latest`]) says entries were left out
 /// that may hold a newer event of the stream.
@@ -148,26 +188,8 @@ fn resolve(
     stream: &str,
     bound: Option<u64>,
 ) -> Result<Option<StreamState>> {
-    let mut meta = StreamMeta::default();
-    let mut meta_key_str = None;
-    let mut event = 0;
-    // Metadata entries sort after every event (version META_VERSION), newest offset first.
-    while let Some(e) = entries.get(event).filter(|e| e.version == META_VERSION) {
-        event += 1;
-        let key = meta_key_str.get_or_insert_with(|| meta_key(stream));
-        if let Some(value) = verified(partition, e.offset, key)? {
-            if let Some(m) = StreamMeta::decode(&value) {
-                meta = m;
-                break;
-            }
-        }
-    }
-    while entries
-        .get(event)
-        .is_some_and(|e| e.version == META_VERSION)
-    {
-        event += 1;
-    }
+    let meta = newest_meta(entries, partition, stream)?.unwrap_or_default();
+    let event = entries.partition_point(|e| e.version == META_VERSION);
     for e in &entries[event..] {
         if e.version < meta.truncate_before {
             // Deleted versions cannot move the next version past `truncate_before`.
