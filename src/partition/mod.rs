@@ -6,6 +6,7 @@
 //! positioned reads holding no lock at all.
 
 mod append;
+mod group_sync;
 mod names;
 mod producer_state;
 mod read;
@@ -85,9 +86,9 @@ pub(crate) struct PartitionInner {
     pub closed: AtomicBool,
     /// Why the partition refuses writes, after a failed fsync or an unrepairable write error.
     pub poisoned: Mutex<Option<String>>,
-    /// Highest offset (exclusive) known to be on stable storage; the lock is the group-commit
-    /// queue: whoever holds it fsyncs for everyone waiting behind it.
-    pub synced: Mutex<u64>,
+    /// Highest offset (exclusive) known to be on stable storage, and the group commit that
+    /// moves it (`group_sync.rs`).
+    pub synced: group_sync::GroupSync,
     /// Consumers parked in a long poll on this partition, woken when the high watermark moves.
     pub watchers: Watchers,
     /// What recovery removed when this partition was opened (`Log::recovery_report`).
@@ -270,27 +271,24 @@ impl Partition {
         let inner = &self.inner;
         inner.check_writable()?;
         let target = self.high_watermark();
-        let mut synced = inner.synced.lock();
-        if *synced >= target {
-            return Ok(());
-        }
-        // Segments before the active one were fsynced when they were sealed, so syncing the
-        // active segment covers everything up to its published next offset.
-        let active = inner
-            .segments()
-            .last()
-            .cloned()
-            .expect("a partition always has an active segment");
-        let covered = active.next_offset();
-        inner.check_writable()?;
-        if let Err(e) = active.file.sync_data() {
-            inner.poison(format!(
-                "fsync of {} failed: {e}",
-                active.log_path.display()
-            ));
-            return Err(Error::from(e));
-        }
-        *synced = covered;
-        Ok(())
+        inner.synced.sync_to(target, || {
+            // Segments before the active one were fsynced when they were sealed, so syncing
+            // the active segment covers everything up to its published next offset.
+            let active = inner
+                .segments()
+                .last()
+                .cloned()
+                .expect("a partition always has an active segment");
+            let covered = active.next_offset();
+            inner.check_writable()?;
+            if let Err(e) = active.file.sync_data() {
+                inner.poison(format!(
+                    "fsync of {} failed: {e}",
+                    active.log_path.display()
+                ));
+                return Err(Error::from(e));
+            }
+            Ok(covered)
+        })
     }
 }

@@ -341,7 +341,7 @@ pub(crate) fn open_partition(p: OpenParams<'_>) -> Result<PartitionInner> {
         }),
         closed: AtomicBool::new(false),
         poisoned: Mutex::new(None),
-        synced: Mutex::new(0),
+        synced: super::group_sync::GroupSync::new(0),
         recovery_events: events,
         first_unstable: AtomicU64::new(first_unstable),
         aborted: RwLock::new(Arc::new(aborted)),
@@ -362,7 +362,7 @@ pub(crate) fn open_partition(p: OpenParams<'_>) -> Result<PartitionInner> {
         // every later open would trip over the damaged file again.
         store_bounds(storage, &p.dir, &inner.bounds.lock())?;
     }
-    *inner.synced.lock() = high_watermark;
+    inner.synced.reset(high_watermark);
     Ok(inner)
 }
 
