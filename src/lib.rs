@@ -69,6 +69,9 @@ mod topic_partition;
 mod txn;
 mod wait;
 
+/// The byte buffer records are made of, re-exported so callers need no `bytes` dependency of
+/// their own.
+pub use bytes::Bytes;
 pub use cleaner::{CompactionReport, MaintenanceReport, PartitionReport, RetentionReport};
 pub use config::{CleanupPolicy, CompactionStrategy, TopicConfig};
 pub use consumer::{

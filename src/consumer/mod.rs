@@ -42,6 +42,24 @@ pub struct ConsumedRecord {
     pub headers: Vec<Header>,
 }
 
+impl ConsumedRecord {
+    /// The value as UTF-8; `None` for a tombstone or bytes that are not UTF-8.
+    pub fn value_str(&self) -> Option<&str> {
+        crate::format::as_str(&self.value)
+    }
+
+    /// The key as UTF-8; `None` without a key or for bytes that are not UTF-8.
+    pub fn key_str(&self) -> Option<&str> {
+        crate::format::as_str(&self.key)
+    }
+
+    /// The value of the last header named `name` (Kafka's `lastHeader`); `None` if there is
+    /// none or its value is null.
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        crate::format::last_header(&self.headers, name)
+    }
+}
+
 /// A whole batch returned by [`Consumer::poll_batches`], with the partition it came from.
 #[derive(Debug, Clone)]
 #[non_exhaustive]

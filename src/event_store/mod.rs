@@ -645,14 +645,9 @@ fn event_record_key(r: &StoredRecord) -> Option<(&str, u64)> {
 /// deleted while the log was closed, or by a crash between the deletion and the removal of its
 /// index) is removed first, so a new topic is indexed afresh.
 fn create_if_missing(log: &Log, name: &str, config: TopicConfig) -> Result<()> {
-    match log.topic_config(name) {
-        Ok(_) => return Ok(()),
-        Err(Error::UnknownTopic { .. }) => {}
-        Err(e) => return Err(e),
+    if !log.has_topic(name) {
+        log.remove_event_store_index(name)?;
+        log.create_topic_if_missing(name, config)?;
     }
-    log.remove_event_store_index(name)?;
-    match log.create_topic(name, config) {
-        Ok(()) | Err(Error::TopicExists { .. }) => Ok(()),
-        Err(e) => Err(e),
-    }
+    Ok(())
 }

@@ -71,6 +71,7 @@ pub use decode::decode_batch;
 pub use header::{
     peek_batch_len, set_base_offset, set_base_sequence, set_log_append_time, verify_crc,
 };
+pub(crate) use record::{as_str, last_header};
 pub use record::{Header, Record, StoredRecord};
 pub use view::{BatchView, RecordRef, RecordRefs};
 

@@ -93,3 +93,61 @@ pub struct StoredRecord {
     pub value: Option<Bytes>,
     pub headers: Vec<Header>,
 }
+
+impl StoredRecord {
+    /// The value as UTF-8; `None` for a tombstone or bytes that are not UTF-8.
+    pub fn value_str(&self) -> Option<&str> {
+        as_str(&self.value)
+    }
+
+    /// The key as UTF-8; `None` without a key or for bytes that are not UTF-8.
+    pub fn key_str(&self) -> Option<&str> {
+        as_str(&self.key)
+    }
+
+    /// The value of the last header named `name` (Kafka's `lastHeader`: a name may repeat);
+    /// `None` if there is none or its value is null.
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        last_header(&self.headers, name)
+    }
+}
+
+pub(crate) fn as_str(bytes: &Option<Bytes>) -> Option<&str> {
+    std::str::from_utf8(bytes.as_deref()?).ok()
+}
+
+pub(crate) fn last_header<'a>(headers: &'a [Header], name: &str) -> Option<&'a [u8]> {
+    headers
+        .iter()
+        .rev()
+        .find(|h| h.key == name)
+        .and_then(|h| h.value.as_deref())
+}
+
+#[cfg(test)]
+mod accessor_tests {
+    use super::*;
+
+    #[test]
+    fn text_and_header_accessors() {
+        let r = StoredRecord {
+            offset: 0,
+            timestamp: 0,
+            key: Some(Bytes::from_static(b"k")),
+            value: Some(Bytes::from_static(&[0xff])),
+            headers: vec![
+                Header::new("h", "first"),
+                Header {
+                    key: "null".into(),
+                    value: None,
+                },
+                Header::new("h", "last"),
+            ],
+        };
+        assert_eq!(r.key_str(), Some("k"));
+        assert_eq!(r.value_str(), None, "not UTF-8");
+        assert_eq!(r.header("h"), Some(&b"last"[..]));
+        assert_eq!(r.header("null"), None);
+        assert_eq!(r.header("missing"), None);
+    }
+}

@@ -231,6 +231,40 @@ impl Log {
         Ok(())
     }
 
+    /// Whether a topic named `name` exists. Internal topics (`__consumer_offsets`, ...) are not
+    /// topics to callers, as in [`topics`](Self::topics); false after close.
+    ///
+    /// ```
+    /// # fn main() -> annals::Result<()> {
+    /// use annals::{Log, TopicConfig};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let log = Log::open(dir.path())?;
+    /// assert!(!log.has_topic("orders"));
+    /// assert!(log.create_topic_if_missing("orders", TopicConfig::default().partitions(3))?);
+    /// // A second call finds it and leaves it as it is.
+    /// assert!(!log.create_topic_if_missing("orders", TopicConfig::default())?);
+    /// assert!(log.has_topic("orders"));
+    /// assert_eq!(log.topic_config("orders")?.partitions, 3);
+    /// # Ok(()) }
+    /// ```
+    pub fn has_topic(&self, name: &str) -> bool {
+        !is_internal_topic(name) && self.inner.catalog.state.read().topics.contains_key(name)
+    }
+
+    /// Creates the topic unless one of that name exists; returns whether it created it. An
+    /// existing topic keeps its configuration, also when it differs from `config` (compare
+    /// [`topic_config`](Self::topic_config) where that matters).
+    ///
+    /// Errors: as [`create_topic`](Self::create_topic), except that an existing topic is not
+    /// one.
+    pub fn create_topic_if_missing(&self, name: &str, config: TopicConfig) -> Result<bool> {
+        match self.create_topic(name, config) {
+            Ok(()) => Ok(true),
+            Err(Error::TopicExists { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Names of all topics, sorted (internal topics such as `__consumer_offsets` are not
     /// listed). Empty after [`close`](Self::close): this is the one call that cannot return
     /// [`Error::Closed`], and a closed log has no topics to offer.

@@ -2318,16 +2318,3 @@ fn reopen_replays_nothing_after_a_clean_close_and_little_after_a_crash() {
         assert_eq!(n, expected, "{stream}");
     }
 }
-
-fn copy_dir(from: &Path, to: &Path) {
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            std::fs::create_dir_all(&target).unwrap();
-            copy_dir(&entry.path(), &target);
-        } else if entry.file_name() != ".lock" {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
-}

@@ -48,6 +48,7 @@ mod recovery_report;
 mod recovery_truncation;
 mod retention_basic;
 mod sim_crash;
+mod topic_lookup;
 mod transactions;
 mod transactions_compaction;
 mod transactions_crash;
