@@ -37,6 +37,14 @@
 // A builder setter takes `self` and returns the changed copy: dropping it is always a bug.
 #![warn(clippy::return_self_not_must_use)]
 
+// The storage layer is built on Unix file APIs (`pread`/`pwrite`, `fdatasync`, `flock`,
+// `fallocate`, `mmap`): say so instead of failing on a missing import.
+#[cfg(not(unix))]
+compile_error!(
+    "annals builds only on Unix-like systems (Linux, macOS, the BSDs): its storage layer uses \
+     Unix file APIs (pread/pwrite, fdatasync, flock, mmap)"
+);
+
 /// `pub fn field(mut self, value: T) -> Self` for the typed configuration builders.
 macro_rules! setter {
     ($(#[$doc:meta])* $name:ident: $ty:ty) => {
