@@ -35,6 +35,9 @@
 //!
 //! - `synced/<threads>` (1, 4, 16): each thread sends `SYNCED_RECORDS_PER_THREAD` records per
 //!   iteration, waiting for each delivery before the next send. One producer per configuration.
+//! - `synced/outbox_default_linger/4`: the same with 4 threads and the default linger (5 ms):
+//!   waiting on a delivery closes its batch, so this pays no linger. Target (issue 14): >= 0.9x
+//!   `synced/4`.
 //! - `synced/raw_fdatasync/1`: one thread, one `write` of one record then `fdatasync`, per record,
 //!   on a plain file. Target: `synced/1` >= 0.9x this.
 //! - `synced/one_fsync_per_record/16`: 16 threads, each doing `write` + `fdatasync` per record on
@@ -72,6 +75,8 @@ const BATCH_BYTES: usize = 64 << 10;
 const SYNCED_RECORDS_PER_THREAD: usize = 32;
 const SYNCED_THREADS: [usize; 3] = [1, 4, 16];
 const BASELINE_THREADS: usize = 16;
+/// Threads of the outbox case (issue 14: an outbox service waiting on each `Synced` send).
+const OUTBOX_THREADS: usize = 4;
 /// Large enough that no timed stretch rolls (a roll seals and fsyncs the segment).
 const SEGMENT_BYTES: u64 = 1 << 30;
 /// Most bytes one timed stretch may write before its topic (or file) is thrown away and a fresh
@@ -335,20 +340,31 @@ fn bench_synced(c: &mut Criterion) {
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
 
-    for threads in SYNCED_THREADS {
+    // Linger 0 (the waiting thread's record goes out at once), then the outbox of issue 14: four
+    // threads waiting on each send with the default linger, where waiting closes the batch.
+    let default_linger = ProducerConfig::default().linger;
+    let cases = SYNCED_THREADS
+        .into_iter()
+        .map(|t| (t.to_string(), t, Duration::ZERO))
+        .chain([(
+            format!("outbox_default_linger/{OUTBOX_THREADS}"),
+            OUTBOX_THREADS,
+            default_linger,
+        )]);
+    for (id, threads, linger) in cases {
         group.throughput(Throughput::Elements(threads as u64 * k));
-        let topic = format!("synced-{threads}");
+        let topic = format!("synced-{}", id.replace('/', "-"));
         // Created lazily, so a filter that skips this benchmark also skips its setup.
         let mut producer = None;
         let mut lat = Vec::new();
-        group.bench_function(BenchmarkId::from_parameter(threads), |b| {
+        group.bench_function(BenchmarkId::from_parameter(&id), |b| {
             let producer = producer.get_or_insert_with(|| {
                 log.create_topic(&topic, topic_config())
                     .expect("create topic");
                 log.producer(
                     ProducerConfig::default()
                         .durability(Durability::Synced)
-                        .linger(Duration::ZERO),
+                        .linger(linger),
                 )
                 .expect("producer")
             });
@@ -382,7 +398,7 @@ fn bench_synced(c: &mut Criterion) {
                 .expect("partition")
                 .high_watermark();
             assert_eq!(hw, lat.len() as u64);
-            report_latency(&format!("synced/{threads}"), &mut lat);
+            report_latency(&format!("synced/{id}"), &mut lat);
         }
     }
 

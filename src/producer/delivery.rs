@@ -1,10 +1,12 @@
 //! Delivery reports: how a caller learns what became of a record it sent.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
+use super::accumulator::PartitionSlot;
+use super::sender::Signal;
 use crate::error::Result;
 
 /// Where a record was written.
@@ -73,9 +75,44 @@ impl BatchCompletion {
     }
 }
 
+/// What a waiting [`Delivery`] uses to close the batch its record is in: a caller that waits
+/// for its record wants it written now, not after `linger` (request/response code, an outbox
+/// writer waiting on each record). Weak, so a delivery kept around holds neither the
+/// producer's state nor the partition's queue.
+#[derive(Debug, Clone)]
+pub(crate) struct BatchCloser {
+    pub slot: Weak<PartitionSlot>,
+    pub signal: Weak<Signal>,
+}
+
+impl BatchCloser {
+    /// Closes the open batch of `completion` if it is still being filled, and hands it to the
+    /// writer thread.
+    fn close(&self, completion: &Arc<BatchCompletion>) {
+        let (Some(slot), Some(signal)) = (self.slot.upgrade(), self.signal.upgrade()) else {
+            return;
+        };
+        let mut q = slot.queue.lock();
+        let ours = q
+            .open
+            .as_ref()
+            .is_some_and(|b| Arc::ptr_eq(&b.completion, completion));
+        if !ours {
+            // Closed already (full, lingered out, flushed): the writer has it.
+            return;
+        }
+        q.close_open();
+        drop(q);
+        slot.batch_closed();
+        signal.ready(&slot);
+    }
+}
+
 /// The pending result of one [`Producer::send`](super::Producer::send).
 #[derive(Debug, Clone)]
 pub struct Delivery {
+    /// `None` once the batch was closed when the record went in.
+    pub(crate) closer: Option<BatchCloser>,
     pub(crate) batch: Option<Arc<BatchCompletion>>,
     pub(crate) index: u32,
     pub(crate) topic: Arc<str>,
@@ -85,20 +122,39 @@ pub struct Delivery {
 
 impl Delivery {
     /// Blocks until the record is acknowledged at the producer's durability, or failed.
+    ///
+    /// Waiting closes the batch the record is in, if it is still open: it is written now
+    /// instead of after the producer's `linger`, so code that waits on each send pays no
+    /// linger (records sent meanwhile by other threads still share the batch, and a `Synced`
+    /// producer still shares its fsyncs).
     pub fn wait(&self) -> Result<RecordMetadata> {
         match &self.batch {
             None => Ok(self.metadata(None)),
-            Some(b) => self.finish(b.wait(None).expect("waiting without deadline")),
+            Some(b) => {
+                self.close_batch(b);
+                self.finish(b.wait(None).expect("waiting without deadline"))
+            }
         }
     }
 
-    /// Like [`wait`](Self::wait), giving up after `timeout` (`None` if still pending).
+    /// Like [`wait`](Self::wait) (closing the batch too), giving up after `timeout` (`None`
+    /// if still pending).
     pub fn wait_timeout(&self, timeout: Duration) -> Option<Result<RecordMetadata>> {
         match &self.batch {
             None => Some(Ok(self.metadata(None))),
-            Some(b) => b
-                .wait(Some(crate::config::deadline_after(Instant::now(), timeout)))
-                .map(|r| self.finish(r)),
+            Some(b) => {
+                self.close_batch(b);
+                b.wait(Some(crate::config::deadline_after(Instant::now(), timeout)))
+                    .map(|r| self.finish(r))
+            }
+        }
+    }
+
+    fn close_batch(&self, completion: &Arc<BatchCompletion>) {
+        if completion.peek().is_none() {
+            if let Some(closer) = &self.closer {
+                closer.close(completion);
+            }
         }
     }
 

@@ -29,7 +29,7 @@ use crate::format::{record_encoded_len, BatchBuilder, Compression, HEADER_LEN};
 
 use accumulator::{batch_options, Memory, OpenBatch, PartitionSlot, TopicSlot};
 pub use config::{Durability, ProducerConfig};
-use delivery::{BatchCompletion, Outstanding};
+use delivery::{BatchCloser, BatchCompletion, Outstanding};
 pub use delivery::{Delivery, RecordMetadata};
 pub(crate) use identity::ProducerIdentity;
 pub use partitioner::{murmur2, partition_for_key, Partitioner};
@@ -82,7 +82,8 @@ pub(crate) struct Shared {
     /// topics, and comparing a short name beats hashing it on every send.
     topics: RwLock<Vec<Arc<TopicSlot>>>,
     memory: Memory,
-    signal: Signal,
+    /// Shared with the deliveries, whose `wait` closes their batch (see `Delivery::wait`).
+    signal: Arc<Signal>,
     outstanding: Outstanding,
     /// The first failure since the last `flush`, which `flush` reports (so errors under
     /// `Durability::None`, whose deliveries complete early, are not lost).
@@ -113,7 +114,7 @@ impl Producer {
             identity,
             txn,
             topics: RwLock::new(Vec::new()),
-            signal: Signal::default(),
+            signal: Arc::default(),
             outstanding: Outstanding::default(),
             first_error: Mutex::new(None),
             gate: RwLock::new(()),
@@ -402,8 +403,13 @@ impl Shared {
             } else if let Some(at) = new_batch_at {
                 self.signal.deadline(slot, at);
             }
+            let waits = self.config.durability != Durability::None;
             return Ok(Delivery {
-                batch: (self.config.durability != Durability::None).then_some(completion),
+                closer: (waits && !close_now).then(|| BatchCloser {
+                    slot: Arc::downgrade(slot),
+                    signal: Arc::downgrade(&self.signal),
+                }),
+                batch: waits.then_some(completion),
                 index,
                 topic: t.name.clone(),
                 partition: p,
