@@ -102,8 +102,8 @@ pub use group::{
 pub use log::{Log, LogBuilder};
 pub use offsets::{OffsetAndMetadata, MAX_METADATA_BYTES, OFFSETS_TOPIC};
 pub use partition::{
-    validate_topic_name, Partition, RecoveryAction, RecoveryEvent, RecoveryMode, RecoveryReport,
-    MAX_TOPIC_NAME_LEN,
+    validate_topic_name, Partition, Records, RecoveryAction, RecoveryEvent, RecoveryMode,
+    RecoveryReport, MAX_TOPIC_NAME_LEN,
 };
 pub use producer::{
     murmur2, partition_for_key, Delivery, Durability, Partitioner, Producer, ProducerConfig,

@@ -7,6 +7,7 @@
 
 mod append;
 mod group_sync;
+mod iter;
 mod names;
 mod producer_state;
 mod read;
@@ -30,6 +31,7 @@ use crate::storage::Storage;
 use crate::wait::Watchers;
 
 pub(crate) use append::Appended;
+pub use iter::Records;
 pub(crate) use names::{
     is_partition_file, parse_partition_dir_name, partition_dir_name, DELETE_SUFFIX,
 };

@@ -32,6 +32,7 @@ mod kafka_tools;
 mod kill9;
 mod log_lifetime;
 mod maintenance_poison;
+mod partition_iter;
 mod partition_model;
 mod producer_backpressure;
 mod producer_basic;
