@@ -137,16 +137,15 @@ impl Delivery {
         }
     }
 
-    /// Like [`wait`](Self::wait) (closing the batch too), giving up after `timeout` (`None`
-    /// if still pending).
+    /// Waits up to `timeout` for the result (`None` if still pending). Unlike
+    /// [`wait`](Self::wait) it does not close the batch: it observes, so it can poll (a zero
+    /// timeout) or bound a wait for a batch that others keep filling.
     pub fn wait_timeout(&self, timeout: Duration) -> Option<Result<RecordMetadata>> {
         match &self.batch {
             None => Some(Ok(self.metadata(None))),
-            Some(b) => {
-                self.close_batch(b);
-                b.wait(Some(crate::config::deadline_after(Instant::now(), timeout)))
-                    .map(|r| self.finish(r))
-            }
+            Some(b) => b
+                .wait(Some(crate::config::deadline_after(Instant::now(), timeout)))
+                .map(|r| self.finish(r)),
         }
     }
 

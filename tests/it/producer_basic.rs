@@ -815,9 +815,9 @@ fn a_recreated_topic_is_written_by_an_existing_producer() {
     producer.close().unwrap();
 }
 
-/// Waiting on a delivery closes its batch: with a linger of ten minutes, `wait` (and
-/// `wait_timeout`) return once the record is written, at every durability that waits, while a
-/// record nobody waits on stays in its open batch until then.
+/// Waiting on a delivery closes its batch: with a linger of ten minutes, `wait` returns once
+/// the record is written, at every durability that waits, while a record nobody waits on (or
+/// that is only polled with `wait_timeout`) stays in its open batch.
 #[test]
 fn waiting_on_a_delivery_closes_its_batch() {
     for durability in [Durability::Written, Durability::Synced] {
@@ -831,25 +831,30 @@ fn waiting_on_a_delivery_closes_its_batch() {
             .unwrap();
         let first = producer.send_to("t", 0, Record::new("first")).unwrap();
         let second = producer.send_to("t", 0, Record::new("second")).unwrap();
-        // Nobody waits: the batch lingers (ten minutes), nothing is written.
-        std::thread::sleep(Duration::from_millis(50));
+        // Polling does not close the batch: it lingers (ten minutes), nothing is written.
+        assert!(second.wait_timeout(Duration::from_millis(50)).is_none());
         assert!(
             !first.is_done(),
             "{durability:?}: written before anyone waited"
         );
         assert_eq!(log.partition("t", 0).unwrap().high_watermark(), 0);
-        // The guard is far below the linger: a wait that had to linger out would fail it.
-        let got = second
-            .wait_timeout(Duration::from_secs(120))
-            .expect("waiting closed the batch")
-            .unwrap();
-        assert_eq!(got.offset, 1, "{durability:?}");
+        // `wait` closes it. The guard is far below the linger: a wait that had to linger out
+        // would fail it.
+        let waited = |d: annals::Delivery| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || tx.send(d.wait()).unwrap());
+            rx.recv_timeout(Duration::from_secs(120))
+                .expect("waiting closed the batch")
+                .unwrap()
+        };
+        assert_eq!(waited(second).offset, 1, "{durability:?}");
         // Both records were in that batch.
         assert_eq!(first.try_result().unwrap().unwrap().offset, 0);
         // A later record opens a new batch, and waiting closes that one too.
         let third = producer.send_to("t", 0, Record::new("third")).unwrap();
-        assert_eq!(third.wait().unwrap().offset, 2, "{durability:?}");
-        assert_eq!(value_of(&log, &third.wait().unwrap()), b"third");
+        let m = waited(third);
+        assert_eq!(m.offset, 2, "{durability:?}");
+        assert_eq!(value_of(&log, &m), b"third");
         producer.close().unwrap();
     }
 }
