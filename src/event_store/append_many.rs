@@ -190,12 +190,11 @@ impl EventStore {
             }
             return Ok(results);
         }
-        Err(Error::InvalidArgument(format!(
-            "could not append to {} streams: their partitions kept being written by something \
-             other than event store {:?}",
-            appends.len(),
-            self.inner.name
-        )))
+        Err(super::kept_racing(
+            format!("append to {} streams", appends.len()),
+            &self.inner.name,
+            None,
+        ))
     }
 
     fn start_txn_producer(&self) -> Result<Producer> {

@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 
 use super::event::{event_key, meta_key, ExpectedVersion};
 use super::state::{stream_state, StreamMeta};
-use super::{Access, EventStore, Slot};
+use super::{Access, EventStore};
 use crate::config::CleanupPolicy;
 use crate::error::{Error, Result};
 use crate::format::Record;
@@ -90,15 +90,16 @@ impl EventStore {
                     return Ok(None);
                 }
                 let record = Record::new(meta.encode()).key(meta_key(stream));
-                if let Some(offset) = append_at_end(slot, index, &[record])? {
+                if let Some(offset) = slot.append_at_end(index, &[record])? {
                     index.insert(stream, super::index::META_VERSION, offset);
                     return Ok(Some(state.meta.truncate_before..meta.truncate_before));
                 }
             }
-            Err(Error::InvalidArgument(format!(
-                "could not delete stream {stream:?}: partition {p} kept being written by \
-                 something other than the event store"
-            )))
+            Err(super::kept_racing(
+                format!("delete stream {stream:?}"),
+                &self.inner.name,
+                Some(p),
+            ))
         })?;
         let Some(deleted) = deleted else {
             return Ok(());
@@ -121,7 +122,7 @@ impl EventStore {
             let batch: Vec<Record> = (v..to)
                 .map(|v| Record::tombstone(event_key(stream, v)))
                 .collect();
-            let written = slot.locked(Access::Write, |index| append_at_end(slot, index, &batch))?;
+            let written = slot.locked(Access::Write, |index| slot.append_at_end(index, &batch))?;
             if written.is_some() {
                 // Tombstones are not indexed; the next catch-up moves past them.
                 v = to;
@@ -136,12 +137,9 @@ impl EventStore {
             snapshots.locked(
                 Access::Write,
                 |index| match super::snapshot::newest_snapshot(snapshots, index, stream, 0)? {
-                    Some(s) if s.version < deleted.end => {
-                        Ok(
-                            append_at_end(snapshots, index, std::slice::from_ref(&tombstone))?
-                                .is_some(),
-                        )
-                    }
+                    Some(s) if s.version < deleted.end => Ok(snapshots
+                        .append_at_end(index, std::slice::from_ref(&tombstone))?
+                        .is_some()),
                     _ => Ok(false),
                 },
             )?;
@@ -166,28 +164,5 @@ impl EventStore {
         }
         self.inner.compacting.store(true, Ordering::Release);
         Ok(())
-    }
-}
-
-/// Appends `records` if nothing was appended to the partition since the index's end; returns
-/// the offset of the last record, or `None` if something was (catch up and try again).
-pub(super) fn append_at_end(
-    slot: &Slot,
-    index: &mut super::index::StreamIndex,
-    records: &[Record],
-) -> Result<Option<u64>> {
-    let end = index.end();
-    let mut raced = false;
-    match slot.partition.append_if(records, |base| {
-        if base == end {
-            Ok(())
-        } else {
-            raced = true;
-            Err(Error::InvalidArgument("raced".into()))
-        }
-    }) {
-        Ok(base) => Ok(Some(base + records.len() as u64 - 1)),
-        Err(_) if raced => Ok(None),
-        Err(e) => Err(e),
     }
 }

@@ -124,6 +124,27 @@ enum Access {
 }
 
 impl Slot {
+    /// Appends `records` if nothing was appended to the partition since the index's end (the
+    /// check runs under the partition's writer lock); returns the offset of the last record, or
+    /// `None` if something was (catch up and try again).
+    fn append_at_end(&self, index: &StreamIndex, records: &[Record]) -> Result<Option<u64>> {
+        let end = index.end();
+        let mut raced = false;
+        let written = self.partition.append_if(records, |base| {
+            if base == end {
+                Ok(())
+            } else {
+                raced = true;
+                Err(Error::InvalidArgument("raced".into()))
+            }
+        });
+        match written {
+            Ok(base) => Ok(Some(base + records.len() as u64 - 1)),
+            Err(_) if raced => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Runs `f` with the index locked and caught up with the log. If `f` meets a damaged index
     /// table, the damaged part of the index is dropped and rebuilt from the log, and `f` runs
     /// again: a damaged table costs a replay, never a wrong answer or a stuck store.
@@ -196,7 +217,7 @@ impl EventStore {
                         memtable_limit: config.index_memtable_entries,
                         key_of,
                     };
-                    let (mut index, _) = StreamIndex::open(params, &partition)?;
+                    let mut index = StreamIndex::open(params, &partition)?;
                     let replayed = index.catch_up(&partition)?;
                     Ok(Slot {
                         partition,
@@ -332,7 +353,7 @@ impl EventStore {
                 .enumerate()
                 .map(|(i, e)| e.to_record(stream, first + i as u64, now))
                 .collect();
-            let Some(last) = lifecycle::append_at_end(slot, index, &records)? else {
+            let Some(last) = slot.append_at_end(index, &records)? else {
                 continue;
             };
             let base = last + 1 - records.len() as u64;
@@ -351,11 +372,11 @@ impl EventStore {
                 existing: None,
             });
         }
-        Err(Error::InvalidArgument(format!(
-            "could not append to stream {stream:?}: partition {p} of topic {:?} kept being \
-             written by something other than this event store",
-            self.inner.name
-        )))
+        Err(kept_racing(
+            format!("append to stream {stream:?}"),
+            &self.inner.name,
+            Some(p),
+        ))
     }
 
     /// Whether `events` are already the stream's events right after where `expected` put
@@ -639,6 +660,19 @@ fn event_record_key(r: &StoredRecord) -> Option<(&str, u64)> {
         KeyKind::Event { stream, version } => Some((stream, version)),
         KeyKind::Meta { stream } => Some((stream, index::META_VERSION)),
     }
+}
+
+/// The error of a write that gave up after [`RACE_RETRIES`] attempts: every time, something
+/// other than the store had written to the partition between its check and its write.
+fn kept_racing(action: String, topic: &str, partition: Option<u32>) -> Error {
+    let place = match partition {
+        Some(p) => format!("partition {p} of topic {topic:?}"),
+        None => format!("the partitions of topic {topic:?}"),
+    };
+    Error::InvalidArgument(format!(
+        "could not {action}: {place} kept being written by something other than this event \
+         store"
+    ))
 }
 
 /// Creates the topic unless it exists. An index left of an earlier topic of the name (one

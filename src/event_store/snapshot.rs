@@ -89,21 +89,17 @@ impl EventStore {
                 if attempt > 0 {
                     index.catch_up(&snapshots.partition)?;
                 }
-                let written = super::lifecycle::append_at_end(
-                    snapshots,
-                    index,
-                    std::slice::from_ref(&record),
-                )?;
+                let written = snapshots.append_at_end(index, std::slice::from_ref(&record))?;
                 if let Some(offset) = written {
                     index.insert(stream, version, offset);
                     return Ok(());
                 }
             }
-            Err(Error::InvalidArgument(format!(
-                "could not save a snapshot of stream {stream:?}: partition {p} of topic \
-                 {:?} kept being written by something other than the event store",
-                format!("{}.snapshots", self.inner.name)
-            )))
+            Err(super::kept_racing(
+                format!("save a snapshot of stream {stream:?}"),
+                &format!("{}{}", self.inner.name, super::SNAPSHOTS_SUFFIX),
+                Some(p),
+            ))
         })?;
         self.acknowledge(&snapshots.partition)
     }

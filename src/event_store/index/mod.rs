@@ -48,6 +48,24 @@ struct Memtable {
     start: u64,
 }
 
+impl Memtable {
+    fn starting_at(start: u64) -> Memtable {
+        Memtable {
+            entries: HashMap::new(),
+            len: 0,
+            start,
+        }
+    }
+
+    fn push(&mut self, hash: u64, version: u64, offset: u64) {
+        self.entries
+            .entry(hash)
+            .or_default()
+            .push((version, offset));
+        self.len += 1;
+    }
+}
+
 /// One partition's stream index. Callers hold it behind the store's per-partition mutex.
 pub(crate) struct StreamIndex {
     dir: PathBuf,
@@ -73,13 +91,6 @@ impl std::fmt::Debug for StreamIndex {
     }
 }
 
-/// What opening an index found and how much log it then had to replay.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct IndexOpened {
-    pub tables: usize,
-    pub dropped: usize,
-}
-
 pub(crate) struct IndexParams {
     pub storage: Arc<dyn Storage>,
     pub dir: PathBuf,
@@ -93,10 +104,7 @@ impl StreamIndex {
     /// Opens (or creates) the index in `params.dir` for `partition`, keeping the longest valid
     /// chain of tables and dropping the rest. Does not catch up: call
     /// [`catch_up`](Self::catch_up).
-    pub(crate) fn open(
-        params: IndexParams,
-        partition: &Partition,
-    ) -> Result<(StreamIndex, IndexOpened)> {
+    pub(crate) fn open(params: IndexParams, partition: &Partition) -> Result<StreamIndex> {
         let IndexParams {
             storage,
             dir,
@@ -145,10 +153,6 @@ impl StreamIndex {
         }
         // A chain broken by a dropped table continues only where it still fits; the sort put
         // later pieces after it, and `fits` refused them, so `chain` is contiguous here.
-        let opened = IndexOpened {
-            tables: chain.len(),
-            dropped: dropped.len(),
-        };
         for path in &dropped {
             storage.remove_file(path)?;
             removed = true;
@@ -157,24 +161,17 @@ impl StreamIndex {
             storage.sync_dir(&dir)?;
         }
         let end = chain.last().map_or(log_start, |t| t.info.end);
-        Ok((
-            StreamIndex {
-                dir,
-                storage,
-                fingerprint,
-                memtable_limit,
-                key_of,
-                hasher,
-                tables: chain,
-                mem: Memtable {
-                    entries: HashMap::new(),
-                    len: 0,
-                    start: end,
-                },
-                end,
-            },
-            opened,
-        ))
+        Ok(StreamIndex {
+            dir,
+            storage,
+            fingerprint,
+            memtable_limit,
+            key_of,
+            hasher,
+            tables: chain,
+            mem: Memtable::starting_at(end),
+            end,
+        })
     }
 
     pub(crate) fn hash(&self, stream: &str) -> u64 {
@@ -191,12 +188,7 @@ impl StreamIndex {
     pub(crate) fn insert(&mut self, stream: &str, version: u64, offset: u64) {
         debug_assert!(offset >= self.end);
         let hash = self.hash(stream);
-        self.mem
-            .entries
-            .entry(hash)
-            .or_default()
-            .push((version, offset));
-        self.mem.len += 1;
+        self.mem.push(hash, version, offset);
         self.end = offset + 1;
     }
 
@@ -226,12 +218,7 @@ impl StreamIndex {
                 if let Some((stream, version)) = (self.key_of)(r) {
                     if r.offset >= self.end {
                         let hash = (self.hasher)(stream);
-                        self.mem
-                            .entries
-                            .entry(hash)
-                            .or_default()
-                            .push((version, r.offset));
-                        self.mem.len += 1;
+                        self.mem.push(hash, version, r.offset);
                     }
                 }
             }
@@ -297,20 +284,7 @@ impl StreamIndex {
         let Some(i) = self.tables.iter().position(|t| &t.path == segment) else {
             return Ok(false);
         };
-        for t in self.tables.drain(i..) {
-            self.storage.remove_file(&t.path)?;
-        }
-        self.storage.sync_dir(&self.dir)?;
-        let start = self
-            .tables
-            .last()
-            .map_or(partition.log_start_offset(), |t| t.info.end);
-        self.mem = Memtable {
-            entries: HashMap::new(),
-            len: 0,
-            start,
-        };
-        self.end = start;
+        self.drop_tables_from(i, partition)?;
         Ok(true)
     }
 
@@ -352,11 +326,7 @@ impl StreamIndex {
         write_table(&*self.storage, &path, info, entries.into_iter().map(Ok))?;
         self.storage.sync_dir(&self.dir)?;
         self.tables.push(Table::open(&*self.storage, &path)?);
-        self.mem = Memtable {
-            entries: HashMap::new(),
-            len: 0,
-            start: self.end,
-        };
+        self.mem = Memtable::starting_at(self.end);
         self.merge(partition.log_start_offset())
     }
 
@@ -400,16 +370,21 @@ impl StreamIndex {
 
     /// Drops every table and the memtable: the next catch-up rebuilds from the log start.
     pub(crate) fn clear(&mut self, partition: &Partition) -> Result<()> {
-        for t in self.tables.drain(..) {
+        self.drop_tables_from(0, partition)
+    }
+
+    /// Drops table `i` and every newer one, and the memtable: the index ends where the tables
+    /// left end (the log start if none), and the next catch-up replays the rest.
+    fn drop_tables_from(&mut self, i: usize, partition: &Partition) -> Result<()> {
+        for t in self.tables.drain(i..) {
             self.storage.remove_file(&t.path)?;
         }
         self.storage.sync_dir(&self.dir)?;
-        let start = partition.log_start_offset();
-        self.mem = Memtable {
-            entries: HashMap::new(),
-            len: 0,
-            start,
-        };
+        let start = self
+            .tables
+            .last()
+            .map_or(partition.log_start_offset(), |t| t.info.end);
+        self.mem = Memtable::starting_at(start);
         self.end = start;
         Ok(())
     }
