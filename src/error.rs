@@ -47,6 +47,11 @@ pub enum Error {
     #[error("log directory {dir} is locked by another Log (in this or another process)")]
     Locked { dir: PathBuf },
 
+    /// The directory is not a log directory: it has neither `topics.meta` nor `.lock`
+    /// (from [`Log::open_read_only`](crate::Log::open_read_only), which creates nothing).
+    #[error("{dir} is not an annals log directory (it has neither topics.meta nor .lock)")]
+    NotALog { dir: PathBuf },
+
     /// Bytes on disk failed validation (CRC, length, structure) at a known place.
     #[error("corrupt data in {segment} at byte {position}: {reason}")]
     Corrupt {

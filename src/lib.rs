@@ -71,6 +71,7 @@ mod meta;
 mod offsets;
 mod partition;
 mod producer;
+mod read_only;
 mod segment;
 pub mod storage;
 mod topic_partition;
@@ -108,6 +109,10 @@ pub use partition::{
 pub use producer::{
     murmur2, partition_for_key, Delivery, Durability, Partitioner, Producer, ProducerConfig,
     RecordMetadata,
+};
+pub use read_only::{
+    CommittedOffset, PartitionDescription, PartitionReader, ReadOnlyLog, SegmentDescription,
+    TailDamage,
 };
 pub use topic_partition::TopicPartition;
 pub use txn::{

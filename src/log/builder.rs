@@ -85,6 +85,12 @@ impl LogBuilder {
         Ok(log)
     }
 
+    /// Opens the directory for reading only, with this builder's storage: no lock, no
+    /// recovery, no writes (see [`Log::open_read_only`]). The other options do not apply.
+    pub fn open_read_only(self) -> Result<crate::ReadOnlyLog> {
+        crate::ReadOnlyLog::open(self.storage, self.dir)
+    }
+
     /// How often the background thread runs [`Log::run_maintenance`]; `None` turns background
     /// maintenance off, leaving it to the host. Default 30 s; when set, at least 1 ms and at
     /// most `i64::MAX` ms.

@@ -28,6 +28,18 @@ impl Log {
         Log::builder(dir).open()
     }
 
+    /// Opens the log at `dir` for reading only ([`ReadOnlyLog`](crate::ReadOnlyLog)): without
+    /// its lock, so while another process (or this one) owns and writes it, and without ever
+    /// writing, recovering or repairing anything. Readers follow the owner's appends and
+    /// tolerate its rolls, compactions and deletions; see
+    /// [`PartitionReader`](crate::PartitionReader) for what they see of a write in progress.
+    ///
+    /// Errors: the directory does not exist (I/O `NotFound`), [`Error::NotALog`], a damaged
+    /// `topics.meta` ([`Error::CorruptMetadata`]).
+    pub fn open_read_only(dir: impl AsRef<Path>) -> Result<crate::ReadOnlyLog> {
+        Log::builder(dir).open_read_only()
+    }
+
     pub(super) fn open_with(b: LogBuilder) -> Result<Log> {
         let transactional_id_expiration_ms = b.transactional_id_expiration_ms()?;
         // Every error of the storage names its operation and path from here on.

@@ -24,7 +24,8 @@ use crate::format::{
 use crate::partition::Partition;
 use crate::topic_partition::TopicPartition;
 pub use codec::OffsetAndMetadata;
-use codec::{decode_key, decode_value, encode_key, encode_value};
+pub(crate) use codec::{decode_key, decode_value};
+use codec::{encode_key, encode_value};
 
 /// The internal topic holding committed offsets.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";

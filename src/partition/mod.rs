@@ -36,8 +36,7 @@ pub(crate) use names::{
     is_partition_file, parse_partition_dir_name, partition_dir_name, DELETE_SUFFIX,
 };
 pub use names::{validate_topic_name, MAX_TOPIC_NAME_LEN};
-use producer_state::ProducerStates;
-pub(crate) use producer_state::{DEFAULT_EXPIRATION_MS, FIRST_LOCAL_PRODUCER_ID};
+pub(crate) use producer_state::{ProducerStates, DEFAULT_EXPIRATION_MS, FIRST_LOCAL_PRODUCER_ID};
 pub use read::IsolationLevel;
 pub use recovery::RecoveryMode;
 pub(crate) use recovery::{open_partition, seal_record, OpenParams};

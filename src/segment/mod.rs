@@ -21,7 +21,7 @@ use parking_lot::{Mutex, RwLock};
 use crate::format::BatchHeader;
 use crate::storage::{with_path, IoContext, OpenMode, Storage, StorageFile};
 
-pub(crate) use cursor::{BatchCursor, Next};
+pub(crate) use cursor::{BatchAt, BatchCursor, Next};
 pub(crate) use index::{OffsetIndex, TimeIndex};
 pub(crate) use scan::{scan_batches, valid_batch_after, ScanEnd, ScanOptions};
 pub(crate) use txn_index::{TxnIndex, TXN_INDEX_EXT};

@@ -186,6 +186,42 @@ fn state_of(status: TxnStatus) -> TransactionState {
     }
 }
 
+/// One record of `__transaction_state` as a reader without a coordinator sees it: the
+/// transactional id and the state it records (`None` for a tombstone), as `list` reports an
+/// open one. Annals writes no `Ongoing` record (see `add_partition`): a transaction between its
+/// first write and its end shows as open only on the partitions it wrote to.
+pub(crate) fn transaction_record(
+    key: &[u8],
+    value: Option<&[u8]>,
+    now: i64,
+) -> std::result::Result<(String, Option<TransactionInfo>), String> {
+    let id = super::log_codec::decode_key(key)?;
+    let Some(value) = value else {
+        return Ok((id, None));
+    };
+    let v = super::log_codec::decode_value(value)?;
+    let mut partitions: Vec<TopicPartition> = v
+        .partitions
+        .iter()
+        .flat_map(|(topic, ps)| {
+            ps.iter()
+                .filter_map(|&p| u32::try_from(p).ok())
+                .map(move |p| TopicPartition::new(topic.as_str(), p))
+        })
+        .collect();
+    partitions.sort();
+    let info = TransactionInfo {
+        transactional_id: id.clone(),
+        producer_id: v.producer_id,
+        producer_epoch: v.producer_epoch,
+        state: state_of(v.status),
+        age: Duration::from_millis(now.saturating_sub(v.start_ms).max(0) as u64),
+        timeout: Duration::from_millis(v.timeout_ms.max(0) as u64),
+        partitions,
+    };
+    Ok((id, Some(info)))
+}
+
 impl TxnCoordinator {
     /// Loads every transactional id's last state from `log` (partition 0 of
     /// `__transaction_state`).

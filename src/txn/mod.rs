@@ -21,7 +21,7 @@ mod log_codec;
 use std::time::Duration;
 
 use crate::topic_partition::TopicPartition;
-pub(crate) use coordinator::TxnCoordinator;
+pub(crate) use coordinator::{transaction_record, TxnCoordinator};
 
 /// The internal topic holding the transaction coordinator's state.
 pub const TRANSACTION_STATE_TOPIC: &str = "__transaction_state";

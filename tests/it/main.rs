@@ -42,6 +42,7 @@ mod producer_idempotence;
 mod producer_kill9;
 mod producer_poison;
 mod read_batches;
+mod read_only;
 mod recovery_compacted;
 mod recovery_corruption;
 mod recovery_indexes;
