@@ -111,8 +111,8 @@ pub use producer::{
     RecordMetadata,
 };
 pub use read_only::{
-    CommittedOffset, PartitionDescription, PartitionReader, ReadOnlyLog, SegmentDescription,
-    TailDamage,
+    CommittedOffset, Finding, PartitionDescription, PartitionReader, ReadOnlyLog,
+    SegmentDescription, TailDamage, VerifyReport,
 };
 pub use topic_partition::TopicPartition;
 pub use txn::{

@@ -9,13 +9,15 @@
 //! [`PartitionReader`] explains (`segment_set.rs`: a consistent set of files while segments are
 //! swapped; `files.rs`: the walk over their batches and what counts as the owner's write in
 //! flight; `txn_scan.rs`: open and aborted transactions for read committed; `internal.rs`:
-//! committed offsets and transactions from the internal topics).
+//! committed offsets and transactions from the internal topics; `verify.rs`: the full check of
+//! every file).
 
 mod files;
 mod internal;
 mod reader;
 mod segment_set;
 mod txn_scan;
+mod verify;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -25,6 +27,7 @@ use parking_lot::RwLock;
 pub use files::TailDamage;
 pub use internal::CommittedOffset;
 pub use reader::PartitionReader;
+pub use verify::{Finding, VerifyReport};
 
 use crate::config::TopicConfig;
 use crate::error::{Error, Result};

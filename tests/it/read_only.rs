@@ -532,3 +532,190 @@ fn a_reader_process_follows_an_owner_that_rolls_and_compacts() {
     assert!(child.wait().unwrap().success());
     pipe.join().unwrap();
 }
+
+/// A closed log of several segments, compacted once, with a committed transaction.
+fn log_at_rest() -> (tempfile::TempDir, PathBuf) {
+    let (dir, log) = TestLog::temp()
+        .no_maintenance()
+        .topic(T, small_segments())
+        .open_temp();
+    log.create_topic(
+        "keyed",
+        small_segments()
+            .cleanup_policy(CleanupPolicy::Compact)
+            .min_cleanable_dirty_ratio(0.0),
+    )
+    .unwrap();
+    append(&log, 0, 400);
+    let keyed = log.partition("keyed", 0).unwrap();
+    for i in 0..150 {
+        keyed
+            .append(&[Record::new(format!("v{i}")).key(format!("k{}", i % 9))])
+            .unwrap();
+    }
+    log.run_maintenance().unwrap();
+    let p = log
+        .producer(ProducerConfig::default().transactional_id("tx"))
+        .unwrap();
+    p.init_transactions().unwrap();
+    p.begin_transaction().unwrap();
+    p.send_to(T, 0, Record::new("in-txn")).unwrap();
+    p.commit_transaction().unwrap();
+    drop(p);
+    log.close().unwrap();
+    let pdir = dir.path().join(format!("{T}-0"));
+    (dir, pdir)
+}
+
+fn verify(dir: &Path) -> annals::VerifyReport {
+    let mut last = (0, 0);
+    let report = Log::open_read_only(dir)
+        .unwrap()
+        .verify(|done, total| last = (done, total))
+        .unwrap();
+    assert_eq!(last.0, last.1, "progress reaches the total");
+    report
+}
+
+#[test]
+fn verify_finds_a_clean_log_clean_also_while_its_owner_writes() {
+    let (dir, _) = log_at_rest();
+    let report = verify(dir.path());
+    assert!(report.is_clean(), "{:#?}", report.damage);
+    assert!(report.notes.is_empty(), "{:#?}", report.notes);
+    assert!(
+        report.batches_checked > 30 && report.files_checked > 20,
+        "{report:?}"
+    );
+
+    let owner = Log::open(dir.path()).unwrap();
+    append(&owner, 401, 500);
+    let report = verify(dir.path());
+    assert!(report.is_clean(), "{:#?}", report.damage);
+    owner.close().unwrap();
+}
+
+#[test]
+fn verify_names_every_kind_of_damage() {
+    let (base, pdir) = log_at_rest();
+    let seg = |n: usize, ext: &str| -> PathBuf {
+        let mut logs: Vec<PathBuf> = std::fs::read_dir(&pdir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "log"))
+            .collect();
+        logs.sort();
+        logs[n].with_extension(ext)
+    };
+    let flip = |path: &Path, at: usize| {
+        let mut b = std::fs::read(path).unwrap();
+        let at = at.min(b.len() - 1);
+        b[at] ^= 0x5a;
+        std::fs::write(path, b).unwrap();
+    };
+    type Damage = Box<dyn Fn(&Path) -> PathBuf>;
+    let rel = |p: PathBuf| p.strip_prefix(base.path()).unwrap().to_path_buf();
+    let cases: Vec<(&str, PathBuf, Damage)> = vec![
+        (
+            "a flipped byte in a batch",
+            rel(seg(1, "log")),
+            Box::new(move |p| {
+                flip(p, 100);
+                p.to_path_buf()
+            }),
+        ),
+        (
+            "a sealed segment cut short",
+            rel(seg(1, "log")),
+            Box::new(|p| {
+                let len = std::fs::metadata(p).unwrap().len();
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(p)
+                    .unwrap()
+                    .set_len(len - 3)
+                    .unwrap();
+                p.to_path_buf()
+            }),
+        ),
+        (
+            "an offset index entry",
+            rel(seg(1, "index")),
+            Box::new(move |p| {
+                flip(p, 3);
+                p.to_path_buf()
+            }),
+        ),
+        (
+            "a time index entry",
+            rel(seg(1, "timeindex")),
+            Box::new(move |p| {
+                flip(p, 7);
+                p.to_path_buf()
+            }),
+        ),
+        (
+            "a missing segment",
+            rel(seg(2, "log")),
+            Box::new(|p| {
+                std::fs::remove_file(p).unwrap();
+                // The offset gap shows in the segment after it.
+                let mut logs: Vec<PathBuf> = std::fs::read_dir(p.parent().unwrap())
+                    .unwrap()
+                    .map(|e| e.unwrap().path())
+                    .filter(|q| q.extension().is_some_and(|e| e == "log") && q.as_path() > p)
+                    .collect();
+                logs.sort();
+                logs[0].clone()
+            }),
+        ),
+        (
+            "partition.ckpt",
+            PathBuf::from(format!("{T}-0/partition.ckpt")),
+            Box::new(move |p| {
+                flip(p, 10);
+                p.to_path_buf()
+            }),
+        ),
+        (
+            "producer-ids.meta",
+            PathBuf::from("producer-ids.meta"),
+            Box::new(move |p| {
+                flip(p, 9);
+                p.to_path_buf()
+            }),
+        ),
+    ];
+    for (what, file, damage) in cases {
+        let copy = tempfile::tempdir().unwrap();
+        crate::common::copy_dir(base.path(), copy.path());
+        let named = damage(&copy.path().join(&file));
+        let report = verify(copy.path());
+        assert!(
+            report.damage.iter().any(|f| f.path == named),
+            "{what}: nothing names {}: {:#?}",
+            named.display(),
+            report.damage
+        );
+    }
+
+    // A torn tail of the newest segment is a note, not damage.
+    let copy = tempfile::tempdir().unwrap();
+    crate::common::copy_dir(base.path(), copy.path());
+    let mut logs: Vec<PathBuf> = std::fs::read_dir(copy.path().join(format!("{T}-0")))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    logs.sort();
+    let newest = logs.last().unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(newest)
+        .unwrap();
+    f.write_all(&[0, 0, 0, 0, 0, 0, 0, 9, 0, 0, 1]).unwrap();
+    let report = verify(copy.path());
+    assert!(report.is_clean(), "{:#?}", report.damage);
+    assert_eq!(report.notes.len(), 1, "{:#?}", report.notes);
+    assert_eq!(&report.notes[0].path, newest);
+}
