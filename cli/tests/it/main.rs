@@ -1,0 +1,10 @@
+//! The `annals` binary driven with assert_cmd on logs built with the annals API.
+
+mod bad_input;
+mod common;
+mod delete_records;
+mod dump_damage;
+mod dump_golden;
+mod dump_verify;
+mod maintain;
+mod produce;
