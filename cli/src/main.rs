@@ -8,6 +8,7 @@ mod commands;
 mod exit;
 mod output;
 mod owner;
+mod view;
 
 use std::process::ExitCode;
 
@@ -32,8 +33,14 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    Topics(commands::topics::Args),
+    Describe(commands::describe::Args),
     Dump(commands::dump::Args),
+    Tail(commands::tail::Args),
     Produce(commands::produce::Args),
+    Groups(commands::groups::Args),
+    Transactions(commands::transactions::Args),
+    Verify(commands::verify::Args),
     Maintain(commands::maintain::Args),
     DeleteRecords(commands::delete_records::Args),
 }
@@ -54,7 +61,13 @@ fn main() -> ExitCode {
     };
     let mut out = Output::stdout(cli.json);
     let result = match cli.command {
+        Command::Topics(args) => commands::topics::run(&args, &mut out),
+        Command::Describe(args) => commands::describe::run(&args, &mut out),
         Command::Dump(args) => commands::dump::run(&args, &mut out),
+        Command::Tail(args) => commands::tail::run(&args, &mut out),
+        Command::Groups(args) => commands::groups::run(&args, &mut out),
+        Command::Transactions(args) => commands::transactions::run(&args, &mut out),
+        Command::Verify(args) => commands::verify::run(&args, &mut out),
         Command::Produce(args) => commands::produce::run(&args, &mut out),
         Command::Maintain(args) => commands::maintain::run(&args, &mut out),
         Command::DeleteRecords(args) => commands::delete_records::run(&args, &mut out),

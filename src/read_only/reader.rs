@@ -114,21 +114,26 @@ impl PartitionReader {
             return Ok(bounds.log_start_offset);
         }
         // A partition whose start never moved: its oldest segment's base (0 for a new one).
-        let files = self.open_files(Select::From(0))?;
-        Ok(files.segments.front().map_or(0, |s| s.base_offset))
+        match super::segment_set::first_base(&*self.storage, &self.dir) {
+            Ok(base) => Ok(base.unwrap_or(0)),
+            Err(e) => Err(self.missing_as_unknown(e)),
+        }
     }
 
     fn open_files(&self, select: Select) -> Result<Files> {
-        Files::open(self.storage.clone(), self.dir.clone(), select).map_err(|e| {
-            if e.io_kind() == Some(std::io::ErrorKind::NotFound) {
-                // Named in topics.meta but gone: deleted since the caller looked.
-                Error::UnknownTopic {
-                    topic: self.topic.clone(),
-                }
-            } else {
-                e
+        Files::open(self.storage.clone(), self.dir.clone(), select)
+            .map_err(|e| self.missing_as_unknown(e))
+    }
+
+    fn missing_as_unknown(&self, e: Error) -> Error {
+        if e.io_kind() == Some(std::io::ErrorKind::NotFound) {
+            // Named in topics.meta but gone: deleted since the caller looked.
+            Error::UnknownTopic {
+                topic: self.topic.clone(),
             }
-        })
+        } else {
+            e
+        }
     }
 
     /// Opens the segments from the position on and finds the position in them; under read

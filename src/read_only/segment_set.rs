@@ -104,13 +104,31 @@ pub(super) fn open(storage: &dyn Storage, dir: &Path, select: Select) -> Result<
             return Ok(files);
         }
     }
-    Err(Error::io(
+    Err(changing(dir))
+}
+
+/// The base offset of the oldest segment, from two listings that agree (a swap renaming the
+/// first segment's files must not make it look missing).
+pub(super) fn first_base(storage: &dyn Storage, dir: &Path) -> Result<Option<u64>> {
+    let mut previous = list(storage, dir)?;
+    for _ in 0..ATTEMPTS {
+        let next = list(storage, dir)?;
+        if next == previous {
+            return Ok(next.first().map(|(base, _)| *base));
+        }
+        previous = next;
+    }
+    Err(changing(dir))
+}
+
+fn changing(dir: &Path) -> Error {
+    Error::io(
         "take a consistent listing of",
         Some(dir),
         io::Error::other(format!(
             "its segment files changed between every two of {ATTEMPTS} listings"
         )),
-    ))
+    )
 }
 
 #[cfg(test)]

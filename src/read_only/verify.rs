@@ -414,6 +414,10 @@ impl SegmentCheck<'_> {
         }
         // What damage kept the check from reading still counts as gone through.
         progress(end.saturating_sub(seen));
+        if seen < end {
+            // Entries past a damaged place cannot be checked against anything.
+            return next;
+        }
         for e in offsets {
             report.damage(
                 &index_path,

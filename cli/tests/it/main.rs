@@ -8,3 +8,4 @@ mod dump_golden;
 mod dump_verify;
 mod maintain;
 mod produce;
+mod read_commands;
