@@ -595,101 +595,84 @@ fn verify_finds_a_clean_log_clean_also_while_its_owner_writes() {
     owner.close().unwrap();
 }
 
+/// The `.log` files of a partition directory, oldest first.
+fn segment_logs(dir: &Path) -> Vec<PathBuf> {
+    let mut logs: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    logs.sort();
+    logs
+}
+
+/// One kind of damage `verify` must name.
+enum Damage {
+    /// Flip the byte at this position (or the last one).
+    Flip(usize),
+    /// Cut the last bytes off.
+    Cut,
+    /// Remove the file: the offset gap shows in the next segment.
+    Remove,
+}
+
 #[test]
 fn verify_names_every_kind_of_damage() {
     let (base, pdir) = log_at_rest();
-    let seg = |n: usize, ext: &str| -> PathBuf {
-        let mut logs: Vec<PathBuf> = std::fs::read_dir(&pdir)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|e| e == "log"))
-            .collect();
-        logs.sort();
-        logs[n].with_extension(ext)
-    };
-    let flip = |path: &Path, at: usize| {
-        let mut b = std::fs::read(path).unwrap();
-        let at = at.min(b.len() - 1);
-        b[at] ^= 0x5a;
-        std::fs::write(path, b).unwrap();
-    };
-    type Damage = Box<dyn Fn(&Path) -> PathBuf>;
-    let rel = |p: PathBuf| p.strip_prefix(base.path()).unwrap().to_path_buf();
-    let cases: Vec<(&str, PathBuf, Damage)> = vec![
+    let logs = segment_logs(&pdir);
+    let rel = |p: &Path| p.strip_prefix(base.path()).unwrap().to_path_buf();
+    let cases = [
         (
             "a flipped byte in a batch",
-            rel(seg(1, "log")),
-            Box::new(move |p| {
-                flip(p, 100);
-                p.to_path_buf()
-            }),
+            rel(&logs[1]),
+            Damage::Flip(100),
         ),
-        (
-            "a sealed segment cut short",
-            rel(seg(1, "log")),
-            Box::new(|p| {
-                let len = std::fs::metadata(p).unwrap().len();
-                std::fs::OpenOptions::new()
-                    .write(true)
-                    .open(p)
-                    .unwrap()
-                    .set_len(len - 3)
-                    .unwrap();
-                p.to_path_buf()
-            }),
-        ),
+        ("a sealed segment cut short", rel(&logs[1]), Damage::Cut),
         (
             "an offset index entry",
-            rel(seg(1, "index")),
-            Box::new(move |p| {
-                flip(p, 3);
-                p.to_path_buf()
-            }),
+            rel(&logs[1].with_extension("index")),
+            Damage::Flip(3),
         ),
         (
             "a time index entry",
-            rel(seg(1, "timeindex")),
-            Box::new(move |p| {
-                flip(p, 7);
-                p.to_path_buf()
-            }),
+            rel(&logs[1].with_extension("timeindex")),
+            Damage::Flip(7),
         ),
-        (
-            "a missing segment",
-            rel(seg(2, "log")),
-            Box::new(|p| {
-                std::fs::remove_file(p).unwrap();
-                // The offset gap shows in the segment after it.
-                let mut logs: Vec<PathBuf> = std::fs::read_dir(p.parent().unwrap())
-                    .unwrap()
-                    .map(|e| e.unwrap().path())
-                    .filter(|q| q.extension().is_some_and(|e| e == "log") && q.as_path() > p)
-                    .collect();
-                logs.sort();
-                logs[0].clone()
-            }),
-        ),
+        ("a missing segment", rel(&logs[2]), Damage::Remove),
         (
             "partition.ckpt",
             PathBuf::from(format!("{T}-0/partition.ckpt")),
-            Box::new(move |p| {
-                flip(p, 10);
-                p.to_path_buf()
-            }),
+            Damage::Flip(10),
         ),
         (
             "producer-ids.meta",
             PathBuf::from("producer-ids.meta"),
-            Box::new(move |p| {
-                flip(p, 9);
-                p.to_path_buf()
-            }),
+            Damage::Flip(9),
         ),
     ];
     for (what, file, damage) in cases {
         let copy = tempfile::tempdir().unwrap();
         crate::common::copy_dir(base.path(), copy.path());
-        let named = damage(&copy.path().join(&file));
+        let path = copy.path().join(&file);
+        let named = match damage {
+            Damage::Flip(at) => {
+                let mut b = std::fs::read(&path).unwrap();
+                let at = at.min(b.len() - 1);
+                b[at] ^= 0x5a;
+                std::fs::write(&path, b).unwrap();
+                path
+            }
+            Damage::Cut => {
+                let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+                f.set_len(f.metadata().unwrap().len() - 3).unwrap();
+                path
+            }
+            Damage::Remove => {
+                std::fs::remove_file(&path).unwrap();
+                let logs = segment_logs(path.parent().unwrap());
+                logs.into_iter().find(|q| *q > path).unwrap()
+            }
+        };
         let report = verify(copy.path());
         assert!(
             report.damage.iter().any(|f| f.path == named),
@@ -702,20 +685,16 @@ fn verify_names_every_kind_of_damage() {
     // A torn tail of the newest segment is a note, not damage.
     let copy = tempfile::tempdir().unwrap();
     crate::common::copy_dir(base.path(), copy.path());
-    let mut logs: Vec<PathBuf> = std::fs::read_dir(copy.path().join(format!("{T}-0")))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "log"))
-        .collect();
-    logs.sort();
-    let newest = logs.last().unwrap();
+    let newest = segment_logs(&copy.path().join(format!("{T}-0")))
+        .pop()
+        .unwrap();
     let mut f = std::fs::OpenOptions::new()
         .append(true)
-        .open(newest)
+        .open(&newest)
         .unwrap();
     f.write_all(&[0, 0, 0, 0, 0, 0, 0, 9, 0, 0, 1]).unwrap();
     let report = verify(copy.path());
     assert!(report.is_clean(), "{:#?}", report.damage);
     assert_eq!(report.notes.len(), 1, "{:#?}", report.notes);
-    assert_eq!(&report.notes[0].path, newest);
+    assert_eq!(report.notes[0].path, newest);
 }
