@@ -29,29 +29,41 @@ pub fn run(args: &Args, out: &mut Output) -> CmdResult {
     let fail = |e| Failure::at(COMMAND, &args.dir, e);
     let c = view.topic_config(&args.topic).map_err(fail)?;
     let opt_ms = |d: Option<std::time::Duration>| d.map_or(Value::Null, |d| json!(millis(d)));
-    let config = json!({
-        "topic": args.topic,
-        "partitions": c.partitions,
-        "cleanup_policy": format!("{:?}", c.cleanup_policy).to_lowercase(),
-        "compression": format!("{:?}", c.compression).to_lowercase(),
-        "segment_bytes": c.segment_bytes,
-        "segment_ms": millis(c.segment_ms),
-        "retention_ms": opt_ms(c.retention_ms),
-        "retention_bytes": c.retention_bytes,
-        "max_message_bytes": c.max_message_bytes,
-        "min_cleanable_dirty_ratio": c.min_cleanable_dirty_ratio,
-        "delete_retention_ms": millis(c.delete_retention_ms),
-    });
+    // In this order on screen; a JSON object's keys have none.
+    let fields: Vec<(&str, Value)> = vec![
+        ("topic", json!(args.topic)),
+        ("partitions", json!(c.partitions)),
+        (
+            "cleanup_policy",
+            json!(format!("{:?}", c.cleanup_policy).to_lowercase()),
+        ),
+        (
+            "compression",
+            json!(format!("{:?}", c.compression).to_lowercase()),
+        ),
+        ("segment_bytes", json!(c.segment_bytes)),
+        ("segment_ms", json!(millis(c.segment_ms))),
+        ("retention_ms", opt_ms(c.retention_ms)),
+        ("retention_bytes", json!(c.retention_bytes)),
+        ("max_message_bytes", json!(c.max_message_bytes)),
+        (
+            "min_cleanable_dirty_ratio",
+            json!(c.min_cleanable_dirty_ratio),
+        ),
+        ("delete_retention_ms", json!(millis(c.delete_retention_ms))),
+    ];
+    let config: serde_json::Map<String, Value> = fields
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
     out.object("config", &config)?;
-    if let Value::Object(fields) = &config {
-        for (k, v) in fields {
-            let v = match v {
-                Value::String(s) => s.clone(),
-                Value::Null => "-".into(),
-                other => other.to_string(),
-            };
-            out.text(format_args!("{k}: {v}"))?;
-        }
+    for (k, v) in &fields {
+        let v = match v {
+            Value::String(s) => s.clone(),
+            Value::Null => "-".into(),
+            other => other.to_string(),
+        };
+        out.text(format_args!("{k}: {v}"))?;
     }
     let mut partitions = Table::new(
         "partition",
