@@ -100,6 +100,7 @@ pub use format::{Header, Record, StoredRecord};
 pub use group::{
     Assignor, ConsumerGroupMetadata, GroupDescription, MemberDescription, MAX_GROUP_ID_LEN,
 };
+pub use log::backup::CheckpointReport;
 pub use log::{Log, LogBuilder};
 pub use offsets::{OffsetAndMetadata, MAX_METADATA_BYTES, OFFSETS_TOPIC};
 pub use partition::{

@@ -6,6 +6,7 @@
 //! `maintenance.rs` (retention, compaction and the background thread), `producer_ids.rs`,
 //! `report.rs` (the recovery report).
 
+pub(crate) mod backup;
 mod builder;
 mod consumers;
 mod event_stores;

@@ -14,6 +14,7 @@ mod read;
 mod recovery;
 pub(crate) mod recovery_report;
 mod replay;
+mod snapshot;
 pub(crate) mod swap;
 
 use std::path::{Path, PathBuf};
@@ -41,6 +42,7 @@ pub use read::IsolationLevel;
 pub use recovery::RecoveryMode;
 pub(crate) use recovery::{open_partition, seal_record, OpenParams};
 pub use recovery_report::{RecoveryAction, RecoveryEvent, RecoveryReport};
+pub(crate) use snapshot::{snapshot_all, Snapshot};
 
 /// A handle to one partition of a topic. Cheap to clone; all clones share the partition.
 ///

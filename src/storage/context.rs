@@ -154,6 +154,13 @@ impl Storage for ContextStorage {
     fn try_lock(&self, path: &Path) -> io::Result<Option<Box<dyn LockGuard>>> {
         self.inner.try_lock(path).at("lock", path)
     }
+
+    fn hard_link(&self, original: &Path, link: &Path) -> io::Result<()> {
+        // As for a rename, the source names the file being linked.
+        self.inner
+            .hard_link(original, link)
+            .at("hard-link", original)
+    }
 }
 
 #[derive(Debug)]

@@ -80,6 +80,10 @@ impl Storage for FsStorage {
         File::open(path)?.sync_all()
     }
 
+    fn hard_link(&self, original: &Path, link: &Path) -> io::Result<()> {
+        fs::hard_link(original, link)
+    }
+
     fn try_lock(&self, path: &Path) -> io::Result<Option<Box<dyn LockGuard>>> {
         let file = OpenOptions::new()
             .read(true)

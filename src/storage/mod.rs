@@ -58,6 +58,22 @@ pub trait Storage: Send + Sync + Debug + 'static {
     fn remove_dir_all(&self, path: &Path) -> io::Result<()>;
     /// Makes the directory's entries (creations, renames, removals) durable.
     fn sync_dir(&self, path: &Path) -> io::Result<()>;
+    /// Makes `link` a second name of the file at `original` (a hard link: both names reach the
+    /// same data). `link` must not exist; like any new entry it survives a power loss only
+    /// after [`sync_dir`](Self::sync_dir) of its parent.
+    /// [`Log::checkpoint`](crate::Log::checkpoint) links sealed segments into a backup this
+    /// way, and copies them when it fails (`CrossesDevices` when the backup is on another file
+    /// system, or any other error).
+    ///
+    /// The provided implementation fails with `Unsupported`, so a storage that cannot link
+    /// needs nothing for it: its backups copy every segment.
+    fn hard_link(&self, original: &Path, link: &Path) -> io::Result<()> {
+        let _ = (original, link);
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "this storage cannot make hard links",
+        ))
+    }
     /// Takes an exclusive advisory lock on the file at `path` (created if missing). Returns
     /// `Ok(None)` when someone — another process or another handle in this one — holds it.
     /// The lock is held until the returned guard is dropped.

@@ -30,6 +30,7 @@ mod format_kafka_crosscheck;
 mod io_errors;
 mod kafka_tools;
 mod kill9;
+mod log_checkpoint;
 mod log_lifetime;
 mod maintenance_poison;
 mod partition_iter;

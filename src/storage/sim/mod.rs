@@ -87,6 +87,8 @@ pub enum SimOpKind {
     Exists,
     /// [`Storage::try_lock`].
     TryLock,
+    /// [`Storage::hard_link`].
+    HardLink,
     /// [`StorageFile::map_mut`].
     MapMut,
     /// [`MappedRegion::flush`].
@@ -99,7 +101,7 @@ pub struct SimOp {
     /// Which operation.
     pub kind: SimOpKind,
     /// The path it names: for handle operations, the path the file was opened under (even if
-    /// renamed since); for a rename, the source.
+    /// renamed since); for a rename or a hard link, the source.
     pub path: PathBuf,
     /// Start of the byte range of a read or write; 0 otherwise.
     pub offset: u64,
@@ -394,6 +396,29 @@ impl Storage for SimStorage {
         d.durable.clone_from(&d.entries);
         st.dir_syncs += 1;
         st.gc();
+        Ok(())
+    }
+
+    /// A real link in the model: the new entry names the same inode, so both names see every
+    /// write and a power loss keeps for both what the inode made durable; the entry itself is
+    /// durable only after `sync_dir` of its parent, as any other.
+    fn hard_link(&self, original: &Path, link: &Path) -> io::Result<()> {
+        check(&self.shared, SimOpKind::HardLink, original, 0, 0)?;
+        let (src, dst) = (split(original)?, split(link)?);
+        let mut st = self.shared.lock();
+        let (from_dir, from_name) = st.parent(&src, original)?;
+        let (to_dir, to_name) = st.parent(&dst, link)?;
+        let ino = st
+            .entry(from_dir, from_name)
+            .ok_or_else(|| fail!(NotFound, "no {original:?}"))?;
+        if st.is_dir(ino) {
+            // As POSIX: directories cannot be hard-linked.
+            return Err(fail!(PermissionDenied, "{original:?} is a directory"));
+        }
+        if st.entry(to_dir, to_name).is_some() {
+            return Err(fail!(AlreadyExists, "{link:?} exists"));
+        }
+        st.dir(to_dir).entries.insert(to_name.to_owned(), ino);
         Ok(())
     }
 

@@ -627,6 +627,48 @@ fn unlinked_file_lives_on_through_open_handles() {
 }
 
 #[test]
+fn a_hard_link_is_a_second_name_of_one_inode() {
+    let sim = setup();
+    durable_file(&sim, "/sim/a", b"sealed");
+    sim.create_dir_all(p("/sim/copy")).unwrap();
+    sim.sync_dir(p("/sim")).unwrap();
+    sim.hard_link(p("/sim/a"), p("/sim/copy/a")).unwrap();
+    // Both names reach the same data, also what is written through either later.
+    assert_eq!(sim.read_file("/sim/copy/a").unwrap(), b"sealed");
+    let f = sim.open(p("/sim/a"), OpenMode::ReadWrite).unwrap();
+    f.write_all_at(b"!", 6).unwrap();
+    assert_eq!(sim.read_file("/sim/copy/a").unwrap(), b"sealed!");
+    f.set_len(6).unwrap();
+    drop(f);
+    // The new entry is durable only once its directory is synced.
+    sim.crash(CrashMode::PowerLossDropUnsynced);
+    assert_eq!(sim.paths(), paths(&["/sim/a"]));
+    sim.hard_link(p("/sim/a"), p("/sim/copy/a")).unwrap();
+    sim.sync_dir(p("/sim/copy")).unwrap();
+    // Removing the first name leaves the data to the second, across a power loss too.
+    sim.remove_file(p("/sim/a")).unwrap();
+    sim.sync_dir(p("/sim")).unwrap();
+    sim.crash(CrashMode::PowerLossDropUnsynced);
+    assert_eq!(sim.paths(), paths(&["/sim/copy/a"]));
+    assert_eq!(sim.read_file("/sim/copy/a").unwrap(), b"sealed");
+    // Refused: an existing link name, a missing original, a directory.
+    durable_file(&sim, "/sim/b", b"b");
+    let kind = |r: io::Result<()>| r.unwrap_err().kind();
+    let exists = sim.hard_link(p("/sim/b"), p("/sim/copy/a"));
+    assert_eq!(kind(exists), ErrorKind::AlreadyExists);
+    let missing = sim.hard_link(p("/sim/none"), p("/sim/copy/c"));
+    assert_eq!(kind(missing), ErrorKind::NotFound);
+    let dir = sim.hard_link(p("/sim/copy"), p("/sim/d"));
+    assert_eq!(kind(dir), ErrorKind::PermissionDenied);
+    assert_eq!(sim.read_file("/sim/copy/a").unwrap(), b"sealed");
+    // A fault hook sees the link under its source, like a rename.
+    sim.fail_when(SimOpKind::HardLink, "/sim/b", ErrorKind::CrossesDevices);
+    let refused = sim.hard_link(p("/sim/b"), p("/sim/copy/b"));
+    assert_eq!(kind(refused), ErrorKind::CrossesDevices);
+    assert!(!sim.exists(p("/sim/copy/b")).unwrap());
+}
+
+#[test]
 fn namespace_operations() {
     let sim = setup();
     sim.create_dir_all(p("/sim/d")).unwrap();
