@@ -43,6 +43,7 @@ enum Command {
     Verify(commands::verify::Args),
     Maintain(commands::maintain::Args),
     DeleteRecords(commands::delete_records::Args),
+    Backup(commands::backup::Args),
 }
 
 fn main() -> ExitCode {
@@ -71,6 +72,7 @@ fn main() -> ExitCode {
         Command::Produce(args) => commands::produce::run(&args, &mut out),
         Command::Maintain(args) => commands::maintain::run(&args, &mut out),
         Command::DeleteRecords(args) => commands::delete_records::run(&args, &mut out),
+        Command::Backup(args) => commands::backup::run(&args, &mut out),
     };
     // What was printed before a failure is still flushed, so the failure's line follows it.
     let flushed = out.flush();

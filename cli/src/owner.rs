@@ -33,7 +33,18 @@ pub fn open_log(dir: &Path, command: &str, create: Create) -> Result<Log, Failur
     Log::builder(dir)
         .maintenance_interval(None)
         .open()
-        .map_err(|e| Failure::at(command, dir, e))
+        .map_err(|e| match e {
+            annals::Error::Locked { .. } => Failure::at(
+                command,
+                dir,
+                format!(
+                    "{e}: {command} writes, so it needs the log to itself (the reading \
+                     commands need no lock; a running service backs itself up with \
+                     Log::checkpoint)"
+                ),
+            ),
+            e => Failure::at(command, dir, e),
+        })
 }
 
 /// Closes the log (seals segments, writes checkpoints, releases the lock), reporting failure.

@@ -4,7 +4,8 @@
 //! the rest is one concept a file: `builder.rs` (options), `open.rs` (open and recovery),
 //! `topics.rs` (topic administration), `consumers.rs` (consumers and group views),
 //! `maintenance.rs` (retention, compaction and the background thread), `producer_ids.rs`,
-//! `report.rs` (the recovery report).
+//! `report.rs` (the recovery report), `backup.rs` (`Log::checkpoint`), `transactions.rs`,
+//! `event_stores.rs` (the event stores open on the log), `internal.rs` (internal topics).
 
 pub(crate) mod backup;
 mod builder;

@@ -2,6 +2,7 @@
 //! [`CmdResult`](crate::exit::CmdResult). The reading commands open the log read-only
 //! (`view.rs`), the writing ones as its owner (`owner.rs`).
 
+pub mod backup;
 pub mod delete_records;
 pub mod describe;
 pub mod dump;

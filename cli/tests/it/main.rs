@@ -1,5 +1,6 @@
 //! The `annals` binary driven with assert_cmd on logs built with the annals API.
 
+mod backup;
 mod bad_input;
 mod common;
 mod delete_records;
