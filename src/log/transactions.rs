@@ -25,7 +25,7 @@ impl Log {
     /// aborted by maintenance ([`run_maintenance`](Log::run_maintenance) or the background
     /// thread).
     ///
-    /// Errors: [`Error::Closed`], I/O (loading `__transaction_state`).
+    /// Errors: [`Error::Closed`](crate::Error::Closed), I/O (loading `__transaction_state`).
     pub fn transactions(&self) -> Result<Vec<TransactionInfo>> {
         self.inner.catalog.check_open()?;
         Ok(self

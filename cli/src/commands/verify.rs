@@ -8,7 +8,7 @@ use serde_json::json;
 
 use crate::exit::{CmdResult, Failure, Outcome};
 use crate::output::Output;
-use crate::view::open_view;
+use crate::view::open_failure;
 
 /// Check every batch's CRC and records, offsets, both indexes and every metadata file, and
 /// report each damaged place with its file and byte. Exits 3 when damage is found.
@@ -30,7 +30,21 @@ pub struct Args {
 
 pub fn run(args: &Args, out: &mut Output) -> CmdResult {
     const COMMAND: &str = "verify";
-    let view = open_view(&args.dir, COMMAND)?;
+    let view = match annals::Log::open_read_only(&args.dir) {
+        Ok(view) => view,
+        // A damaged topics.meta is damage found, not a failure of the check.
+        Err(annals::Error::CorruptMetadata { file, reason }) => {
+            out.text(format_args!("damage: {}: {reason}", file.display()))?;
+            out.object(
+                "damage",
+                &json!({"path": file.display().to_string(), "position": null, "what": reason}),
+            )?;
+            out.text("DAMAGED: the topic list cannot be read, so nothing else was checked")?;
+            out.object("summary", &json!({"files_checked": 1, "damage": 1}))?;
+            return Ok(Outcome::Damaged);
+        }
+        Err(e) => return Err(open_failure(e, &args.dir, COMMAND)),
+    };
     let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
     if args.quiet || !std::io::stderr().is_terminal() {
         bar.set_draw_target(ProgressDrawTarget::hidden());

@@ -365,6 +365,18 @@ fn verify_reports_clean_and_damaged_logs_with_exit_codes() {
     let summary = objects.last().unwrap();
     assert_eq!(summary["kind"], "summary");
     assert_eq!(summary["damage"], 1);
+
+    // A damaged topic list is damage too, named.
+    let topics = dir.path().join("topics.meta");
+    std::fs::write(&topics, b"not a topic list").unwrap();
+    let ran = run(&["verify", d], "");
+    assert_eq!(ran.code, 3, "{}{}", ran.stdout, ran.stderr);
+    assert!(
+        ran.stdout
+            .starts_with(&format!("damage: {}: ", topics.display())),
+        "{}",
+        ran.stdout
+    );
 }
 
 #[test]
