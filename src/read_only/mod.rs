@@ -197,17 +197,17 @@ impl ReadOnlyLog {
         let high_watermark = reader.high_watermark()?;
         let log_start_offset = reader.log_start_offset()?;
         let last_stable_offset = reader.last_stable_offset()?;
-        let segments =
-            segment_set::open(&*self.storage, reader.dir(), segment_set::Select::From(0))?
-                .into_iter()
-                .map(|s| {
-                    Ok(SegmentDescription {
-                        base_offset: s.base_offset,
-                        size_bytes: s.file.len()?,
-                        path: s.path,
-                    })
-                })
-                .collect::<Result<Vec<_>>>()?;
+        // One file open at a time, whatever the number of segments.
+        let mut segments = Vec::new();
+        for entry in segment_set::listing(&*self.storage, reader.dir())? {
+            if let Some(s) = segment_set::open_one(&*self.storage, reader.dir(), &entry)? {
+                segments.push(SegmentDescription {
+                    base_offset: s.base_offset,
+                    size_bytes: s.file.len()?,
+                    path: s.path,
+                });
+            }
+        }
         // The newest segment's tail, as a walk from its last index entry finds it.
         let mut tail = self.reader(topic, partition, IsolationLevel::ReadUncommitted)?;
         tail.seek(high_watermark);

@@ -20,6 +20,10 @@ use crate::partition::swap::{parse_swap_file_name, SWAP_SUFFIX};
 use crate::segment::parse_file_name;
 use crate::storage::{with_path, OpenMode, Storage, StorageFile};
 
+/// Segments one set opens at most: a reader far behind the end holds this many files, not one
+/// per segment to the end (it opens the next ones when it gets there).
+pub(super) const MAX_OPEN: usize = 16;
+
 /// How often a set is taken again when the directory changed between two listings, before
 /// giving up: each retry follows a rename of the owner's, and a swap has only a few.
 const ATTEMPTS: usize = 64;
@@ -66,16 +70,16 @@ pub(super) enum Select {
 }
 
 impl Select {
+    /// The picked segments, at most [`MAX_OPEN`].
     fn pick(self, listing: &[(u64, String)]) -> &[(u64, String)] {
-        match self {
-            Select::From(offset) => {
-                let first = listing.partition_point(|(base, _)| *base <= offset);
-                &listing[first.saturating_sub(1)..]
-            }
-            Select::After(newest) => {
-                &listing[listing.partition_point(|(base, _)| *base <= newest)..]
-            }
-        }
+        let first = match self {
+            Select::From(offset) => listing
+                .partition_point(|(base, _)| *base <= offset)
+                .saturating_sub(1),
+            Select::After(newest) => listing.partition_point(|(base, _)| *base <= newest),
+        };
+        let picked = &listing[first..];
+        &picked[..picked.len().min(MAX_OPEN)]
     }
 }
 
@@ -107,18 +111,41 @@ pub(super) fn open(storage: &dyn Storage, dir: &Path, select: Select) -> Result<
     Err(changing(dir))
 }
 
-/// The base offset of the oldest segment, from two listings that agree (a swap renaming the
-/// first segment's files must not make it look missing).
-pub(super) fn first_base(storage: &dyn Storage, dir: &Path) -> Result<Option<u64>> {
+/// The segment data files (base offset, name), from two listings that agree: a swap renaming
+/// files must not make a segment look missing.
+pub(super) fn listing(storage: &dyn Storage, dir: &Path) -> Result<Vec<(u64, String)>> {
     let mut previous = list(storage, dir)?;
     for _ in 0..ATTEMPTS {
         let next = list(storage, dir)?;
         if next == previous {
-            return Ok(next.first().map(|(base, _)| *base));
+            return Ok(next);
         }
         previous = next;
     }
     Err(changing(dir))
+}
+
+/// Opens one segment of a [`listing`]; `None` if the owner removed or renamed it since.
+pub(super) fn open_one(
+    storage: &dyn Storage,
+    dir: &Path,
+    (base_offset, name): &(u64, String),
+) -> Result<Option<SegmentFile>> {
+    let path = dir.join(name);
+    match storage.open(&path, OpenMode::Read) {
+        Ok(file) => Ok(Some(SegmentFile {
+            base_offset: *base_offset,
+            path,
+            file,
+        })),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(with_path(e, "open", &path).into()),
+    }
+}
+
+/// The base offset of the oldest segment.
+pub(super) fn first_base(storage: &dyn Storage, dir: &Path) -> Result<Option<u64>> {
+    Ok(listing(storage, dir)?.first().map(|(base, _)| *base))
 }
 
 fn changing(dir: &Path) -> Error {
@@ -176,5 +203,8 @@ mod tests {
         assert!(Select::From(5).pick(&[]).is_empty());
         assert_eq!(Select::After(10).pick(&l).len(), 1);
         assert!(Select::After(20).pick(&l).is_empty());
+        let many: Vec<(u64, String)> = (0..40).map(|i| (i * 10, format!("{i}"))).collect();
+        assert_eq!(Select::From(0).pick(&many).len(), MAX_OPEN);
+        assert_eq!(Select::From(395).pick(&many).len(), 1);
     }
 }

@@ -698,3 +698,41 @@ fn verify_names_every_kind_of_damage() {
     assert_eq!(report.notes.len(), 1, "{:#?}", report.notes);
     assert_eq!(report.notes[0].path, newest);
 }
+
+/// Files this process has open under `dir` (other tests run in this process too).
+fn open_files(dir: &Path) -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|target| target.starts_with(dir))
+        .count()
+}
+
+#[test]
+fn a_reader_holds_a_bounded_number_of_files_however_many_segments() {
+    let (dir, log) = TestLog::temp()
+        .no_maintenance()
+        .topic(T, small_segments())
+        .open_temp();
+    append(&log, 0, 6_000);
+    let segments = log.partition(T, 0).unwrap().segment_count();
+    assert!(segments > 100, "{segments} segments");
+    log.close().unwrap();
+    let view = Log::open_read_only(dir.path()).unwrap();
+    let mut reader = view.reader(T, 0, IsolationLevel::ReadCommitted).unwrap();
+    let mut most = 0;
+    let mut seen = 0;
+    loop {
+        let records = reader.poll(1024).unwrap();
+        most = most.max(open_files(dir.path()));
+        if records.is_empty() {
+            break;
+        }
+        seen += records.len();
+    }
+    assert_eq!(seen, 6_000);
+    // 16 segments a set, and a set for the scan ahead of read committed.
+    assert!(most <= 40, "{most} files open for {segments} segments");
+    let d = view.describe_partition(T, 0).unwrap();
+    assert_eq!(d.segments.len(), segments);
+}
