@@ -20,12 +20,10 @@
 //! log, merged and replaced while the copy runs, and a store opened on the copy catches its
 //! index up from the log (invariant 18 holds for an empty chain as for any other).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::io;
 use std::path::{Component, Path, PathBuf};
-
-use parking_lot::Mutex;
 
 use super::open::CLEAN_SHUTDOWN_FILE;
 use super::{Log, LogInner};
@@ -58,10 +56,6 @@ pub struct CheckpointReport {
     pub high_watermarks: BTreeMap<TopicPartition, u64>,
 }
 
-/// Checkpoints running in this process, by staging directory: two into one `dest` would build
-/// in the same directory, each taking the other's for a crashed one's leftover.
-static RUNNING: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
-
 /// How much of a segment one read copies.
 const COPY_CHUNK: usize = 1 << 20;
 
@@ -87,8 +81,10 @@ impl Log {
     ///
     /// Crash safety: the copy is built in `<dest>.partial` (beside `dest`), every file and
     /// directory fsynced, then renamed to `dest`; after a kill -9 or power loss `dest` is either
-    /// absent or complete. Whatever is at `<dest>.partial` is taken for what such a crash left
-    /// and removed by the next checkpoint to `dest`. The log's own files are only read.
+    /// absent or complete. A checkpoint holds `<dest>.partial.lock` (a lock file beside it,
+    /// which stays) while it runs, so whatever is at `<dest>.partial` when the lock is free is
+    /// what such a crash left, and the next checkpoint to `dest` removes it. The log's own files
+    /// are only read.
     ///
     /// Not copied: event store indexes, which a store opened on the copy rebuilds from the log;
     /// files in the log directory that are not annals'.
@@ -96,7 +92,7 @@ impl Log {
     /// Errors: [`Error::Closed`] (also when the log closes while the copy is made); `dest`
     /// existing and not an empty directory (an [`Error::Io`] of kind `AlreadyExists` naming it);
     /// `dest` or `<dest>.partial` inside the log directory or containing it, or another
-    /// checkpoint to `dest` running in this process ([`Error::InvalidArgument`]); an I/O error,
+    /// checkpoint to `dest` running, in this process or another ([`Error::InvalidArgument`]); an I/O error,
     /// naming its path. An error leaves the log as it was and nothing at `dest` — unless only
     /// the final fsync of `dest`'s parent failed, when the backup is there but may not survive a
     /// power loss.
@@ -128,7 +124,10 @@ impl Log {
         let storage = &*inner.storage;
         let staging = staging_path(dest)?;
         refuse_overlap(&inner.dir, dest, &staging)?;
-        let _running = Running::claim(&staging, dest)?;
+        // Refused before anything is written; checked again once no other checkpoint into
+        // `dest` can be running (one may have finished meanwhile).
+        check_dest(storage, dest)?;
+        let _running = Running::claim(storage, &staging, dest)?;
         check_dest(storage, dest)?;
         remove_leftover(storage, &staging)?;
         create_dir_durably(storage, &staging)?;
@@ -486,25 +485,29 @@ fn names_still_ours(p: &Partition) -> bool {
     !p.inner.is_closed()
 }
 
-/// Marks a checkpoint into one staging directory as running in this process.
-struct Running(PathBuf);
-
-impl Running {
-    fn claim(staging: &Path, dest: &Path) -> Result<Running> {
-        let key = lexical(staging);
-        if !RUNNING.lock().insert(key.clone()) {
-            return Err(Error::InvalidArgument(format!(
-                "a checkpoint into {} is already running in this process",
-                dest.display()
-            )));
-        }
-        Ok(Running(key))
-    }
+/// The lock of a checkpoint into one staging directory: `<dest>.partial.lock`, beside it,
+/// taken through the storage (`flock` on real files), so a second checkpoint into `dest` — in
+/// this process or another — is refused instead of taking the first one's staging directory for
+/// a crashed one's leftover. The file stays (removing a lock file races with its next taker); a
+/// crash releases the lock with the process.
+struct Running {
+    _guard: Box<dyn crate::storage::LockGuard>,
 }
 
-impl Drop for Running {
-    fn drop(&mut self) {
-        RUNNING.lock().remove(&self.0);
+impl Running {
+    fn claim(storage: &dyn Storage, staging: &Path, dest: &Path) -> Result<Running> {
+        let mut name = staging.as_os_str().to_owned();
+        name.push(".lock");
+        let path = PathBuf::from(name);
+        storage.create_dir_all(parent_of(dest))?;
+        match storage.try_lock(&path)? {
+            Some(guard) => Ok(Running { _guard: guard }),
+            None => Err(Error::InvalidArgument(format!(
+                "a checkpoint into {} is already running (it holds {})",
+                dest.display(),
+                path.display()
+            ))),
+        }
     }
 }
 
