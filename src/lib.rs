@@ -112,7 +112,7 @@ pub use producer::{
     RecordMetadata,
 };
 pub use read_only::{
-    CommittedOffset, Finding, PartitionDescription, PartitionReader, ReadOnlyLog,
+    verify_segment, CommittedOffset, Finding, PartitionDescription, PartitionReader, ReadOnlyLog,
     SegmentDescription, TailDamage, VerifyReport,
 };
 pub use topic_partition::TopicPartition;

@@ -28,6 +28,8 @@
 //!   slices of the batch (or of its one decompressed buffer).
 //! - [`encode_end_txn_marker_batch`] and [`decode_control_record`] write and read the control
 //!   batches that end a transaction; [`AbortedTxn`] is one entry of a segment's `.txnindex`.
+//! - [`offset_index_entries`] and [`time_index_entries`] read a segment's `.index` and
+//!   `.timeindex` the way annals opens them: the valid leading run, then only zeros.
 //!
 //! Decoding treats its input as untrusted: it never panics, checks every length against the bytes
 //! actually present, and bounds decompressed output by a caller-supplied limit, so a corrupt or
@@ -53,6 +55,7 @@ mod codec;
 mod control;
 mod decode;
 mod header;
+mod index;
 mod record;
 mod varint;
 mod view;
@@ -70,6 +73,10 @@ pub use control::{
 pub use decode::decode_batch;
 pub use header::{
     peek_batch_len, set_base_offset, set_base_sequence, set_log_append_time, verify_crc,
+};
+pub use index::{
+    offset_index_entries, time_index_entries, IndexEntries, OffsetIndexEntry, Stray,
+    TimeIndexEntry, OFFSET_INDEX_ENTRY_LEN, TIME_INDEX_ENTRY_LEN,
 };
 pub(crate) use record::{as_str, last_header};
 pub use record::{Header, Record, StoredRecord};

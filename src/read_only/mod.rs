@@ -27,7 +27,7 @@ use parking_lot::RwLock;
 pub use files::TailDamage;
 pub use internal::CommittedOffset;
 pub use reader::PartitionReader;
-pub use verify::{Finding, VerifyReport};
+pub use verify::{verify_segment, Finding, VerifyReport};
 
 use crate::config::TopicConfig;
 use crate::error::{Error, Result};

@@ -1,18 +1,21 @@
 //! [`ReadOnlyLog::verify`]: a full check of a log's files — every batch's CRC and records,
 //! offsets in order and inside their segment, every offset- and time-index entry against the
 //! batch it names, and every metadata file's checksum — that reports each finding with its file
-//! and byte instead of stopping at the first.
+//! and byte instead of stopping at the first; [`verify_segment`]: the same check of one segment
+//! file and its indexes.
 
 use std::path::{Path, PathBuf};
 
 use super::segment_set::{self, SegmentFile, Select};
 use super::ReadOnlyLog;
-use crate::error::Result;
-use crate::format::{decode_batch, verify_crc};
+use crate::error::{Error, Result};
+use crate::format::{decode_batch, offset_index_entries, time_index_entries, verify_crc};
+use crate::format::{IndexEntries, OffsetIndexEntry, TimeIndexEntry};
+use crate::format::{OFFSET_INDEX_ENTRY_LEN, TIME_INDEX_ENTRY_LEN};
 use crate::meta::{decode_producer_ids, load_bounds, load_checkpoint, PRODUCER_IDS_FILE};
 use crate::partition::partition_dir_name;
-use crate::segment::{file_name, BatchCursor, Next};
-use crate::storage::{read_whole, OpenMode};
+use crate::segment::{file_name, parse_file_name, BatchCursor, Next};
+use crate::storage::{read_whole, ContextStorage, FsStorage, Storage};
 
 /// Bytes a check reads at once.
 const READ_CHUNK: usize = 1 << 20;
@@ -59,14 +62,6 @@ impl VerifyReport {
     }
 }
 
-/// An index entry: the offset (or timestamp) it names and the position it points at.
-#[derive(Debug, Clone, Copy)]
-struct Entry {
-    offset: u64,
-    position: u64,
-    timestamp: i64,
-}
-
 impl ReadOnlyLog {
     /// Checks every file of the log as it is now and reports what is damaged; `progress` is
     /// called with the segment bytes checked so far and the total. Meant for a log at rest or
@@ -104,32 +99,14 @@ impl ReadOnlyLog {
         let mut done = 0;
         progress(done, total);
         for (dir, files) in sets {
-            let cleaned_end = match load_bounds(&*self.storage, &dir) {
-                Ok(bounds) => bounds.map_or(0, |b| b.cleaned_end),
-                Err(e) => {
-                    report.damage(&dir.join(crate::meta::BOUNDS_FILE), None, e.to_string());
-                    0
-                }
-            };
-            report.files_checked += 1;
-            let recovery_point = match load_checkpoint(&*self.storage, &dir) {
-                Ok(c) => c.map_or(0, |c| c.recovery_point),
-                Err(e) => {
-                    report.damage(&dir.join(crate::meta::CHECKPOINT_FILE), None, e.to_string());
-                    0
-                }
-            };
-            report.files_checked += 1;
+            let bounds = PartitionBounds::load(&*self.storage, &dir, &mut report);
             let mut next_offset: Option<u64> = None;
             for (i, seg) in files.iter().enumerate() {
-                let next_base = files.get(i + 1).map(|s| s.base_offset);
                 let check = SegmentCheck {
-                    log: self,
-                    dir: &dir,
+                    storage: &*self.storage,
                     seg,
-                    next_base,
-                    cleaned_end,
-                    recovery_point,
+                    next_base: files.get(i + 1).map(|s| s.base_offset),
+                    bounds,
                 };
                 next_offset = check.run(&mut report, next_offset, &mut |n| {
                     done += n;
@@ -160,70 +137,139 @@ impl ReadOnlyLog {
             Err(e) => report.damage(path, None, e.to_string()),
         }
     }
+}
 
-    /// The leading run of valid entries of an index file (`entry_len` bytes each, decoded by
-    /// `decode`), and a finding for anything but zeros after it.
-    fn read_index(
-        &self,
-        report: &mut VerifyReport,
-        path: &Path,
-        entry_len: usize,
-        decode: impl Fn(&[u8]) -> Option<Entry>,
-        increasing: impl Fn(&Entry, &Entry) -> bool,
-    ) -> Vec<Entry> {
-        let bytes = match self.storage.open(path, OpenMode::Read) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
+/// Checks one segment file — its batches and the `.index` and `.timeindex` beside it — exactly
+/// as [`ReadOnlyLog::verify`] checks each segment of a log. The partition directory around it
+/// says the rest: whether a later segment follows (then its batches may not reach that
+/// segment's base offset, and a bad tail is damage rather than a write in progress), and
+/// `partition.bounds` and `partition.ckpt` where present (which offsets compaction may have
+/// removed; up to where the data was synced). Whether its offsets continue the segment before
+/// it is not checked: that takes the older segment's batches.
+///
+/// Only reads, without the log's lock, so it works on a segment a running [`Log`](crate::Log)
+/// is appending to. Errors (naming the path) when `log_file` is not named `<base offset>.log`,
+/// cannot be opened, or its directory cannot be listed; everything wrong inside the files is a
+/// [`Finding`].
+///
+/// ```
+/// # fn main() -> annals::Result<()> {
+/// use annals::{Log, Record, TopicConfig};
+/// let dir = tempfile::tempdir().unwrap();
+/// let log = Log::open(dir.path())?;
+/// log.create_topic("orders", TopicConfig::default())?;
+/// log.partition("orders", 0)?.append(&[Record::new("a")])?;
+///
+/// let segment = dir.path().join("orders-0/00000000000000000000.log");
+/// let report = annals::verify_segment(&segment)?;
+/// assert!(report.is_clean(), "{:?}", report.damage);
+/// assert_eq!(report.batches_checked, 1);
+/// # Ok(()) }
+/// ```
+pub fn verify_segment(log_file: impl AsRef<Path>) -> Result<VerifyReport> {
+    let path = log_file.as_ref();
+    let base_offset = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| parse_file_name(n, "log"))
+        .ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "{}: not a segment file (a .log named by its base offset in 20 digits)",
+                path.display()
+            ))
+        })?;
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let storage = ContextStorage::wrap(FsStorage::new());
+    let seg = SegmentFile {
+        base_offset,
+        path: path.to_path_buf(),
+        file: storage.open(path, crate::storage::OpenMode::Read)?,
+    };
+    // From a listing, not by opening the later segments: a partition may have thousands.
+    let next_base = segment_set::listing(&*storage, dir)?
+        .into_iter()
+        .map(|(base, _)| base)
+        .find(|&base| base > base_offset);
+    let mut report = VerifyReport::default();
+    let check = SegmentCheck {
+        storage: &*storage,
+        seg: &seg,
+        next_base,
+        bounds: PartitionBounds::load(&*storage, dir, &mut report),
+    };
+    check.run(&mut report, None, &mut |_| {});
+    Ok(report)
+}
+
+/// What a partition's metadata files tell the check of its segments.
+#[derive(Debug, Clone, Copy)]
+struct PartitionBounds {
+    /// Offsets below it may be missing: compaction removed them.
+    cleaned_end: u64,
+    /// The newest segment's data below it was synced, so a bad tail there is damage.
+    recovery_point: u64,
+}
+
+impl PartitionBounds {
+    /// From `partition.bounds` and `partition.ckpt` in `dir`; 0 for an absent or damaged one
+    /// (the damage is a finding).
+    fn load(storage: &dyn Storage, dir: &Path, report: &mut VerifyReport) -> PartitionBounds {
+        let cleaned_end = match load_bounds(storage, dir) {
+            Ok(bounds) => bounds.map_or(0, |b| b.cleaned_end),
             Err(e) => {
-                report.damage(path, None, e.to_string());
-                return Vec::new();
+                report.damage(&dir.join(crate::meta::BOUNDS_FILE), None, e.to_string());
+                0
             }
-            Ok(_) => match read_whole(&*self.storage, path) {
-                Ok(b) => b,
-                Err(e) => {
-                    report.damage(path, None, e.to_string());
-                    return Vec::new();
-                }
-            },
         };
         report.files_checked += 1;
-        let mut entries: Vec<Entry> = Vec::new();
-        let mut chunks = bytes.chunks(entry_len);
-        for chunk in chunks.by_ref() {
-            match decode(chunk) {
-                Some(e) if entries.last().is_none_or(|last| increasing(last, &e)) => {
-                    entries.push(e)
-                }
-                _ => {
-                    if chunk.iter().any(|&b| b != 0) {
-                        let at = (entries.len() * entry_len) as u64;
-                        report.damage(
-                            path,
-                            Some(at),
-                            format!("entry {} does not continue the index", entries.len()),
-                        );
-                    }
-                    break;
-                }
+        let recovery_point = match load_checkpoint(storage, dir) {
+            Ok(c) => c.map_or(0, |c| c.recovery_point),
+            Err(e) => {
+                report.damage(&dir.join(crate::meta::CHECKPOINT_FILE), None, e.to_string());
+                0
             }
+        };
+        report.files_checked += 1;
+        PartitionBounds {
+            cleaned_end,
+            recovery_point,
         }
-        let rest: usize = chunks.map(<[u8]>::len).sum();
-        let tail = &bytes[bytes.len() - rest..];
-        if let Some(i) = tail.iter().position(|&b| b != 0) {
-            let at = (bytes.len() - rest + i) as u64;
-            report.damage(path, Some(at), "bytes after the index's last entry");
-        }
-        entries
     }
+}
+
+/// The valid entries of an index file (none when it is absent: annals rebuilds a missing
+/// index), and a finding for bytes after them that are not zero fill.
+fn read_index<T>(
+    storage: &dyn Storage,
+    report: &mut VerifyReport,
+    path: &Path,
+    parse: fn(&[u8]) -> IndexEntries<T>,
+) -> Vec<T> {
+    let bytes = match read_whole(storage, path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
+        Err(e) => {
+            report.damage(path, None, e.to_string());
+            return Vec::new();
+        }
+    };
+    report.files_checked += 1;
+    let index = parse(&bytes);
+    if let Some(stray) = index.stray {
+        report.damage(path, Some(stray.position), stray.to_string());
+    }
+    index.entries
 }
 
 /// The check of one segment file and its two indexes.
 struct SegmentCheck<'a> {
-    log: &'a ReadOnlyLog,
-    dir: &'a Path,
+    storage: &'a dyn Storage,
     seg: &'a SegmentFile,
     next_base: Option<u64>,
-    cleaned_end: u64,
-    recovery_point: u64,
+    bounds: PartitionBounds,
 }
 
 impl SegmentCheck<'_> {
@@ -238,46 +284,28 @@ impl SegmentCheck<'_> {
         let (seg, path) = (self.seg, self.seg.path.as_path());
         let base = seg.base_offset;
         report.files_checked += 1;
-        let index_path = self.dir.join(file_name(base, "index"));
-        let mut offsets = self
-            .log
-            .read_index(
-                report,
-                &index_path,
-                8,
-                |c| {
-                    let rel = u32::from_be_bytes(c.get(..4)?.try_into().ok()?);
-                    let pos = u32::from_be_bytes(c.get(4..8)?.try_into().ok()?);
-                    (pos > 0).then_some(Entry {
-                        offset: base + u64::from(rel),
-                        position: u64::from(pos),
-                        timestamp: 0,
-                    })
-                },
-                |a, b| b.offset > a.offset && b.position > a.position,
-            )
+        // The indexes before the segment's length: an owner adds an entry only after writing
+        // its batch, so every entry read names a batch below the length read after it.
+        let index_path = path.with_file_name(file_name(base, "index"));
+        // Each entry as (offset, position in the log, its own byte in the index).
+        let mut offsets = read_index(self.storage, report, &index_path, offset_index_entries)
             .into_iter()
+            .zip((0..).step_by(OFFSET_INDEX_ENTRY_LEN))
+            .map(|(e, at): (OffsetIndexEntry, u64)| {
+                (
+                    base + u64::from(e.relative_offset),
+                    u64::from(e.position),
+                    at,
+                )
+            })
             .peekable();
-        let time_path = self.dir.join(file_name(base, "timeindex"));
-        let mut times = self
-            .log
-            .read_index(
-                report,
-                &time_path,
-                12,
-                |c| {
-                    let ts = i64::from_be_bytes(c.get(..8)?.try_into().ok()?);
-                    let rel = u32::from_be_bytes(c.get(8..12)?.try_into().ok()?);
-                    // An all-zero entry is the preallocated space after the last one.
-                    (c.iter().any(|&b| b != 0)).then_some(Entry {
-                        offset: base + u64::from(rel),
-                        position: 0,
-                        timestamp: ts,
-                    })
-                },
-                |a, b| b.timestamp > a.timestamp,
-            )
+        let time_path = path.with_file_name(file_name(base, "timeindex"));
+        let mut times = read_index(self.storage, report, &time_path, time_index_entries)
             .into_iter()
+            .zip((0..).step_by(TIME_INDEX_ENTRY_LEN))
+            .map(|(e, at): (TimeIndexEntry, u64)| {
+                (base + u64::from(e.relative_offset), e.timestamp, at)
+            })
             .peekable();
         let end = match seg.file.len() {
             Ok(len) => len,
@@ -345,50 +373,52 @@ impl SegmentCheck<'_> {
                     } else {
                         if let Some(n) = next.filter(|&n| h.base_offset > n) {
                             // Compaction removes records below `cleaned_end` only.
-                            if n >= self.cleaned_end {
+                            if n >= self.bounds.cleaned_end {
                                 report.damage(path, Some(b.position), format!(
                                     "offsets {n}..{} are missing outside the compacted range (below {})",
-                                    h.base_offset, self.cleaned_end
+                                    h.base_offset, self.bounds.cleaned_end
                                 ));
                             }
                         }
                         next = Some(h.last_offset() + 1);
                         max_ts = max_ts.max(h.max_timestamp);
-                        while let Some(e) = offsets.next_if(|e| e.position <= b.position) {
-                            if e.position < b.position {
+                        while let Some((offset, position, at)) =
+                            offsets.next_if(|&(_, p, _)| p <= b.position)
+                        {
+                            if position < b.position {
                                 report.damage(
                                     &index_path,
-                                    None,
+                                    Some(at),
                                     format!(
                                     "entry for offset {} points at byte {}, which is not a batch",
-                                    e.offset, e.position
+                                    offset, position
                                 ),
                                 );
-                            } else if e.offset != h.last_offset() {
+                            } else if offset != h.last_offset() {
                                 report.damage(
                                     &index_path,
-                                    None,
+                                    Some(at),
                                     format!(
                                     "entry at byte {} names offset {}, the batch there ends at {}",
-                                    e.position, e.offset, h.last_offset()
+                                    position, offset, h.last_offset()
                                 ),
                                 );
                             }
                         }
-                        while let Some(e) = times.next_if(|e| e.offset <= h.last_offset()) {
-                            if e.offset != h.last_offset() {
+                        while let Some((offset, timestamp, at)) =
+                            times.next_if(|&(o, _, _)| o <= h.last_offset())
+                        {
+                            if offset != h.last_offset() {
                                 report.damage(
                                     &time_path,
-                                    None,
+                                    Some(at),
                                     format!(
-                                        "entry for offset {} names no batch's last offset",
-                                        e.offset
+                                        "entry for offset {offset} names no batch's last offset"
                                     ),
                                 );
-                            } else if e.timestamp != max_ts {
-                                report.damage(&time_path, None, format!(
-                                    "entry for offset {} says timestamp {}, the largest up to there is {max_ts}",
-                                    e.offset, e.timestamp
+                            } else if timestamp != max_ts {
+                                report.damage(&time_path, Some(at), format!(
+                                    "entry for offset {offset} says timestamp {timestamp}, the largest up to there is {max_ts}"
                                 ));
                             }
                         }
@@ -400,8 +430,9 @@ impl SegmentCheck<'_> {
             };
             // Past the recovery point of the newest segment, a bad tail is what an owner's
             // write in progress or a crash leaves (the next open truncates it); below it, the
-            // bytes were synced and are damaged.
-            if newest && next.is_none_or(|n| n >= self.recovery_point) {
+            // bytes were synced and are damaged. Before the first batch, the offset reached is
+            // the segment's base.
+            if newest && next.unwrap_or(base) >= self.bounds.recovery_point {
                 report.notes.push(Finding {
                     path: path.to_path_buf(),
                     position: Some(position),
@@ -418,24 +449,20 @@ impl SegmentCheck<'_> {
             // Entries past a damaged place cannot be checked against anything.
             return next;
         }
-        for e in offsets {
+        for (offset, position, at) in offsets {
             report.damage(
                 &index_path,
-                None,
+                Some(at),
                 format!(
-                    "entry for offset {} points at byte {}, past the segment's valid batches",
-                    e.offset, e.position
+                    "entry for offset {offset} points at byte {position}, past the segment's valid batches"
                 ),
             );
         }
-        for e in times {
+        for (offset, _, at) in times {
             report.damage(
                 &time_path,
-                None,
-                format!(
-                    "entry for offset {} is past the segment's valid batches",
-                    e.offset
-                ),
+                Some(at),
+                format!("entry for offset {offset} is past the segment's valid batches"),
             );
         }
         next

@@ -736,3 +736,123 @@ fn a_reader_holds_a_bounded_number_of_files_however_many_segments() {
     let d = view.describe_partition(T, 0).unwrap();
     assert_eq!(d.segments.len(), segments);
 }
+
+#[test]
+fn verify_segment_checks_one_segment_and_names_a_damaged_index_entry() {
+    let (base, pdir) = log_at_rest();
+    let logs = segment_logs(&pdir);
+    assert!(logs.len() > 3, "{logs:?}");
+    for log in [&logs[1], logs.last().unwrap()] {
+        let report = annals::verify_segment(log).unwrap();
+        assert!(report.is_clean(), "{}: {:#?}", log.display(), report.damage);
+        assert!(report.notes.is_empty(), "{:#?}", report.notes);
+        // The segment, both indexes, partition.bounds and partition.ckpt.
+        assert_eq!(report.files_checked, 5, "{report:?}");
+        assert!(report.batches_checked > 1, "{report:?}");
+    }
+
+    let copy = tempfile::tempdir().unwrap();
+    crate::common::copy_dir(base.path(), copy.path());
+    let logs = segment_logs(&copy.path().join(format!("{T}-0")));
+    // Entry 1 of the offset index one byte further into the log: the order still holds, but
+    // no batch starts there.
+    let index = logs[1].with_extension("index");
+    let mut bytes = std::fs::read(&index).unwrap();
+    assert!(bytes.len() >= 16, "two entries at least");
+    let position = u32::from_be_bytes(bytes[12..16].try_into().unwrap());
+    bytes[12..16].copy_from_slice(&(position + 1).to_be_bytes());
+    std::fs::write(&index, bytes).unwrap();
+    // The last entry of the time index one ms later (the order still holds): no batch carries
+    // that timestamp.
+    let time_index = logs[1].with_extension("timeindex");
+    let mut bytes = std::fs::read(&time_index).unwrap();
+    let last = bytes.len() - 12;
+    let ts = i64::from_be_bytes(bytes[last..last + 8].try_into().unwrap());
+    bytes[last..last + 8].copy_from_slice(&(ts + 1).to_be_bytes());
+    std::fs::write(&time_index, bytes).unwrap();
+
+    let report = annals::verify_segment(&logs[1]).unwrap();
+    let mut found: Vec<_> = report
+        .damage
+        .iter()
+        .map(|f| (f.path.clone(), f.position))
+        .collect();
+    found.sort();
+    assert_eq!(
+        found,
+        [(index.clone(), Some(8)), (time_index, Some(last as u64))],
+        "{:#?}",
+        report.damage
+    );
+    let what = &report.damage.iter().find(|f| f.path == index).unwrap().what;
+    assert!(
+        what.contains(&format!(
+            "points at byte {}, which is not a batch",
+            position + 1
+        )),
+        "{what}"
+    );
+    // The whole-log check finds the same, through the same code.
+    let whole = verify(copy.path());
+    assert_eq!(whole.damage.len(), 2, "{:#?}", whole.damage);
+    assert!(report.damage.iter().all(|f| whole.damage.contains(f)));
+
+    // Whether a segment follows decides what a bad tail is: damage in a sealed segment, a
+    // write in progress in the newest.
+    let (sealed, newest) = (&logs[logs.len() - 2], logs.last().unwrap());
+    for log in [sealed, newest] {
+        let mut f = std::fs::OpenOptions::new().append(true).open(log).unwrap();
+        f.write_all(&[0, 0, 0, 0, 0, 0, 0, 9, 0, 0, 1]).unwrap();
+    }
+    let report = annals::verify_segment(sealed).unwrap();
+    assert!(
+        report.damage.iter().any(|f| f.path == *sealed),
+        "{:#?}",
+        report.damage
+    );
+    let report = annals::verify_segment(newest).unwrap();
+    assert!(report.is_clean(), "{:#?}", report.damage);
+    assert_eq!(report.notes.len(), 1, "{:#?}", report.notes);
+    // Its first batch, though, was synced (the checkpoint's recovery point is past it): a
+    // flipped byte there is damage, not a write in progress.
+    let mut bytes = std::fs::read(newest).unwrap();
+    bytes[70] ^= 0x5a;
+    std::fs::write(newest, bytes).unwrap();
+    let report = annals::verify_segment(newest).unwrap();
+    assert!(
+        report
+            .damage
+            .iter()
+            .any(|f| f.path == *newest && f.position == Some(0)),
+        "{:#?} {:#?}",
+        report.damage,
+        report.notes
+    );
+
+    let err = annals::verify_segment(pdir.join("partition.ckpt")).unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+    assert!(err.to_string().contains("partition.ckpt"), "{err}");
+}
+
+#[test]
+fn verify_segment_reads_the_active_segment_of_a_log_its_owner_holds_open() {
+    let (dir, log) = TestLog::temp()
+        .no_maintenance()
+        .topic(T, small_segments())
+        .open_temp();
+    append(&log, 0, 30);
+    let logs = segment_logs(&dir.path().join(format!("{T}-0")));
+    let active = logs.last().unwrap();
+    // Its indexes are preallocated: zeros follow their entries.
+    assert!(
+        std::fs::metadata(active.with_extension("index"))
+            .unwrap()
+            .len()
+            >= 1000
+    );
+    let report = annals::verify_segment(active).unwrap();
+    assert!(report.is_clean(), "{:#?}", report.damage);
+    assert!(report.batches_checked > 0, "{report:?}");
+    append(&log, 30, 31);
+    log.close().unwrap();
+}

@@ -3,20 +3,19 @@
 //! public `annals::format` API.
 
 mod files;
-mod index;
 mod render;
 mod segment;
-mod verify;
+mod txn_index;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use annals::format::BatchView;
+use annals::format::{offset_index_entries, time_index_entries, BatchView, Stray};
+use annals::format::{OFFSET_INDEX_ENTRY_LEN, TIME_INDEX_ENTRY_LEN};
 use serde_json::json;
 
 use self::files::{looks_like_log_root, partition_logs, Kind, SegmentFile};
 use self::segment::{Batch, Item, Segment};
-use self::verify::{Finding, IndexCheck};
 use crate::exit::{CmdResult, Failure, Outcome};
 use crate::output::Output;
 
@@ -41,7 +40,9 @@ const MAX_UNCOMPRESSED: usize = 256 << 20;
 /// Damage — a batch failing its CRC, bytes between batches that are not a batch, a torn tail
 /// in a segment that later segments follow, offsets going backwards, records that do not
 /// decode, index entries that do not match the log — is reported where it is found, and the
-/// command exits with 3 after printing everything.
+/// command exits with 3 after printing everything. --verify-index runs annals' own check of a
+/// segment (the one `annals verify` runs on every segment) and prints what it finds in the
+/// index files.
 ///
 /// With --json, one object per line: "file", "batch", "record", "index_entry",
 /// "time_index_entry", "aborted_txn", "index_verified" and "problem" (with "damage": true or
@@ -59,7 +60,8 @@ pub struct Args {
     #[arg(long)]
     pub deep: bool,
     /// Check the .index and .timeindex beside each .log against it: each entry must name the
-    /// start of a batch with the offsets and timestamps it claims.
+    /// start of a batch with the offsets and timestamps it claims. For an index file, the .log
+    /// beside it is checked (and its own damage reported, but not its batches printed).
     #[arg(long)]
     pub verify_index: bool,
 }
@@ -99,14 +101,6 @@ pub fn run(args: &Args, out: &mut Output) -> CmdResult {
         dumper.damage
     );
     Ok(Outcome::Damaged)
-}
-
-/// Whether the batch lines of a `.log` are printed, or the log is only walked to check an
-/// index file being dumped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Show {
-    Batches,
-    ProblemsOnly,
 }
 
 struct Dumper<'a> {
@@ -186,23 +180,16 @@ impl Dumper<'_> {
 
     /// Dumps one `.log`; `last` if no segment follows it in its partition.
     fn log(&mut self, file: &SegmentFile, last: bool) -> Result<(), Failure> {
-        // The indexes first: see `verify`.
-        let mut check = if self.verify {
-            Some(IndexCheck::load(
-                file,
-                &[Kind::OffsetIndex, Kind::TimeIndex],
-            )?)
-        } else {
-            None
-        };
         let mut segment = open_segment(file)?;
         self.file_header(file, "log", Some(segment.len()))?;
         if let Some(base) = file.base {
             self.out.text(format_args!("Log starting offset: {base}"))?;
         }
-        self.walk(file, &mut segment, last, Show::Batches, check.as_mut())?;
-        if let Some(check) = check {
-            self.findings(&file.path, check.finish(segment.len()))?;
+        self.walk(file, &mut segment, last)?;
+        if self.verify {
+            let indexes = [Kind::OffsetIndex, Kind::TimeIndex].map(|k| file.sibling(k));
+            // The log's own damage is printed above, by the walk.
+            self.check_segment(file, &indexes, false)?;
         }
         Ok(())
     }
@@ -212,18 +199,11 @@ impl Dumper<'_> {
         file: &SegmentFile,
         segment: &mut Segment,
         last: bool,
-        show: Show,
-        mut check: Option<&mut IndexCheck>,
     ) -> Result<(), Failure> {
         let path = file.path.display().to_string();
         while let Some(item) = segment.next_item().map_err(|e| read_error(file, e))? {
             match item {
-                Item::Batch(batch) => {
-                    self.batch(&path, &batch, show)?;
-                    if let Some(check) = check.as_deref_mut() {
-                        check.batch(batch.position, &batch.header);
-                    }
-                }
+                Item::Batch(batch) => self.batch(&path, &batch)?,
                 Item::Garbage {
                     position,
                     end,
@@ -272,14 +252,12 @@ impl Dumper<'_> {
         Ok(())
     }
 
-    fn batch(&mut self, path: &str, batch: &Batch, show: Show) -> Result<(), Failure> {
+    fn batch(&mut self, path: &str, batch: &Batch) -> Result<(), Failure> {
         let (position, header) = (batch.position, &batch.header);
         let valid = batch.crc_error.is_none();
-        if show == Show::Batches {
-            self.out.text(render::batch_line(position, header, valid))?;
-            self.out
-                .object("batch", &render::batch_json(path, position, header, valid))?;
-        }
+        self.out.text(render::batch_line(position, header, valid))?;
+        self.out
+            .object("batch", &render::batch_json(path, position, header, valid))?;
         let offsets = format!(
             "the batch at position {position} (offsets {}..={}) of {path}",
             header.base_offset,
@@ -306,7 +284,7 @@ impl Dumper<'_> {
                 ),
             )?;
         }
-        if self.deep && show == Show::Batches {
+        if self.deep {
             self.records(path, batch, &offsets)?;
         }
         Ok(())
@@ -378,14 +356,15 @@ impl Dumper<'_> {
 
     fn offset_index(&mut self, file: &SegmentFile) -> Result<(), Failure> {
         let bytes = read_whole(file)?;
-        let entries = index::offset_entries(&bytes);
+        let index = offset_index_entries(&bytes);
         let path = file.path.display().to_string();
         self.file_header(file, "offset_index", Some(bytes.len() as u64))?;
-        if entries.valid.is_empty() {
+        if index.entries.is_empty() {
             self.out.text(format_args!("{path} is empty."))?;
         }
-        for &(rel, position) in &entries.valid {
-            let offset = file.base_or_zero() + u64::from(rel);
+        for e in &index.entries {
+            let offset = file.base_or_zero() + u64::from(e.relative_offset);
+            let position = e.position;
             self.out
                 .text(format_args!("offset: {offset} position: {position}"))?;
             self.out.object(
@@ -393,20 +372,20 @@ impl Dumper<'_> {
                 &json!({"file": path, "offset": offset, "position": position}),
             )?;
         }
-        self.entries_tail(&path, entries.zero_fill, &entries.problems)?;
-        self.verify_one(file, Kind::OffsetIndex)
+        self.index_tail(file, index.zero_fill, index.stray)
     }
 
     fn time_index(&mut self, file: &SegmentFile) -> Result<(), Failure> {
         let bytes = read_whole(file)?;
-        let entries = index::time_entries(&bytes);
+        let index = time_index_entries(&bytes);
         let path = file.path.display().to_string();
         self.file_header(file, "time_index", Some(bytes.len() as u64))?;
-        if entries.valid.is_empty() {
+        if index.entries.is_empty() {
             self.out.text(format_args!("{path} is empty."))?;
         }
-        for &(timestamp, rel) in &entries.valid {
-            let offset = file.base_or_zero() + u64::from(rel);
+        for e in &index.entries {
+            let offset = file.base_or_zero() + u64::from(e.relative_offset);
+            let timestamp = e.timestamp;
             self.out
                 .text(format_args!("timestamp: {timestamp} offset: {offset}"))?;
             self.out.object(
@@ -414,13 +393,12 @@ impl Dumper<'_> {
                 &json!({"file": path, "timestamp": timestamp, "offset": offset}),
             )?;
         }
-        self.entries_tail(&path, entries.zero_fill, &entries.problems)?;
-        self.verify_one(file, Kind::TimeIndex)
+        self.index_tail(file, index.zero_fill, index.stray)
     }
 
     fn txn_index(&mut self, file: &SegmentFile) -> Result<(), Failure> {
         let bytes = read_whole(file)?;
-        let entries = index::aborted_txns(&bytes);
+        let entries = txn_index::aborted_txns(&bytes);
         let path = file.path.display().to_string();
         self.file_header(file, "txn_index", Some(bytes.len() as u64))?;
         if entries.valid.is_empty() && entries.problems.is_empty() {
@@ -442,7 +420,9 @@ impl Dumper<'_> {
                 }),
             )?;
         }
-        self.entries_tail(&path, 0, &entries.problems)?;
+        for p in &entries.problems {
+            self.problem("index_entries", true, &path, None, format!("{path}: {p}"))?;
+        }
         if self.verify {
             self.problem(
                 "not_verified",
@@ -455,13 +435,15 @@ impl Dumper<'_> {
         Ok(())
     }
 
-    /// After an index's entries: its preallocated zeros, and what breaks its structure.
-    fn entries_tail(
+    /// After an offset or time index's entries: its preallocated zeros, then `--verify-index`'s
+    /// check of the segment beside it, or else what breaks the run of entries.
+    fn index_tail(
         &mut self,
-        path: &str,
+        file: &SegmentFile,
         zero_fill: usize,
-        problems: &[String],
+        stray: Option<Stray>,
     ) -> Result<(), Failure> {
+        let path = file.path.display().to_string();
         if zero_fill > 0 {
             self.out.text(format_args!(
                 "{zero_fill} zero entries of preallocated space follow (an active segment's index)"
@@ -469,18 +451,26 @@ impl Dumper<'_> {
             self.out
                 .object("zero_fill", &json!({"file": path, "entries": zero_fill}))?;
         }
-        for p in problems {
-            self.problem("index_entries", true, path, None, format!("{path}: {p}"))?;
-        }
-        Ok(())
-    }
-
-    /// `--verify-index` on one index file being dumped: the `.log` beside it is walked
-    /// without printing its batches.
-    fn verify_one(&mut self, index: &SegmentFile, kind: Kind) -> Result<(), Failure> {
-        if !self.verify {
+        // The check reports a stray entry among its findings.
+        if self.verify && self.check_beside(file)? {
             return Ok(());
         }
+        match stray {
+            Some(stray) => self.problem_at(
+                "index_entries",
+                true,
+                &path,
+                Some(stray.position),
+                Some(stray.entry),
+                format!("{path}: {stray}"),
+            ),
+            None => Ok(()),
+        }
+    }
+
+    /// `--verify-index` on one index file being dumped: the check of the `.log` beside it,
+    /// whose own damage is reported too (its batches are not printed). Whether it ran.
+    fn check_beside(&mut self, index: &SegmentFile) -> Result<bool, Failure> {
         let log_path = index.sibling(Kind::Log);
         let log = SegmentFile::of(&log_path)
             .filter(|_| log_path.is_file())
@@ -494,61 +484,85 @@ impl Dumper<'_> {
                     ),
                 )
             })?;
-        let mut check = IndexCheck::load(&log, &[kind])?;
-        let mut segment = open_segment(&log)?;
-        let last = !log.has_later_segment();
-        self.walk(
-            &log,
-            &mut segment,
-            last,
-            Show::ProblemsOnly,
-            Some(&mut check),
-        )?;
-        self.findings(&log.path, check.finish(segment.len()))
+        self.check_segment(&log, std::slice::from_ref(&index.path), true)
     }
 
-    fn findings(&mut self, log: &Path, findings: Vec<Finding>) -> Result<(), Failure> {
-        let log = log.display().to_string();
-        for finding in findings {
-            match finding {
-                Finding::Verified { index, entries } => {
-                    let index = index.display().to_string();
-                    self.out.text(format_args!(
-                        "Verified {index}: its {entries} entries match {log}"
-                    ))?;
-                    self.out.object(
-                        "index_verified",
-                        &json!({"file": index, "log": log, "entries": entries}),
-                    )?;
-                }
-                Finding::Missing { index } => {
-                    let index = index.display().to_string();
-                    self.problem(
-                        "index_missing",
-                        false,
-                        &index,
-                        None,
-                        format!(
-                            "Note: there is no {index}; annals rebuilds a missing index when it \
-                             opens the log"
-                        ),
-                    )?;
-                }
-                Finding::Mismatch {
-                    index,
-                    entry,
-                    reason,
-                } => {
-                    let index = index.display().to_string();
-                    let message = match entry {
-                        Some(i) => format!("{index} entry {i} does not match {log}: {reason}"),
-                        None => format!("{index}: {reason}"),
-                    };
-                    self.problem_at("index_mismatch", true, &index, None, entry, message)?;
-                }
+    /// Runs annals' check of the segment `log` (`annals::verify_segment`) and prints what it
+    /// found in `indexes` (and in `log` itself, with `with_log`), then a line for each index
+    /// with nothing wrong. Whether the check ran: it needs a segment named `<base>.log`.
+    fn check_segment(
+        &mut self,
+        log: &SegmentFile,
+        indexes: &[PathBuf],
+        with_log: bool,
+    ) -> Result<bool, Failure> {
+        let log_name = log.path.display().to_string();
+        if !log.is_live_segment() {
+            self.problem(
+                "not_verified",
+                false,
+                &log_name,
+                None,
+                format!(
+                    "Note: --verify-index checks segments named <base offset>.log, not {log_name}"
+                ),
+            )?;
+            return Ok(false);
+        }
+        let report =
+            annals::verify_segment(&log.path).map_err(|e| Failure::at(COMMAND, &log.path, e))?;
+        let findings = (report.damage.iter().map(|f| (true, f)))
+            .chain(report.notes.iter().map(|f| (false, f)));
+        for (damage, f) in findings {
+            if !(indexes.contains(&f.path) || with_log && f.path == log.path) {
+                continue;
+            }
+            let entry_len = [
+                (Kind::OffsetIndex, OFFSET_INDEX_ENTRY_LEN),
+                (Kind::TimeIndex, TIME_INDEX_ENTRY_LEN),
+            ]
+            .into_iter()
+            .find_map(|(kind, len)| (log.sibling(kind) == f.path).then_some(len));
+            let (kind, entry) = match entry_len {
+                Some(len) => ("index_mismatch", f.position.map(|p| p as usize / len)),
+                None => ("segment", None),
+            };
+            let file = f.path.display().to_string();
+            let at = f
+                .position
+                .map(|p| format!(" at byte {p}"))
+                .unwrap_or_default();
+            let message = format!("{file}{at}: {}", f.what);
+            self.problem_at(kind, damage, &file, f.position, entry, message)?;
+        }
+        // Entries after damage in the log cannot be checked against it.
+        let log_damaged = report.damage.iter().any(|f| f.path == log.path);
+        for index in indexes {
+            let name = index.display().to_string();
+            if !index.is_file() {
+                self.problem(
+                    "index_missing",
+                    false,
+                    &name,
+                    None,
+                    format!(
+                        "Note: there is no {name}; annals rebuilds a missing index when it opens \
+                         the log"
+                    ),
+                )?;
+            } else if !report.damage.iter().any(|f| f.path == *index) {
+                let how = match log_damaged {
+                    false => format!("its entries match {log_name}"),
+                    true => format!("its entries up to the damage in {log_name} match it"),
+                };
+                self.out.text(format_args!("Verified {name}: {how}"))?;
+                self.out.object(
+                    "index_verified",
+                    &json!({"file": name, "log": log_name, "complete": !log_damaged}),
+                )?;
             }
         }
-        Ok(())
+        Ok(true)
     }
 
     fn file_header(

@@ -82,6 +82,17 @@ impl SegmentFile {
             .with_file_name(format!("{}{}{}", self.stem, kind.extension(), self.suffix))
     }
 
+    /// Whether this is a live segment: `<base offset>.log`, 20 digits (not a retired, compacted
+    /// or copied one).
+    pub fn is_live_segment(&self) -> bool {
+        let named = |n: &std::ffi::OsStr| n.to_str().is_some_and(|n| n.ends_with(".log"));
+        self.suffix.is_empty()
+            && self.kind == Kind::Log
+            && self.stem.len() == BASE_DIGITS
+            && self.base.is_some()
+            && self.path.file_name().is_some_and(named)
+    }
+
     /// The base offset, or 0 for a file whose name does not carry one.
     pub fn base_or_zero(&self) -> u64 {
         self.base.unwrap_or(0)
@@ -120,17 +131,7 @@ pub fn partition_logs(dir: &Path) -> Result<Vec<SegmentFile>, Failure> {
     let mut logs = Vec::new();
     for entry in entries {
         let entry = entry.map_err(|e| Failure::at("list", dir, e))?;
-        let Some(file) = SegmentFile::of(&entry.path()) else {
-            continue;
-        };
-        let plain = file.suffix.is_empty()
-            && file.kind == Kind::Log
-            && file.stem.len() == BASE_DIGITS
-            && entry
-                .file_name()
-                .to_str()
-                .is_some_and(|n| n.ends_with(".log"));
-        if plain && file.base.is_some() {
+        if let Some(file) = SegmentFile::of(&entry.path()).filter(SegmentFile::is_live_segment) {
             logs.push(file);
         }
     }
