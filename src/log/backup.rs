@@ -25,7 +25,7 @@ use std::ffi::OsString;
 use std::io;
 use std::path::{Component, Path, PathBuf};
 
-use super::open::CLEAN_SHUTDOWN_FILE;
+use super::open::{create_dir_durably, CLEAN_SHUTDOWN_FILE};
 use super::{Log, LogInner};
 use crate::config::TopicConfig;
 use crate::error::{Error, Result};
@@ -607,23 +607,4 @@ fn parent_of(path: &Path) -> &Path {
         Some(parent) if !parent.as_os_str().is_empty() => parent,
         _ => Path::new("."),
     }
-}
-
-/// `mkdir -p` that makes each directory it created durable (fsync of its parent), as the log's
-/// own directory is created.
-fn create_dir_durably(storage: &dyn Storage, dir: &Path) -> Result<()> {
-    let mut missing = Vec::new();
-    let mut cur = Some(dir);
-    while let Some(d) = cur.filter(|d| !d.as_os_str().is_empty()) {
-        if storage.exists(d)? {
-            break;
-        }
-        missing.push(d);
-        cur = d.parent();
-    }
-    storage.create_dir_all(dir)?;
-    for d in missing.iter().rev() {
-        storage.sync_dir(parent_of(d))?;
-    }
-    Ok(())
 }

@@ -99,7 +99,7 @@ impl Log {
 
 /// `mkdir -p` that also makes every directory it created durable (fsync of each new
 /// directory's parent), so a power loss right after `Log::open` cannot lose the log directory.
-fn create_dir_durably(storage: &dyn Storage, dir: &Path) -> Result<()> {
+pub(super) fn create_dir_durably(storage: &dyn Storage, dir: &Path) -> Result<()> {
     let mut missing = Vec::new();
     let mut cur = Some(dir);
     while let Some(d) = cur.filter(|d| !d.as_os_str().is_empty()) {
