@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::segment_set::{self, SegmentFile, Select};
+use super::segment_set::{self, SegmentFile};
 use super::ReadOnlyLog;
 use crate::error::{Error, Result};
 use crate::format::{decode_batch, offset_index_entries, time_index_entries, verify_crc};
@@ -82,35 +82,55 @@ impl ReadOnlyLog {
             .iter()
             .flat_map(|(name, c)| (0..c.partitions).map(move |p| (name.clone(), p)))
             .collect();
-        let mut sets = Vec::new();
+        // Segment files are opened one at a time, from a listing per partition, so the check
+        // holds a bounded number of files however many segments the log has: a first pass
+        // only measures them for the progress total.
+        let mut listings = Vec::new();
         let mut total = 0;
         for (topic, partition) in &partitions {
             let dir = self.dir.join(partition_dir_name(topic, *partition));
-            match segment_set::open(&*self.storage, &dir, Select::From(0)) {
-                Ok(files) => {
-                    for f in &files {
-                        total += f.file.len().unwrap_or(0);
+            match segment_set::listing(&*self.storage, &dir) {
+                Ok(listing) => {
+                    for entry in &listing {
+                        if let Ok(Some(seg)) = segment_set::open_one(&*self.storage, &dir, entry) {
+                            total += seg.file.len().unwrap_or(0);
+                        }
                     }
-                    sets.push((dir, files));
+                    listings.push((dir, listing));
                 }
                 Err(e) => report.damage(&dir, None, format!("cannot list the partition: {e}")),
             }
         }
         let mut done = 0;
         progress(done, total);
-        for (dir, files) in sets {
+        for (dir, listing) in listings {
             let bounds = PartitionBounds::load(&*self.storage, &dir, &mut report);
             let mut next_offset: Option<u64> = None;
-            for (i, seg) in files.iter().enumerate() {
+            for (i, entry) in listing.iter().enumerate() {
+                let seg = match segment_set::open_one(&*self.storage, &dir, entry) {
+                    Ok(Some(seg)) => seg,
+                    Ok(None) => {
+                        report.notes.push(Finding {
+                            path: dir.join(&entry.1),
+                            position: None,
+                            what: "removed by the owner during the check".into(),
+                        });
+                        continue;
+                    }
+                    Err(e) => {
+                        report.damage(&dir.join(&entry.1), None, e.to_string());
+                        continue;
+                    }
+                };
                 let check = SegmentCheck {
                     storage: &*self.storage,
-                    seg,
-                    next_base: files.get(i + 1).map(|s| s.base_offset),
+                    seg: &seg,
+                    next_base: listing.get(i + 1).map(|(base, _)| *base),
                     bounds,
                 };
                 next_offset = check.run(&mut report, next_offset, &mut |n| {
                     done += n;
-                    progress(done, total);
+                    progress(done, total.max(done));
                 });
             }
         }

@@ -856,3 +856,19 @@ fn verify_segment_reads_the_active_segment_of_a_log_its_owner_holds_open() {
     append(&log, 30, 31);
     log.close().unwrap();
 }
+
+#[test]
+fn verify_checks_every_segment_of_a_long_partition() {
+    let (dir, log) = TestLog::temp()
+        .no_maintenance()
+        .topic(T, small_segments())
+        .open_temp();
+    append(&log, 0, 3_000);
+    let p = log.partition(T, 0).unwrap();
+    let (segments, bytes) = (p.segment_count(), p.size_bytes());
+    assert!(segments > 40, "{segments} segments");
+    log.close().unwrap();
+    let report = verify(dir.path());
+    assert!(report.is_clean(), "{:#?}", report.damage);
+    assert_eq!(report.bytes_checked, bytes);
+}
