@@ -194,9 +194,11 @@ impl ReadOnlyLog {
     /// Offsets, segments and tail of one partition, as its files show them now.
     pub fn describe_partition(&self, topic: &str, partition: u32) -> Result<PartitionDescription> {
         let reader = self.reader(topic, partition, IsolationLevel::ReadUncommitted)?;
-        let high_watermark = reader.high_watermark()?;
+        // The walk to the high watermark also finds the newest segment's tail.
+        let (high_watermark, tail_damage) = reader.end()?;
         let log_start_offset = reader.log_start_offset()?;
-        let last_stable_offset = reader.last_stable_offset()?;
+        let last_stable_offset =
+            reader.last_stable_offset_within(log_start_offset, high_watermark)?;
         // One file open at a time, whatever the number of segments.
         let mut segments = Vec::new();
         for entry in segment_set::listing(&*self.storage, reader.dir())? {
@@ -208,19 +210,15 @@ impl ReadOnlyLog {
                 });
             }
         }
-        // The newest segment's tail, as a walk from its last index entry finds it.
-        let mut tail = self.reader(topic, partition, IsolationLevel::ReadUncommitted)?;
-        tail.seek(high_watermark);
-        tail.poll(0)?;
         Ok(PartitionDescription {
             topic: topic.to_string(),
             partition,
             dir: reader.dir().to_path_buf(),
             log_start_offset,
             high_watermark,
-            last_stable_offset: last_stable_offset.max(log_start_offset),
+            last_stable_offset,
             segments,
-            tail_damage: tail.tail_damage().cloned(),
+            tail_damage,
         })
     }
 }

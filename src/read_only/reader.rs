@@ -254,14 +254,25 @@ impl PartitionReader {
     /// The offset after the newest whole batch the owner has written (its high watermark, as
     /// far as the files show it).
     pub fn high_watermark(&self) -> Result<u64> {
-        self.open_files(Select::From(u64::MAX))?.end_offset()
+        Ok(self.end()?.0)
+    }
+
+    /// The high watermark and what the walk to it found past the newest whole batch.
+    pub(super) fn end(&self) -> Result<(u64, Option<TailDamage>)> {
+        let mut files = self.open_files(Select::From(u64::MAX))?;
+        let end = files.end_offset()?;
+        Ok((end, files.tail_damage))
     }
 
     /// The last stable offset: the first offset of the oldest transaction still open, or the
     /// high watermark when none is.
     pub fn last_stable_offset(&self) -> Result<u64> {
-        let hw = self.high_watermark()?;
-        let start = self.log_start_offset()?;
+        self.last_stable_offset_within(self.log_start_offset()?, self.high_watermark()?)
+    }
+
+    /// [`last_stable_offset`](Self::last_stable_offset) for a log start and high watermark the
+    /// caller already read.
+    pub(super) fn last_stable_offset_within(&self, start: u64, hw: u64) -> Result<u64> {
         let open = self.open_transactions_until(hw)?;
         Ok(open
             .first()
