@@ -18,6 +18,14 @@ use crate::common::{small_segments, TestLog};
 const T: &str = "events";
 const ENV_OWNER_DIR: &str = "ANNALS_READ_ONLY_OWNER_DIR";
 
+/// A temp-dir log (maintenance off) with topic `T`, which this process owns.
+fn owned(config: TopicConfig) -> (tempfile::TempDir, Log) {
+    TestLog::temp()
+        .no_maintenance()
+        .topic(T, config)
+        .open_temp()
+}
+
 /// Everything from the reader's position to what is there now.
 fn drain(reader: &mut annals::PartitionReader) -> Vec<(u64, String)> {
     let mut out = Vec::new();
@@ -69,10 +77,7 @@ fn snapshot(dir: &Path) -> BTreeMap<PathBuf, (u64, std::time::SystemTime)> {
 
 #[test]
 fn a_reader_follows_appends_across_rolls_while_the_owner_holds_the_lock() {
-    let (dir, log) = TestLog::temp()
-        .no_maintenance()
-        .topic(T, small_segments())
-        .open_temp();
+    let (dir, log) = owned(small_segments());
     append(&log, 0, 100);
     let view = Log::open_read_only(dir.path()).unwrap();
     assert_eq!(view.topics(), vec![T.to_string()]);
@@ -102,10 +107,7 @@ fn a_reader_follows_appends_across_rolls_while_the_owner_holds_the_lock() {
 
 #[test]
 fn the_reader_never_writes_and_the_owner_is_not_disturbed() {
-    let (dir, log) = TestLog::temp()
-        .no_maintenance()
-        .topic(T, small_segments())
-        .open_temp();
+    let (dir, log) = owned(small_segments());
     append(&log, 0, 60);
     log.close().unwrap();
     let before = snapshot(dir.path());
@@ -133,10 +135,7 @@ fn the_reader_never_writes_and_the_owner_is_not_disturbed() {
 
 #[test]
 fn read_committed_waits_for_open_transactions_and_skips_aborted_ones() {
-    let (dir, log) = TestLog::temp()
-        .no_maintenance()
-        .topic(T, TopicConfig::default())
-        .open_temp();
+    let (dir, log) = owned(TopicConfig::default());
     let p = log
         .producer(ProducerConfig::default().transactional_id("tx"))
         .unwrap();
@@ -192,10 +191,7 @@ fn read_committed_waits_for_open_transactions_and_skips_aborted_ones() {
 
 #[test]
 fn committed_offsets_are_read_from_the_offsets_topic() {
-    let (dir, log) = TestLog::temp()
-        .no_maintenance()
-        .topic(T, TopicConfig::default().partitions(2))
-        .open_temp();
+    let (dir, log) = owned(TopicConfig::default().partitions(2));
     append(&log, 0, 10);
     let mut c = log.consumer(ConsumerConfig::new("billing")).unwrap();
     c.assign(&[(T, 0), (T, 1)]).unwrap();
@@ -230,10 +226,7 @@ fn committed_offsets_are_read_from_the_offsets_topic() {
 
 #[test]
 fn a_torn_or_damaged_tail_of_the_newest_segment_is_a_write_in_flight_not_an_error() {
-    let (dir, log) = TestLog::temp()
-        .no_maintenance()
-        .topic(T, TopicConfig::default())
-        .open_temp();
+    let (dir, log) = owned(TopicConfig::default());
     append(&log, 0, 20);
     let seg = log
         .partition(T, 0)
@@ -264,10 +257,7 @@ fn a_torn_or_damaged_tail_of_the_newest_segment_is_a_write_in_flight_not_an_erro
 
 #[test]
 fn damage_in_a_sealed_segment_is_corruption_named_with_its_file() {
-    let (dir, log) = TestLog::temp()
-        .no_maintenance()
-        .topic(T, small_segments())
-        .open_temp();
+    let (dir, log) = owned(small_segments());
     append(&log, 0, 100);
     log.close().unwrap();
     let pdir = dir.path().join(format!("{T}-0"));
@@ -296,10 +286,7 @@ fn damage_in_a_sealed_segment_is_corruption_named_with_its_file() {
 
 #[test]
 fn offsets_outside_the_log_are_errors_and_retention_moves_the_start() {
-    let (dir, log) = TestLog::temp()
-        .no_maintenance()
-        .topic(T, small_segments())
-        .open_temp();
+    let (dir, log) = owned(small_segments());
     append(&log, 0, 100);
     let view = Log::open_read_only(dir.path()).unwrap();
     let mut reader = view.reader(T, 0, IsolationLevel::ReadUncommitted).unwrap();
@@ -333,10 +320,7 @@ fn offsets_outside_the_log_are_errors_and_retention_moves_the_start() {
 
 #[test]
 fn timestamps_find_offsets() {
-    let (dir, log) = TestLog::temp()
-        .no_maintenance()
-        .topic(T, small_segments())
-        .open_temp();
+    let (dir, log) = owned(small_segments());
     let p = log.partition(T, 0).unwrap();
     for i in 0..50i64 {
         p.append(&[Record::new(format!("v{i:05}")).timestamp(1_000 + i * 10)])
@@ -368,10 +352,7 @@ fn bad_input_gets_clear_errors() {
     );
     assert!(std::fs::read_dir(&empty).unwrap().next().is_none());
 
-    let (dir, _log) = TestLog::temp()
-        .no_maintenance()
-        .topic(T, TopicConfig::default().partitions(2))
-        .open_temp();
+    let (dir, _log) = owned(TopicConfig::default().partitions(2));
     let view = Log::open_read_only(dir.path()).unwrap();
     assert!(matches!(
         view.reader("other", 0, IsolationLevel::ReadCommitted),
@@ -535,10 +516,7 @@ fn a_reader_process_follows_an_owner_that_rolls_and_compacts() {
 
 /// A closed log of several segments, compacted once, with a committed transaction.
 fn log_at_rest() -> (tempfile::TempDir, PathBuf) {
-    let (dir, log) = TestLog::temp()
-        .no_maintenance()
-        .topic(T, small_segments())
-        .open_temp();
+    let (dir, log) = owned(small_segments());
     log.create_topic(
         "keyed",
         small_segments()
@@ -710,10 +688,7 @@ fn open_files(dir: &Path) -> usize {
 
 #[test]
 fn a_reader_holds_a_bounded_number_of_files_however_many_segments() {
-    let (dir, log) = TestLog::temp()
-        .no_maintenance()
-        .topic(T, small_segments())
-        .open_temp();
+    let (dir, log) = owned(small_segments());
     append(&log, 0, 6_000);
     let segments = log.partition(T, 0).unwrap().segment_count();
     assert!(segments > 100, "{segments} segments");
@@ -836,10 +811,7 @@ fn verify_segment_checks_one_segment_and_names_a_damaged_index_entry() {
 
 #[test]
 fn verify_segment_reads_the_active_segment_of_a_log_its_owner_holds_open() {
-    let (dir, log) = TestLog::temp()
-        .no_maintenance()
-        .topic(T, small_segments())
-        .open_temp();
+    let (dir, log) = owned(small_segments());
     append(&log, 0, 30);
     let logs = segment_logs(&dir.path().join(format!("{T}-0")));
     let active = logs.last().unwrap();
@@ -859,10 +831,7 @@ fn verify_segment_reads_the_active_segment_of_a_log_its_owner_holds_open() {
 
 #[test]
 fn verify_checks_every_segment_of_a_long_partition() {
-    let (dir, log) = TestLog::temp()
-        .no_maintenance()
-        .topic(T, small_segments())
-        .open_temp();
+    let (dir, log) = owned(small_segments());
     append(&log, 0, 3_000);
     let p = log.partition(T, 0).unwrap();
     let (segments, bytes) = (p.segment_count(), p.size_bytes());
