@@ -68,6 +68,8 @@ pub mod format;
 mod group;
 mod log;
 mod meta;
+#[cfg(feature = "tokio")]
+mod offload;
 mod offsets;
 mod partition;
 mod producer;
@@ -87,6 +89,8 @@ pub use consumer::{
     AutoOffsetReset, ConsumedBatch, ConsumedRecord, Consumer, ConsumerConfig, IsolationLevel,
     PartitionLag, RebalanceListener,
 };
+#[cfg(feature = "tokio")]
+pub use consumer::{BatchStream, RecordStream};
 pub use error::{Error, Result};
 #[cfg(feature = "serde")]
 pub use event_store::DomainEvent;
@@ -107,6 +111,8 @@ pub use partition::{
     validate_topic_name, Partition, Records, RecoveryAction, RecoveryEvent, RecoveryMode,
     RecoveryReport, MAX_TOPIC_NAME_LEN,
 };
+#[cfg(feature = "tokio")]
+pub use producer::DeliveryFuture;
 pub use producer::{
     murmur2, partition_for_key, Delivery, Durability, Partitioner, Producer, ProducerConfig,
     RecordMetadata,

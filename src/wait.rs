@@ -4,6 +4,9 @@
 //! The append path pays one atomic load when no consumer watches a partition, and a short
 //! uncontended lock plus one atomic swap per watching consumer otherwise. A futex wake happens
 //! only when the consumer is actually parked.
+//!
+//! An async reader (feature `tokio`) registers a task waker instead of parking: a signal wakes
+//! it the same way, so a stream needs no thread and no polling loop.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -26,6 +29,12 @@ pub(crate) struct Waiter {
     parked: AtomicBool,
     lock: Mutex<()>,
     cv: Condvar,
+    /// The task of an async reader, woken (once) by the next signal.
+    #[cfg(feature = "tokio")]
+    waker: Mutex<Option<std::task::Waker>>,
+    /// Whether `waker` holds one: signallers take its lock only then.
+    #[cfg(feature = "tokio")]
+    has_waker: AtomicBool,
 }
 
 impl Waiter {
@@ -49,6 +58,31 @@ impl Waiter {
             let _guard = self.lock.lock();
             self.cv.notify_one();
         }
+        #[cfg(feature = "tokio")]
+        if self.has_waker.load(Ordering::SeqCst) {
+            let waker = {
+                let mut slot = self.waker.lock();
+                // Under the lock: a `register` racing with us keeps its flag set.
+                self.has_waker.store(false, Ordering::SeqCst);
+                slot.take()
+            };
+            if let Some(waker) = waker {
+                waker.wake();
+            }
+        }
+    }
+
+    /// Makes the next signal wake `waker`'s task. Call it before [`arm`](Waiter::arm) and the
+    /// look for data: a signal that lands after the look then wakes the task, which looks
+    /// again (the async form of the arm → look → park handshake).
+    #[cfg(feature = "tokio")]
+    pub(crate) fn register(&self, waker: &std::task::Waker) {
+        let mut slot = self.waker.lock();
+        if !slot.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            *slot = Some(waker.clone());
+        }
+        // Under the lock, so a signaller that took the old waker cannot clear the new flag.
+        self.has_waker.store(true, Ordering::SeqCst);
     }
 
     /// Waits until signalled (since the last [`arm`](Waiter::arm)) or `deadline`. Returns
@@ -113,6 +147,58 @@ impl Watchers {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The async handshake, step by step, with each signal forced where the race would put it.
+    #[cfg(feature = "tokio")]
+    #[test]
+    fn a_registered_waker_misses_no_signal_after_the_look() {
+        use std::sync::atomic::AtomicUsize;
+        #[derive(Default)]
+        struct Count(AtomicUsize);
+        impl std::task::Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let count = Arc::new(Count::default());
+        let waker = std::task::Waker::from(count.clone());
+        let woken = || count.0.load(Ordering::SeqCst);
+        let w = Waiter::new();
+        // register → arm → look (nothing) → a signal lands before the task returns Pending.
+        w.register(&waker);
+        w.arm();
+        w.signal();
+        assert_eq!(woken(), 1, "a signal after the look wakes the task");
+        // The waker is used once: a second signal before the task polls again adds nothing.
+        w.signal();
+        assert_eq!(woken(), 1);
+        // A signal between register and arm, while the last one is not yet consumed by an
+        // arm: no wake-up is needed (the look after arm sees its data), and the registration
+        // still stands for the first signal after arm.
+        w.register(&waker);
+        w.signal();
+        assert_eq!(woken(), 1);
+        w.arm();
+        w.signal();
+        assert_eq!(woken(), 2);
+        // Registering the same task twice keeps one waker: one wake-up per signal.
+        w.register(&waker);
+        w.register(&waker);
+        w.arm();
+        w.signal();
+        assert_eq!(woken(), 3);
+        // Signals from another thread racing with registrations never leave a registered
+        // waker unwoken: after each round the task was woken at least once per registration
+        // that a later signal followed.
+        for _ in 0..1000 {
+            let before = woken();
+            w.register(&waker);
+            w.arm();
+            let w2 = w.clone();
+            std::thread::spawn(move || w2.signal()).join().unwrap();
+            assert_eq!(woken(), before + 1);
+        }
+    }
 
     #[test]
     fn signal_before_wait_is_not_lost() {

@@ -13,7 +13,7 @@ use crate::offsets::OffsetStore;
 use crate::topic_partition::TopicPartition;
 
 /// What one partition's turn in a fetch produced.
-enum Turn {
+pub(super) enum Turn {
     /// Records appended to the output (possibly zero), and their payload bytes.
     Read(usize),
     /// The position is outside the log; reset it (per `auto_offset_reset`) and go on.
@@ -71,7 +71,11 @@ impl Consumer {
         self.poll_with(timeout, out)
     }
 
-    fn poll_with<I: PollItem>(&mut self, timeout: Duration, out: &mut Vec<I>) -> Result<()> {
+    pub(super) fn poll_with<I: PollItem>(
+        &mut self,
+        timeout: Duration,
+        out: &mut Vec<I>,
+    ) -> Result<()> {
         out.clear();
         self.check_usable()?;
         if self.in_callback {
@@ -119,6 +123,20 @@ impl Consumer {
                 wake = wake.min(group_due);
             }
             self.waiter.wait_until(wake);
+        }
+    }
+
+    /// When this consumer next has something to do without new data: a group member's sync
+    /// or an auto-commit. What a non-blocking poller (a stream) sets its timer to.
+    #[cfg(feature = "tokio")]
+    pub(super) fn next_duty(&self) -> Option<Instant> {
+        let commit = self
+            .config
+            .enable_auto_commit
+            .then_some(self.next_auto_commit);
+        match (self.group_deadline(), commit) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
     }
 
@@ -285,7 +303,7 @@ pub(super) fn resolve(
 }
 
 /// What a partition's turn may use.
-struct TurnContext<'a> {
+pub(super) struct TurnContext<'a> {
     tp: &'a TopicPartition,
     config: &'a ConsumerConfig,
     offsets: &'a OffsetStore,
@@ -335,7 +353,7 @@ pub(super) struct Scratch {
 }
 
 /// What a poll returns: records, or batch views.
-trait PollItem: Sized {
+pub(super) trait PollItem: Sized {
     /// Records in `items` (for batches: their headers' record counts).
     fn count(items: &[Self]) -> usize;
     /// One partition's share of a fetch: serve its read-ahead first, else read up to
@@ -346,11 +364,52 @@ trait PollItem: Sized {
         cx: &TurnContext,
         scratch: &mut Scratch,
     ) -> Result<Turn>;
+    /// Un-reads `items` (returned by a poll, in order, not yet used): their partitions'
+    /// positions go back to the first of them, and they wait in the read-ahead for the next
+    /// poll. What a dropped stream does with what it did not yield.
+    #[cfg(feature = "tokio")]
+    fn give_back(consumer: &mut Consumer, items: impl Iterator<Item = Self>);
+}
+
+/// `items` grouped by partition, each group in its order.
+#[cfg(feature = "tokio")]
+fn by_partition<I>(
+    items: impl Iterator<Item = I>,
+    key: impl Fn(&I) -> (&str, u32),
+) -> std::collections::BTreeMap<TopicPartition, Vec<I>> {
+    let mut groups = std::collections::BTreeMap::<TopicPartition, Vec<I>>::new();
+    for item in items {
+        let (topic, partition) = key(&item);
+        let tp = TopicPartition::new(topic, partition);
+        groups.entry(tp).or_default().push(item);
+    }
+    groups
 }
 
 impl PollItem for ConsumedRecord {
     fn count(items: &[Self]) -> usize {
         items.len()
+    }
+    #[cfg(feature = "tokio")]
+    fn give_back(consumer: &mut Consumer, items: impl Iterator<Item = Self>) {
+        for (tp, records) in by_partition(items, |r| (&r.topic, r.partition)) {
+            // Still assigned: nothing can change the assignment while a stream holds these.
+            let Some(a) = consumer.assigned.get_mut(&tp) else {
+                continue;
+            };
+            a.position = Some(records[0].offset);
+            a.batch_ahead.clear();
+            // They came from right before the read-ahead (or are all of it).
+            for r in records.into_iter().rev() {
+                a.read_ahead.push_front(StoredRecord {
+                    offset: r.offset,
+                    timestamp: r.timestamp,
+                    key: r.key,
+                    value: r.value,
+                    headers: r.headers,
+                });
+            }
+        }
     }
     fn take_turn(
         out: &mut Vec<Self>,
@@ -438,6 +497,19 @@ impl PollItem for ConsumedBatch {
             .iter()
             .map(|b| b.batch.header().record_count as usize)
             .sum()
+    }
+    #[cfg(feature = "tokio")]
+    fn give_back(consumer: &mut Consumer, items: impl Iterator<Item = Self>) {
+        for (tp, batches) in by_partition(items, |b| (&b.topic, b.partition)) {
+            let Some(a) = consumer.assigned.get_mut(&tp) else {
+                continue;
+            };
+            a.position = Some(batches[0].batch.first_wanted_offset());
+            a.read_ahead.clear();
+            for b in batches.into_iter().rev() {
+                a.batch_ahead.push_front(b.batch);
+            }
+        }
     }
     fn take_turn(
         out: &mut Vec<Self>,

@@ -9,6 +9,8 @@
 mod config;
 mod fetch;
 mod rebalance;
+#[cfg(feature = "tokio")]
+mod stream;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::AtomicBool;
@@ -25,6 +27,8 @@ use crate::partition::Partition;
 use crate::topic_partition::TopicPartition;
 use crate::wait::Waiter;
 pub use config::{AutoOffsetReset, ConsumerConfig, IsolationLevel};
+#[cfg(feature = "tokio")]
+pub use stream::{BatchStream, RecordStream};
 
 /// A record returned by [`Consumer::poll`], with the partition it came from.
 ///

@@ -67,6 +67,13 @@ impl BatchView {
         self.header.next_offset()
     }
 
+    /// The first offset iteration may yield: where a reader that has not used this view yet
+    /// stands.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn first_wanted_offset(&self) -> u64 {
+        self.header.base_offset + self.first_wanted_delta
+    }
+
     /// The buffer the records' slices borrow from, so a caller can keep one as a `Bytes`
     /// (`Bytes::slice_ref`) without copying.
     pub(crate) fn record_bytes(&self) -> &Bytes {

@@ -489,6 +489,8 @@ impl PartitionInner {
         for s in segments.iter() {
             s.unmap();
         }
+        // Parked consumers and pending streams wake up and find the log closed.
+        self.watchers.notify();
         result
     }
 

@@ -294,4 +294,13 @@ impl Partition {
             Ok(covered)
         })
     }
+
+    /// [`sync`](Self::sync) for async code (feature `tokio`): the fsync runs on tokio's
+    /// blocking pool, so the runtime's workers go on meanwhile. Concurrent callers share
+    /// fsyncs as they do for `sync`.
+    #[cfg(feature = "tokio")]
+    pub async fn sync_async(&self) -> Result<()> {
+        let partition = self.clone();
+        crate::offload::on_blocking_pool("Partition::sync_async", move || partition.sync()).await
+    }
 }

@@ -113,8 +113,22 @@ pub(crate) fn batch_options(
 pub(crate) struct Memory {
     limit: usize,
     used: AtomicUsize,
-    waiters: Mutex<usize>,
+    waiters: Mutex<Waiting>,
     freed: Condvar,
+}
+
+/// Who waits for buffer space.
+#[derive(Debug, Default)]
+struct Waiting {
+    /// Threads blocked in `reserve`.
+    threads: usize,
+    /// How many releases there were (feature `tokio`): an async sender that found the buffer
+    /// full waits for this to move.
+    #[cfg(feature = "tokio")]
+    releases: u64,
+    /// Tasks waiting for the next release.
+    #[cfg(feature = "tokio")]
+    tasks: Vec<std::task::Waker>,
 }
 
 impl Memory {
@@ -122,7 +136,7 @@ impl Memory {
         Memory {
             limit,
             used: AtomicUsize::new(0),
-            waiters: Mutex::new(0),
+            waiters: Mutex::new(Waiting::default()),
             freed: Condvar::new(),
         }
     }
@@ -164,7 +178,7 @@ impl Memory {
         };
         let deadline = crate::config::deadline_after(Instant::now(), block);
         let mut waiters = self.waiters.lock();
-        *waiters += 1;
+        waiters.threads += 1;
         // `release` frees space before it takes this lock to notify, and we check for space
         // while holding it, so no wake-up is lost between the check and the wait.
         let result = loop {
@@ -179,16 +193,50 @@ impl Memory {
                 };
             }
         };
-        *waiters -= 1;
+        waiters.threads -= 1;
         result
     }
 
     pub(crate) fn release(&self, n: usize) {
         self.used.fetch_sub(n, Ordering::AcqRel);
-        let waiters = self.waiters.lock();
-        if *waiters > 0 {
+        #[allow(unused_mut)]
+        let mut waiters = self.waiters.lock();
+        if waiters.threads > 0 {
             self.freed.notify_all();
         }
+        #[cfg(feature = "tokio")]
+        {
+            waiters.releases += 1;
+            let tasks = std::mem::take(&mut waiters.tasks);
+            drop(waiters);
+            tasks.into_iter().for_each(std::task::Waker::wake);
+        }
+    }
+
+    /// The count of releases so far: read it before trying to reserve, and a failed try can
+    /// wait for [`released_since`](Self::released_since) it without missing a release in
+    /// between.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn releases(&self) -> u64 {
+        self.waiters.lock().releases
+    }
+
+    /// Completes once some buffer space was released after `releases` was read.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn released_since(
+        &self,
+        releases: u64,
+    ) -> impl std::future::Future<Output = ()> + '_ {
+        std::future::poll_fn(move |cx| {
+            let mut waiters = self.waiters.lock();
+            if waiters.releases != releases {
+                return std::task::Poll::Ready(());
+            }
+            if !waiters.tasks.iter().any(|w| w.will_wake(cx.waker())) {
+                waiters.tasks.push(cx.waker().clone());
+            }
+            std::task::Poll::Pending
+        })
     }
 }
 

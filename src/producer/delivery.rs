@@ -42,36 +42,75 @@ pub(crate) struct BatchAck {
 /// The completion of one batch, shared by the deliveries of all its records.
 #[derive(Debug, Default)]
 pub(crate) struct BatchCompletion {
-    result: Mutex<Option<Result<BatchAck>>>,
+    state: Mutex<CompletionState>,
     done: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct CompletionState {
+    result: Option<Result<BatchAck>>,
+    /// Tasks awaiting a delivery of this batch (feature `tokio`), woken at completion. One
+    /// slot per awaiting future, which replaces its own waker when polled again.
+    #[cfg(feature = "tokio")]
+    wakers: Vec<std::task::Waker>,
 }
 
 impl BatchCompletion {
     pub(crate) fn complete(&self, result: Result<BatchAck>) {
-        let mut slot = self.result.lock();
-        if slot.is_none() {
-            *slot = Some(result);
+        let mut state = self.state.lock();
+        if state.result.is_none() {
+            state.result = Some(result);
             self.done.notify_all();
+            #[cfg(feature = "tokio")]
+            {
+                let wakers = std::mem::take(&mut state.wakers);
+                drop(state);
+                wakers.into_iter().for_each(std::task::Waker::wake);
+            }
         }
     }
 
     fn peek(&self) -> Option<Result<BatchAck>> {
-        self.result.lock().clone()
+        self.state.lock().result.clone()
     }
 
     fn wait(&self, deadline: Option<Instant>) -> Option<Result<BatchAck>> {
-        let mut slot = self.result.lock();
-        while slot.is_none() {
+        let mut state = self.state.lock();
+        while state.result.is_none() {
             match deadline {
-                None => self.done.wait(&mut slot),
+                None => self.done.wait(&mut state),
                 Some(d) => {
-                    if self.done.wait_until(&mut slot, d).timed_out() {
+                    if self.done.wait_until(&mut state, d).timed_out() {
                         break;
                     }
                 }
             }
         }
-        slot.clone()
+        state.result.clone()
+    }
+
+    /// The result, or `None` after making completion wake `waker`. `slot` is the awaiting
+    /// future's place among the wakers (set on its first pending poll), so polling again
+    /// replaces its waker instead of adding one.
+    #[cfg(feature = "tokio")]
+    fn poll_result(
+        &self,
+        waker: &std::task::Waker,
+        slot: &mut Option<usize>,
+    ) -> Option<Result<BatchAck>> {
+        let mut state = self.state.lock();
+        if let Some(result) = &state.result {
+            return Some(result.clone());
+        }
+        match *slot {
+            Some(i) if state.wakers[i].will_wake(waker) => {}
+            Some(i) => state.wakers[i] = waker.clone(),
+            None => {
+                *slot = Some(state.wakers.len());
+                state.wakers.push(waker.clone());
+            }
+        }
+        None
     }
 }
 
@@ -184,6 +223,69 @@ impl Delivery {
             timestamp: ack
                 .and_then(|a| a.log_append_time)
                 .unwrap_or(self.timestamp),
+        }
+    }
+}
+
+/// Awaiting a [`Delivery`] (feature `tokio`) does what [`Delivery::wait`] does without
+/// blocking: it closes the record's batch if it is still open, then yields the result.
+///
+/// ```
+/// # fn main() -> annals::Result<()> {
+/// use annals::{Durability, Log, ProducerConfig, Record, TopicConfig};
+/// let dir = tempfile::tempdir().unwrap();
+/// let log = Log::open(dir.path())?;
+/// log.create_topic("orders", TopicConfig::default())?;
+/// let producer = log.producer(ProducerConfig::default().durability(Durability::Synced))?;
+/// let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+/// let meta = runtime.block_on(async {
+///     producer.send_async("orders", Record::new("created")).await?.await
+/// })?;
+/// assert_eq!((meta.partition, meta.offset), (0, 0));
+/// # Ok(()) }
+/// ```
+#[cfg(feature = "tokio")]
+impl std::future::IntoFuture for Delivery {
+    type Output = Result<RecordMetadata>;
+    type IntoFuture = DeliveryFuture;
+    fn into_future(self) -> DeliveryFuture {
+        DeliveryFuture {
+            delivery: self,
+            closed: false,
+            slot: None,
+        }
+    }
+}
+
+/// A [`Delivery`] being awaited (feature `tokio`). Dropping it leaves the record's fate
+/// unchanged: the record is written all the same.
+#[cfg(feature = "tokio")]
+#[derive(Debug)]
+#[must_use = "a future does nothing unless awaited"]
+pub struct DeliveryFuture {
+    delivery: Delivery,
+    closed: bool,
+    slot: Option<usize>,
+}
+
+#[cfg(feature = "tokio")]
+impl std::future::Future for DeliveryFuture {
+    type Output = Result<RecordMetadata>;
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let this = self.get_mut();
+        let Some(batch) = &this.delivery.batch else {
+            return std::task::Poll::Ready(Ok(this.delivery.metadata(None)));
+        };
+        if !this.closed {
+            this.closed = true;
+            this.delivery.close_batch(batch);
+        }
+        match batch.poll_result(cx.waker(), &mut this.slot) {
+            Some(result) => std::task::Poll::Ready(this.delivery.finish(result)),
+            None => std::task::Poll::Pending,
         }
     }
 }

@@ -11,6 +11,8 @@ mod config;
 mod delivery;
 mod identity;
 mod partitioner;
+#[cfg(feature = "tokio")]
+mod send_async;
 mod sender;
 mod transaction;
 
@@ -29,6 +31,8 @@ use crate::format::{record_encoded_len, BatchBuilder, Compression, HEADER_LEN};
 
 use accumulator::{batch_options, Memory, OpenBatch, PartitionSlot, TopicSlot};
 pub use config::{Durability, ProducerConfig};
+#[cfg(feature = "tokio")]
+pub use delivery::DeliveryFuture;
 use delivery::{BatchCloser, BatchCompletion, Outstanding};
 pub use delivery::{Delivery, RecordMetadata};
 pub(crate) use identity::ProducerIdentity;
@@ -148,7 +152,7 @@ impl Producer {
     /// `flush` and the first `close`. Create a new producer to go on.
     pub fn send(&self, topic: &str, record: Record) -> Result<Delivery> {
         let block = self.handle.shared.config.max_block;
-        self.handle.shared.send(topic, None, record, Some(block))
+        self.handle.shared.send(topic, None, &record, Some(block))
     }
 
     /// Sends a record to an explicit partition.
@@ -156,12 +160,12 @@ impl Producer {
         let block = self.handle.shared.config.max_block;
         self.handle
             .shared
-            .send(topic, Some(partition), record, Some(block))
+            .send(topic, Some(partition), &record, Some(block))
     }
 
     /// Like [`send`](Self::send), but never blocks: a full buffer is [`Error::BufferFull`] at once.
     pub fn try_send(&self, topic: &str, record: Record) -> Result<Delivery> {
-        self.handle.shared.send(topic, None, record, None)
+        self.handle.shared.send(topic, None, &record, None)
     }
 
     /// Writes every record sent so far and waits until each is acknowledged (or failed).
@@ -290,7 +294,7 @@ impl Shared {
         &self,
         topic: &str,
         partition: Option<u32>,
-        record: Record,
+        record: &Record,
         block: Option<Duration>,
     ) -> Result<Delivery> {
         let _shared = self.gate.read();
@@ -315,7 +319,7 @@ impl Shared {
         // The record's bytes in a batch, with slack for its timestamp and offset deltas, and
         // what a codec may add to incompressible data (LZ4's bound plus frame headers), so a
         // record accepted here always fits the topic's limit when written.
-        let size = record_encoded_len(&record, 0, 0) + 12;
+        let size = record_encoded_len(record, 0, 0) + 12;
         let codec_slack = match t.compression {
             Compression::None => 0,
             _ => size / 255 + 64,
@@ -335,7 +339,7 @@ impl Shared {
         let count = t.partitions.len() as u32;
         let sticky =
             partition.is_none() && self.config.partitioner.is_none() && record.key.is_none();
-        let mut p = self.choose_partition(&t, topic, partition, &record)?;
+        let mut p = self.choose_partition(&t, topic, partition, record)?;
         self.memory.reserve(size, block)?;
         let cap = self.batch_cap(&t);
         let linger = self.config.linger;
@@ -379,7 +383,7 @@ impl Shared {
                 new_batch_at = Some(now + linger);
             }
             let open = q.open.as_mut().expect("just ensured");
-            if let Err(e) = open.builder.push(&record, timestamp) {
+            if let Err(e) = open.builder.push(record, timestamp) {
                 // Only a field the wire format cannot express gets here; leave no empty batch.
                 if open.builder.is_empty() {
                     let empty = q.open.take().expect("present");

@@ -8,6 +8,7 @@
 mod common;
 
 mod admin_locking;
+mod async_api;
 mod bad_input;
 mod compaction_crash;
 mod compaction_kill9;
