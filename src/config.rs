@@ -53,6 +53,7 @@ pub(crate) fn deadline_after(now: Instant, d: Duration) -> Instant {
 
 /// What the log does with old data (Kafka's `cleanup.policy`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum CleanupPolicy {
     /// Delete whole old segments past `retention_ms` / `retention_bytes`.
     #[default]
@@ -69,6 +70,7 @@ pub enum CleanupPolicy {
 /// are broken by offset (the later record wins), so the order is total and compaction is
 /// deterministic.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum CompactionStrategy {
     /// Kafka's classic rule: the record with the highest offset (the newest append) wins.
     #[default]
@@ -97,7 +99,42 @@ pub enum CompactionStrategy {
 ///     .compression(Compression::Lz4);
 /// assert_eq!(cfg.partitions, 3);
 /// ```
+#[cfg_attr(
+    feature = "serde",
+    doc = r##"
+With feature `serde` it is read from a file (here JSON, with `serde_json`): fields and variants by
+their Rust names, durations in whole milliseconds. A field left out keeps its default; a field
+misspelt is an error. What is read is checked where it is used, as any configuration is:
+`create_topic` refuses one out of bounds with `Error::InvalidConfig`.
+
+```
+# fn main() -> annals::Result<()> {
+use std::time::Duration;
+use annals::{CleanupPolicy, Log, TopicConfig};
+
+let cfg: TopicConfig = serde_json::from_str(r#"{
+    "partitions": 3,
+    "cleanup_policy": "CompactAndDelete",
+    "retention_ms": 604800000,
+    "compression": { "Zstd": { "level": 3 } }
+}"#).unwrap();
+assert_eq!(cfg.cleanup_policy, CleanupPolicy::CompactAndDelete);
+assert_eq!(cfg.retention_ms, Some(Duration::from_secs(7 * 24 * 3600)));
+assert_eq!(cfg.segment_bytes, TopicConfig::default().segment_bytes);
+
+let typo = serde_json::from_str::<TopicConfig>(r#"{ "partition": 3 }"#).unwrap_err();
+assert!(typo.to_string().contains("unknown field `partition`"), "{typo}");
+
+let dir = tempfile::tempdir().unwrap();
+let log = Log::open(dir.path())?;
+log.create_topic("orders", cfg)?;
+# Ok(()) }
+```"##
+)]
 #[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+// A file names only the fields it changes, and a misspelt one is an error rather than ignored.
+#[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
 #[non_exhaustive]
 pub struct TopicConfig {
     /// Number of partitions. Default 1; 1 to 10,000. Fixed at creation.
@@ -107,6 +144,7 @@ pub struct TopicConfig {
     pub segment_bytes: u64,
     /// Roll when a batch's timestamp is this much newer than the segment's first batch
     /// (`segment.ms`). Default 7 days; at least 1 ms.
+    #[cfg_attr(feature = "serde", serde(with = "crate::serde_millis"))]
     pub segment_ms: Duration,
     /// Size of each index file of the active segment, preallocated (`segment.index.bytes`).
     /// A full index rolls the segment. Default 4 MiB; 1 KiB to 1 GiB.
@@ -127,6 +165,7 @@ pub struct TopicConfig {
     /// Delete segments whose newest record is older than this (`retention.ms`).
     /// Default `None`: keep forever. (Kafka defaults to 7 days; an embedded event store losing
     /// history after a week by default would surprise more people than it helps.)
+    #[cfg_attr(feature = "serde", serde(with = "crate::serde_millis::option"))]
     pub retention_ms: Option<Duration>,
     /// Delete old segments while a partition is larger than this (`retention.bytes`).
     /// Default `None`: no size limit.
@@ -136,14 +175,17 @@ pub struct TopicConfig {
     pub min_cleanable_dirty_ratio: f64,
     /// A record stays uncompacted at least this long after its segment's newest timestamp
     /// (`min.compaction.lag.ms`): consumers get this window to see every update. Default 0.
+    #[cfg_attr(feature = "serde", serde(with = "crate::serde_millis"))]
     pub min_compaction_lag_ms: Duration,
     /// Compact a partition whose dirty part is older than this even below the dirty ratio
     /// (`max.compaction.lag.ms`). Default `None` (no deadline); when set, positive and at least
     /// `min_compaction_lag_ms`.
+    #[cfg_attr(feature = "serde", serde(with = "crate::serde_millis::option"))]
     pub max_compaction_lag_ms: Option<Duration>,
     /// How long a tombstone survives after the cleaner first compacted the segment holding it
     /// (`delete.retention.ms`), so consumers that are behind still see the delete. Default 1 day;
     /// zero removes tombstones on the next pass after they were first compacted.
+    #[cfg_attr(feature = "serde", serde(with = "crate::serde_millis"))]
     pub delete_retention_ms: Duration,
     /// Which record per key compaction keeps (KIP-280). Default [`CompactionStrategy::Offset`].
     pub compaction_strategy: CompactionStrategy,
@@ -155,6 +197,7 @@ pub struct TopicConfig {
     /// Hard cap on age that overrides `retain_for_groups`: a segment whose newest record is
     /// older than this is deleted even if a listed group has not consumed it, so a dead group
     /// cannot fill the disk. Default `None`; when set, positive and at least `retention_ms`.
+    #[cfg_attr(feature = "serde", serde(with = "crate::serde_millis::option"))]
     pub max_retention_ms: Option<Duration>,
     /// Hard cap on partition size that overrides `retain_for_groups`. Default `None`; when set,
     /// positive and at least `retention_bytes`.

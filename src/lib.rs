@@ -25,6 +25,20 @@
 //! # Ok(()) }
 //! ```
 //!
+//! ## Feature `serde`
+//!
+//! Typed events (`DomainEvent`) stored as JSON, and `Serialize`/`Deserialize` for the
+//! configurations — [`TopicConfig`], [`ProducerConfig`], [`ConsumerConfig`],
+//! [`EventStoreConfig`] and their enums — and for the reports and descriptions
+//! ([`MaintenanceReport`], [`CheckpointReport`], [`RecoveryReport`], [`VerifyReport`],
+//! [`PartitionDescription`], [`GroupDescription`], [`PartitionLag`], …). A configuration names
+//! its fields and variants as the Rust API does, and its durations in whole milliseconds; a
+//! field left out keeps its default (a consumer's `group_id` has none), a misspelt one is an
+//! error, and what is read is validated where it is used, as any configuration is (see the
+//! example on [`TopicConfig`]). Custom partitioners and stream hashers are code and are not
+//! serialized. A report's measured times keep their nanoseconds, in serde's
+//! `{"secs", "nanos"}`.
+//!
 //! See `docs/ARCHITECTURE.md` for the layers, the write path and the crash story, and
 //! `docs/FORMAT.md` for every byte annals writes.
 
@@ -75,6 +89,8 @@ mod partition;
 mod producer;
 mod read_only;
 mod segment;
+#[cfg(feature = "serde")]
+mod serde_millis;
 pub mod storage;
 mod topic_partition;
 mod txn;

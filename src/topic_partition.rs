@@ -2,6 +2,7 @@
 
 /// One partition of one topic, as consumers, groups and commits name it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct TopicPartition {
     pub topic: String,
     pub partition: u32,

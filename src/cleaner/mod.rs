@@ -44,6 +44,7 @@ impl SegmentInfo {
 
 /// What one retention run (or `delete_records`) removed from a partition.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[non_exhaustive]
 pub struct RetentionReport {
     /// Whole segments deleted.
@@ -61,6 +62,7 @@ pub struct RetentionReport {
 
 /// What one compaction run did to a partition.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[non_exhaustive]
 pub struct CompactionReport {
     /// Passes made (more than one when the dirty part's keys did not fit
@@ -87,6 +89,7 @@ pub struct CompactionReport {
 
 /// What maintenance did to one partition.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[non_exhaustive]
 pub struct PartitionReport {
     /// The topic.
@@ -101,6 +104,7 @@ pub struct PartitionReport {
 
 /// What one [`Log::run_maintenance`](crate::Log::run_maintenance) did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[non_exhaustive]
 pub struct MaintenanceReport {
     /// One entry per partition that retention or compaction changed.

@@ -10,6 +10,7 @@ use crate::group::{validate_group_id, Assignor};
 /// (Kafka's `auto.offset.reset`). Also applies when a position falls below the log start
 /// offset (retention deleted the records) or above the high watermark.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum AutoOffsetReset {
     /// The log start offset: read everything still stored.
     #[default]
@@ -35,6 +36,11 @@ pub use crate::partition::IsolationLevel;
 /// assert!(cfg.validate().is_ok());
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+// A misspelt field is an error rather than ignored. A file names `group_id`, which has no
+// default (as in `new`), and only the other fields it changes: each has its own
+// `serde(default)`, since a whole-struct default would make a forgotten group id an empty one.
+#[cfg_attr(feature = "serde", serde(deny_unknown_fields))]
 #[non_exhaustive]
 pub struct ConsumerConfig {
     /// The consumer group (`group.id`): 1-255 bytes, no control characters. Committed offsets
@@ -42,40 +48,96 @@ pub struct ConsumerConfig {
     pub group_id: String,
     /// A name for this member in [`Log::groups`](crate::Log::groups) (`client.id`). Default
     /// `"consumer"`; at most 255 bytes.
+    #[cfg_attr(feature = "serde", serde(default = "defaults::client_id"))]
     pub client_id: String,
     /// Where to start without a committed offset. Default `Earliest`.
+    #[cfg_attr(feature = "serde", serde(default = "defaults::auto_offset_reset"))]
     pub auto_offset_reset: AutoOffsetReset,
     /// Commit the current positions every `auto_commit_interval` from `poll`, and on close
     /// (`enable.auto.commit`). Default **false** (Kafka defaults to true): records count as
     /// processed when the *next* poll runs, which is only at-least-once if the application
     /// finishes each batch before polling again; explicit `commit` makes that visible.
+    #[cfg_attr(feature = "serde", serde(default = "defaults::enable_auto_commit"))]
     pub enable_auto_commit: bool,
     /// Default 5 s; at least 1 ms, at most `i64::MAX` ms.
+    #[cfg_attr(
+        feature = "serde",
+        serde(
+            default = "defaults::auto_commit_interval",
+            with = "crate::serde_millis"
+        )
+    )]
     pub auto_commit_interval: Duration,
     /// Most records one `poll` returns (`max.poll.records`). Default 500; 1 to 1,000,000.
+    #[cfg_attr(feature = "serde", serde(default = "defaults::max_poll_records"))]
     pub max_poll_records: usize,
     /// `poll` waits (up to its timeout and `fetch_max_wait`) until at least this many bytes of
     /// records are available (`fetch.min.bytes`). Default 1 (return as soon as anything is
     /// there); at most `fetch_max_bytes`.
+    #[cfg_attr(feature = "serde", serde(default = "defaults::fetch_min_bytes"))]
     pub fetch_min_bytes: usize,
     /// With less than `fetch_min_bytes` available, return what there is after this long
     /// (`fetch.max.wait.ms`). Default 500 ms; at most `i64::MAX` ms.
+    #[cfg_attr(
+        feature = "serde",
+        serde(default = "defaults::fetch_max_wait", with = "crate::serde_millis")
+    )]
     pub fetch_max_wait: Duration,
     /// Upper bound on the bytes of record batches one `poll` reads (`fetch.max.bytes`); at least
     /// one batch is always returned so a consumer cannot get stuck behind a large one. Default
     /// 50 MiB; 1 KiB to 1 GiB.
+    #[cfg_attr(feature = "serde", serde(default = "defaults::fetch_max_bytes"))]
     pub fetch_max_bytes: usize,
     /// Bytes read per partition per fetch (`max.partition.fetch.bytes`). Default 1 MiB; 1 KiB to
     /// 1 GiB. Bounds the consumer's memory together with `fetch_max_bytes`.
+    #[cfg_attr(
+        feature = "serde",
+        serde(default = "defaults::max_partition_fetch_bytes")
+    )]
     pub max_partition_fetch_bytes: usize,
     /// A group member that does not poll for this long is removed from its group and its
     /// partitions go to the others (`max.poll.interval.ms`). Default 5 min; at least 10 ms, at
     /// most `i64::MAX` ms.
+    #[cfg_attr(
+        feature = "serde",
+        serde(default = "defaults::max_poll_interval", with = "crate::serde_millis")
+    )]
     pub max_poll_interval: Duration,
     /// How the group splits partitions; every member of a group must agree. Default `Range`.
+    #[cfg_attr(feature = "serde", serde(default = "defaults::assignor"))]
     pub assignor: Assignor,
     /// Default `ReadUncommitted` (the only level until transactions exist).
+    #[cfg_attr(feature = "serde", serde(default = "defaults::isolation_level"))]
     pub isolation_level: IsolationLevel,
+}
+
+/// Each field's default but `group_id`'s, for serde: the value [`ConsumerConfig::new`] gives it.
+#[cfg(feature = "serde")]
+mod defaults {
+    use super::*;
+
+    macro_rules! defaults {
+        ($($field:ident: $ty:ty),* $(,)?) => {
+            $(pub(super) fn $field() -> $ty {
+                ConsumerConfig::new(String::new()).$field
+            })*
+        };
+    }
+
+    defaults!(
+        client_id: String,
+        auto_offset_reset: AutoOffsetReset,
+        enable_auto_commit: bool,
+        auto_commit_interval: Duration,
+        max_poll_records: usize,
+        fetch_min_bytes: usize,
+        fetch_max_wait: Duration,
+        fetch_max_bytes: usize,
+        max_partition_fetch_bytes: usize,
+        max_poll_interval: Duration,
+        assignor: Assignor,
+        isolation_level: IsolationLevel,
+    );
 }
 
 impl ConsumerConfig {

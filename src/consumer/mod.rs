@@ -76,6 +76,7 @@ pub struct ConsumedBatch {
 
 /// How far a group is behind in one partition.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[non_exhaustive]
 pub struct PartitionLag {
     pub topic: String,

@@ -18,6 +18,9 @@ use crate::producer::Durability;
 /// assert!(cfg.validate().is_ok());
 /// ```
 #[derive(Clone)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+// A file names only the fields it changes, and a misspelt one is an error rather than ignored.
+#[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
 #[non_exhaustive]
 pub struct EventStoreConfig {
     /// Partitions of the events topic, used when the store creates it (an existing topic keeps
@@ -40,6 +43,9 @@ pub struct EventStoreConfig {
     /// many streams they belong to); 16 to 16,777,216. After a crash, at most this many
     /// events per partition are replayed from the log at open.
     pub index_memtable_entries: usize,
+    // Code, not data, and never needed for correctness (see `stream_hasher`): a file cannot
+    // set it, and a configuration read from one hashes with the default.
+    #[cfg_attr(feature = "serde", serde(skip))]
     pub(crate) hasher: StreamHasher,
 }
 
@@ -93,6 +99,8 @@ impl EventStoreConfig {
     /// collisions; the store verifies every stream name it reads, so any function is correct,
     /// a poor one only slower. It must return the same value for a name in every process:
     /// index tables written under another function are detected and rebuilt from the log.
+    /// Being code, it is not serialized (feature `serde`): a configuration read back hashes
+    /// with the default.
     #[must_use]
     pub fn stream_hasher(mut self, hasher: impl Fn(&str) -> u64 + Send + Sync + 'static) -> Self {
         self.hasher = Arc::new(hasher);

@@ -110,6 +110,9 @@ const CONTROL_BIT: i16 = 0x20;
 
 /// Per-batch compression codec (attribute bits 0-2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+// `{"Zstd": {"level": 3}}`; a misspelt `level` is an error.
+#[cfg_attr(feature = "serde", serde(deny_unknown_fields))]
 pub enum Compression {
     /// Codec id 0.
     #[default]
@@ -150,6 +153,7 @@ impl Compression {
 
 /// How record timestamps were assigned (attribute bit 3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum TimestampType {
     /// The producer's timestamp.
     #[default]

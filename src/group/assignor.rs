@@ -10,6 +10,7 @@ use crate::topic_partition::TopicPartition;
 /// How a consumer group splits partitions between its members (Kafka's
 /// `partition.assignment.strategy`). Every member of a group must use the same one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum Assignor {
     /// Per topic, contiguous ranges of partitions to members in member-id order; the first
     /// members get one extra when the count does not divide (Kafka's `RangeAssignor`).

@@ -59,6 +59,7 @@ pub(crate) fn validate_group_id(group: &str) -> Result<()> {
 
 /// A group as [`Log::groups`](crate::Log::groups) reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[non_exhaustive]
 pub struct GroupDescription {
     pub group: String,
@@ -71,6 +72,7 @@ pub struct GroupDescription {
 
 /// One member of a group.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[non_exhaustive]
 pub struct MemberDescription {
     pub member_id: String,

@@ -40,6 +40,7 @@ use crate::topic_partition::TopicPartition;
 
 /// What [`Log::checkpoint`] copied.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[non_exhaustive]
 pub struct CheckpointReport {
     /// Partitions in the copy (those of internal topics included).
@@ -53,6 +54,10 @@ pub struct CheckpointReport {
     pub bytes_copied: u64,
     /// Each partition's high watermark as the checkpoint captured it at its start: the copy
     /// holds exactly the records below it, and reopens with this high watermark.
+    ///
+    /// With feature `serde`, a list of `{"topic", "partition", "high_watermark"}` (JSON's keys
+    /// are strings only).
+    #[cfg_attr(feature = "serde", serde(with = "super::serde_high_watermarks"))]
     pub high_watermarks: BTreeMap<TopicPartition, u64>,
 }
 

@@ -16,6 +16,8 @@ mod maintenance;
 mod open;
 mod producer_ids;
 mod report;
+#[cfg(feature = "serde")]
+mod serde_high_watermarks;
 mod topics;
 mod transactions;
 

@@ -15,6 +15,7 @@ const VERSION: u16 = 1;
 
 /// A committed position: the next offset the group will read, as in Kafka.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct OffsetAndMetadata {
     /// The next offset to read (one past the last processed record).
     pub offset: u64,

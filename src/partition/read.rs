@@ -12,6 +12,7 @@ use crate::segment::{BatchCursor, Next, Segment};
 
 /// Which records a read may see (Kafka's `isolation.level`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum IsolationLevel {
     /// Everything below the high watermark, including records of transactions that are still
     /// open or were aborted (never the transactions' end markers).

@@ -43,6 +43,7 @@ use crate::storage::{read_exact_at, IoContext, OpenMode, Storage, StorageFile};
 
 /// What to do when recovery finds damage in the middle of a log (not a torn tail).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum RecoveryMode {
     /// Refuse to open the log: report [`Error::Corrupt`] with the segment and byte position.
     #[default]

@@ -19,6 +19,7 @@ use std::path::PathBuf;
 /// # Ok::<(), annals::Error>(())
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct RecoveryReport {
     events: Vec<RecoveryEvent>,
 }
@@ -41,6 +42,7 @@ impl RecoveryReport {
 
 /// Why recovery removed bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[non_exhaustive]
 pub enum RecoveryAction {
     /// The segment ended in an incomplete or invalid batch with nothing valid after it: the
@@ -56,6 +58,7 @@ pub enum RecoveryAction {
 
 /// One segment that recovery cut short or removed.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[non_exhaustive]
 pub struct RecoveryEvent {
     /// The partition's topic.

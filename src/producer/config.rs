@@ -10,6 +10,7 @@ use crate::format::Compression;
 
 /// When a send is acknowledged (Kafka's `acks`, as an in-process log can promise it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum Durability {
     /// Acknowledged when accepted into the producer's buffer (`acks=0`): nothing is promised,
     /// and [`RecordMetadata::offset`](super::RecordMetadata) is not known.
@@ -36,6 +37,9 @@ pub enum Durability {
 /// assert!(cfg.validate().is_ok());
 /// ```
 #[derive(Clone, Debug)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+// A file names only the fields it changes, and a misspelt one is an error rather than ignored.
+#[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
 #[non_exhaustive]
 pub struct ProducerConfig {
     /// Default [`Durability::Written`].
@@ -43,6 +47,7 @@ pub struct ProducerConfig {
     /// How long a batch waits for more records before it is written (`linger.ms`). A record
     /// sent once and never followed is written within this time without any further call.
     /// Default 5 ms; at most 1 hour. Zero writes each batch as soon as the writer thread can.
+    #[cfg_attr(feature = "serde", serde(with = "crate::serde_millis"))]
     pub linger: Duration,
     /// Close a batch once its records take this many bytes uncompressed (`batch.size`).
     /// Default 64 KiB; 1 KiB to 64 MiB (and never more than the topic's `max_message_bytes`).
@@ -53,6 +58,7 @@ pub struct ProducerConfig {
     /// How long `send` may block waiting for buffer space before failing with
     /// [`Error::BufferFull`] (`max.block.ms`). Default 60 s; at most `i64::MAX` ms. `try_send`
     /// never blocks.
+    #[cfg_attr(feature = "serde", serde(with = "crate::serde_millis"))]
     pub max_block: Duration,
     /// Codec for this producer's batches; `None` (default) uses each topic's `compression`.
     pub compression: Option<Compression>,
@@ -71,13 +77,43 @@ pub struct ProducerConfig {
     pub transactional_id: Option<String>,
     /// Longest a transaction may stay open (`transaction.timeout.ms`): past it, the log's
     /// maintenance aborts it and fences the producer. Default 60 s; 1 ms to 15 minutes.
+    #[cfg_attr(feature = "serde", serde(with = "crate::serde_millis"))]
     pub transaction_timeout: Duration,
     /// Times a batch is retried after a retriable I/O error (`retries`). Default 3; at most 1000.
     pub retries: u32,
     /// Pause before each retry (`retry.backoff.ms`). Default 50 ms; at most 1 minute.
+    #[cfg_attr(feature = "serde", serde(with = "crate::serde_millis"))]
     pub retry_backoff: Duration,
     /// Where records go; default: murmur2 of the key as Kafka, sticky for keyless records.
+    ///
+    /// With feature `serde`, a custom partitioner is code, not data: a file cannot name one
+    /// (a deserialized configuration has the default), and serializing a configuration that
+    /// has one is an error rather than a file that would send keys to other partitions.
+    #[cfg_attr(
+        feature = "serde",
+        serde(
+            skip_deserializing,
+            skip_serializing_if = "Option::is_none",
+            serialize_with = "refuse_partitioner"
+        )
+    )]
     pub partitioner: Option<Arc<dyn Partitioner>>,
+}
+
+/// Serializes the `partitioner` of a configuration that has one: refuses (see the field).
+#[cfg(feature = "serde")]
+fn refuse_partitioner<S: serde::Serializer>(
+    partitioner: &Option<Arc<dyn Partitioner>>,
+    _: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    // Only called for `Some` (`skip_serializing_if`); the name is for the message alone.
+    let name = partitioner
+        .as_ref()
+        .map_or(String::new(), |p| format!(" {p:?}"));
+    Err(serde::ser::Error::custom(format_args!(
+        "the custom partitioner{name} is code and cannot be serialized; serialize the \
+         configuration without it and set it again after reading"
+    )))
 }
 
 impl Default for ProducerConfig {

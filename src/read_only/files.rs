@@ -45,6 +45,7 @@ pub(super) enum Step {
 
 /// Damage found where the newest segment's data ends, kept for the caller to report.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct TailDamage {
     /// The segment file.
     pub path: PathBuf,

@@ -19,6 +19,7 @@ const REPLAY_READ: usize = 1 << 20;
 
 /// One offset a group committed, as [`ReadOnlyLog::committed_offsets`] finds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[non_exhaustive]
 pub struct CommittedOffset {
     pub group: String,

@@ -67,6 +67,7 @@ pub struct ReadOnlyLog {
 
 /// One partition as [`ReadOnlyLog::describe_partition`] found it.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[non_exhaustive]
 pub struct PartitionDescription {
     pub topic: String,
@@ -86,6 +87,7 @@ pub struct PartitionDescription {
 
 /// One segment file of a [`PartitionDescription`].
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[non_exhaustive]
 pub struct SegmentDescription {
     pub base_offset: u64,

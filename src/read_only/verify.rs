@@ -22,6 +22,7 @@ const READ_CHUNK: usize = 1 << 20;
 
 /// One thing [`ReadOnlyLog::verify`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[non_exhaustive]
 pub struct Finding {
     pub path: PathBuf,
@@ -32,6 +33,7 @@ pub struct Finding {
 
 /// What [`ReadOnlyLog::verify`] checked and found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[non_exhaustive]
 pub struct VerifyReport {
     /// Segment, index and metadata files read.

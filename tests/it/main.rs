@@ -51,6 +51,8 @@ mod recovery_indexes;
 mod recovery_report;
 mod recovery_truncation;
 mod retention_basic;
+#[cfg(feature = "serde")]
+mod serde_configs;
 mod sim_crash;
 mod topic_lookup;
 mod transactions;
