@@ -57,6 +57,11 @@ macro_rules! setter {
     };
 }
 
+// First, so that every module below sees its macros (`debug!`, `info!`, `warn!`, `error!`,
+// `enter_span!`).
+#[macro_use]
+mod trace;
+
 mod catalog;
 mod cleaner;
 mod clock;
