@@ -236,7 +236,7 @@ impl Group {
                 .count()
         };
         info!(
-            group,
+            group = %group,
             generation = self.generation,
             reason,
             members = self.members.len(),
@@ -247,7 +247,7 @@ impl Group {
         );
         for id in self.members.keys() {
             debug!(
-                group,
+                group = %group,
                 generation = self.generation,
                 member = %id,
                 partitions = target_of(id),
@@ -275,7 +275,7 @@ impl Group {
             .collect();
         for id in &dead {
             warn!(
-                group,
+                group = %group,
                 member = %id,
                 max_poll_interval_ms = self.members.get(id).map_or(0, |m| m.max_poll_interval.as_millis() as u64),
                 "removed a group member that did not poll within max_poll_interval"

@@ -134,7 +134,7 @@ impl ProducerIds {
             }
             if existing.is_some() {
                 info!(
-                    stable_id = name,
+                    stable_id = %name,
                     producer_id,
                     epoch,
                     "stable producer id taken over: any earlier instance is fenced"

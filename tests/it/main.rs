@@ -52,6 +52,8 @@ mod recovery_truncation;
 mod retention_basic;
 mod sim_crash;
 mod topic_lookup;
+#[cfg(feature = "tracing")]
+mod tracing_events;
 mod transactions;
 mod transactions_compaction;
 mod transactions_crash;
