@@ -274,10 +274,11 @@ impl Group {
             .map(|(id, _)| id.clone())
             .collect();
         for id in &dead {
+            let interval = self.members.get(id).map(|m| m.max_poll_interval);
             warn!(
                 group = %group,
                 member = %id,
-                max_poll_interval_ms = self.members.get(id).map_or(0, |m| m.max_poll_interval.as_millis() as u64),
+                max_poll_interval_ms = interval.unwrap_or_default().as_millis() as u64,
                 "removed a group member that did not poll within max_poll_interval"
             );
             self.remove_member(id);

@@ -163,8 +163,11 @@ impl Log {
         enter_span!(INFO, "maintenance");
         let started = Instant::now();
         let mut report = MaintenanceReport::default();
+        // A log closing under the run is no failure to report.
         let failed = |step: &'static str, e: Error| {
-            error!(step, error = %e, "maintenance failed");
+            if !matches!(e, Error::Closed) {
+                error!(step, error = %e, "maintenance failed");
+            }
             e
         };
         // First, so no timed-out transaction holds a stable offset back through this run.
@@ -185,13 +188,15 @@ impl Log {
                 break;
             }
             let failed = |step: &'static str, e: Error| {
-                error!(
-                    topic = %p.topic(),
-                    partition = p.id(),
-                    step,
-                    error = %e,
-                    "maintenance of a partition failed"
-                );
+                if !matches!(e, Error::Closed) {
+                    error!(
+                        topic = %p.topic(),
+                        partition = p.id(),
+                        step,
+                        error = %e,
+                        "maintenance of a partition failed"
+                    );
+                }
                 e
             };
             let config = p.inner.config();

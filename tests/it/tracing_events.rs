@@ -322,6 +322,41 @@ fn a_retention_pass_that_deletes_segments_is_an_info_event() {
 }
 
 #[test]
+fn each_compaction_pass_is_an_info_event_with_its_own_work() {
+    let config = small_segments().cleanup_policy(annals::CleanupPolicy::Compact);
+    let (_dir, log) = TestLog::temp()
+        .no_maintenance()
+        .topic("users", config)
+        .open_temp();
+    let p = log.partition("users", 0).unwrap();
+    for i in 0..100 {
+        let r = Record::new(format!("{PAYLOAD}-{i}")).key(format!("user-{}", i % 3));
+        p.append(&[r]).unwrap();
+    }
+    let (report, events) = capture(|| log.run_maintenance().unwrap());
+    let compaction = &report.partitions[0].compaction;
+    assert!(compaction.records_removed > 0, "{report:?}");
+    let passes = with_message(&events, "compaction pass done");
+    assert_eq!(passes.len(), compaction.passes, "{events:#?}");
+    let sum = |field: &str| -> u64 {
+        passes
+            .iter()
+            .map(|e| e.field(field).parse::<u64>().unwrap())
+            .sum()
+    };
+    // The passes' own work adds up to the run's.
+    assert_eq!(sum("records_removed"), compaction.records_removed);
+    assert_eq!(sum("segments_read"), compaction.segments_read as u64);
+    assert_eq!(sum("bytes_written"), compaction.bytes_written);
+    for pass in passes {
+        assert_eq!(pass.level, Level::INFO);
+        assert_eq!(pass.field("topic"), "users");
+        assert_eq!(pass.spans, ["maintenance", "compaction_pass"], "{pass:?}");
+    }
+    log.close().unwrap();
+}
+
+#[test]
 fn rebalances_name_the_group_its_generation_and_the_handover() {
     let (_dir, log) = TestLog::temp()
         .no_maintenance()
