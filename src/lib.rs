@@ -41,6 +41,46 @@
 //!
 //! See `docs/ARCHITECTURE.md` for the layers, the write path and the crash story, and
 //! `docs/FORMAT.md` for every byte annals writes.
+//!
+//! ## Features
+//!
+//! None is on by default.
+//!
+//! - `serde`: typed events (`DomainEvent`) for the event store, stored as JSON.
+//! - `tracing`: [`tracing`](https://docs.rs/tracing) events and spans, with structured fields
+//!   (`topic`, `partition`, `path`, `group`, `transactional_id`, ...), for what the log does on
+//!   its own or a host should hear of. Spans: `open_log`, `recover_partition`, `maintenance`,
+//!   `retention`, `compaction_pass`, `checkpoint`. Events, by level:
+//!   - `error`: a partition poisoned by a failed fsync or write (with the operation and path),
+//!     a failed close, maintenance that failed (with its step), the maintenance thread's panic;
+//!   - `warn`: each segment recovery cut or removed (path, bytes, offsets lost, why) and an open
+//!     that removed data, a fenced or timed-out producer refused, a transaction an earlier
+//!     instance left open, a group member removed for not polling;
+//!   - `info`: the totals of an open, each retention and compaction pass that changed a
+//!     partition, each consumer group rebalance (group, generation, reason, members, partitions
+//!     moving) and each member's assignment change, topics created, altered and deleted,
+//!     checkpoints written, transactional and stable producer ids taken over, index files
+//!     rebuilt and interrupted compaction swaps completed at open;
+//!   - `debug`: segment rolls, each partition's recovery summary (segments trusted and scanned),
+//!     each member's target assignment, each maintenance run's totals.
+//!
+//!   Events never carry record keys, values or headers, and nothing is logged per record or per
+//!   batch. Their targets are the emitting modules (`annals::partition::recovery`, ...). Without
+//!   the feature the crate has no `tracing` dependency and the diagnostics compile to nothing.
+//!
+//! ```
+//! # fn main() -> annals::Result<()> {
+//! // Any subscriber receives annals' events; this one prints those at INFO and above.
+//! tracing_subscriber::fmt()
+//!     .with_max_level(tracing_subscriber::filter::LevelFilter::INFO)
+//!     .init();
+//! let dir = tempfile::tempdir().unwrap();
+//! // With feature `tracing`: INFO open_log{dir=...}: annals::log::open: log opened topics=0 ...
+//! let log = annals::Log::open(dir.path())?;
+//! // INFO annals::log::topics: topic created topic="orders" partitions=1 ...
+//! log.create_topic("orders", annals::TopicConfig::default())?;
+//! # Ok(()) }
+//! ```
 
 // `unsafe` is allowed only where a module says why it needs it (the mmap contract in `storage`
 // and its one caller in `segment::index`); each block carries its `// SAFETY:` argument.
@@ -70,6 +110,11 @@ macro_rules! setter {
         }
     };
 }
+
+// First, so that every module below sees its macros (`debug!`, `info!`, `warn!`, `error!`,
+// `enter_span!`).
+#[macro_use]
+mod trace;
 
 mod catalog;
 mod cleaner;

@@ -178,6 +178,10 @@ impl Pass<'_> {
         buffer_bytes: usize,
         report: &mut CompactionReport,
     ) -> Result<u64> {
+        let inner = self.inner;
+        enter_span!(DEBUG, "compaction_pass", topic = %inner.topic, partition = inner.id);
+        // What the report held before this pass: the pass's own work is the difference.
+        let before = report.clone();
         let cleanable = &self.segments[..self.plan.cleanable];
         let mut map = KeyMap::with_memory(buffer_bytes);
         let map_end = self.build_map(cleanable, &mut map)?;
@@ -218,6 +222,20 @@ impl Pass<'_> {
         }
         result?;
         report.passes += 1;
+        info!(
+            topic = %inner.topic,
+            partition = inner.id,
+            first_dirty_offset = self.plan.first_dirty,
+            cleaned_up_to = map_end,
+            segments_read = report.segments_read - before.segments_read,
+            segments_written = report.segments_written - before.segments_written,
+            bytes_read = report.bytes_read - before.bytes_read,
+            bytes_written = report.bytes_written - before.bytes_written,
+            records_read = report.records_read - before.records_read,
+            records_removed = report.records_removed - before.records_removed,
+            tombstones_removed = report.tombstones_removed - before.tombstones_removed,
+            "compaction pass done"
+        );
         Ok(map_end)
     }
 

@@ -44,7 +44,8 @@ impl PartitionInner {
             // compact) from this stale picture: refuse writes until a reopen, which completes
             // the swap. A partition closed meanwhile is not a storage failure.
             if !matches!(e, Error::Closed) {
-                self.poison(format!("a compaction swap failed part way: {e}"));
+                let cause = format!("a compaction swap failed part way: {e}");
+                self.poison("compaction swap", &self.dir, cause);
             }
         }
         result

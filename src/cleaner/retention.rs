@@ -68,6 +68,7 @@ impl Partition {
     ) -> Result<RetentionReport> {
         let started = Instant::now();
         let inner = &self.inner;
+        enter_span!(DEBUG, "retention", topic = %inner.topic, partition = inner.id);
         let mut bounds = inner.bounds.lock();
         // Maintenance writes: a poisoned partition refuses it like any other write.
         inner.check_writable()?;
@@ -94,6 +95,18 @@ impl Partition {
         // Every maintenance run retains every partition: the place to bound producer state.
         inner.expire_producers();
         report.elapsed = started.elapsed();
+        if report.segments_deleted > 0 || report.offsets_removed > 0 {
+            info!(
+                topic = %inner.topic,
+                partition = inner.id,
+                segments_deleted = report.segments_deleted,
+                bytes_deleted = report.bytes_deleted,
+                offsets_removed = report.offsets_removed,
+                log_start_offset = report.log_start_offset,
+                elapsed_ms = report.elapsed.as_millis() as u64,
+                "retention deleted old records"
+            );
+        }
         Ok(report)
     }
 
@@ -141,7 +154,16 @@ impl Partition {
             .windows(2)
             .take_while(|w| w[1].base_offset <= before_offset)
             .count();
-        inner.delete_prefix(&mut bounds, &segments, whole, before_offset)?;
+        let report = inner.delete_prefix(&mut bounds, &segments, whole, before_offset)?;
+        info!(
+            topic = %inner.topic,
+            partition = inner.id,
+            segments_deleted = report.segments_deleted,
+            bytes_deleted = report.bytes_deleted,
+            offsets_removed = report.offsets_removed,
+            log_start_offset = report.log_start_offset,
+            "delete_records moved the log start"
+        );
         Ok(self.log_start_offset())
     }
 }

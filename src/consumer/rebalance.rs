@@ -11,6 +11,7 @@ use super::{AutoOffsetReset, Consumer, ConsumerConfig, Membership, Mode, Rebalan
 use crate::error::{Error, Result};
 use crate::group::Join;
 use crate::topic_partition::TopicPartition;
+use crate::trace::Listed;
 
 /// A member syncs with its coordinator at least this often while polling (more often with a
 /// `max_poll_interval` under 4 s: a quarter of it), which keeps it alive in the group (its
@@ -168,6 +169,17 @@ impl Consumer {
             m.generation = result.generation;
             m.waiting = result.waiting;
         }
+        if !(result.lost.is_empty() && result.revoke.is_empty() && result.granted.is_empty()) {
+            info!(
+                group = %group,
+                member = %member_id,
+                generation = result.generation,
+                granted = %Listed(&result.granted),
+                revoked = %Listed(&result.revoke),
+                lost = %Listed(&result.lost),
+                "consumer's assignment changes"
+            );
+        }
         let lost = self.lost_partitions(result.lost)?;
         if !lost.is_empty() {
             self.callback(&lost, |l, c, p| l.on_lost(c, p));
@@ -233,6 +245,15 @@ impl Consumer {
     /// same subscription.
     fn rejoin_after_fence(&mut self) -> Result<()> {
         let lost = self.assignment();
+        if let Mode::Group(m) = &self.mode {
+            warn!(
+                group = %self.config.group_id,
+                member = %m.member_id,
+                lost = %Listed(&lost),
+                "the group removed this consumer (it did not poll within max_poll_interval): \
+                 its partitions are lost, it joins again"
+            );
+        }
         if !lost.is_empty() {
             self.callback(&lost, |l, c, p| l.on_lost(c, p));
         }

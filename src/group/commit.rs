@@ -69,8 +69,8 @@ impl Coordinator {
                 let group = groups
                     .get_mut(group_id)
                     .ok_or_else(|| fenced(group_id, member))?;
-                if group.expire(now) {
-                    group.rebalance(topics);
+                if group.expire(group_id, now) {
+                    group.rebalance(group_id, "member expired", topics);
                 }
                 if !group.members.contains_key(member) {
                     return Err(fenced(group_id, member));

@@ -35,6 +35,7 @@ use parking_lot::Mutex;
 use super::assignor::{self, Assignment, Assignor, Subscriptions};
 use crate::error::{Error, Result};
 use crate::topic_partition::TopicPartition;
+use crate::trace::Listed;
 use crate::wait::Waiter;
 
 /// Longest group id accepted.
@@ -174,8 +175,14 @@ impl Group {
             .collect()
     }
 
-    /// New generation, new target; wakes every member so parked polls act on it.
-    pub(super) fn rebalance(&mut self, topics: &BTreeMap<String, u32>) {
+    /// New generation, new target; wakes every member so parked polls act on it. `group` and
+    /// `reason` are for the diagnostic.
+    pub(super) fn rebalance(
+        &mut self,
+        group: &str,
+        reason: &'static str,
+        topics: &BTreeMap<String, u32>,
+    ) {
         self.generation = self.generation.wrapping_add(1).max(1);
         self.topics_seen = self.subscribed(topics);
         let subs: Subscriptions = self
@@ -203,7 +210,53 @@ impl Group {
             }
             exists
         });
+        self.trace_rebalance(group, reason);
         self.wake_all();
+    }
+
+    /// The new generation: its size at `info`, each member's target at `debug`.
+    fn trace_rebalance(&self, group: &str, reason: &'static str) {
+        let target_of = |id: &str| self.target.get(id).map_or(0, BTreeSet::len);
+        // Partitions the target gives to a member other than their owner now: the handovers
+        // this generation starts (each a revoke, then a grant).
+        let moving = || {
+            self.owners
+                .iter()
+                .filter(|(tp, owner)| {
+                    !self
+                        .target
+                        .get(owner.as_str())
+                        .is_some_and(|t| t.contains(tp))
+                })
+                .count()
+        };
+        let unowned = || {
+            self.target
+                .values()
+                .flatten()
+                .filter(|tp| !self.owners.contains_key(tp))
+                .count()
+        };
+        info!(
+            group = %group,
+            generation = self.generation,
+            reason,
+            members = self.members.len(),
+            partitions = self.target.values().map(BTreeSet::len).sum::<usize>(),
+            moving = moving(),
+            unowned = unowned(),
+            "consumer group rebalanced"
+        );
+        for id in self.members.keys() {
+            debug!(
+                group = %group,
+                generation = self.generation,
+                member = %id,
+                partitions = target_of(id),
+                target = %Listed(self.target.get(id).into_iter().flatten()),
+                "member's target assignment"
+            );
+        }
     }
 
     pub(super) fn wake_all(&self) {
@@ -214,8 +267,8 @@ impl Group {
     }
 
     /// Removes members that have not polled within their `max_poll_interval`. Returns whether
-    /// any was removed.
-    pub(super) fn expire(&mut self, now: Instant) -> bool {
+    /// any was removed. `group` is for the diagnostic.
+    pub(super) fn expire(&mut self, group: &str, now: Instant) -> bool {
         let dead: Vec<String> = self
             .members
             .iter()
@@ -223,6 +276,13 @@ impl Group {
             .map(|(id, _)| id.clone())
             .collect();
         for id in &dead {
+            let interval = self.members.get(id).map(|m| m.max_poll_interval);
+            warn!(
+                group = %group,
+                member = %id,
+                max_poll_interval_ms = interval.unwrap_or_default().as_millis() as u64,
+                "removed a group member that did not poll within max_poll_interval"
+            );
             self.remove_member(id);
         }
         !dead.is_empty()
@@ -259,7 +319,7 @@ impl Coordinator {
                 req.group, group.assignor, req.assignor
             )));
         }
-        group.expire(now);
+        group.expire(&req.group, now);
         group.members.insert(
             id.clone(),
             Member {
@@ -272,7 +332,7 @@ impl Coordinator {
                 lost: Vec::new(),
             },
         );
-        group.rebalance(topics);
+        group.rebalance(&req.group, "member joined", topics);
         Ok(id)
     }
 
@@ -282,7 +342,7 @@ impl Coordinator {
         if let Some(group) = groups.get_mut(group_id) {
             if group.members.contains_key(member) {
                 group.remove_member(member);
-                group.rebalance(topics);
+                group.rebalance(group_id, "member left", topics);
             }
             if group.is_idle() {
                 groups.remove(group_id);
@@ -302,8 +362,10 @@ impl Coordinator {
         let group = groups
             .get_mut(group_id)
             .ok_or_else(|| fenced(group_id, member))?;
-        if group.expire(now) | (group.subscribed(topics) != group.topics_seen) {
-            group.rebalance(topics);
+        if group.expire(group_id, now) {
+            group.rebalance(group_id, "member expired", topics);
+        } else if group.subscribed(topics) != group.topics_seen {
+            group.rebalance(group_id, "subscribed topics changed", topics);
         }
         let m = group
             .members
@@ -371,7 +433,7 @@ impl Coordinator {
             .ok_or_else(|| fenced(group_id, member))?;
         if m.topics != new_topics {
             m.topics = new_topics;
-            group.rebalance(topics);
+            group.rebalance(group_id, "subscription changed", topics);
         }
         Ok(())
     }
@@ -384,9 +446,9 @@ impl Coordinator {
         now: Instant,
     ) -> Vec<GroupDescription> {
         let mut groups = self.groups.lock();
-        for group in groups.values_mut() {
-            if group.expire(now) {
-                group.rebalance(topics);
+        for (id, group) in groups.iter_mut() {
+            if group.expire(id, now) {
+                group.rebalance(id, "member expired", topics);
             }
         }
         groups.retain(|_, g| !g.is_idle());

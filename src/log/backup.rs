@@ -124,6 +124,7 @@ impl Log {
     /// ```
     pub fn checkpoint(&self, dest: impl AsRef<Path>) -> Result<CheckpointReport> {
         let dest = dest.as_ref();
+        enter_span!(INFO, "checkpoint", dest = %dest.display());
         let inner = &*self.inner;
         inner.catalog.check_open()?;
         let storage = &*inner.storage;
@@ -144,6 +145,14 @@ impl Log {
         match built {
             Ok(report) => {
                 storage.sync_dir(parent_of(dest))?;
+                info!(
+                    dest = %dest.display(),
+                    partitions = report.partitions,
+                    segments_linked = report.segments_linked,
+                    segments_copied = report.segments_copied,
+                    bytes_copied = report.bytes_copied,
+                    "checkpoint written"
+                );
                 Ok(report)
             }
             Err(e) => {

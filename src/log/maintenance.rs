@@ -90,13 +90,19 @@ impl Log {
                 match pass {
                     Ok(result) => *outcome.lock() = result.err(),
                     Err(payload) => {
+                        let error = Error::thread_panicked(THREAD_NAME, &*payload);
+                        error!(
+                            error = %error,
+                            "the background maintenance thread panicked and stopped; \
+                             run_maintenance still works"
+                        );
                         // A panic is a bug, not a condition that passes like a full disk: the
                         // next pass would most likely hit it again, every interval (as often as
                         // every millisecond), each time printing a panic and perhaps leaving
                         // more half-done work. So the thread stops here, and the error stays
                         // for `last_maintenance_error` until the log is reopened; the host can
                         // still call `run_maintenance` itself.
-                        *outcome.lock() = Some(Error::thread_panicked(THREAD_NAME, &*payload));
+                        *outcome.lock() = Some(error);
                         return;
                     }
                 }
@@ -151,18 +157,48 @@ impl Log {
 
     /// `run_maintenance`, checking `go_on` before each partition (the background thread stops
     /// between partitions when the log closes).
+    ///
+    /// Every error is reported as a diagnostic where it happens, with what failed.
     fn run_maintenance_while(&self, go_on: impl Fn() -> bool) -> Result<MaintenanceReport> {
+        enter_span!(INFO, "maintenance");
         let started = Instant::now();
         let mut report = MaintenanceReport::default();
+        // A log closing under the run is no failure to report.
+        let failed = |step: &'static str, e: Error| {
+            if !matches!(e, Error::Closed) {
+                error!(step, error = %e, "maintenance failed");
+            }
+            e
+        };
         // First, so no timed-out transaction holds a stable offset back through this run.
-        if let Some(coordinator) = self.transaction_coordinator_if_exists()? {
-            report.transactions_timed_out = coordinator.abort_expired()?;
+        if let Some(coordinator) = self
+            .transaction_coordinator_if_exists()
+            .map_err(|e| failed("open the transaction coordinator", e))?
+        {
+            report.transactions_timed_out = coordinator
+                .abort_expired()
+                .map_err(|e| failed("abort timed-out transactions", e))?;
         }
         let mut poisoned = None;
-        for p in self.all_partitions()? {
+        for p in self
+            .all_partitions()
+            .map_err(|e| failed("list the partitions", e))?
+        {
             if !go_on() {
                 break;
             }
+            let failed = |step: &'static str, e: Error| {
+                if !matches!(e, Error::Closed) {
+                    error!(
+                        topic = %p.topic(),
+                        partition = p.id(),
+                        step,
+                        error = %e,
+                        "maintenance of a partition failed"
+                    );
+                }
+                e
+            };
             let config = p.inner.config();
             let groups: Vec<(String, Option<u64>)> = config
                 .retain_for_groups
@@ -171,7 +207,8 @@ impl Log {
                     let committed = self.committed_offset_for_retention(g, p.topic(), p.id())?;
                     Ok((g.clone(), committed))
                 })
-                .collect::<Result<_>>()?;
+                .collect::<Result<_>>()
+                .map_err(|e| failed("read the committed offsets of retain_for_groups", e))?;
             // A partition of a topic deleted meanwhile is closed (and its directory may be gone
             // under a pass): skip it, unless the whole log is closing.
             let deleted =
@@ -181,18 +218,18 @@ impl Log {
             let retention = match p.retain_with_groups(&groups) {
                 Err(_) if deleted(&p) => continue,
                 Err(e @ Error::Poisoned { .. }) => {
-                    poisoned.get_or_insert(e);
+                    poisoned.get_or_insert(failed("retention (skipped)", e));
                     continue;
                 }
-                r => r?,
+                r => r.map_err(|e| failed("retention", e))?,
             };
             let compaction = match p.compact_with_buffer(self.inner.cleaner_buffer_bytes) {
                 Err(_) if deleted(&p) => continue,
                 Err(e @ Error::Poisoned { .. }) => {
-                    poisoned.get_or_insert(e);
+                    poisoned.get_or_insert(failed("compaction (skipped)", e));
                     continue;
                 }
-                r => r?,
+                r => r.map_err(|e| failed("compaction", e))?,
             };
             if retention.segments_deleted > 0
                 || retention.offsets_removed > 0
@@ -207,6 +244,15 @@ impl Log {
             }
         }
         report.elapsed = started.elapsed();
+        debug!(
+            partitions_changed = report.partitions.len(),
+            segments_deleted = report.segments_deleted(),
+            bytes_freed = report.bytes_freed(),
+            records_compacted_away = report.records_compacted_away(),
+            transactions_timed_out = report.transactions_timed_out,
+            elapsed_ms = report.elapsed.as_millis() as u64,
+            "maintenance run done"
+        );
         match poisoned {
             Some(e) => Err(e),
             None => Ok(report),

@@ -45,6 +45,7 @@ impl Log {
         // Every error of the storage names its operation and path from here on.
         let storage = crate::storage::ContextStorage::wrap(b.storage);
         let dir = b.dir;
+        enter_span!(INFO, "open_log", dir = %dir.display());
         let expiration_ms = producer_ids::expiration_millis(b.producer_id_expiration)?;
         create_dir_durably(&*storage, &dir)?;
         let guard = storage
@@ -72,6 +73,7 @@ impl Log {
             topics.insert(name, Topic { config, partitions });
         }
         let recovery = report::collect(topics.values().flat_map(|t| &t.partitions));
+        trace_opened(&topics, &recovery, clean);
         let log = Log {
             inner: Arc::new(LogInner {
                 dir,
@@ -94,6 +96,43 @@ impl Log {
         };
         log.recover_transactions()?;
         Ok(log)
+    }
+}
+
+/// The totals of an open: what the log holds and what recovery had to remove.
+fn trace_opened(
+    topics: &BTreeMap<String, Topic>,
+    recovery: &crate::partition::RecoveryReport,
+    clean: bool,
+) {
+    let partitions = || topics.values().flat_map(|t| &t.partitions);
+    let removed_bytes = || {
+        recovery
+            .events()
+            .iter()
+            .map(|e| e.bytes.end - e.bytes.start)
+            .sum::<u64>()
+    };
+    if recovery.is_empty() {
+        info!(
+            topics = topics.len(),
+            partitions = partitions().count(),
+            segments = partitions().map(Partition::segment_count).sum::<usize>(),
+            bytes = partitions().map(Partition::size_bytes).sum::<u64>(),
+            clean_shutdown = clean,
+            "log opened"
+        );
+    } else {
+        warn!(
+            topics = topics.len(),
+            partitions = partitions().count(),
+            segments = partitions().map(Partition::segment_count).sum::<usize>(),
+            bytes = partitions().map(Partition::size_bytes).sum::<u64>(),
+            clean_shutdown = clean,
+            recovery_events = recovery.events().len(),
+            removed_bytes = removed_bytes(),
+            "log opened after recovery removed data (see Log::recovery_report)"
+        );
     }
 }
 
@@ -163,6 +202,11 @@ fn remove_leftovers(
                 .list_dir(&path)
                 .is_ok_and(|entries| entries.iter().all(|e| is_partition_file(e)));
         if orphan {
+            info!(
+                path = %path.display(),
+                "removed a partition directory that no topic names (an interrupted topic \
+                 creation or deletion left it)"
+            );
             storage.remove_dir_all(&path)?;
             removed = true;
         } else if name == format!("{TOPICS_FILE}.tmp") || name == format!("{PRODUCER_IDS_FILE}.tmp")

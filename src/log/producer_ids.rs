@@ -132,6 +132,14 @@ impl ProducerIds {
                 shared.store(previous, Ordering::Release);
                 return Err(e);
             }
+            if existing.is_some() {
+                info!(
+                    stable_id = %name,
+                    producer_id,
+                    epoch,
+                    "stable producer id taken over: any earlier instance is fenced"
+                );
+            }
             return Ok(ProducerIdentity::new(producer_id, epoch, Some(shared)));
         }
         Ok(ProducerIdentity::new(

@@ -68,6 +68,7 @@ impl Log {
         let mut list = self.topic_list();
         list.push((name.to_string(), config.clone()));
         store_topics(&*inner.storage, &inner.dir, &list)?;
+        info!(topic = %name, partitions = config.partitions, config = ?config, "topic created");
         inner
             .catalog
             .state
@@ -144,6 +145,11 @@ impl Log {
             inner.storage.remove_dir_all(&doomed)?;
         }
         inner.storage.sync_dir(&inner.dir)?;
+        info!(
+            topic = %name,
+            partitions = topic.partitions.len(),
+            "topic deleted"
+        );
         Ok(())
     }
 
@@ -223,6 +229,7 @@ impl Log {
         store_topics(&*inner.storage, &inner.dir, &list)?;
         let mut state = inner.catalog.state.write();
         let topic = state.topics.get_mut(name).expect("the admin lock kept it");
+        info!(topic = %name, old = ?topic.config, new = ?config, "topic altered");
         topic.config = config.clone();
         let shared = Arc::new(config);
         for p in &topic.partitions {

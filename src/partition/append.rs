@@ -343,10 +343,14 @@ impl PartitionInner {
             // The segment cut the partial batch off. If the file is no longer a clean sequence of
             // batches (the truncate failed too), stop writing until recovery.
             if active.file.len().map(|l| l != active.end()).unwrap_or(true) {
-                self.poison(format!(
-                    "write to {} failed and could not be undone: {e}",
-                    active.log_path.display()
-                ));
+                self.poison(
+                    "write",
+                    &active.log_path,
+                    format!(
+                        "write to {} failed and could not be undone: {e}",
+                        active.log_path.display()
+                    ),
+                );
             }
             return Err(Error::from(e));
         }
@@ -369,10 +373,14 @@ impl PartitionInner {
                 // The marker is in the log, but an index without its entry would, once the
                 // recovery point passes it, let a restart show the aborted records. Recovery
                 // rebuilds the index from the markers; until then, no more writes.
-                self.poison(format!(
-                    "append to {} failed: {e}",
-                    active.txn_index.path().display()
-                ));
+                self.poison(
+                    "append",
+                    active.txn_index.path(),
+                    format!(
+                        "append to {} failed: {e}",
+                        active.txn_index.path().display()
+                    ),
+                );
                 return Err(Error::from(e));
             }
         }
@@ -401,7 +409,8 @@ impl PartitionInner {
         // the dirty pages. Anything else leaves the partition as it was, so the next append
         // simply tries the roll again.
         active.seal().map_err(|e| {
-            self.poison(format!("sealing {} failed: {e}", active.log_path.display()));
+            let cause = format!("sealing {} failed: {e}", active.log_path.display());
+            self.poison("seal", &active.log_path, cause);
             Error::from(e)
         })?;
         let sealed = super::seal_record(&*self.storage, active)?;
@@ -413,10 +422,11 @@ impl PartitionInner {
             &self.limits(),
         )?);
         self.storage.sync_dir(&self.dir).map_err(|e| {
-            self.poison(format!(
-                "fsync of directory {} failed: {e}",
-                self.dir.display()
-            ));
+            self.poison(
+                "fsync directory",
+                &self.dir,
+                format!("fsync of directory {} failed: {e}", self.dir.display()),
+            );
             Error::from(e)
         })?;
         w.sealed.push(sealed);
@@ -433,6 +443,13 @@ impl PartitionInner {
         // The roll is complete; a checkpoint that fails to write only means the next open scans
         // a little more (the next roll or close writes it again), but the caller hears of it.
         self.write_checkpoint(w, next)?;
+        debug!(
+            topic = %self.topic,
+            partition = self.id,
+            sealed = %active.log_path.display(),
+            base_offset = next,
+            "rolled to a new segment"
+        );
         Ok(segment)
     }
 
@@ -488,6 +505,16 @@ impl PartitionInner {
         })();
         for s in segments.iter() {
             s.unmap();
+        }
+        match &result {
+            // A poisoned partition said why when it was poisoned.
+            Ok(()) | Err(Error::Poisoned { .. }) => {}
+            Err(e) => error!(
+                topic = %self.topic,
+                partition = self.id,
+                error = %e,
+                "closing a partition failed: the next open recovers it"
+            ),
         }
         // Parked consumers and pending streams wake up and find the log closed.
         self.watchers.notify();

@@ -194,10 +194,20 @@ impl PartitionInner {
 
     /// Refuses all further writes: after a failed fsync the page cache may have dropped dirty
     /// pages, so nothing written since the last good sync can be trusted to reach the disk.
-    pub(crate) fn poison(&self, cause: impl Into<String>) {
+    /// `operation` on `path` is what failed (for the diagnostic; `cause` says it for the error).
+    pub(crate) fn poison(&self, operation: &'static str, path: &Path, cause: impl Into<String>) {
         let mut p = self.poisoned.lock();
         if p.is_none() {
-            *p = Some(cause.into());
+            let cause = cause.into();
+            error!(
+                topic = %self.topic,
+                partition = self.id,
+                operation,
+                path = %path.display(),
+                cause = %cause,
+                "partition poisoned: it refuses writes until the log is reopened"
+            );
+            *p = Some(cause);
         }
     }
 }
@@ -285,10 +295,11 @@ impl Partition {
             let covered = active.next_offset();
             inner.check_writable()?;
             if let Err(e) = active.file.sync_data() {
-                inner.poison(format!(
-                    "fsync of {} failed: {e}",
-                    active.log_path.display()
-                ));
+                inner.poison(
+                    "fsync",
+                    &active.log_path,
+                    format!("fsync of {} failed: {e}", active.log_path.display()),
+                );
                 return Err(Error::from(e));
             }
             Ok(covered)

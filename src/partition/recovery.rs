@@ -67,6 +67,7 @@ pub(crate) struct OpenParams<'a> {
 
 /// Opens (creating if needed) one partition directory.
 pub(crate) fn open_partition(p: OpenParams<'_>) -> Result<PartitionInner> {
+    enter_span!(DEBUG, "recover_partition", topic = %p.topic, partition = p.id);
     let storage = &**p.storage;
     let limits = SegmentLimits {
         index_max_bytes: p.config.segment_index_bytes,
@@ -77,6 +78,14 @@ pub(crate) fn open_partition(p: OpenParams<'_>) -> Result<PartitionInner> {
     // Finish (or roll back) an interrupted compaction swap or segment deletion first, so the
     // listing below sees one consistent set of segments.
     let replaced = finish_interrupted(storage, &p.dir)?;
+    if !replaced.is_empty() {
+        info!(
+            topic = %p.topic,
+            partition = p.id,
+            swaps = replaced.len(),
+            "recovery completed compaction swaps that an interruption left half done"
+        );
+    }
     let mut bases = list_segments(storage, &p.dir)?;
     // A damaged checkpoint only costs a full scan: it is a cache of what scanning finds.
     let checkpoint = load_checkpoint(storage, &p.dir).unwrap_or(None);
@@ -102,7 +111,17 @@ pub(crate) fn open_partition(p: OpenParams<'_>) -> Result<PartitionInner> {
         }
     };
     let start_floor = bounds.log_start_offset.max(checkpoint.log_start_offset);
+    let listed = bases.len();
     remove_segments_below(storage, &p.dir, &mut bases, start_floor)?;
+    if bases.len() < listed {
+        info!(
+            topic = %p.topic,
+            partition = p.id,
+            segments = listed - bases.len(),
+            log_start_offset = start_floor,
+            "recovery removed segments below the log start that an interrupted retention left"
+        );
+    }
     check_listed_segments_exist(&p.dir, &bases, &checkpoint.sealed)?;
 
     let mut segments: Vec<Arc<Segment>> = Vec::new();
@@ -111,6 +130,9 @@ pub(crate) fn open_partition(p: OpenParams<'_>) -> Result<PartitionInner> {
     let mut next_offset = checkpoint.log_start_offset;
     let mut prev_allows_gaps = false;
     let mut events: Vec<RecoveryEvent> = Vec::new();
+    // Segments opened on the checkpoint's word, and segments read batch by batch (whose indexes
+    // are rebuilt from the scan), for the partition's summary below.
+    let (mut trusted_count, mut scanned_count) = (0usize, 0usize);
     let event = |segment: PathBuf, action, bytes, offsets, reason: &str| RecoveryEvent {
         topic: p.topic.to_string(),
         partition: p.id,
@@ -165,10 +187,12 @@ pub(crate) fn open_partition(p: OpenParams<'_>) -> Result<PartitionInner> {
             }
             next_offset = entry.stats.next_offset;
             segments.push(Arc::new(segment));
+            trusted_count += 1;
             i += 1;
             continue;
         }
         // Not vouched for: scan it.
+        scanned_count += 1;
         let file = storage.open(&log_path, OpenMode::Read)?;
         let opts = ScanOptions {
             // The first segment may start below the log start offset (records deleted inside it).
@@ -251,7 +275,10 @@ pub(crate) fn open_partition(p: OpenParams<'_>) -> Result<PartitionInner> {
             sealed.push(seal_record(storage, &segment)?);
         }
         segments.push(Arc::new(segment));
-        events.extend(cut);
+        if let Some(cut) = cut {
+            trace_cut(&cut);
+            events.push(cut);
+        }
         if drop_rest {
             for &later in bases.get(i + 1..).unwrap_or_default() {
                 let path = p.dir.join(file_name(later, "log"));
@@ -262,13 +289,15 @@ pub(crate) fn open_partition(p: OpenParams<'_>) -> Result<PartitionInner> {
                         highest_next_offset(&*file, 0, len, later, &limits).at("scan", &path)?;
                     let offsets = later..found.unwrap_or(later).max(later);
                     let reason = "it follows the cut";
-                    events.push(event(
+                    let removed = event(
                         path,
                         RecoveryAction::RemovedSegment,
                         0..len,
                         offsets,
                         reason,
-                    ));
+                    );
+                    trace_cut(&removed);
+                    events.push(removed);
                 }
                 drop(file);
                 remove_segment_files(storage, &p.dir, later)?;
@@ -314,6 +343,19 @@ pub(crate) fn open_partition(p: OpenParams<'_>) -> Result<PartitionInner> {
         }
     }
     let rewrote_indexes = !replayed.rewritten.is_empty();
+    debug!(
+        topic = %p.topic,
+        partition = p.id,
+        segments = segments.len(),
+        trusted = trusted_count,
+        scanned = scanned_count,
+        txn_indexes_rewritten = replayed.rewritten.len(),
+        removed_bytes = events.iter().map(|e| e.bytes.end - e.bytes.start).sum::<u64>(),
+        high_watermark,
+        log_start_offset,
+        clean = p.clean,
+        "partition recovered"
+    );
 
     let inner = PartitionInner {
         topic: p.topic.to_string(),
@@ -365,6 +407,28 @@ pub(crate) fn open_partition(p: OpenParams<'_>) -> Result<PartitionInner> {
     }
     inner.synced.reset(high_watermark);
     Ok(inner)
+}
+
+/// Reports one cut or removal of recovery: records that were in the log are gone (a torn tail
+/// holds none that were acknowledged as synced, but the host should still hear of it).
+fn trace_cut(e: &RecoveryEvent) {
+    let message = match e.action {
+        RecoveryAction::TornTail => "recovery cut a torn tail off a segment",
+        RecoveryAction::TruncatedCorrupt => "recovery truncated a corrupt segment",
+        RecoveryAction::RemovedSegment => "recovery removed a segment after the cut",
+    };
+    warn!(
+        topic = %e.topic,
+        partition = e.partition,
+        path = %e.segment.display(),
+        action = ?e.action,
+        truncated_bytes = e.bytes.end - e.bytes.start,
+        from_byte = e.bytes.start,
+        offsets_lost = e.offsets.end - e.offsets.start,
+        first_offset_lost = e.offsets.start,
+        reason = %e.reason,
+        "{message}"
+    );
 }
 
 /// What the checkpoint records about a sealed segment: its stats and the checksums of its

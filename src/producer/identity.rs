@@ -2,7 +2,7 @@
 //! and, for a transactional producer, `txn/coordinator.rs`), and how an instance learns that a
 //! newer one with its stable or transactional id fenced it.
 
-use std::sync::atomic::{AtomicI16, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI16, AtomicI64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 /// An assigned identity. A transactional producer's id and epoch move on with every
@@ -16,6 +16,8 @@ pub(crate) struct ProducerIdentity {
     /// coordinator for a transactional one): when a newer instance starts, it moves on and this
     /// instance sees it is fenced.
     current_epoch: OnceLock<Arc<AtomicI16>>,
+    /// Whether the fence was reported (a diagnostic, once: every later batch fails the same).
+    fence_reported: AtomicBool,
 }
 
 impl ProducerIdentity {
@@ -32,6 +34,7 @@ impl ProducerIdentity {
             producer_id: AtomicI64::new(producer_id),
             epoch: AtomicI16::new(epoch),
             current_epoch: watch,
+            fence_reported: AtomicBool::new(false),
         }
     }
 
@@ -58,5 +61,10 @@ impl ProducerIdentity {
     pub(crate) fn is_fenced(&self) -> Option<i16> {
         let current = self.current_epoch.get()?.load(Ordering::Acquire);
         (current != self.epoch.load(Ordering::Acquire)).then_some(current)
+    }
+
+    /// True the first time it is asked: whether a fence found now is news to report.
+    pub(crate) fn first_fence_report(&self) -> bool {
+        !self.fence_reported.swap(true, Ordering::AcqRel)
     }
 }

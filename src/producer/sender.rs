@@ -215,6 +215,14 @@ fn write(shared: &Shared, slot: &PartitionSlot, batch: &mut OpenBatch) -> Result
     if let Some(identity) = &shared.identity {
         if let Some(current_epoch) = identity.is_fenced() {
             let (producer_id, epoch) = identity.get();
+            if identity.first_fence_report() {
+                warn!(
+                    producer_id,
+                    epoch,
+                    current_epoch,
+                    "producer fenced: a newer instance took over its id; its batches fail"
+                );
+            }
             return Err(Error::ProducerFenced {
                 producer_id,
                 epoch,

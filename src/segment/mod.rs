@@ -179,6 +179,12 @@ impl Segment {
             }
             None => true,
         };
+        if rebuild_indexes && trusted_index_crcs.is_some() {
+            info!(
+                path = %log_path.display(),
+                "the index files of a sealed segment do not match the checkpoint: rebuilding them"
+            );
+        }
         let indexes = open_indexes(storage, dir, base_offset, limits, active, rebuild_indexes)?;
         let segment = Segment::assemble(base_offset, log_path, file, indexes, stats, allow_gaps);
         if rebuild_indexes {

@@ -161,11 +161,25 @@ impl TxnMeta {
             return Ok(());
         }
         if self.timed_out == Some((producer_id, epoch)) {
+            warn!(
+                transactional_id = %self.id,
+                producer_id,
+                epoch,
+                "refused a call of a producer whose transaction timed out: it is fenced"
+            );
             return Err(Error::TransactionTimedOut {
                 transactional_id: self.id.clone(),
                 timeout_ms: self.timeout_ms.max(0) as u64,
             });
         }
+        warn!(
+            transactional_id = %self.id,
+            producer_id,
+            epoch,
+            current_producer_id = self.producer_id,
+            current_epoch = self.epoch,
+            "refused a call of a fenced producer: a newer instance took over its transactional id"
+        );
         Err(Error::ProducerFenced {
             producer_id,
             epoch,
@@ -322,6 +336,14 @@ impl TxnCoordinator {
                     .get(&producer_id)
                     .is_some_and(|m| committed(&m.lock(), producer_id, epoch));
                 let marker_epoch = marker_epochs.get(&producer_id).copied().unwrap_or(epoch);
+                info!(
+                    topic = %partition.topic(),
+                    partition = partition.id(),
+                    producer_id,
+                    epoch,
+                    outcome = if commit { "commit" } else { "abort" },
+                    "recovery ends a transaction a crash left open"
+                );
                 partition
                     .inner
                     .write_end_marker(producer_id, marker_epoch, marker(commit))?;
@@ -378,8 +400,17 @@ impl TxnCoordinator {
     }
 
     fn init_locked(&self, m: &mut TxnMeta, timeout: Duration) -> Result<Grant> {
+        let earlier = (m.producer_id >= 0).then_some((m.producer_id, m.epoch));
         if m.is_open() {
             let commit = m.status == TxnStatus::PrepareCommit;
+            warn!(
+                transactional_id = %m.id,
+                producer_id = m.producer_id,
+                epoch = m.epoch,
+                partitions = m.partitions.len(),
+                outcome = if commit { "commit" } else { "abort" },
+                "an earlier instance left a transaction open: the new instance ends it"
+            );
             if !commit && m.status == TxnStatus::Ongoing {
                 m.status = TxnStatus::PrepareEpochFence;
                 self.write(m, false)?;
@@ -400,6 +431,22 @@ impl TxnCoordinator {
         m.last_update_ms = now_ms();
         self.write(m, true)?;
         m.current_epoch.store(m.epoch, Ordering::Release);
+        match earlier {
+            Some((old_id, old_epoch)) => info!(
+                transactional_id = %m.id,
+                producer_id = m.producer_id,
+                epoch = m.epoch,
+                fenced_producer_id = old_id,
+                fenced_epoch = old_epoch,
+                "transactional id taken over: any earlier instance is fenced"
+            ),
+            None => info!(
+                transactional_id = %m.id,
+                producer_id = m.producer_id,
+                epoch = m.epoch,
+                "transactional id initialized"
+            ),
+        }
         Ok(Grant {
             producer_id: m.producer_id,
             epoch: m.epoch,
@@ -498,6 +545,11 @@ impl TxnCoordinator {
                 if txns.get(&m.id).is_some_and(|e| Arc::ptr_eq(e, &meta)) {
                     txns.remove(&m.id);
                 }
+                info!(
+                    transactional_id = %m.id,
+                    idle_ms = now.saturating_sub(m.last_update_ms),
+                    "forgot an idle transactional id (transactional_id_expiration)"
+                );
                 // An instance still holding the id is fenced: its next call finds no state.
                 m.epoch = m.epoch.saturating_add(1);
                 m.current_epoch.store(m.epoch, Ordering::Release);
@@ -509,6 +561,14 @@ impl TxnCoordinator {
                 continue;
             }
             let owner = (m.producer_id, m.epoch);
+            warn!(
+                transactional_id = %m.id,
+                producer_id = m.producer_id,
+                epoch = m.epoch,
+                timeout_ms = m.timeout_ms,
+                partitions = m.partitions.len(),
+                "aborting a transaction that outlived its timeout: its producer is fenced"
+            );
             self.finish(&mut m, false)?;
             m.timed_out = Some(owner);
             aborted += 1;

@@ -55,6 +55,8 @@ mod retention_basic;
 mod serde_configs;
 mod sim_crash;
 mod topic_lookup;
+#[cfg(feature = "tracing")]
+mod tracing_events;
 mod transactions;
 mod transactions_compaction;
 mod transactions_crash;
