@@ -33,7 +33,7 @@
 //! ([`MaintenanceReport`], [`CheckpointReport`], [`RecoveryReport`], [`VerifyReport`],
 //! [`PartitionDescription`], [`GroupDescription`], [`PartitionLag`], …). A configuration names
 //! its fields and variants as the Rust API does, and its durations in whole milliseconds; a
-//! field left out keeps its default (a consumer's `group_id` has none), a misspelt one is an
+//! field left out keeps its default (a consumer's `group_id`: none, for assign-only use), a misspelt one is an
 //! error, and what is read is validated where it is used, as any configuration is (see the
 //! example on [`TopicConfig`]). Custom partitioners and stream hashers are code and are not
 //! serialized. A report's measured times keep their nanoseconds, in serde's
@@ -116,7 +116,7 @@ pub use event_store::{
     Subscription, MAX_STREAM_NAME_LEN,
 };
 pub use format::{Compression, TimestampType};
-pub use format::{Header, Record, StoredRecord};
+pub use format::{Header, Payload, Record, StoredRecord};
 pub use group::{
     Assignor, ConsumerGroupMetadata, GroupDescription, MemberDescription, MAX_GROUP_ID_LEN,
 };
