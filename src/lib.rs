@@ -39,8 +39,25 @@
 //! serialized. A report's measured times keep their nanoseconds, in serde's
 //! `{"secs", "nanos"}`.
 //!
-//! See `docs/ARCHITECTURE.md` for the layers, the write path and the crash story, and
-//! `docs/FORMAT.md` for every byte annals writes.
+//! ## Feature `tokio`
+//!
+//! Async without giving up the synchronous core: [`Consumer::stream`] and
+//! [`Consumer::batch_stream`] (a `futures::Stream`, woken by appends, cancel-safe),
+//! [`Delivery`] as a future, [`Producer::send_async`] awaiting buffer space, and
+//! `sync_async` / `flush_async` / `commit_async` for the calls that fsync.
+//!
+//! ## Platform
+//!
+//! Unix-like systems only (Linux, macOS, the BSDs): the storage layer uses `pread`/`pwrite`,
+//! `fdatasync`, `flock` and `mmap`. Other targets stop at compile time with a message saying so.
+//!
+//! ## Further reading
+//!
+//! - [`docs::architecture`]: the layers, the write path with every fsync, the crash story.
+//! - [`docs::format`]: every byte annals writes.
+//! - [`docs::event_store`]: event sourcing with annals.
+//! - [`docs::recipes`]: group loops, seeking from `on_assigned`, an outbox, async, config files.
+//! - [`docs::performance`]: the comparison with other stores, and the profiles behind it.
 
 // `unsafe` is allowed only where a module says why it needs it (the mmap contract in `storage`
 // and its one caller in `segment::index`); each block carries its `// SAFETY:` argument.
@@ -144,6 +161,27 @@ pub use txn::{
 };
 /// Event ids ([`NewEvent::id`]) are UUIDs; re-exported so callers need no own dependency.
 pub use uuid::Uuid;
+
+/// The guides of `docs/`, as pages of these API docs (so they are there on docs.rs too).
+// Not under doctest: the guides' code blocks are diagrams and byte layouts, not Rust.
+#[cfg(all(doc, not(doctest)))]
+pub mod docs {
+    #[doc = include_str!("../docs/ARCHITECTURE.md")]
+    pub mod architecture {}
+    #[doc = include_str!("../docs/FORMAT.md")]
+    pub mod format {}
+    #[doc = include_str!("../docs/EVENT_STORE.md")]
+    pub mod event_store {}
+    #[doc = include_str!("../docs/RECIPES.md")]
+    pub mod recipes {}
+    #[doc = include_str!("../docs/PERFORMANCE.md")]
+    pub mod performance {}
+}
+
+/// Runs the recipes (which use features `tokio` and `serde`) as doctests so they cannot rot.
+#[doc = include_str!("../docs/RECIPES.md")]
+#[cfg(all(doctest, feature = "tokio", feature = "serde"))]
+pub struct RecipesDoctests;
 
 /// Compiles the README's example as a doctest so it cannot rot.
 #[doc = include_str!("../README.md")]
