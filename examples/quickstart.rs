@@ -110,7 +110,7 @@ fn run() -> annals::Result<()> {
         took.as_secs_f64() * 1e3,
         100_000.0 / took.as_secs_f64() / 1e6,
         meta.partition,
-        meta.offset,
+        meta.offset.unwrap_or_default(),
         per_partition
     );
     producer.close()?;

@@ -253,12 +253,15 @@ pub enum Error {
     #[error("stream {stream:?} was deleted for good (tombstoned); its name cannot be reused")]
     StreamDeleted { stream: String },
 
+    /// A partition has no position to start from: no valid committed offset (or no group to
+    /// have one: `group` is `None`), and `auto_offset_reset` is `Error`.
     #[error(
-        "group {group:?} has no valid committed offset for {topic}-{partition} and \
-         auto_offset_reset is Error"
+        "{} has no valid committed offset for {topic}-{partition} and auto_offset_reset is \
+         Error",
+        match group { Some(g) => format!("group {g:?}"), None => "a consumer without a group".into() }
     )]
     NoCommittedOffset {
-        group: String,
+        group: Option<String>,
         topic: String,
         partition: u32,
     },

@@ -33,40 +33,34 @@
 //! ([`MaintenanceReport`], [`CheckpointReport`], [`RecoveryReport`], [`VerifyReport`],
 //! [`PartitionDescription`], [`GroupDescription`], [`PartitionLag`], …). A configuration names
 //! its fields and variants as the Rust API does, and its durations in whole milliseconds; a
-//! field left out keeps its default (a consumer's `group_id` has none), a misspelt one is an
+//! field left out keeps its default (a consumer's `group_id`: none, for assign-only use), a misspelt one is an
 //! error, and what is read is validated where it is used, as any configuration is (see the
 //! example on [`TopicConfig`]). Custom partitioners and stream hashers are code and are not
 //! serialized. A report's measured times keep their nanoseconds, in serde's
 //! `{"secs", "nanos"}`.
 //!
-//! See `docs/ARCHITECTURE.md` for the layers, the write path and the crash story, and
-//! `docs/FORMAT.md` for every byte annals writes.
+//! ## Feature `tracing`
 //!
-//! ## Features
+//! [`tracing`](https://docs.rs/tracing) events and spans, with structured fields
+//! (`topic`, `partition`, `path`, `group`, `transactional_id`, ...), for what the log does on
+//! its own or a host should hear of. Spans: `open_log`, `recover_partition`, `maintenance`,
+//! `retention`, `compaction_pass`, `checkpoint`. Events, by level:
+//! - `error`: a partition poisoned by a failed fsync or write (with the operation and path),
+//!   a failed close, maintenance that failed (with its step), the maintenance thread's panic;
+//! - `warn`: each segment recovery cut or removed (path, bytes, offsets lost, why) and an open
+//!   that removed data, a fenced or timed-out producer refused, a transaction an earlier
+//!   instance left open, a group member removed for not polling;
+//! - `info`: the totals of an open, each retention and compaction pass that changed a
+//!   partition, each consumer group rebalance (group, generation, reason, members, partitions
+//!   moving) and each member's assignment change, topics created, altered and deleted,
+//!   checkpoints written, transactional and stable producer ids taken over, index files
+//!   rebuilt and interrupted compaction swaps completed at open;
+//! - `debug`: segment rolls, each partition's recovery summary (segments trusted and scanned),
+//!   each member's target assignment, each maintenance run's totals.
 //!
-//! None is on by default.
-//!
-//! - `serde`: typed events (`DomainEvent`) for the event store, stored as JSON.
-//! - `tracing`: [`tracing`](https://docs.rs/tracing) events and spans, with structured fields
-//!   (`topic`, `partition`, `path`, `group`, `transactional_id`, ...), for what the log does on
-//!   its own or a host should hear of. Spans: `open_log`, `recover_partition`, `maintenance`,
-//!   `retention`, `compaction_pass`, `checkpoint`. Events, by level:
-//!   - `error`: a partition poisoned by a failed fsync or write (with the operation and path),
-//!     a failed close, maintenance that failed (with its step), the maintenance thread's panic;
-//!   - `warn`: each segment recovery cut or removed (path, bytes, offsets lost, why) and an open
-//!     that removed data, a fenced or timed-out producer refused, a transaction an earlier
-//!     instance left open, a group member removed for not polling;
-//!   - `info`: the totals of an open, each retention and compaction pass that changed a
-//!     partition, each consumer group rebalance (group, generation, reason, members, partitions
-//!     moving) and each member's assignment change, topics created, altered and deleted,
-//!     checkpoints written, transactional and stable producer ids taken over, index files
-//!     rebuilt and interrupted compaction swaps completed at open;
-//!   - `debug`: segment rolls, each partition's recovery summary (segments trusted and scanned),
-//!     each member's target assignment, each maintenance run's totals.
-//!
-//!   Events never carry record keys, values or headers, and nothing is logged per record or per
-//!   batch. Their targets are the emitting modules (`annals::partition::recovery`, ...). Without
-//!   the feature the crate has no `tracing` dependency and the diagnostics compile to nothing.
+//! Events never carry record keys, values or headers, and nothing is logged per record or per
+//! batch. Their targets are the emitting modules (`annals::partition::recovery`, ...). Without
+//! the feature the crate has no `tracing` dependency and the diagnostics compile to nothing.
 //!
 //! ```
 //! # fn main() -> annals::Result<()> {
@@ -81,6 +75,26 @@
 //! log.create_topic("orders", annals::TopicConfig::default())?;
 //! # Ok(()) }
 //! ```
+//!
+//! ## Feature `tokio`
+//!
+//! Async without giving up the synchronous core: [`Consumer::stream`] and
+//! [`Consumer::batch_stream`] (a `futures::Stream`, woken by appends, cancel-safe),
+//! [`Delivery`] as a future, [`Producer::send_async`] awaiting buffer space, and
+//! `sync_async` / `flush_async` / `commit_async` for the calls that fsync.
+//!
+//! ## Platform
+//!
+//! Unix-like systems only (Linux, macOS, the BSDs): the storage layer uses `pread`/`pwrite`,
+//! `fdatasync`, `flock` and `mmap`. Other targets stop at compile time with a message saying so.
+//!
+//! ## Further reading
+//!
+//! - [`docs::architecture`]: the layers, the write path with every fsync, the crash story.
+//! - [`docs::format`]: every byte annals writes.
+//! - [`docs::event_store`]: event sourcing with annals.
+//! - [`docs::recipes`]: group loops, seeking from `on_assigned`, an outbox, async, config files.
+//! - [`docs::performance`]: the comparison with other stores, and the profiles behind it.
 
 // `unsafe` is allowed only where a module says why it needs it (the mmap contract in `storage`
 // and its one caller in `segment::index`); each block carries its `// SAFETY:` argument.
@@ -161,7 +175,7 @@ pub use event_store::{
     Subscription, MAX_STREAM_NAME_LEN,
 };
 pub use format::{Compression, TimestampType};
-pub use format::{Header, Record, StoredRecord};
+pub use format::{Header, Payload, Record, StoredRecord};
 pub use group::{
     Assignor, ConsumerGroupMetadata, GroupDescription, MemberDescription, MAX_GROUP_ID_LEN,
 };
@@ -189,6 +203,27 @@ pub use txn::{
 };
 /// Event ids ([`NewEvent::id`]) are UUIDs; re-exported so callers need no own dependency.
 pub use uuid::Uuid;
+
+/// The guides of `docs/`, as pages of these API docs (so they are there on docs.rs too).
+// Not under doctest: the guides' code blocks are diagrams and byte layouts, not Rust.
+#[cfg(all(doc, not(doctest)))]
+pub mod docs {
+    #[doc = include_str!("../docs/ARCHITECTURE.md")]
+    pub mod architecture {}
+    #[doc = include_str!("../docs/FORMAT.md")]
+    pub mod format {}
+    #[doc = include_str!("../docs/EVENT_STORE.md")]
+    pub mod event_store {}
+    #[doc = include_str!("../docs/RECIPES.md")]
+    pub mod recipes {}
+    #[doc = include_str!("../docs/PERFORMANCE.md")]
+    pub mod performance {}
+}
+
+/// Runs the recipes (which use features `tokio` and `serde`) as doctests so they cannot rot.
+#[doc = include_str!("../docs/RECIPES.md")]
+#[cfg(all(doctest, feature = "tokio", feature = "serde"))]
+pub struct RecipesDoctests;
 
 /// Compiles the README's example as a doctest so it cannot rot.
 #[doc = include_str!("../README.md")]

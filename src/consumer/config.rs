@@ -37,114 +37,61 @@ pub use crate::partition::IsolationLevel;
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-// A misspelt field is an error rather than ignored. A file names `group_id`, which has no
-// default (as in `new`), and only the other fields it changes: each has its own
-// `serde(default)`, since a whole-struct default would make a forgotten group id an empty one.
-#[cfg_attr(feature = "serde", serde(deny_unknown_fields))]
+// A misspelt field is an error rather than ignored; a file names only the fields it changes.
+#[cfg_attr(feature = "serde", serde(deny_unknown_fields, default))]
 #[non_exhaustive]
 pub struct ConsumerConfig {
     /// The consumer group (`group.id`): 1-255 bytes, no control characters. Committed offsets
-    /// and group membership are per group.
-    pub group_id: String,
+    /// and group membership are per group. `None` ([`ConsumerConfig::default`]) for a consumer
+    /// that only [`assign`](crate::Consumer::assign)s and seeks: it cannot subscribe or
+    /// commit, and starts every partition at `auto_offset_reset`.
+    pub group_id: Option<String>,
     /// A name for this member in [`Log::groups`](crate::Log::groups) (`client.id`). Default
     /// `"consumer"`; at most 255 bytes.
-    #[cfg_attr(feature = "serde", serde(default = "defaults::client_id"))]
     pub client_id: String,
     /// Where to start without a committed offset. Default `Earliest`.
-    #[cfg_attr(feature = "serde", serde(default = "defaults::auto_offset_reset"))]
     pub auto_offset_reset: AutoOffsetReset,
     /// Commit the current positions every `auto_commit_interval` from `poll`, and on close
     /// (`enable.auto.commit`). Default **false** (Kafka defaults to true): records count as
     /// processed when the *next* poll runs, which is only at-least-once if the application
     /// finishes each batch before polling again; explicit `commit` makes that visible.
-    #[cfg_attr(feature = "serde", serde(default = "defaults::enable_auto_commit"))]
     pub enable_auto_commit: bool,
     /// Default 5 s; at least 1 ms, at most `i64::MAX` ms.
-    #[cfg_attr(
-        feature = "serde",
-        serde(
-            default = "defaults::auto_commit_interval",
-            with = "crate::serde_millis"
-        )
-    )]
+    #[cfg_attr(feature = "serde", serde(with = "crate::serde_millis"))]
     pub auto_commit_interval: Duration,
     /// Most records one `poll` returns (`max.poll.records`). Default 500; 1 to 1,000,000.
-    #[cfg_attr(feature = "serde", serde(default = "defaults::max_poll_records"))]
     pub max_poll_records: usize,
     /// `poll` waits (up to its timeout and `fetch_max_wait`) until at least this many bytes of
     /// records are available (`fetch.min.bytes`). Default 1 (return as soon as anything is
     /// there); at most `fetch_max_bytes`.
-    #[cfg_attr(feature = "serde", serde(default = "defaults::fetch_min_bytes"))]
     pub fetch_min_bytes: usize,
     /// With less than `fetch_min_bytes` available, return what there is after this long
     /// (`fetch.max.wait.ms`). Default 500 ms; at most `i64::MAX` ms.
-    #[cfg_attr(
-        feature = "serde",
-        serde(default = "defaults::fetch_max_wait", with = "crate::serde_millis")
-    )]
+    #[cfg_attr(feature = "serde", serde(with = "crate::serde_millis"))]
     pub fetch_max_wait: Duration,
     /// Upper bound on the bytes of record batches one `poll` reads (`fetch.max.bytes`); at least
     /// one batch is always returned so a consumer cannot get stuck behind a large one. Default
     /// 50 MiB; 1 KiB to 1 GiB.
-    #[cfg_attr(feature = "serde", serde(default = "defaults::fetch_max_bytes"))]
     pub fetch_max_bytes: usize,
     /// Bytes read per partition per fetch (`max.partition.fetch.bytes`). Default 1 MiB; 1 KiB to
     /// 1 GiB. Bounds the consumer's memory together with `fetch_max_bytes`.
-    #[cfg_attr(
-        feature = "serde",
-        serde(default = "defaults::max_partition_fetch_bytes")
-    )]
     pub max_partition_fetch_bytes: usize,
     /// A group member that does not poll for this long is removed from its group and its
     /// partitions go to the others (`max.poll.interval.ms`). Default 5 min; at least 10 ms, at
     /// most `i64::MAX` ms.
-    #[cfg_attr(
-        feature = "serde",
-        serde(default = "defaults::max_poll_interval", with = "crate::serde_millis")
-    )]
+    #[cfg_attr(feature = "serde", serde(with = "crate::serde_millis"))]
     pub max_poll_interval: Duration,
     /// How the group splits partitions; every member of a group must agree. Default `Range`.
-    #[cfg_attr(feature = "serde", serde(default = "defaults::assignor"))]
     pub assignor: Assignor,
     /// Default `ReadUncommitted` (the only level until transactions exist).
-    #[cfg_attr(feature = "serde", serde(default = "defaults::isolation_level"))]
     pub isolation_level: IsolationLevel,
 }
 
-/// Each field's default but `group_id`'s, for serde: the value [`ConsumerConfig::new`] gives it.
-#[cfg(feature = "serde")]
-mod defaults {
-    use super::*;
-
-    macro_rules! defaults {
-        ($($field:ident: $ty:ty),* $(,)?) => {
-            $(pub(super) fn $field() -> $ty {
-                ConsumerConfig::new(String::new()).$field
-            })*
-        };
-    }
-
-    defaults!(
-        client_id: String,
-        auto_offset_reset: AutoOffsetReset,
-        enable_auto_commit: bool,
-        auto_commit_interval: Duration,
-        max_poll_records: usize,
-        fetch_min_bytes: usize,
-        fetch_max_wait: Duration,
-        fetch_max_bytes: usize,
-        max_partition_fetch_bytes: usize,
-        max_poll_interval: Duration,
-        assignor: Assignor,
-        isolation_level: IsolationLevel,
-    );
-}
-
-impl ConsumerConfig {
-    /// Defaults for a member of `group_id`.
-    pub fn new(group_id: impl Into<String>) -> Self {
+/// The defaults, without a group: for a consumer that assigns partitions itself.
+impl Default for ConsumerConfig {
+    fn default() -> Self {
         ConsumerConfig {
-            group_id: group_id.into(),
+            group_id: None,
             client_id: "consumer".into(),
             auto_offset_reset: AutoOffsetReset::Earliest,
             enable_auto_commit: false,
@@ -158,6 +105,23 @@ impl ConsumerConfig {
             assignor: Assignor::Range,
             isolation_level: IsolationLevel::ReadUncommitted,
         }
+    }
+}
+
+impl ConsumerConfig {
+    /// Defaults for a member of `group_id`.
+    pub fn new(group_id: impl Into<String>) -> Self {
+        ConsumerConfig {
+            group_id: Some(group_id.into()),
+            ..ConsumerConfig::default()
+        }
+    }
+
+    /// Sets [`group_id`](Self::group_id).
+    #[must_use]
+    pub fn group_id(mut self, group_id: impl Into<String>) -> Self {
+        self.group_id = Some(group_id.into());
+        self
     }
 
     /// Sets [`client_id`](Self::client_id).
@@ -213,7 +177,9 @@ impl ConsumerConfig {
 
     /// Checks every field against its documented bounds.
     pub fn validate(&self) -> Result<()> {
-        validate_group_id(&self.group_id)?;
+        if let Some(group) = &self.group_id {
+            validate_group_id(group)?;
+        }
         if self.client_id.len() > 255 || self.client_id.chars().any(char::is_control) {
             return Err(Error::invalid_config(
                 "client_id",

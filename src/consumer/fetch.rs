@@ -284,7 +284,11 @@ pub(super) fn resolve(
         return Ok(p);
     }
     let (start, hw) = (a.partition.log_start_offset(), a.partition.high_watermark());
-    let offset = match offsets.committed(&config.group_id, tp) {
+    let committed = config
+        .group_id
+        .as_deref()
+        .and_then(|g| offsets.committed(g, tp));
+    let offset = match committed {
         Some(c) if (start..=hw).contains(&c.offset) => c.offset,
         _ => match config.auto_offset_reset {
             AutoOffsetReset::Earliest => start,

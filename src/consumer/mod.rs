@@ -208,6 +208,7 @@ enum Mode {
 
 #[derive(Debug)]
 struct Membership {
+    group: String,
     member_id: String,
     generation: u32,
     topics: BTreeSet<String>,
@@ -435,16 +436,16 @@ impl Consumer {
     }
 
     /// Seeks each of `partitions` (all assigned ones if empty) with `choose(partition)`.
-    fn seek_each(
+    fn seek_each<T: Into<TopicPartition> + Clone>(
         &mut self,
-        partitions: &[TopicPartition],
+        partitions: &[T],
         choose: impl Fn(&Partition) -> Result<u64>,
     ) -> Result<()> {
         self.check_usable()?;
         let list: Vec<TopicPartition> = if partitions.is_empty() {
             self.assignment()
         } else {
-            partitions.to_vec()
+            partitions.iter().cloned().map(Into::into).collect()
         };
         for tp in &list {
             let a = self.assigned_mut(&tp.topic, tp.partition)?;
@@ -454,8 +455,12 @@ impl Consumer {
         Ok(())
     }
 
-    /// Moves to the log start offset of `partitions` (every assigned partition if empty).
-    pub fn seek_to_beginning(&mut self, partitions: &[TopicPartition]) -> Result<()> {
+    /// Moves to the log start offset of `partitions` (every assigned partition if empty):
+    /// `TopicPartition`s or `(topic, partition)` tuples, as for [`assign`](Self::assign).
+    pub fn seek_to_beginning<T: Into<TopicPartition> + Clone>(
+        &mut self,
+        partitions: &[T],
+    ) -> Result<()> {
         self.seek_each(partitions, |p| Ok(p.log_start_offset()))
     }
 
@@ -463,7 +468,7 @@ impl Consumer {
     /// written from now on will be returned. The end is the high watermark, or for a
     /// read_committed consumer the last stable offset (records of transactions open now are
     /// still to come).
-    pub fn seek_to_end(&mut self, partitions: &[TopicPartition]) -> Result<()> {
+    pub fn seek_to_end<T: Into<TopicPartition> + Clone>(&mut self, partitions: &[T]) -> Result<()> {
         let isolation = self.config.isolation_level;
         self.seek_each(partitions, move |p| Ok(end_of(p, isolation)))
     }
@@ -471,26 +476,30 @@ impl Consumer {
     /// Moves every assigned partition to its first record with a timestamp at or after
     /// `timestamp` (ms since the Unix epoch), or to its end if there is none.
     pub fn seek_to_timestamp(&mut self, timestamp: i64) -> Result<()> {
-        self.seek_each(&[], |p| {
+        self.seek_each::<TopicPartition>(&[], |p| {
             Ok(p.offset_for_timestamp(timestamp)?
                 .unwrap_or_else(|| p.high_watermark()))
         })
     }
 
     /// Stops returning records from `partitions` until [`resume`](Self::resume) (positions and
-    /// assignment stay).
-    pub fn pause(&mut self, partitions: &[TopicPartition]) -> Result<()> {
+    /// assignment stay). Takes `TopicPartition`s or `(topic, partition)` tuples.
+    pub fn pause<T: Into<TopicPartition> + Clone>(&mut self, partitions: &[T]) -> Result<()> {
         self.set_paused(partitions, true)
     }
 
     /// Undoes [`pause`](Self::pause).
-    pub fn resume(&mut self, partitions: &[TopicPartition]) -> Result<()> {
+    pub fn resume<T: Into<TopicPartition> + Clone>(&mut self, partitions: &[T]) -> Result<()> {
         self.set_paused(partitions, false)
     }
 
-    fn set_paused(&mut self, partitions: &[TopicPartition], paused: bool) -> Result<()> {
+    fn set_paused<T: Into<TopicPartition> + Clone>(
+        &mut self,
+        partitions: &[T],
+        paused: bool,
+    ) -> Result<()> {
         self.check_usable()?;
-        for tp in partitions {
+        for tp in partitions.iter().cloned().map(Into::into) {
             self.assigned_mut(&tp.topic, tp.partition)?.paused = paused;
         }
         Ok(())
@@ -566,6 +575,7 @@ impl Consumer {
 
     fn commit_checked(&mut self, offsets: &[(TopicPartition, OffsetAndMetadata)]) -> Result<()> {
         let partitions: Vec<TopicPartition> = offsets.iter().map(|(tp, _)| tp.clone()).collect();
+        let group = self.group_for("commit")?;
         let member = match &self.mode {
             Mode::Group(m) => Some(m.member_id.as_str()),
             _ => None,
@@ -573,7 +583,7 @@ impl Consumer {
         // Held until the offsets are durable and in the cache: meanwhile no partition in the
         // commit can change owner (see `group::commit`).
         let _permit = self.catalog.coordinator().begin_commit(
-            &self.config.group_id,
+            group,
             member,
             &partitions,
             &self.catalog.partition_counts(),
@@ -588,7 +598,7 @@ impl Consumer {
                 .get(tp)
                 .is_none_or(|a| a.partition.inner.is_closed())
         };
-        match self.offsets.commit(&self.config.group_id, offsets, deleted) {
+        match self.offsets.commit(group, offsets, deleted) {
             Err(Error::UnknownTopic { .. }) if self.catalog.is_closed() => Err(Error::Closed),
             other => other,
         }
@@ -604,20 +614,33 @@ impl Consumer {
             _ => (0, String::new()),
         };
         crate::ConsumerGroupMetadata {
-            group_id: self.config.group_id.clone(),
+            group_id: self.config.group_id.clone().unwrap_or_default(),
             generation_id,
             member_id,
         }
     }
 
-    /// The group's committed offset for a partition (assigned or not).
+    /// The group's committed offset for a partition (assigned or not); `None` also for a
+    /// consumer without a group.
     pub fn committed(&self, topic: &str, partition: u32) -> Result<Option<OffsetAndMetadata>> {
         self.check_usable()?;
         self.catalog.partition(topic, partition)?;
-        Ok(self.offsets.committed(
-            &self.config.group_id,
-            &TopicPartition::new(topic, partition),
-        ))
+        let tp = TopicPartition::new(topic, partition);
+        Ok(self
+            .config
+            .group_id
+            .as_deref()
+            .and_then(|group| self.offsets.committed(group, &tp)))
+    }
+
+    /// This consumer's group, or the error that says `what` needs one.
+    fn group_for(&self, what: &str) -> Result<&str> {
+        self.config.group_id.as_deref().ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "{what} needs a consumer group: this consumer was made without a group id \
+                 (ConsumerConfig::new(group) or .group_id(group))"
+            ))
+        })
     }
 
     /// Committed offset, position, high watermark and lag of every assigned partition.
@@ -628,8 +651,10 @@ impl Consumer {
             .iter()
             .map(|(tp, a)| {
                 let committed = self
-                    .offsets
-                    .committed(&self.config.group_id, tp)
+                    .config
+                    .group_id
+                    .as_deref()
+                    .and_then(|group| self.offsets.committed(group, tp))
                     .map(|c| c.offset);
                 let isolation = self.config.isolation_level;
                 PartitionLag::with_isolation(tp, &a.partition, committed, a.position, isolation)

@@ -28,7 +28,9 @@ impl Consumer {
     ///
     /// Errors: [`Error::UnknownTopic`], or [`Error::InvalidArgument`] if this consumer has a
     /// manual assignment, or the group's members use another assignor.
-    pub fn subscribe(&mut self, topics: &[&str]) -> Result<()> {
+    ///
+    /// `topics` is what you hold: `&["orders"]`, a `Vec<String>`, a slice of `Arc<str>`.
+    pub fn subscribe<T: AsRef<str>>(&mut self, topics: &[T]) -> Result<()> {
         self.check_usable()?;
         // (A manual assignment that deleted topics emptied counts as none.)
         if matches!(self.mode, Mode::Manual) && !self.assigned.is_empty() {
@@ -38,6 +40,7 @@ impl Consumer {
         }
         let mut wanted = BTreeSet::new();
         for t in topics {
+            let t = t.as_ref();
             self.catalog.topic_config(t)?; // unknown (or internal) topics are refused here
             wanted.insert(t.to_string());
         }
@@ -55,7 +58,7 @@ impl Consumer {
         match &mut self.mode {
             Mode::Group(m) => {
                 self.catalog.coordinator().resubscribe(
-                    &self.config.group_id,
+                    &m.group,
                     &m.member_id,
                     topics.clone(),
                     &counts,
@@ -64,10 +67,11 @@ impl Consumer {
                 m.attention.store(true, Ordering::Release);
             }
             _ => {
+                let group = self.group_for("subscribe")?.to_string();
                 let attention = Arc::new(AtomicBool::new(true));
                 let member_id = self.catalog.coordinator().join(
                     Join {
-                        group: self.config.group_id.clone(),
+                        group: group.clone(),
                         client_id: self.config.client_id.clone(),
                         topics: topics.clone(),
                         assignor: self.config.assignor,
@@ -79,6 +83,7 @@ impl Consumer {
                     Instant::now(),
                 )?;
                 self.mode = Mode::Group(Membership {
+                    group,
                     member_id,
                     generation: 0,
                     topics,
@@ -92,9 +97,9 @@ impl Consumer {
     }
 
     /// Like [`subscribe`](Self::subscribe), with callbacks for assignment changes.
-    pub fn subscribe_with(
+    pub fn subscribe_with<T: AsRef<str>>(
         &mut self,
-        topics: &[&str],
+        topics: &[T],
         listener: impl RebalanceListener + 'static,
     ) -> Result<()> {
         self.subscribe(topics)?;
@@ -121,7 +126,7 @@ impl Consumer {
             let counts = self.catalog.partition_counts();
             self.catalog
                 .coordinator()
-                .leave(&self.config.group_id, &m.member_id, &counts);
+                .leave(&m.group, &m.member_id, &counts);
         }
         Ok(())
     }
@@ -155,7 +160,7 @@ impl Consumer {
         m.last_sync = now;
         let member_id = m.member_id.clone();
         let counts = self.catalog.partition_counts();
-        let group = self.config.group_id.clone();
+        let group = m.group.clone();
         let result = match self
             .catalog
             .coordinator()

@@ -152,7 +152,10 @@ impl EventStore {
                 producer.flush()?;
                 let mut last = Vec::new();
                 for (p, d) in deliveries {
-                    let offset = d.wait()?.offset;
+                    let offset = d
+                        .wait()?
+                        .offset
+                        .expect("the event store's producer acknowledges records once written");
                     let expected = next_offset.get_mut(&p).expect("a locked partition");
                     landed &= offset == *expected;
                     *expected = offset + 1;

@@ -88,10 +88,10 @@ pub struct NewEvent {
 
 impl NewEvent {
     /// An event of `event_type` with `data` and a fresh random id.
-    pub fn new(event_type: impl Into<String>, data: impl Into<Bytes>) -> NewEvent {
+    pub fn new(event_type: impl Into<String>, data: impl crate::Payload) -> NewEvent {
         NewEvent {
             event_type: event_type.into(),
-            data: data.into(),
+            data: data.into_payload(),
             metadata: Bytes::new(),
             id: Uuid::new_v4(),
             schema_version: None,
@@ -100,8 +100,8 @@ impl NewEvent {
 
     /// Sets the event's metadata (correlation ids, the user, ...). Default empty.
     #[must_use]
-    pub fn metadata(mut self, metadata: impl Into<Bytes>) -> NewEvent {
-        self.metadata = metadata.into();
+    pub fn metadata(mut self, metadata: impl crate::Payload) -> NewEvent {
+        self.metadata = metadata.into_payload();
         self
     }
 

@@ -66,7 +66,12 @@ impl EventStore {
     ///
     /// Errors: [`Error::InvalidArgument`] if the stream has no event at `version` (never
     /// written, or deleted), [`Error::StreamDeleted`], an invalid name, I/O.
-    pub fn save_snapshot(&self, stream: &str, version: u64, data: impl Into<Bytes>) -> Result<()> {
+    pub fn save_snapshot(
+        &self,
+        stream: &str,
+        version: u64,
+        data: impl crate::Payload,
+    ) -> Result<()> {
         let (p, _, state) = self.live_state(stream)?;
         if state.actual().is_none_or(|last| version > last) || version < state.meta.truncate_before
         {

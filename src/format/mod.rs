@@ -56,6 +56,7 @@ mod control;
 mod decode;
 mod header;
 mod index;
+mod payload;
 mod record;
 mod varint;
 mod view;
@@ -78,6 +79,7 @@ pub use index::{
     offset_index_entries, time_index_entries, IndexEntries, OffsetIndexEntry, Stray,
     TimeIndexEntry, OFFSET_INDEX_ENTRY_LEN, TIME_INDEX_ENTRY_LEN,
 };
+pub use payload::Payload;
 pub(crate) use record::{as_str, last_header};
 pub use record::{Header, Record, StoredRecord};
 pub use view::{BatchView, RecordRef, RecordRefs};

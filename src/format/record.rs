@@ -2,6 +2,8 @@
 
 use bytes::Bytes;
 
+use super::Payload;
+
 /// One record header: a string key and a nullable byte value, as in Kafka.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header {
@@ -10,10 +12,10 @@ pub struct Header {
 }
 
 impl Header {
-    pub fn new(key: impl Into<String>, value: impl Into<Bytes>) -> Self {
+    pub fn new(key: impl Into<String>, value: impl Payload) -> Self {
         Header {
             key: key.into(),
-            value: Some(value.into()),
+            value: Some(value.into_payload()),
         }
     }
 }
@@ -37,32 +39,34 @@ pub struct Record {
 }
 
 impl Record {
-    /// A record with this value, no key, no headers and no timestamp.
-    pub fn new(value: impl Into<Bytes>) -> Self {
+    /// A record with this value, no key, no headers and no timestamp. The value (like the key
+    /// and header values) is anything [`Payload`] takes: owned buffers as they are, borrowed
+    /// data copied.
+    pub fn new(value: impl Payload) -> Self {
         Record {
-            value: Some(value.into()),
+            value: Some(value.into_payload()),
             ..Record::default()
         }
     }
 
     /// A tombstone: a record with a key and a null value, which deletes the key under compaction.
-    pub fn tombstone(key: impl Into<Bytes>) -> Self {
+    pub fn tombstone(key: impl Payload) -> Self {
         Record {
-            key: Some(key.into()),
+            key: Some(key.into_payload()),
             ..Record::default()
         }
     }
 
     /// Sets the key.
     #[must_use]
-    pub fn key(mut self, key: impl Into<Bytes>) -> Self {
-        self.key = Some(key.into());
+    pub fn key(mut self, key: impl Payload) -> Self {
+        self.key = Some(key.into_payload());
         self
     }
 
     /// Appends a header with a non-null value.
     #[must_use]
-    pub fn header(mut self, key: impl Into<String>, value: impl Into<Bytes>) -> Self {
+    pub fn header(mut self, key: impl Into<String>, value: impl Payload) -> Self {
         self.headers.push(Header::new(key, value));
         self
     }

@@ -11,24 +11,15 @@ use crate::error::Result;
 
 /// Where a record was written.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct RecordMetadata {
     pub topic: Arc<str>,
     pub partition: u32,
-    /// The record's offset; [`RecordMetadata::NO_OFFSET`] under `Durability::None`, where the
-    /// acknowledgement comes before the record is written.
-    pub offset: u64,
+    /// The record's offset; `None` under `Durability::None`, where the acknowledgement comes
+    /// before the record is written.
+    pub offset: Option<u64>,
     /// The record's timestamp as stored (the append time on LogAppendTime topics).
     pub timestamp: i64,
-}
-
-impl RecordMetadata {
-    /// The offset reported when it is not known (`Durability::None`), like Kafka's -1.
-    pub const NO_OFFSET: u64 = u64::MAX;
-
-    /// Whether `offset` is known.
-    pub fn has_offset(&self) -> bool {
-        self.offset != Self::NO_OFFSET
-    }
 }
 
 /// What the writer thread learned about a whole batch.
@@ -217,9 +208,7 @@ impl Delivery {
         RecordMetadata {
             topic: self.topic.clone(),
             partition: self.partition,
-            offset: ack.map_or(RecordMetadata::NO_OFFSET, |a| {
-                a.base_offset + self.index as u64
-            }),
+            offset: ack.map(|a| a.base_offset + self.index as u64),
             timestamp: ack
                 .and_then(|a| a.log_append_time)
                 .unwrap_or(self.timestamp),
@@ -241,7 +230,7 @@ impl Delivery {
 /// let meta = runtime.block_on(async {
 ///     producer.send_async("orders", Record::new("created")).await?.await
 /// })?;
-/// assert_eq!((meta.partition, meta.offset), (0, 0));
+/// assert_eq!((meta.partition, meta.offset), (0, Some(0)));
 /// # Ok(()) }
 /// ```
 #[cfg(feature = "tokio")]

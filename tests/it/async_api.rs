@@ -328,10 +328,10 @@ fn awaiting_a_delivery_closes_its_batch() {
         let first = producer.send_async("t", Record::new("a")).await.unwrap();
         let second = producer.send_async("t", Record::new("b")).await.unwrap();
         let meta = tokio::time::timeout(GUARD, second).await.unwrap().unwrap();
-        assert_eq!((meta.partition, meta.offset), (0, 1));
+        assert_eq!((meta.partition, meta.offset), (0, Some(1)));
         // The first shared the batch: done by now.
-        assert_eq!(first.try_result().unwrap().unwrap().offset, 0);
-        assert_eq!(first.await.unwrap().offset, 0);
+        assert_eq!(first.try_result().unwrap().unwrap().offset, Some(0));
+        assert_eq!(first.await.unwrap().offset, Some(0));
     });
     assert_eq!(log.partition("t", 0).unwrap().high_watermark(), 2);
 }
@@ -366,8 +366,8 @@ fn send_async_awaits_buffer_space_and_gives_up_after_max_block() {
             first.await.unwrap() // closes the first batch; writing it frees its space
         };
         let (third, first_meta) = tokio::join!(third, writer);
-        assert_eq!(first_meta.offset, 0);
-        assert_eq!(third.unwrap().await.unwrap().offset, 1);
+        assert_eq!(first_meta.offset, Some(0));
+        assert_eq!(third.unwrap().await.unwrap().offset, Some(1));
     });
     assert_eq!(log.partition("t", 0).unwrap().high_watermark(), 2);
 

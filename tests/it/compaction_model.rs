@@ -362,7 +362,7 @@ fn producer_writes_then_compaction_then_more_writes() {
             .unwrap();
         let meta = d.wait().unwrap();
         model.wrote(
-            meta.offset,
+            meta.offset.unwrap(),
             Bytes::from(key),
             Some(Bytes::from(format!("{i}"))),
         );

@@ -180,7 +180,7 @@ fn seek_position_and_seek_to_variants() {
     let mut c = manual(&log, "g", &[0]);
     c.seek("t", 0, 2).unwrap();
     assert_eq!(poll_n(&mut c, 1)[0].value.as_deref(), Some(&b"c"[..]));
-    c.seek_to_beginning(&[]).unwrap();
+    c.seek_to_beginning::<TopicPartition>(&[]).unwrap();
     assert_eq!(c.position("t", 0).unwrap(), 0);
     c.seek_to_timestamp(1500).unwrap();
     assert_eq!(c.position("t", 0).unwrap(), 1);

@@ -74,10 +74,10 @@ fn assert_local_send_lands(log: &Log, p: &Partition, value: &str) {
         .wait()
         .unwrap_or_else(|e| panic!("local send of {value:?} failed: {e}"));
     assert_eq!(
-        value_at(p, meta.offset).as_deref(),
+        value_at(p, meta.offset.unwrap()).as_deref(),
         Some(value),
         "the local producer's record was acknowledged at offset {} but is not there: {:?}",
-        meta.offset,
+        meta.offset.unwrap(),
         values(p)
     );
     producer.close().unwrap();

@@ -8,6 +8,7 @@
 mod common;
 
 mod admin_locking;
+mod api_ergonomics;
 mod async_api;
 mod bad_input;
 mod compaction_crash;

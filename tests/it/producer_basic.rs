@@ -24,8 +24,8 @@ fn open_with_topic(partitions: u32) -> (tempfile::TempDir, Log) {
 
 fn value_of(log: &Log, m: &RecordMetadata) -> Vec<u8> {
     let p = log.partition(&m.topic, m.partition).unwrap();
-    let got = p.read(m.offset, 1 << 20).unwrap();
-    assert_eq!(got[0].offset, m.offset);
+    let got = p.read(m.offset.unwrap(), 1 << 20).unwrap();
+    assert_eq!(got[0].offset, m.offset.unwrap());
     got[0].value.as_deref().unwrap().to_vec()
 }
 
@@ -92,7 +92,7 @@ fn keyed_records_go_to_partition_for_key() {
         let stored = log
             .partition(&format!("t{n}"), m.partition)
             .unwrap()
-            .read(m.offset, 1 << 20)
+            .read(m.offset.unwrap(), 1 << 20)
             .unwrap();
         assert_eq!(stored[0].key.as_deref(), Some(&key[..]));
     }
@@ -208,7 +208,7 @@ fn send_to_an_explicit_partition() {
     }
     for (i, d) in ds.iter().enumerate() {
         let m = d.wait().unwrap();
-        assert_eq!((m.partition, m.offset), (4, i as u64));
+        assert_eq!((m.partition, m.offset), (4, Some(i as u64)));
     }
     assert_eq!(log.partition("t", 4).unwrap().high_watermark(), 50);
     match producer.send_to("t", 6, Record::new("x")) {
@@ -377,16 +377,16 @@ fn many_threads_many_keys_no_loss_no_duplicates_per_key_order() {
         assert_eq!(m.partition, partition_for_key(key.as_bytes(), 6), "{key}");
         assert!(
             by_pos
-                .insert((m.partition, m.offset), value.clone())
+                .insert((m.partition, m.offset.unwrap()), value.clone())
                 .is_none(),
             "two deliveries at {}:{}",
             m.partition,
-            m.offset
+            m.offset.unwrap()
         );
         per_key
             .entry(key.clone())
             .or_default()
-            .push((m.offset, value.clone()));
+            .push((m.offset.unwrap(), value.clone()));
     }
     producer.flush().unwrap();
     // Reading everything back yields exactly what was sent, at the acknowledged offsets.
@@ -440,7 +440,7 @@ fn flush_waits_for_everything_without_waiting_out_the_linger() {
     );
     for d in &ds {
         assert!(d.is_done());
-        assert!(d.try_result().unwrap().unwrap().has_offset());
+        assert!(d.try_result().unwrap().unwrap().offset.is_some());
     }
     let total: u64 = (0..3)
         .map(|p| log.partition("t", p).unwrap().high_watermark())
@@ -522,8 +522,8 @@ fn log_append_time_topic_reports_the_append_time() {
     let after = now_ms();
     let p = log.partition("lat", 0).unwrap();
     for m in &metas {
-        let stored = p.read(m.offset, 1 << 20).unwrap();
-        assert_eq!(stored[0].offset, m.offset);
+        let stored = p.read(m.offset.unwrap(), 1 << 20).unwrap();
+        assert_eq!(stored[0].offset, m.offset.unwrap());
         assert_eq!(
             m.timestamp, stored[0].timestamp,
             "metadata = stored timestamp"
@@ -551,14 +551,17 @@ fn create_time_topic_keeps_the_callers_timestamp_or_now() {
     let m2 = implicit.wait().unwrap();
     let p = log.partition("t", 0).unwrap();
     assert_eq!(m1.timestamp, 1_000);
-    assert_eq!(p.read(m1.offset, 1 << 20).unwrap()[0].timestamp, 1_000);
+    assert_eq!(
+        p.read(m1.offset.unwrap(), 1 << 20).unwrap()[0].timestamp,
+        1_000
+    );
     assert!(
         (before..=after).contains(&m2.timestamp),
         "{} not in [{before}, {after}]",
         m2.timestamp
     );
     assert_eq!(
-        p.read(m2.offset, 1 << 20).unwrap()[0].timestamp,
+        p.read(m2.offset.unwrap(), 1 << 20).unwrap()[0].timestamp,
         m2.timestamp
     );
     producer.close().unwrap();
@@ -586,8 +589,8 @@ fn durability_none_acknowledges_without_offsets_and_still_writes() {
         // Acknowledged at once, without an offset, though nothing is written yet (linger 30 s).
         assert!(d.is_done());
         let m = d.try_result().unwrap().unwrap();
-        assert!(!m.has_offset());
-        assert_eq!(m.offset, RecordMetadata::NO_OFFSET);
+        assert!(m.offset.is_none());
+        assert_eq!(m.offset, None);
         assert_eq!(d.wait().unwrap(), m);
         assert_eq!(m.partition, partition_for_key(b"k", 2));
     }
@@ -631,7 +634,7 @@ fn delivery_try_result_is_done_and_wait_timeout() {
         m,
         "a cloned delivery sees the same result"
     );
-    assert_eq!((&*m.topic, m.partition, m.offset), ("t", 0, 0));
+    assert_eq!((&*m.topic, m.partition, m.offset), ("t", 0, Some(0)));
     assert_eq!(value_of(&log, &m), b"v");
     producer.close().unwrap();
 }
@@ -648,7 +651,7 @@ fn close_is_idempotent_and_later_sends_fail() {
         .unwrap();
     producer.close().unwrap();
     // close flushed what was sent.
-    assert!(d.wait().unwrap().has_offset());
+    assert!(d.wait().unwrap().offset.is_some());
     producer.close().unwrap();
     clone.close().unwrap();
     assert!(matches!(
@@ -809,7 +812,7 @@ fn a_recreated_topic_is_written_by_an_existing_producer() {
         .send_to("t", 2, Record::new("b"))
         .and_then(|d| d.wait());
     match got {
-        Ok(m) => assert_eq!((m.partition, m.offset), (2, 0)),
+        Ok(m) => assert_eq!((m.partition, m.offset), (2, Some(0))),
         Err(e) => panic!("send to the re-created topic: {e:?}"),
     }
     producer.close().unwrap();
@@ -847,13 +850,13 @@ fn waiting_on_a_delivery_closes_its_batch() {
                 .expect("waiting closed the batch")
                 .unwrap()
         };
-        assert_eq!(waited(second).offset, 1, "{durability:?}");
+        assert_eq!(waited(second).offset, Some(1), "{durability:?}");
         // Both records were in that batch.
-        assert_eq!(first.try_result().unwrap().unwrap().offset, 0);
+        assert_eq!(first.try_result().unwrap().unwrap().offset, Some(0));
         // A later record opens a new batch, and waiting closes that one too.
         let third = producer.send_to("t", 0, Record::new("third")).unwrap();
         let m = waited(third);
-        assert_eq!(m.offset, 2, "{durability:?}");
+        assert_eq!(m.offset, Some(2), "{durability:?}");
         assert_eq!(value_of(&log, &m), b"third");
         producer.close().unwrap();
     }

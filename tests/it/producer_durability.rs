@@ -58,8 +58,8 @@ fn send_and_wait(producer: &Producer, tag: &str, n: usize) -> HashMap<(u32, u64)
     ds.into_iter()
         .map(|(v, d)| {
             let m = d.wait().unwrap();
-            assert!(m.has_offset());
-            ((m.partition, m.offset), v)
+            assert!(m.offset.is_some());
+            ((m.partition, m.offset.unwrap()), v)
         })
         .collect()
 }
@@ -218,7 +218,7 @@ fn a_single_waiting_sender_pays_one_fsync_per_record() {
             .unwrap()
             .wait()
             .unwrap();
-        assert_eq!(m.offset, i);
+        assert_eq!(m.offset, Some(i));
         // Acknowledged means durable: the active .log is durable up to its end, which holds
         // this record (nothing else is being written).
         let active = sim
@@ -266,7 +266,7 @@ fn a_failed_fsync_fails_the_delivery_and_flush_and_poisons_the_partition() {
         .unwrap()
         .wait()
         .unwrap();
-    assert_eq!(ok.offset, 0);
+    assert_eq!(ok.offset, Some(0));
     producer.flush().unwrap();
 
     fail_log_fsyncs(&sim);
@@ -329,7 +329,7 @@ fn write_errors_under_durability_none_reach_flush() {
     });
     let d = producer.send("t", Record::new("lost")).unwrap();
     // Acknowledged at send: the failure can only be reported by flush.
-    assert!(!d.wait().unwrap().has_offset());
+    assert!(d.wait().unwrap().offset.is_none());
     assert!(
         matches!(producer.flush(), Err(Error::Io { .. })),
         "flush must report the failed write"

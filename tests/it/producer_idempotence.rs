@@ -425,7 +425,7 @@ fn a_stable_id_keeps_its_producer_id_and_fences_the_older_instance() {
         .unwrap()
         .wait()
         .unwrap();
-    assert_eq!(m.offset, 1);
+    assert_eq!(m.offset, Some(1));
     second.flush().unwrap();
     let all: Vec<String> = read_topic(&log, "t")
         .into_iter()

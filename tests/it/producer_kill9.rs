@@ -71,7 +71,7 @@ fn producer_child() {
                 // of several records form between acknowledgements.
                 if seq % 4 == 3 {
                     let m = d.wait().unwrap();
-                    tx.send(format!("ACK {} {} {v}", m.partition, m.offset))
+                    tx.send(format!("ACK {} {} {v}", m.partition, m.offset.unwrap()))
                         .unwrap();
                 }
             }

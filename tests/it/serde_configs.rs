@@ -182,9 +182,10 @@ fn a_partial_config_takes_the_defaults_for_the_rest() {
     let cfg: ConsumerConfig =
         serde_json::from_str(r#"{"group_id": "g", "max_poll_records": 10}"#).unwrap();
     assert_eq!(cfg, ConsumerConfig::new("g").max_poll_records(10));
-    // The group id has no default, in a file as in `ConsumerConfig::new`.
-    let err = read_error::<ConsumerConfig>(r#"{"max_poll_records": 10}"#);
-    assert!(err.contains("missing field `group_id`"), "{err}");
+    // Without a group id: a consumer that only assigns, as `ConsumerConfig::default()`.
+    let cfg: ConsumerConfig = serde_json::from_str(r#"{"max_poll_records": 10}"#).unwrap();
+    assert_eq!(cfg, ConsumerConfig::default().max_poll_records(10));
+    assert_eq!(cfg.group_id, None);
 
     let cfg: EventStoreConfig = serde_json::from_str(r#"{"partitions": 2}"#).unwrap();
     let want = EventStoreConfig::default().partitions(2);
