@@ -252,7 +252,7 @@ impl Consumer {
         let lost = self.assignment();
         if let Mode::Group(m) = &self.mode {
             warn!(
-                group = %self.config.group_id,
+                group = %m.group,
                 member = %m.member_id,
                 lost = %Listed(&lost),
                 "the group removed this consumer (it did not poll within max_poll_interval): \
