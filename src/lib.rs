@@ -196,7 +196,7 @@ pub use read_only::{
     verify_segment, CommittedOffset, Finding, PartitionDescription, PartitionReader, ReadOnlyLog,
     SegmentDescription, TailDamage, VerifyReport,
 };
-pub use topic_partition::TopicPartition;
+pub use topic_partition::{TopicName, TopicPartition};
 pub use txn::{
     TransactionInfo, TransactionState, DEFAULT_TRANSACTION_TIMEOUT, MAX_TRANSACTION_TIMEOUT,
     TRANSACTION_STATE_TOPIC,

@@ -93,7 +93,7 @@ pub struct CompactionReport {
 #[non_exhaustive]
 pub struct PartitionReport {
     /// The topic.
-    pub topic: String,
+    pub topic: crate::TopicName,
     /// The partition number.
     pub partition: u32,
     /// Retention's work (all zeros if nothing was due).

@@ -266,7 +266,7 @@ impl Consumer {
             .any(|e| matches!(e, Error::UnknownTopic { topic } if *topic == tp.topic));
         if !queued {
             self.deferred_errors.push_back(Error::UnknownTopic {
-                topic: tp.topic.clone(),
+                topic: tp.topic.to_string(),
             });
         }
         Ok(())
@@ -296,7 +296,7 @@ pub(super) fn resolve(
             AutoOffsetReset::Error => {
                 return Err(Error::NoCommittedOffset {
                     group: config.group_id.clone(),
-                    topic: tp.topic.clone(),
+                    topic: tp.topic.to_string(),
                     partition: tp.partition,
                 })
             }

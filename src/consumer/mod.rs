@@ -24,7 +24,7 @@ use crate::error::{Error, Result};
 use crate::format::{Header, StoredRecord};
 use crate::offsets::{OffsetAndMetadata, OffsetStore};
 use crate::partition::Partition;
-use crate::topic_partition::TopicPartition;
+use crate::topic_partition::{TopicName, TopicPartition};
 use crate::wait::Waiter;
 pub use config::{AutoOffsetReset, ConsumerConfig, IsolationLevel};
 #[cfg(feature = "tokio")]
@@ -37,7 +37,7 @@ pub use stream::{BatchStream, RecordStream};
 #[non_exhaustive]
 pub struct ConsumedRecord {
     /// The topic (shared by every record of a poll, so cloning it is cheap).
-    pub topic: Arc<str>,
+    pub topic: TopicName,
     pub partition: u32,
     pub offset: u64,
     pub timestamp: i64,
@@ -68,7 +68,7 @@ impl ConsumedRecord {
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ConsumedBatch {
-    pub topic: Arc<str>,
+    pub topic: TopicName,
     pub partition: u32,
     /// The batch; iterate [`BatchView::records`](crate::format::BatchView::records).
     pub batch: crate::format::BatchView,
@@ -79,7 +79,7 @@ pub struct ConsumedBatch {
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[non_exhaustive]
 pub struct PartitionLag {
-    pub topic: String,
+    pub topic: TopicName,
     pub partition: u32,
     /// The group's committed offset (the next offset it will read), if it committed one.
     pub committed: Option<u64>,
@@ -178,7 +178,7 @@ pub trait RebalanceListener: Send {
 /// One assigned partition's reading state.
 #[derive(Debug)]
 struct Assigned {
-    topic: Arc<str>,
+    topic: TopicName,
     partition: Partition,
     /// Next offset to return; `None` until first needed (then from the committed offset).
     position: Option<u64>,
@@ -375,7 +375,7 @@ impl Consumer {
         self.assigned.insert(
             tp.clone(),
             Assigned {
-                topic: Arc::from(tp.topic.as_str()),
+                topic: tp.topic.clone(),
                 partition,
                 position: None,
                 paused: false,

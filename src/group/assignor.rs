@@ -103,7 +103,7 @@ fn round_robin(members: &Subscriptions, topics: &BTreeMap<String, u32>, out: &mu
         // Deal to the next member in the circle that subscribes to this topic.
         for step in 0..ids.len() {
             let m = ids[(cursor + step) % ids.len()];
-            if members[m].contains(&tp.topic) {
+            if members[m].contains(tp.topic.as_str()) {
                 out.get_mut(m).expect("member entry").insert(tp);
                 cursor = (cursor + step + 1) % ids.len();
                 break;
@@ -119,7 +119,7 @@ fn sticky(
     out: &mut Assignment,
 ) {
     let wanted: BTreeSet<TopicPartition> = wanted_partitions(members, topics).into_iter().collect();
-    let eligible = |m: &String, tp: &TopicPartition| members[m].contains(&tp.topic);
+    let eligible = |m: &String, tp: &TopicPartition| members[m].contains(tp.topic.as_str());
     // 1. Keep every previous ownership that is still valid (member present, still subscribed,
     //    partition still exists, not claimed twice).
     let mut placed = BTreeSet::new();
@@ -197,7 +197,10 @@ mod tests {
         let mut seen = BTreeSet::new();
         for (m, set) in a {
             for tp in set {
-                assert!(members[m].contains(&tp.topic), "{m} got {tp} unsubscribed");
+                assert!(
+                    members[m].contains(tp.topic.as_str()),
+                    "{m} got {tp} unsubscribed"
+                );
                 assert!(seen.insert(tp.clone()), "{tp} owned twice");
             }
         }
@@ -363,7 +366,7 @@ mod tests {
         for (from, set) in &a {
             for tp in set {
                 for (to, other) in &a {
-                    if to != from && members[to].contains(&tp.topic) {
+                    if to != from && members[to].contains(tp.topic.as_str()) {
                         assert!(other.len() + 1 >= set.len(), "{from}->{to} {tp}");
                     }
                 }

@@ -80,7 +80,7 @@ impl Coordinator {
                     .find(|tp| group.owners.get(*tp).map(String::as_str) != Some(member))
                 {
                     return Err(Error::NotAssigned {
-                        topic: tp.topic.clone(),
+                        topic: tp.topic.to_string(),
                         partition: tp.partition,
                     });
                 }

@@ -202,7 +202,9 @@ impl Group {
         let seen = &self.topics_seen;
         let members = &mut self.members;
         self.owners.retain(|tp, owner| {
-            let exists = seen.get(&tp.topic).is_some_and(|&n| tp.partition < n);
+            let exists = seen
+                .get(tp.topic.as_str())
+                .is_some_and(|&n| tp.partition < n);
             if !exists {
                 if let Some(m) = members.get_mut(owner) {
                     m.lost.push(tp.clone());

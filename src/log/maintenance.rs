@@ -236,7 +236,7 @@ impl Log {
                 || compaction.passes > 0
             {
                 report.partitions.push(PartitionReport {
-                    topic: p.topic().to_string(),
+                    topic: p.topic().into(),
                     partition: p.id(),
                     retention,
                     compaction,

@@ -81,7 +81,7 @@ pub(crate) fn decode_key(bytes: &[u8]) -> Option<(String, TopicPartition)> {
     let topic = string(&mut r, len)?;
     let partition = r.u32().ok()?;
     r.is_empty()
-        .then_some((group, TopicPartition { topic, partition }))
+        .then_some((group, TopicPartition::new(topic, partition)))
 }
 
 pub(crate) fn decode_value(bytes: &[u8]) -> Option<OffsetAndMetadata> {

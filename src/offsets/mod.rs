@@ -188,7 +188,7 @@ impl OffsetStore {
         let guard = self.deletions.read();
         if let Some((tp, _)) = offsets.iter().find(|(tp, _)| deleted(tp)) {
             return Err(Error::UnknownTopic {
-                topic: tp.topic.clone(),
+                topic: tp.topic.to_string(),
             });
         }
         Ok(guard)

@@ -134,7 +134,7 @@ pub(crate) fn open_partition(p: OpenParams<'_>) -> Result<PartitionInner> {
     // are rebuilt from the scan), for the partition's summary below.
     let (mut trusted_count, mut scanned_count) = (0usize, 0usize);
     let event = |segment: PathBuf, action, bytes, offsets, reason: &str| RecoveryEvent {
-        topic: p.topic.to_string(),
+        topic: p.topic.into(),
         partition: p.id,
         segment,
         action,

@@ -62,7 +62,7 @@ pub enum RecoveryAction {
 #[non_exhaustive]
 pub struct RecoveryEvent {
     /// The partition's topic.
-    pub topic: String,
+    pub topic: crate::TopicName,
     /// The partition.
     pub partition: u32,
     /// The segment's `.log` file.

@@ -16,7 +16,7 @@ use crate::partition::Partition;
 /// A topic as the producer sees it: its partitions and the settings `send` needs per record.
 #[derive(Debug)]
 pub(crate) struct TopicSlot {
-    pub name: Arc<str>,
+    pub name: crate::TopicName,
     pub partitions: Vec<Arc<PartitionSlot>>,
     pub max_message_bytes: usize,
     pub compression: Compression,

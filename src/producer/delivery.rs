@@ -13,7 +13,7 @@ use crate::error::Result;
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct RecordMetadata {
-    pub topic: Arc<str>,
+    pub topic: crate::TopicName,
     pub partition: u32,
     /// The record's offset; `None` under `Durability::None`, where the acknowledgement comes
     /// before the record is written.
@@ -145,7 +145,7 @@ pub struct Delivery {
     pub(crate) closer: Option<BatchCloser>,
     pub(crate) batch: Option<Arc<BatchCompletion>>,
     pub(crate) index: u32,
-    pub(crate) topic: Arc<str>,
+    pub(crate) topic: crate::TopicName,
     pub(crate) partition: u32,
     pub(crate) timestamp: i64,
 }

@@ -269,7 +269,7 @@ impl Shared {
             })
             .collect::<Result<Vec<_>>>()?;
         let slot = Arc::new(TopicSlot {
-            name: Arc::from(name),
+            name: name.into(),
             partitions,
             max_message_bytes: config.max_message_bytes,
             compression: self.config.compression.unwrap_or(config.compression),

@@ -70,7 +70,7 @@ pub struct ReadOnlyLog {
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[non_exhaustive]
 pub struct PartitionDescription {
-    pub topic: String,
+    pub topic: crate::TopicName,
     pub partition: u32,
     pub dir: PathBuf,
     pub log_start_offset: u64,
@@ -213,7 +213,7 @@ impl ReadOnlyLog {
             }
         }
         Ok(PartitionDescription {
-            topic: topic.to_string(),
+            topic: topic.into(),
             partition,
             dir: reader.dir().to_path_buf(),
             log_start_offset,

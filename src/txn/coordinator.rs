@@ -114,7 +114,7 @@ impl TxnMeta {
         for tp in &self.partitions {
             match partitions.last_mut() {
                 Some((topic, ids)) if *topic == tp.topic => ids.push(tp.partition as i32),
-                _ => partitions.push((tp.topic.clone(), vec![tp.partition as i32])),
+                _ => partitions.push((tp.topic.to_string(), vec![tp.partition as i32])),
             }
         }
         TxnLogValue {

@@ -57,7 +57,7 @@ pub fn run(args: &Args, out: &mut Output) -> CmdResult {
             .map_or(json!(null), |hw| json!(hw.saturating_sub(c.offset.offset)));
         table.row(vec![
             json!(c.group),
-            json!(tp.topic),
+            json!(tp.topic.as_str()),
             json!(tp.partition),
             json!(c.offset.offset),
             high_watermark,

@@ -51,7 +51,7 @@ fn row(p: &PartitionReport) -> Vec<serde_json::Value> {
     let (r, c) = (&p.retention, &p.compaction);
     let freed = r.bytes_deleted + c.bytes_read.saturating_sub(c.bytes_written);
     vec![
-        json!(p.topic),
+        json!(p.topic.as_str()),
         json!(p.partition),
         json!(r.segments_deleted),
         json!(r.bytes_deleted),
