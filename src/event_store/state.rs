@@ -159,6 +159,17 @@ fn newest_meta(
     Ok(None)
 }
 
+/// Whether the entries [`StreamIndex::latest`] returned with `bound` hold every metadata entry
+/// of their hash. A table's metadata entries of a hash sort last in its run (under
+/// `META_VERSION`, by offset), so its last block holds them all unless that block holds nothing
+/// else: then the bound is `META_VERSION`, and that table's older metadata entries were left
+/// out, whose offsets are above every older table's. A stream's metadata found among the
+/// entries is then not known to be its newest (an older table's last block may show an older
+/// truncation while the newest one was left out), and only a scan can tell.
+fn has_every_meta(bound: Option<u64>) -> bool {
+    bound != Some(META_VERSION)
+}
+
 /// `stream`'s metadata alone (what a forward read needs), verifying only metadata entries.
 pub(crate) fn stream_meta(
     index: &StreamIndex,
@@ -167,12 +178,8 @@ pub(crate) fn stream_meta(
 ) -> Result<StreamMeta> {
     let hash = index.hash(stream);
     let (newest, bound) = index.latest(hash)?;
-    if let Some(m) = newest_meta(&newest, partition, stream)? {
-        return Ok(m);
-    }
-    if bound != Some(META_VERSION) {
-        // Every metadata entry of the hash was among them: the stream has none.
-        return Ok(StreamMeta::default());
+    if has_every_meta(bound) {
+        return Ok(newest_meta(&newest, partition, stream)?.unwrap_or_default());
     }
     let mut all = index.scan(hash, META_VERSION, META_VERSION)?;
     all.reverse();
@@ -188,6 +195,11 @@ fn resolve(
     stream: &str,
     bound: Option<u64>,
 ) -> Result<Option<StreamState>> {
+    if !has_every_meta(bound) {
+        // The metadata these show may not be the stream's newest, and every event entry is
+        // below the bound anyway: only a full scan can tell.
+        return Ok(None);
+    }
     let meta = newest_meta(entries, partition, stream)?.unwrap_or_default();
     let event = entries.partition_point(|e| e.version == META_VERSION);
     for e in &entries[event..] {

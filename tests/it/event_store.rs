@@ -1055,6 +1055,68 @@ fn colliding_stream_whose_newest_version_is_not_in_the_last_block() {
     check_model(&store, &model, "after appending to a");
 }
 
+/// A targeted collision case for deletes: stream `a`'s newest metadata entry sits in a table's
+/// first block, that table's last block holds only another (colliding) stream's metadata
+/// entries, and `a`'s older metadata entry is in an older table's last block. The newest
+/// truncation must win, before a reopen, after a clean one and after a crash.
+#[test]
+fn colliding_stream_whose_newest_truncation_is_not_in_the_last_block() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut model = Model::new();
+    let truncate = |store: &EventStore, model: &mut Model, stream: &str, before: u64| {
+        store.truncate_stream(stream, before).unwrap();
+        model.get_mut(stream).unwrap().truncate(before);
+    };
+    {
+        let log = open_log(dir.path());
+        let store = EventStore::open(&log, "coll3", colliding()).unwrap();
+        // One index entry per call, so that every 16 calls flush a table of 16 entries and
+        // 16 tables merge into one of 256 (two blocks of 128). The first 256: a's first
+        // truncation among a's and b's events.
+        for _ in 0..3 {
+            append_n(&store, &mut model, "a", 1);
+        }
+        truncate(&store, &mut model, "a", 1);
+        for _ in 0..252 {
+            append_n(&store, &mut model, "b", 1);
+        }
+        // The next 256: a's second truncation, then more of b's truncations than a block
+        // holds, so that the table's last block is b's metadata entries alone.
+        truncate(&store, &mut model, "a", 2);
+        for before in 1..=130 {
+            truncate(&store, &mut model, "b", before);
+        }
+        for _ in 0..125 {
+            append_n(&store, &mut model, "c", 1);
+        }
+        // This call flushes the 16th table, which merges the second 256.
+        append_n(&store, &mut model, "c", 1);
+        assert_eq!(store.index_tables(), vec![2], "two merged tables");
+        check_model(
+            &store,
+            &model,
+            "a's newest truncation in a table's first block",
+        );
+        store.close().unwrap();
+        drop(store);
+        log.close().unwrap();
+    }
+    let log = open_log(dir.path());
+    let store = EventStore::open(&log, "coll3", colliding()).unwrap();
+    check_model(&store, &model, "reopened");
+    append_n(&store, &mut model, "a", 1);
+    check_model(&store, &model, "appended to a after reopen");
+    // A crash of the process: the memtable (a's last event) is lost and replayed from the log.
+    std::mem::forget(store);
+    drop(log);
+    let copy = tempfile::tempdir().unwrap();
+    copy_dir(dir.path(), copy.path());
+    let log = open_log(copy.path());
+    let store = EventStore::open(&log, "coll3", colliding()).unwrap();
+    assert!(store.index_replayed_at_open()[0] > 0, "a crash replays");
+    check_model(&store, &model, "after a crash");
+}
+
 // ---------------------------------------------------------------------------------------------
 // 7. Reopen
 

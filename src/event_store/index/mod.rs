@@ -253,8 +253,10 @@ impl StreamIndex {
 
     /// The newest entries of `hash`, newest first by (version, offset), and a bound on what
     /// they left out: `None` if they are all the entries there are, else a version at or above
-    /// every left-out entry's (an entry found at or above the bound is the newest of its
-    /// stream; below it, call [`scan`](Self::scan)).
+    /// every left-out entry's (an event entry found at or above the bound is the newest of its
+    /// stream; below it, call [`scan`](Self::scan)). A bound of [`META_VERSION`] means
+    /// metadata entries were left out too, and since they all share that version, one found
+    /// is then not known to be its stream's newest: scan them.
     pub(crate) fn latest(&self, hash: u64) -> Result<(Vec<Entry>, Option<u64>)> {
         let mut out = Vec::new();
         let mut bound: Option<u64> = None;
