@@ -39,6 +39,15 @@
 //! serialized. A report's measured times keep their nanoseconds, in serde's
 //! `{"secs", "nanos"}`.
 //!
+//! ## Metrics
+//!
+//! [`Log::metrics`] returns a [`Metrics`] snapshot: per topic and partition the records, bytes
+//! and batches appended and read, compression, retention and compaction; fsyncs with a latency
+//! histogram; open files and mapped bytes; producers' buffers and outcomes; every consumer
+//! group's lag. The counters cost the hot paths a few relaxed atomic adds. With feature
+//! `metrics`, `Metrics::publish` hands a snapshot to the
+//! [`metrics`](https://docs.rs/metrics) facade as counters and gauges.
+//!
 //! See `docs/ARCHITECTURE.md` for the layers, the write path and the crash story, and
 //! `docs/FORMAT.md` for every byte annals writes.
 
@@ -82,6 +91,7 @@ pub mod format;
 mod group;
 mod log;
 mod meta;
+mod metrics;
 #[cfg(feature = "tokio")]
 mod offload;
 mod offsets;
@@ -122,6 +132,11 @@ pub use group::{
 };
 pub use log::backup::CheckpointReport;
 pub use log::{Log, LogBuilder};
+pub use metrics::{
+    CompactionCounts, CompressionCounts, FileMetrics, FsyncMetrics, GroupMetrics, Histogram,
+    HistogramBucket, MaintenanceMetrics, Metrics, PartitionCounts, PartitionMetrics,
+    ProducerCounts, ProducerMetrics, RetentionCounts, TopicMetrics,
+};
 pub use offsets::{OffsetAndMetadata, MAX_METADATA_BYTES, OFFSETS_TOPIC};
 pub use partition::{
     validate_topic_name, Partition, Records, RecoveryAction, RecoveryEvent, RecoveryMode,

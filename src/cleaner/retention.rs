@@ -91,6 +91,7 @@ impl Partition {
         });
         let mut report =
             inner.delete_prefix(&mut bounds, &segments, plan.delete(), plan.log_start_offset)?;
+        inner.metrics.retained(&report);
         // Every maintenance run retains every partition: the place to bound producer state.
         inner.expire_producers();
         report.elapsed = started.elapsed();
@@ -141,7 +142,8 @@ impl Partition {
             .windows(2)
             .take_while(|w| w[1].base_offset <= before_offset)
             .count();
-        inner.delete_prefix(&mut bounds, &segments, whole, before_offset)?;
+        let report = inner.delete_prefix(&mut bounds, &segments, whole, before_offset)?;
+        inner.metrics.retained(&report);
         Ok(self.log_start_offset())
     }
 }
