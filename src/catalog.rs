@@ -10,6 +10,7 @@
 //! them imports another to reach the shared state.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
 use parking_lot::{Mutex, RwLock};
@@ -33,6 +34,12 @@ pub(crate) struct CatalogInner {
     /// What the log closes before its partitions; `None` once it has started closing, so that
     /// no client registers after the log looked.
     clients: Mutex<Option<Vec<Weak<dyn LogClient>>>>,
+    /// The live producers, for `Log::metrics`: weak, so that a snapshot never keeps one alive,
+    /// and of the producer's shared state rather than its handle, so that a snapshot that
+    /// happens to hold the last reference never runs the handle's close.
+    producers: Mutex<Vec<Weak<dyn ProducerProbe>>>,
+    /// The next producer's `ProducerMetrics::serial`.
+    next_producer_serial: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -45,6 +52,11 @@ pub(crate) struct CatalogState {
 pub(crate) struct Topic {
     pub(crate) config: TopicConfig,
     pub(crate) partitions: Vec<Partition>,
+}
+
+/// A producer as `Log::metrics` reads it.
+pub(crate) trait ProducerProbe: Send + Sync + std::fmt::Debug {
+    fn metrics(&self) -> crate::metrics::ProducerMetrics;
 }
 
 /// Something that writes to the log from a thread of its own (a producer) and must be stopped
@@ -71,6 +83,8 @@ impl Catalog {
             }),
             coordinator: Coordinator::default(),
             clients: Mutex::new(Some(Vec::new())),
+            producers: Mutex::new(Vec::new()),
+            next_producer_serial: AtomicU64::new(0),
         }))
     }
 
@@ -176,6 +190,30 @@ impl Catalog {
         list.retain(|c| c.strong_count() > 0);
         list.push(client);
         Ok(())
+    }
+
+    /// A serial for a new producer's metrics.
+    pub(crate) fn next_producer_serial(&self) -> u64 {
+        self.next_producer_serial.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Lists a producer for `Log::metrics` until it is dropped.
+    pub(crate) fn register_producer(&self, producer: Weak<dyn ProducerProbe>) {
+        let mut producers = self.producers.lock();
+        // Dropped producers are only weak references; do not let them pile up.
+        producers.retain(|p| p.strong_count() > 0);
+        producers.push(producer);
+    }
+
+    /// The live producers' metrics, in the order they registered.
+    pub(crate) fn producer_metrics(&self) -> Vec<crate::metrics::ProducerMetrics> {
+        let live: Vec<Arc<dyn ProducerProbe>> = {
+            let mut producers = self.producers.lock();
+            producers.retain(|p| p.strong_count() > 0);
+            producers.iter().filter_map(Weak::upgrade).collect()
+        };
+        // Read outside the lock: a producer starting meanwhile need not wait for the snapshot.
+        live.iter().map(|p| p.metrics()).collect()
     }
 
     /// Closes every live client (the first step of closing the log) and turns later ones away.

@@ -83,6 +83,15 @@
 //! [`Delivery`] as a future, [`Producer::send_async`] awaiting buffer space, and
 //! `sync_async` / `flush_async` / `commit_async` for the calls that fsync.
 //!
+//! ## Metrics
+//!
+//! [`Log::metrics`] returns a [`Metrics`] snapshot: per topic and partition the records, bytes
+//! and batches appended and read, compression, retention and compaction; fsyncs with a latency
+//! histogram; open files and mapped bytes; producers' buffers and outcomes; every consumer
+//! group's lag. The counters cost the hot paths a few relaxed atomic adds. With feature
+//! `metrics`, `Metrics::publish` hands a snapshot to the
+//! [`metrics`](https://docs.rs/metrics) facade as counters and gauges.
+//!
 //! ## Platform
 //!
 //! Unix-like systems only (Linux, macOS, the BSDs): the storage layer uses `pread`/`pwrite`,
@@ -141,6 +150,7 @@ pub mod format;
 mod group;
 mod log;
 mod meta;
+mod metrics;
 #[cfg(feature = "tokio")]
 mod offload;
 mod offsets;
@@ -181,6 +191,11 @@ pub use group::{
 };
 pub use log::backup::CheckpointReport;
 pub use log::{Log, LogBuilder};
+pub use metrics::{
+    CompactionCounts, CompressionCounts, FileMetrics, FsyncMetrics, GroupMetrics, Histogram,
+    HistogramBucket, MaintenanceMetrics, Metrics, PartitionCounts, PartitionMetrics,
+    ProducerCounts, ProducerMetrics, RetentionCounts, TopicMetrics,
+};
 pub use offsets::{OffsetAndMetadata, MAX_METADATA_BYTES, OFFSETS_TOPIC};
 pub use partition::{
     validate_topic_name, Partition, Records, RecoveryAction, RecoveryEvent, RecoveryMode,

@@ -9,8 +9,8 @@ use std::sync::Arc;
 /// A topic's name in the structs annals returns (records, deliveries, reports, lag). A shared
 /// string: cloning it is a reference count, so every record read carries its topic for free. It
 /// reads as a `&str` (`Deref`, `AsRef<str>`, `Display`) and compares with `&str` and `String`:
-/// `record.topic == "orders"`, `record.topic == tp.topic`.
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// `record.topic == "orders"`, `record.topic == tp.topic`. The default is the empty name.
+#[derive(Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[cfg_attr(
     feature = "serde",
     derive(serde::Serialize, serde::Deserialize),

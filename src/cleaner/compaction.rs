@@ -139,6 +139,7 @@ impl Partition {
                 break;
             }
         }
+        inner.metrics.compacted(&report);
         report.elapsed = started.elapsed();
         Ok(report)
     }

@@ -92,6 +92,7 @@ impl Partition {
         });
         let mut report =
             inner.delete_prefix(&mut bounds, &segments, plan.delete(), plan.log_start_offset)?;
+        inner.metrics.retained(&report);
         // Every maintenance run retains every partition: the place to bound producer state.
         inner.expire_producers();
         report.elapsed = started.elapsed();
@@ -164,6 +165,7 @@ impl Partition {
             log_start_offset = report.log_start_offset,
             "delete_records moved the log start"
         );
+        inner.metrics.retained(&report);
         Ok(self.log_start_offset())
     }
 }

@@ -438,6 +438,18 @@ pub fn encode_batch(
     records: &[Record],
     default_timestamp: i64,
 ) -> Result<BatchHeader> {
+    encode_batch_measured(out, options, records, default_timestamp).map(|(header, _)| header)
+}
+
+/// [`encode_batch`], also returning the batch's size before compression (header and records as
+/// they were before the codec; the encoded size when there is none), for the log's
+/// compression counters.
+pub(crate) fn encode_batch_measured(
+    out: &mut Vec<u8>,
+    options: &BatchOptions,
+    records: &[Record],
+    default_timestamp: i64,
+) -> Result<(BatchHeader, usize)> {
     // A bound rather than the exact size: the deltas are unknown until pushed, and sizing every
     // varint twice (here and in `push`) cost as much as writing them.
     let capacity = records
@@ -449,7 +461,10 @@ pub fn encode_batch(
         for record in records {
             builder.push(record, record.timestamp.unwrap_or(default_timestamp))?;
         }
-        return builder.finish_into(out);
+        let uncompressed = builder.uncompressed_len();
+        return builder
+            .finish_into(out)
+            .map(|header| (header, uncompressed));
     }
     // Uncompressed: write the records straight after what `out` holds, so they are copied once.
     let mut builder = BatchBuilder::after(*options, std::mem::take(out), capacity);
@@ -460,8 +475,9 @@ pub fn encode_batch(
     if sealed.is_err() {
         builder.buf.truncate(builder.start);
     }
+    let len = builder.uncompressed_len();
     *out = builder.buf;
-    sealed
+    sealed.map(|header| (header, len))
 }
 
 #[cfg(test)]

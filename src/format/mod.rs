@@ -66,6 +66,7 @@ mod proptests;
 #[cfg(test)]
 mod tests;
 
+pub(crate) use builder::encode_batch_measured;
 pub use builder::{encode_batch, record_encoded_len, BatchBuilder};
 pub use control::{
     decode_control_record, encode_end_txn_marker_batch, AbortedTxn, ControlRecord, ControlType,

@@ -74,6 +74,21 @@ impl BatchView {
         self.header.base_offset + self.first_wanted_delta
     }
 
+    /// How many records iteration yields (those at or after the read's offset), for the
+    /// log's read counters: worked out from the header when the batch has no offset gaps
+    /// (its deltas are then exactly `0..record_count`), else by walking its records, which only
+    /// a compacted batch read from part way needs.
+    pub(crate) fn wanted_count(&self) -> u64 {
+        let count = u64::from(self.header.record_count);
+        if self.first_wanted_delta == 0 {
+            return count;
+        }
+        if count == u64::from(self.header.last_offset_delta) + 1 {
+            return count.saturating_sub(self.first_wanted_delta);
+        }
+        self.records().take_while(Result::is_ok).count() as u64
+    }
+
     /// The buffer the records' slices borrow from, so a caller can keep one as a `Bytes`
     /// (`Bytes::slice_ref`) without copying.
     pub(crate) fn record_bytes(&self) -> &Bytes {

@@ -63,22 +63,36 @@ impl Log {
     pub fn group_lag(&self, group: &str) -> Result<Vec<PartitionLag>> {
         validate_group_id(group)?;
         self.check_open()?;
+        let offsets = self.offsets_if_exists()?;
+        let live = self.live_groups();
+        self.lag_of(group, offsets.as_deref(), &live)
+    }
+
+    /// The groups with members in this process (expired members removed first).
+    pub(super) fn live_groups(&self) -> Vec<GroupDescription> {
+        self.inner
+            .catalog
+            .coordinator
+            .describe(&self.partition_counts(), Instant::now())
+    }
+
+    /// `group`'s lag, from its committed offsets in `offsets` and its members' assignments in
+    /// `live`.
+    pub(super) fn lag_of(
+        &self,
+        group: &str,
+        offsets: Option<&OffsetStore>,
+        live: &[GroupDescription],
+    ) -> Result<Vec<PartitionLag>> {
         let mut partitions: BTreeMap<TopicPartition, Option<u64>> = BTreeMap::new();
-        if let Some(offsets) = self.offsets_if_exists()? {
+        if let Some(offsets) = offsets {
             for (tp, c) in offsets.group_offsets(group) {
                 partitions.insert(tp, Some(c.offset));
             }
         }
-        for g in self
-            .inner
-            .catalog
-            .coordinator
-            .describe(&self.partition_counts(), Instant::now())
-        {
-            if g.group == group {
-                for tp in g.members.into_iter().flat_map(|m| m.assignment) {
-                    partitions.entry(tp).or_insert(None);
-                }
+        for g in live.iter().filter(|g| g.group == group) {
+            for tp in g.members.iter().flat_map(|m| &m.assignment) {
+                partitions.entry(tp.clone()).or_insert(None);
             }
         }
         let mut out = Vec::new();

@@ -85,7 +85,7 @@ impl Log {
                 // Unwind safety: after a panic the thread only records it, drops its handle and
                 // exits; nothing the pass left half done is used by this thread again.
                 let pass = panic::catch_unwind(AssertUnwindSafe(|| {
-                    log.run_maintenance_while(|| !*signal.0.lock())
+                    log.run_maintenance_counted(|| !*signal.0.lock())
                 }));
                 match pass {
                     Ok(result) => *outcome.lock() = result.err(),
@@ -152,7 +152,18 @@ impl Log {
     /// # Ok(()) }
     /// ```
     pub fn run_maintenance(&self) -> Result<MaintenanceReport> {
-        self.run_maintenance_while(|| true)
+        self.run_maintenance_counted(|| true)
+    }
+
+    /// [`run_maintenance_while`](Self::run_maintenance_while), counted for `Log::metrics`.
+    fn run_maintenance_counted(&self, go_on: impl Fn() -> bool) -> Result<MaintenanceReport> {
+        let started = Instant::now();
+        let result = self.run_maintenance_while(go_on);
+        let timed_out = result.as_ref().map_or(0, |r| r.transactions_timed_out);
+        self.inner
+            .maintenance_runs
+            .ran(started, result.is_ok(), timed_out);
+        result
     }
 
     /// `run_maintenance`, checking `go_on` before each partition (the background thread stops

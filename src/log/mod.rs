@@ -5,7 +5,8 @@
 //! `topics.rs` (topic administration), `consumers.rs` (consumers and group views),
 //! `maintenance.rs` (retention, compaction and the background thread), `producer_ids.rs`,
 //! `report.rs` (the recovery report), `backup.rs` (`Log::checkpoint`), `transactions.rs`,
-//! `event_stores.rs` (the event stores open on the log), `internal.rs` (internal topics).
+//! `event_stores.rs` (the event stores open on the log), `internal.rs` (internal topics),
+//! `metrics.rs` (`Log::metrics`).
 
 pub(crate) mod backup;
 mod builder;
@@ -13,6 +14,7 @@ mod consumers;
 mod event_stores;
 mod internal;
 mod maintenance;
+mod metrics;
 mod open;
 mod producer_ids;
 mod report;
@@ -95,6 +97,12 @@ struct LogInner {
     /// Names of the event stores open on this log: two stores of one name would write the
     /// same index files.
     event_stores: Mutex<std::collections::BTreeSet<String>>,
+    /// What `Log::metrics` reports beside the partitions' and producers' own counters: when the
+    /// log was opened, its storage's fsyncs and files (shared with the `MeteredStorage`
+    /// around `storage`), and the maintenance runs.
+    opened: std::time::Instant,
+    io: Arc<crate::metrics::IoCounters>,
+    maintenance_runs: crate::metrics::MaintenanceCounters,
 }
 
 impl Log {

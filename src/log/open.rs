@@ -42,8 +42,14 @@ impl Log {
 
     pub(super) fn open_with(b: LogBuilder) -> Result<Log> {
         let transactional_id_expiration_ms = b.transactional_id_expiration_ms()?;
-        // Every error of the storage names its operation and path from here on.
-        let storage = crate::storage::ContextStorage::wrap(b.storage);
+        let opened = std::time::Instant::now();
+        // Every error of the storage names its operation and path from here on, and every
+        // fsync and open file is counted (`Log::metrics`), recovery's included.
+        let io = Arc::new(crate::metrics::IoCounters::default());
+        let storage = crate::storage::MeteredStorage::wrap(
+            crate::storage::ContextStorage::wrap(b.storage),
+            io.clone(),
+        );
         let dir = b.dir;
         enter_span!(INFO, "open_log", dir = %dir.display());
         let expiration_ms = producer_ids::expiration_millis(b.producer_id_expiration)?;
@@ -92,6 +98,9 @@ impl Log {
                 maintenance: Mutex::new(None),
                 recovery,
                 event_stores: Mutex::new(Default::default()),
+                opened,
+                io,
+                maintenance_runs: Default::default(),
             }),
         };
         log.recover_transactions()?;

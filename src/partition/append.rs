@@ -11,9 +11,10 @@ use crate::clock::now_ms;
 use crate::error::{Error, Result};
 use crate::format::Record;
 use crate::format::{
-    decode_batch, encode_batch, encode_end_txn_marker_batch, peek_batch_len, set_base_offset,
-    set_log_append_time, AbortedTxn, BatchHeader, BatchOptions, ControlType, EndTxnMarker,
-    TimestampType, NO_PRODUCER_EPOCH, NO_PRODUCER_ID, NO_SEQUENCE,
+    decode_batch, encode_batch_measured, encode_end_txn_marker_batch, peek_batch_len,
+    set_base_offset, set_log_append_time, AbortedTxn, BatchHeader, BatchOptions, Compression,
+    ControlType, EndTxnMarker, TimestampType, HEADER_LEN, NO_PRODUCER_EPOCH, NO_PRODUCER_ID,
+    NO_SEQUENCE,
 };
 use crate::meta::{store_checkpoint, Checkpoint};
 use crate::segment::Segment;
@@ -71,7 +72,14 @@ impl Partition {
         };
         let mut scratch = std::mem::take(&mut w.scratch);
         scratch.clear();
-        let result = encode_batch(&mut scratch, &options, records, now).and_then(|header| {
+        let encoded = encode_batch_measured(&mut scratch, &options, records, now);
+        let result = encoded.and_then(|(header, uncompressed)| {
+            if config.compression != Compression::None {
+                // The records sections before and after the codec (the header is the same).
+                let section = |batch_len: usize| batch_len.saturating_sub(HEADER_LEN);
+                let (before, after) = (section(uncompressed), section(scratch.len()));
+                inner.metrics.compressed(before, after);
+            }
             check_size(&config, scratch.len(), records.len())?;
             if config.message_timestamp_type == TimestampType::LogAppendTime {
                 set_log_append_time(&mut scratch, now);
@@ -354,6 +362,9 @@ impl PartitionInner {
             }
             return Err(Error::from(e));
         }
+        // Under the writer lock (`w`), which `PartitionCounters::written` relies on.
+        self.metrics
+            .written(header.record_count, batch.len(), marker.is_some());
         if w.first_batch_timestamp.is_none() {
             w.first_batch_timestamp = Some(max_ts);
         }

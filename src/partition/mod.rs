@@ -104,6 +104,9 @@ pub(crate) struct PartitionInner {
     /// Every aborted transaction still (partly) in the log, in the order of their markers: what
     /// read_committed reads skip. Copy-on-write; trimmed to the log start by maintenance.
     pub aborted: RwLock<Arc<Vec<AbortedTxn>>>,
+    /// What was appended to and read from this partition, and what maintenance did to it,
+    /// since it was opened (`Log::metrics`). Lives and dies with the partition.
+    pub metrics: crate::metrics::PartitionCounters,
 }
 
 /// State only the writer touches (under `PartitionInner::writer`).

@@ -33,6 +33,29 @@ struct Visibility {
     show_control: bool,
 }
 
+/// How far a read got: past which offset it walked, and how many batches (and their bytes) it
+/// handed records out of, for the partition's read counters.
+#[derive(Debug, Clone, Copy)]
+struct Progress {
+    walked: u64,
+    batches: u64,
+    bytes: u64,
+}
+
+impl Progress {
+    fn at(offset: u64) -> Progress {
+        Progress {
+            walked: offset,
+            batches: 0,
+            bytes: 0,
+        }
+    }
+
+    fn walked_past(&mut self, next_offset: u64) {
+        self.walked = self.walked.max(next_offset);
+    }
+}
+
 impl Visibility {
     fn hides(&self, h: &BatchHeader) -> bool {
         (h.is_control() && !self.show_control) || self.aborted.iter().any(|a| a.covers(h))
@@ -133,7 +156,9 @@ impl Partition {
             aborted: Vec::new(),
             show_control: true,
         };
+        // The log's own replays: not counted as reads.
         self.read_visible(offset, max_bytes, hw, &visibility, out)
+            .map(|p| p.walked)
     }
 
     fn read_with<S: Sink>(
@@ -174,7 +199,15 @@ impl Partition {
                 },
             ),
         };
-        self.read_visible(offset, max_bytes, cap, &visibility, out)
+        let before = out.len();
+        let progress = self.read_visible(offset, max_bytes, cap, &visibility, out)?;
+        if progress.batches > 0 {
+            let records = out.records_since(before);
+            inner
+                .metrics
+                .read(records, progress.batches, progress.bytes);
+        }
+        Ok(progress.walked)
     }
 
     fn read_visible<S: Sink>(
@@ -184,31 +217,34 @@ impl Partition {
         cap: u64,
         visibility: &Visibility,
         out: &mut S,
-    ) -> Result<u64> {
+    ) -> Result<Progress> {
         let inner = &self.inner;
+        let mut progress = Progress::at(offset);
         if offset >= cap {
-            return Ok(offset);
+            return Ok(progress);
         }
         let segments = inner.segments();
         let first = segment_for(&segments, offset);
         let before = out.len();
-        let mut walked = offset;
         for segment in &segments[first..] {
-            inner.read_segment(segment, offset, max_bytes, visibility, &mut walked, out)?;
-            if out.len() > before || walked >= cap {
+            inner.read_segment(segment, offset, max_bytes, visibility, &mut progress, out)?;
+            if out.len() > before || progress.walked >= cap {
                 break;
             }
         }
         if out.len() == before {
             // Nothing visible at or after `offset` below the cap: a reader may move to it.
-            walked = cap;
+            progress.walked = cap;
         }
         // The active segment's end is published before the high watermark, so the read may
         // have picked up a batch the watermark loaded above does not cover yet. Hand out only
         // what is below it: otherwise the caller's next read, from past those records, could
-        // find the watermark still behind and fail with OffsetOutOfRange.
+        // find the watermark still behind and fail with OffsetOutOfRange. (The walk stops at
+        // the first batch at or past the cap, so this is a guard that finds nothing to drop,
+        // and the batches `progress` counted are all handed out.)
         out.truncate_at(before, cap);
-        Ok(walked.min(cap))
+        progress.walked = progress.walked.min(cap);
+        Ok(progress)
     }
 
     /// The first offset whose record timestamp is at least `timestamp`, or `None` if every
@@ -263,7 +299,7 @@ impl PartitionInner {
         offset: u64,
         max_bytes: usize,
         visibility: &Visibility,
-        walked: &mut u64,
+        progress: &mut Progress,
         out: &mut S,
     ) -> Result<()> {
         let start = if offset > segment.base_offset {
@@ -279,13 +315,13 @@ impl PartitionInner {
                     Expect::Last(last),
                     (offset, max_bytes),
                     visibility,
-                    walked,
+                    progress,
                     out,
                 ) {
                     Err(Error::Corrupt { position, .. }) if position == pos => {
                         let first = Expect::after(segment.base_offset, segment);
                         let want = (offset, max_bytes);
-                        self.read_segment_from(segment, 0, first, want, visibility, walked, out)
+                        self.read_segment_from(segment, 0, first, want, visibility, progress, out)
                     }
                     other => other,
                 }
@@ -293,7 +329,7 @@ impl PartitionInner {
             None => {
                 let first = Expect::after(segment.base_offset, segment);
                 let want = (offset, max_bytes);
-                self.read_segment_from(segment, 0, first, want, visibility, walked, out)
+                self.read_segment_from(segment, 0, first, want, visibility, progress, out)
             }
         }
     }
@@ -313,7 +349,7 @@ impl PartitionInner {
         mut expect: Expect,
         (offset, max_bytes): (u64, usize),
         visibility: &Visibility,
-        walked: &mut u64,
+        progress: &mut Progress,
         out: &mut S,
     ) -> Result<()> {
         let end = segment.end();
@@ -372,12 +408,12 @@ impl PartitionInner {
             }
             expect = Expect::after(header.next_offset(), segment);
             if header.last_offset() < offset {
-                *walked = (*walked).max(header.next_offset());
+                progress.walked_past(header.next_offset());
                 cursor.skip(&batch);
                 continue;
             }
             if visibility.hides(header) {
-                *walked = (*walked).max(header.next_offset());
+                progress.walked_past(header.next_offset());
                 if header.is_control() {
                     // A flipped attribute bit must not turn a damaged batch into a marker that
                     // is silently stepped over: a marker is small, so check its CRC as a read of
@@ -408,7 +444,9 @@ impl PartitionInner {
                 self.check_next(segment, pos, header, cursor.bytes(next_pos, HEADER_LEN))?;
             }
             self.decode(segment, pos, &bytes, offset, max_uncompressed, out)?;
-            *walked = (*walked).max(header.next_offset());
+            progress.walked_past(header.next_offset());
+            progress.batches += 1;
+            progress.bytes += len as u64;
             used += len;
             if used >= max_bytes {
                 break;
@@ -479,13 +517,13 @@ impl PartitionInner {
                 aborted: Vec::new(),
                 show_control: false,
             };
-            let mut walked = offset;
+            let mut progress = Progress::at(offset);
             self.read_segment(
                 segment,
                 offset,
                 1 << 20,
                 &visibility,
-                &mut walked,
+                &mut progress,
                 &mut records,
             )?;
             let Some(last) = records.last() else {
@@ -504,6 +542,8 @@ impl PartitionInner {
 trait Sink {
     /// Items so far (a read stops once it has some and its byte budget is used).
     fn len(&self) -> usize;
+    /// Records handed out in the items added after `before` (for the read counters).
+    fn records_since(&self, before: usize) -> u64;
     /// Takes one whole, CRC-unchecked batch, keeping what is at or after `offset`.
     fn take(&mut self, batch: &Bytes, offset: u64, max_uncompressed: usize) -> Result<()>;
     /// Drops items added after `before` that lie at or beyond the high watermark `hw`.
@@ -513,6 +553,9 @@ trait Sink {
 impl Sink for Vec<StoredRecord> {
     fn len(&self) -> usize {
         Vec::len(self)
+    }
+    fn records_since(&self, before: usize) -> u64 {
+        self.len().saturating_sub(before) as u64
     }
     fn take(&mut self, batch: &Bytes, offset: u64, max_uncompressed: usize) -> Result<()> {
         decode_batch(batch, offset, max_uncompressed, self).map(|_| ())
@@ -526,6 +569,13 @@ impl Sink for Vec<StoredRecord> {
 impl Sink for Vec<BatchView> {
     fn len(&self) -> usize {
         Vec::len(self)
+    }
+    fn records_since(&self, before: usize) -> u64 {
+        self.get(before..)
+            .unwrap_or_default()
+            .iter()
+            .map(BatchView::wanted_count)
+            .sum()
     }
     fn take(&mut self, batch: &Bytes, offset: u64, max_uncompressed: usize) -> Result<()> {
         self.push(BatchView::new(batch, offset, max_uncompressed)?);

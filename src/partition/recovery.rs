@@ -388,6 +388,7 @@ pub(crate) fn open_partition(p: OpenParams<'_>) -> Result<PartitionInner> {
         recovery_events: events,
         first_unstable: AtomicU64::new(first_unstable),
         aborted: RwLock::new(Arc::new(aborted)),
+        metrics: Default::default(),
     };
     // After repairs (or when nothing vouched for this partition), make the recovered state
     // durable and record it, so a crash right after this open does not repeat the work.

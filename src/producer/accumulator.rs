@@ -69,6 +69,8 @@ pub(crate) struct OpenBatch {
     pub created: Instant,
     /// Buffer memory reserved for its records, released once it is written.
     pub reserved: usize,
+    /// Records in it (the builder's count, kept here because writing moves the builder out).
+    pub records: u32,
 }
 
 impl PartitionQueue {
@@ -115,6 +117,10 @@ pub(crate) struct Memory {
     used: AtomicUsize,
     waiters: Mutex<Waiting>,
     freed: Condvar,
+    /// Reservations that had to wait for space, and the time they waited in all (nanoseconds),
+    /// for `Log::metrics`. Only the waiting paths touch them.
+    waits: AtomicU64,
+    wait_nanos: AtomicU64,
 }
 
 /// Who waits for buffer space.
@@ -138,6 +144,8 @@ impl Memory {
             used: AtomicUsize::new(0),
             waiters: Mutex::new(Waiting::default()),
             freed: Condvar::new(),
+            waits: AtomicU64::new(0),
+            wait_nanos: AtomicU64::new(0),
         }
     }
 
@@ -147,6 +155,21 @@ impl Memory {
 
     pub(crate) fn used(&self) -> usize {
         self.used.load(Ordering::Acquire)
+    }
+
+    /// Counts one wait for space that took `waited` (whether it got the space or not).
+    pub(crate) fn record_wait(&self, waited: Duration) {
+        self.waits.fetch_add(1, Ordering::Relaxed);
+        let nanos = u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX);
+        self.wait_nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
+
+    /// Waits for space so far, and the time they took in all.
+    pub(crate) fn waits(&self) -> (u64, Duration) {
+        (
+            self.waits.load(Ordering::Relaxed),
+            Duration::from_nanos(self.wait_nanos.load(Ordering::Relaxed)),
+        )
     }
 
     fn try_take(&self, n: usize) -> bool {
@@ -176,7 +199,8 @@ impl Memory {
         let Some(block) = block else {
             return Err(full());
         };
-        let deadline = crate::config::deadline_after(Instant::now(), block);
+        let started = Instant::now();
+        let deadline = crate::config::deadline_after(started, block);
         let mut waiters = self.waiters.lock();
         waiters.threads += 1;
         // `release` frees space before it takes this lock to notify, and we check for space
@@ -194,6 +218,8 @@ impl Memory {
             }
         };
         waiters.threads -= 1;
+        drop(waiters);
+        self.record_wait(started.elapsed());
         result
     }
 
@@ -261,5 +287,10 @@ mod tests {
         m.release(80);
         t.join().unwrap().unwrap();
         assert_eq!(m.used(), 30);
+        // The timed-out reservation waited (and so, unless the release came before it ran, did
+        // the thread's); the ones that found space or would not block did not.
+        let (waits, waited) = m.waits();
+        assert!((1..=2).contains(&waits), "{waits} waits");
+        assert!(waited >= Duration::from_millis(30));
     }
 }

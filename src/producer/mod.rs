@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
 
-use crate::catalog::{Catalog, LogClient};
+use crate::catalog::{Catalog, LogClient, ProducerProbe};
 use crate::clock::now_ms;
 use crate::error::{Error, Result};
 use crate::format::Record;
@@ -101,6 +101,9 @@ pub(crate) struct Shared {
     /// Set once if the writer thread panicked: the error every pending and later record fails
     /// with (see `die`).
     dead: OnceLock<Error>,
+    /// For `Log::metrics`: this producer's serial there, and what it counted.
+    serial: u64,
+    counters: crate::metrics::ProducerCounters,
 }
 
 impl Producer {
@@ -125,6 +128,8 @@ impl Producer {
             closed: AtomicBool::new(false),
             log_closed: AtomicBool::new(false),
             dead: OnceLock::new(),
+            serial: catalog.next_producer_serial(),
+            counters: Default::default(),
         });
         let worker = shared.clone();
         let thread = std::thread::Builder::new()
@@ -137,6 +142,8 @@ impl Producer {
         // A log that started closing meanwhile refuses it; dropping `handle` stops the thread.
         let client: Arc<dyn LogClient> = handle.clone();
         catalog.register(Arc::downgrade(&client))?;
+        let probe: Arc<dyn ProducerProbe> = handle.shared.clone();
+        catalog.register_producer(Arc::downgrade(&probe));
         Ok(Producer { handle })
     }
 
@@ -152,20 +159,24 @@ impl Producer {
     /// `flush` and the first `close`. Create a new producer to go on.
     pub fn send(&self, topic: &str, record: Record) -> Result<Delivery> {
         let block = self.handle.shared.config.max_block;
-        self.handle.shared.send(topic, None, &record, Some(block))
+        let sent = self.handle.shared.send(topic, None, &record, Some(block));
+        self.handle.shared.count_refused(sent)
     }
 
     /// Sends a record to an explicit partition.
     pub fn send_to(&self, topic: &str, partition: u32, record: Record) -> Result<Delivery> {
         let block = self.handle.shared.config.max_block;
-        self.handle
+        let sent = self
+            .handle
             .shared
-            .send(topic, Some(partition), &record, Some(block))
+            .send(topic, Some(partition), &record, Some(block));
+        self.handle.shared.count_refused(sent)
     }
 
     /// Like [`send`](Self::send), but never blocks: a full buffer is [`Error::BufferFull`] at once.
     pub fn try_send(&self, topic: &str, record: Record) -> Result<Delivery> {
-        self.handle.shared.send(topic, None, &record, None)
+        let sent = self.handle.shared.send(topic, None, &record, None);
+        self.handle.shared.count_refused(sent)
     }
 
     /// Writes every record sent so far and waits until each is acknowledged (or failed).
@@ -219,6 +230,7 @@ impl Handle {
         if let Some(thread) = self.thread.lock().take() {
             let _ = thread.join();
         }
+        shared.signal.forget_slots();
         // Nothing should be left: the writer drains the queues before it stops, and `die` fails
         // them if it panicked. Should anything be left all the same, fail it rather than leave
         // its deliveries waiting forever.
@@ -245,7 +257,28 @@ impl Drop for Handle {
     }
 }
 
+impl ProducerProbe for Shared {
+    fn metrics(&self) -> crate::metrics::ProducerMetrics {
+        crate::metrics::ProducerMetrics {
+            serial: self.serial,
+            producer_id: self.identity.as_ref().map(|i| i.get()),
+            transactional_id: self.config.transactional_id.clone(),
+            buffer_bytes: self.memory.used() as u64,
+            buffer_memory: self.memory.limit() as u64,
+            counts: self.counters.snapshot(self.memory.waits()),
+        }
+    }
+}
+
 impl Shared {
+    /// Counts a send that returned an error (nothing was accepted), and passes its result on.
+    fn count_refused(&self, sent: Result<Delivery>) -> Result<Delivery> {
+        if sent.is_err() {
+            self.counters.refused();
+        }
+        sent
+    }
+
     fn topic(&self, name: &str) -> Result<Arc<TopicSlot>> {
         // A deleted topic's partitions are closed; the name may belong to a new topic now.
         let live =
@@ -379,6 +412,7 @@ impl Shared {
                     completion: Arc::new(BatchCompletion::default()),
                     created: now,
                     reserved: 0,
+                    records: 0,
                 });
                 new_batch_at = Some(now + linger);
             }
@@ -394,6 +428,7 @@ impl Shared {
                 return Err(e);
             }
             open.reserved += size;
+            open.records += 1;
             let index = open.builder.record_count() as u32 - 1;
             let completion = open.completion.clone();
             let close_now = linger.is_zero() || open.builder.uncompressed_len() >= cap;
@@ -515,6 +550,7 @@ impl Shared {
     /// Finishes a batch: releases its memory, completes its deliveries, lets `flush` go on.
     fn complete(&self, batch: OpenBatch, result: Result<delivery::BatchAck>) {
         self.memory.release(batch.reserved);
+        self.counters.completed(batch.records, result.is_ok());
         if let Err(e) = &result {
             self.first_error.lock().get_or_insert_with(|| e.clone());
         }

@@ -14,7 +14,8 @@ impl Producer {
     /// A full buffer is waited out on tokio's timer: outside a tokio runtime a full buffer is
     /// [`Error::InvalidArgument`] (a send that finds room works anywhere).
     pub async fn send_async(&self, topic: &str, record: Record) -> Result<Delivery> {
-        send_awaiting_space(&self.handle.shared, topic, None, &record).await
+        let sent = send_awaiting_space(&self.handle.shared, topic, None, &record).await;
+        self.handle.shared.count_refused(sent)
     }
 
     /// [`send_to`](Self::send_to) for async code, as [`send_async`](Self::send_async).
@@ -24,7 +25,8 @@ impl Producer {
         partition: u32,
         record: Record,
     ) -> Result<Delivery> {
-        send_awaiting_space(&self.handle.shared, topic, Some(partition), &record).await
+        let sent = send_awaiting_space(&self.handle.shared, topic, Some(partition), &record).await;
+        self.handle.shared.count_refused(sent)
     }
 
     /// [`flush`](Self::flush) for async code: the wait runs on tokio's blocking pool, so the
@@ -56,7 +58,10 @@ async fn send_awaiting_space(
                     tokio::time::Instant::from_std(at)
                 });
                 let released = shared.memory.released_since(releases);
-                if tokio::time::timeout_at(deadline, released).await.is_err() {
+                let started = std::time::Instant::now();
+                let timed_out = tokio::time::timeout_at(deadline, released).await.is_err();
+                shared.memory.record_wait(started.elapsed());
+                if timed_out {
                     return Err(Error::BufferFull { buffer_memory });
                 }
             }

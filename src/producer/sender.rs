@@ -13,7 +13,9 @@ use super::accumulator::{OpenBatch, PartitionSlot};
 use super::delivery::BatchAck;
 use super::{Durability, Shared};
 use crate::error::{Error, Result};
-use crate::format::{set_base_sequence, BatchBuilder, BatchOptions, TimestampType};
+use crate::format::{
+    set_base_sequence, BatchBuilder, BatchOptions, Compression, TimestampType, HEADER_LEN,
+};
 use crate::partition::Appended;
 use crate::wait::SPIN;
 
@@ -81,6 +83,15 @@ impl Signal {
         self.state.lock().closing = true;
         self.pending.store(true, Ordering::Release);
         self.wake.notify_one();
+    }
+
+    /// Lets go of the partitions still named here — lingering deadlines the writer never
+    /// reached, as it stops at the close — once the writer thread is gone, so that a closed
+    /// producer holds no partition (and so none of its files) open.
+    pub(crate) fn forget_slots(&self) {
+        let mut st = self.state.lock();
+        st.ready.clear();
+        st.deadlines.clear();
     }
 
     /// Blocks until there is work: the partitions to look at, or `None` when closing.
@@ -236,8 +247,19 @@ fn write(shared: &Shared, slot: &PartitionSlot, batch: &mut OpenBatch) -> Result
         &mut batch.builder,
         BatchBuilder::new(BatchOptions::default()),
     );
+    let compressed = builder.options().compression != Compression::None;
+    let uncompressed = builder.uncompressed_len();
     let mut buf = Vec::new();
     builder.finish_into(&mut buf)?;
+    if compressed {
+        // What the codec did, by the records sections it took and gave (the headers around
+        // them are the same size either way).
+        let section = |batch_len: usize| batch_len.saturating_sub(HEADER_LEN);
+        slot.partition
+            .inner
+            .metrics
+            .compressed(section(uncompressed), section(buf.len()));
+    }
     // Sequences are assigned here, in write order, and advance only for batches that made it
     // into the log: a batch that failed for good leaves no gap for the next one to trip on.
     let mut next_sequence = slot.next_sequence.lock();

@@ -13,9 +13,11 @@
 
 mod context;
 mod fs;
+mod metered;
 mod sim;
 
 pub(crate) use context::{untag, with_path, ContextStorage, IoContext};
+pub(crate) use metered::MeteredStorage;
 
 pub use fs::FsStorage;
 pub use sim::{CrashMode, SimOp, SimOpKind, SimStorage};

@@ -35,6 +35,7 @@ mod kill9;
 mod log_checkpoint;
 mod log_lifetime;
 mod maintenance_poison;
+mod metrics;
 mod partition_iter;
 mod partition_model;
 mod producer_backpressure;

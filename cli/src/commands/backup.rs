@@ -35,7 +35,11 @@ pub fn run(args: &Args, out: &mut Output) -> CmdResult {
     closed?;
     let mut table = Table::new("partition", &["topic", "partition", "high_watermark"]);
     for (tp, hw) in &report.high_watermarks {
-        table.row(vec![json!(tp.topic.as_str()), json!(tp.partition), json!(hw)]);
+        table.row(vec![
+            json!(tp.topic.as_str()),
+            json!(tp.partition),
+            json!(hw),
+        ]);
     }
     out.table(&table)?;
     out.text(format_args!(
