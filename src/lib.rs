@@ -235,9 +235,9 @@ pub mod docs {
     pub mod performance {}
 }
 
-/// Runs the recipes (which use features `tokio` and `serde`) as doctests so they cannot rot.
+/// Runs the recipes (which use features `tokio`, `serde` and `metrics`) as doctests so they cannot rot.
 #[doc = include_str!("../docs/RECIPES.md")]
-#[cfg(all(doctest, feature = "tokio", feature = "serde"))]
+#[cfg(all(doctest, feature = "tokio", feature = "serde", feature = "metrics"))]
 pub struct RecipesDoctests;
 
 /// Compiles the README's example as a doctest so it cannot rot.
