@@ -44,11 +44,17 @@ async fn send_awaiting_space(
     record: &Record,
 ) -> Result<Delivery> {
     let mut deadline = None;
+    // The release count read before the latest try. Only read once the buffer was found full,
+    // so a send that finds room takes no lock for it; from then on it precedes every try, so a
+    // release between a failed try and the wait is not missed.
+    let mut releases = None;
     loop {
-        // Read before the try: a release between a failed try and the wait is not missed.
-        let releases = shared.memory.releases();
         match shared.send(topic, partition, record, None) {
             Err(Error::BufferFull { buffer_memory }) => {
+                let Some(seen) = releases else {
+                    releases = Some(shared.memory.releases());
+                    continue;
+                };
                 crate::offload::runtime("Producer::send_async waiting for buffer space")?;
                 let deadline = *deadline.get_or_insert_with(|| {
                     let at = crate::config::deadline_after(
@@ -57,13 +63,14 @@ async fn send_awaiting_space(
                     );
                     tokio::time::Instant::from_std(at)
                 });
-                let released = shared.memory.released_since(releases);
+                let released = shared.memory.released_since(seen);
                 let started = std::time::Instant::now();
                 let timed_out = tokio::time::timeout_at(deadline, released).await.is_err();
                 shared.memory.record_wait(started.elapsed());
                 if timed_out {
                     return Err(Error::BufferFull { buffer_memory });
                 }
+                releases = Some(shared.memory.releases());
             }
             other => return other,
         }
