@@ -9,97 +9,19 @@
 //! `annals_kafka::broker_from_env`, which says how to start the broker; it never skips.
 //! The timeouts are hang guards only (`ANNALS_KAFKA_TEST_SECS`, default 120 s each).
 
-use std::collections::BTreeMap;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+mod common;
 
-use futures_executor::block_on;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use common::{bootstrap, hang_guard, read_committed, Seen, Topic};
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
-use rdkafka::{Message, Offset, TopicPartitionList};
 
 const PARTITIONS: u32 = 3;
 const COMMITTED: usize = 100;
 const ABORTED: usize = 10;
-
-/// One bound for every wait on the broker: generous, so that only a hang trips it.
-fn hang_guard() -> Duration {
-    let secs = match std::env::var("ANNALS_KAFKA_TEST_SECS") {
-        Ok(v) => v
-            .parse()
-            .unwrap_or_else(|_| panic!("ANNALS_KAFKA_TEST_SECS={v:?} is not a number of seconds")),
-        Err(_) => 120,
-    };
-    Duration::from_secs(secs)
-}
-
-fn bootstrap() -> String {
-    annals_kafka::broker_from_env().unwrap_or_else(|e| panic!("{e}"))
-}
-
-/// A topic name no earlier run used, so that a run after a failed one (whose topic may still
-/// exist) against the same broker starts clean.
-fn fresh_topic_name() -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    format!("annals-kafka-broker-{}-{nanos}", std::process::id())
-}
-
-fn admin_options() -> AdminOptions {
-    AdminOptions::new()
-        .request_timeout(Some(hang_guard()))
-        .operation_timeout(Some(hang_guard()))
-}
-
-/// The test's topic; deleted when dropped, also when an assertion failed.
-struct Topic {
-    admin: AdminClient<DefaultClientContext>,
-    name: String,
-}
-
-impl Topic {
-    fn create(bootstrap: &str, partitions: u32) -> Topic {
-        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-            .set("bootstrap.servers", bootstrap)
-            .create()
-            .expect("create the admin client");
-        let name = fresh_topic_name();
-        let new = NewTopic::new(&name, partitions as i32, TopicReplication::Fixed(1));
-        let results = block_on(admin.create_topics([&new], &admin_options()))
-            .unwrap_or_else(|e| panic!("create topic {name} on {bootstrap}: {e}"));
-        for result in results {
-            if let Err((topic, code)) = result {
-                panic!("create topic {topic} on {bootstrap}: {code}");
-            }
-        }
-        Topic { admin, name }
-    }
-}
-
-impl Drop for Topic {
-    fn drop(&mut self) {
-        let deleted = block_on(self.admin.delete_topics(&[&self.name], &admin_options()));
-        let failure = match deleted {
-            Err(e) => Some(e.to_string()),
-            Ok(results) => results
-                .into_iter()
-                .find_map(|r| r.err().map(|(_, code)| code.to_string())),
-        };
-        if let Some(why) = failure {
-            // A panic while a failed assertion unwinds would abort and hide that assertion.
-            if std::thread::panicking() {
-                eprintln!("could not delete topic {}: {why}", self.name);
-            } else {
-                panic!("delete topic {}: {why}", self.name);
-            }
-        }
-    }
-}
 
 fn transactional_producer(
     bootstrap: &str,
@@ -138,64 +60,33 @@ fn send(producer: &ThreadedProducer<DefaultProducerContext>, topic: &str, key: &
     }
 }
 
-/// One record as the consumer saw it.
+/// A record read back, with its key and value as text.
 #[derive(Debug)]
-struct Seen {
+struct Text {
     partition: u32,
     offset: i64,
     key: String,
     value: String,
 }
 
-/// Reads `topic` from the start of every partition, read_committed, until `count` records came
-/// (or the hang guard trips).
-fn read_committed(bootstrap: &str, topic: &Topic, count: usize) -> Vec<Seen> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        // Only assign() is used, never a group protocol or a commit; librdkafka still wants one.
-        .set("group.id", format!("{}-reader", topic.name))
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
-        .create()
-        .expect("create the consumer");
-    let mut assignment = TopicPartitionList::new();
-    for p in 0..PARTITIONS {
-        assignment
-            .add_partition_offset(&topic.name, p as i32, Offset::Beginning)
-            .expect("add a partition to the assignment");
-    }
-    consumer.assign(&assignment).expect("assign the partitions");
-
-    let deadline = Instant::now() + hang_guard();
-    let mut seen = Vec::with_capacity(count);
-    while seen.len() < count {
-        assert!(
-            Instant::now() < deadline,
-            "read {} of {count} records from {} within {:?}: {seen:#?}",
-            seen.len(),
-            topic.name,
-            hang_guard()
-        );
-        let Some(polled) = consumer.poll(Duration::from_millis(500)) else {
-            continue;
+impl Text {
+    fn of(s: &Seen) -> Text {
+        let text = |b: &Option<Vec<u8>>| {
+            String::from_utf8_lossy(b.as_deref().unwrap_or_default()).into_owned()
         };
-        let m = polled.unwrap_or_else(|e| panic!("consume {}: {e}", topic.name));
-        let text =
-            |bytes: Option<&[u8]>| String::from_utf8_lossy(bytes.unwrap_or_default()).into_owned();
-        seen.push(Seen {
-            partition: u32::try_from(m.partition()).expect("a partition number"),
-            offset: m.offset(),
-            key: text(m.key()),
-            value: text(m.payload()),
-        });
+        Text {
+            partition: s.partition,
+            offset: s.offset,
+            key: text(&s.key),
+            value: text(&s.value),
+        }
     }
-    seen
 }
 
 #[test]
 fn committed_keyed_records_land_where_annals_puts_them() {
     let bootstrap = bootstrap();
-    let topic = Topic::create(&bootstrap, PARTITIONS);
+    let topic = Topic::create(&bootstrap, "broker", PARTITIONS);
     let producer = transactional_producer(&bootstrap, &topic);
 
     // An aborted transaction first, flushed so its records are in the log: read_committed must
@@ -229,9 +120,18 @@ fn committed_keyed_records_land_where_annals_puts_them() {
 
     // Any aborted record visible would be among the first COMMITTED read (it has a lower
     // offset on its partition), so reading exactly COMMITTED is enough to catch one.
-    let seen = read_committed(&bootstrap, &topic, COMMITTED);
+    let seen: Vec<Text> = read_committed(
+        &bootstrap,
+        &topic.name,
+        PARTITIONS,
+        COMMITTED,
+        Duration::ZERO,
+    )
+    .iter()
+    .map(Text::of)
+    .collect();
 
-    let mut by_key: BTreeMap<&str, &Seen> = BTreeMap::new();
+    let mut by_key: BTreeMap<&str, &Text> = BTreeMap::new();
     for s in &seen {
         assert!(
             !s.key.starts_with("aborted-"),
@@ -259,7 +159,7 @@ fn committed_keyed_records_land_where_annals_puts_them() {
     // The keys spread over every partition (so the check above compared real choices, not one
     // partition everywhere), and each partition kept the order of the sends.
     for p in 0..PARTITIONS {
-        let on_p: Vec<&Seen> = seen.iter().filter(|s| s.partition == p).collect();
+        let on_p: Vec<&Text> = seen.iter().filter(|s| s.partition == p).collect();
         assert!(
             !on_p.is_empty(),
             "no key landed on partition {p}: {seen:#?}"
