@@ -90,16 +90,16 @@ fn varied_record(i: usize) -> Record {
     let mut r = Record::new(format!("{{\"order\":{i},\"amount\":{}}}", i * 7 % 1000))
         .header("trace", format!("t-{i}"))
         .timestamp(1_700_000_000_000 + i as i64);
-    if i % 5 != 0 {
+    if !i.is_multiple_of(5) {
         r = r.key(format!("customer-{}", i % 37));
     }
-    if i % 11 == 0 {
+    if i.is_multiple_of(11) {
         r.headers.push(Header {
             key: "nullable".into(),
             value: None,
         });
     }
-    if i % 13 == 0 && r.key.is_some() {
+    if i.is_multiple_of(13) && r.key.is_some() {
         r.value = None; // a tombstone
     }
     r
