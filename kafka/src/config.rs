@@ -58,7 +58,8 @@ pub struct RelayConfig {
     /// The header each forwarded record gets, holding its annals offset as decimal text.
     /// Default `annals.offset`.
     pub offset_header: String,
-    /// A Kafka transaction is committed after this many records… (default 10,000)
+    /// A Kafka transaction is committed after this many records… (default 100,000; memory is
+    /// bounded by `max_buffered_bytes`, not by this)
     pub max_transaction_records: usize,
     /// …or this long after its first record, whichever comes first (default 100 ms). This is
     /// the latency a read_committed Kafka consumer sees on top of annals'.
@@ -97,7 +98,7 @@ impl RelayConfig {
             routes: Vec::new(),
             progress_topic: "annals-relay-progress".into(),
             offset_header: "annals.offset".into(),
-            max_transaction_records: 10_000,
+            max_transaction_records: 100_000,
             max_transaction_time: Duration::from_millis(100),
             max_buffered_bytes: 32 << 20,
             max_poll_records: 2_000,

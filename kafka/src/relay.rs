@@ -509,7 +509,8 @@ impl Session {
             .set("partitioner", "murmur2_random")
             .set("transaction.timeout.ms", txn_ms.as_str())
             .set("message.timeout.ms", txn_ms.as_str())
-            .set("queue.buffering.max.kbytes", kbytes.as_str());
+            .set("queue.buffering.max.kbytes", kbytes.as_str())
+            .set("retry.backoff.ms", "10");
         for (k, v) in &config.kafka {
             client.set(k, v);
         }
@@ -568,9 +569,12 @@ impl Session {
         let mut touched: HashSet<AnnalsPartition> = HashSet::new();
         let mut offset_text = String::new();
         loop {
+            let mut last: Option<(&str, u32)> = None;
             for r in &records {
                 self.send(shared, r, &mut offset_text, started)?;
-                if !touched.contains(&(r.topic.to_string(), r.partition)) {
+                // Records come partition by partition: look up only where the partition changes.
+                if last != Some((&*r.topic, r.partition)) {
+                    last = Some((&*r.topic, r.partition));
                     touched.insert((r.topic.to_string(), r.partition));
                 }
             }
@@ -728,6 +732,13 @@ impl Session {
     fn commit(&self, shared: &Shared) -> Result<bool> {
         let timeout = shared.config.transaction_timeout;
         let deadline = Instant::now() + timeout;
+        // rdkafka's `commit_transaction` flushes first, and its flush waits in steps of 100 ms
+        // while records are in flight (it polls a queue the producer's own thread serves), which
+        // cost every transaction 100 ms. Waiting here for the acknowledgements, which that thread
+        // counts down as they come, lets its flush find nothing in flight.
+        while self.producer.in_flight_count() > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_micros(200));
+        }
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let e = match self.producer.commit_transaction(left) {
