@@ -1,25 +1,52 @@
 //! # annals-kafka
 //!
-//! The way from annals to Apache Kafka, on [`rdkafka`] (librdkafka built from the source
-//! `rdkafka-sys` bundles). This crate is where issue 17's relay will live: annals topics
-//! forwarded to a Kafka cluster exactly once — a Kafka transactional producer with the relay's
-//! progress in the same transaction — and the reverse mirror of a Kafka topic into annals. The
-//! core `annals` crate stays free of any network dependency; this member is not a default
-//! member of the workspace, so a plain `cargo test` at the root never builds librdkafka.
+//! The way from annals to Apache Kafka and back, on [`rdkafka`] (librdkafka built from the source
+//! `rdkafka-sys` bundles). The core `annals` crate stays free of any network dependency; this
+//! member is not a default member of the workspace, so a plain `cargo test` at the root never
+//! builds librdkafka.
 //!
-//! What is here today is the foundation the relay is built and tested on:
+//! - [`Relay`]: annals topics forwarded to Kafka topics exactly once — a Kafka transactional
+//!   producer with the relay's progress in the same transaction (a compacted progress topic, as
+//!   Kafka Connect's exactly-once sources keep theirs), resumed read_committed after a restart,
+//!   older relays with the same id fenced. annals is read read_committed: aborted transactions
+//!   and markers are never forwarded, compaction's offset gaps are passed over. Each record keeps
+//!   its key, value, headers and timestamp and gets its annals offset in a header.
+//! - [`Mirror`]: a Kafka topic copied into an annals topic exactly once, the Kafka offsets
+//!   committed in the same annals transaction as the records.
 //!
-//! - `kafka/scripts/broker` runs a real single-node Apache Kafka broker (KRaft, 127.0.0.1 only)
-//!   from Kafka's own jars: `bash kafka/scripts/broker start` prints
-//!   `bootstrap=127.0.0.1:<port>`, `bash kafka/scripts/broker stop` stops it by its pid.
-//! - [`broker_from_env`] gives the tests that broker's address from [`BOOTSTRAP_ENV`], and
-//!   when it is missing an error that says how to start one: the tests fail, they never skip.
-//! - `tests/broker.rs` checks, against that broker, what the relay will rely on: topics made
-//!   with rdkafka's admin client, a transactional producer whose aborted records a
-//!   read_committed consumer never sees, and every key on the partition annals'
-//!   [`annals::partition_for_key`] picks (Kafka's murmur2). librdkafka's own default
-//!   partitioner is `consistent_random` (CRC32): a producer that must agree with annals and the
-//!   Java client sets `partitioner=murmur2_random`, as the test does.
+//! Both run on their own thread from `start` to `stop`, report [`RelayMetrics`] /
+//! [`MirrorMetrics`] (state, counters, lag per partition), and stop on a fatal error
+//! ([`Error::is_fatal`]) while riding out broker outages. `docs/ARCHITECTURE.md` ("To and from
+//! Kafka") tells what happens on kill -9, power loss and a broker restart.
+//!
+//! ```no_run
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::time::Duration;
+//! use annals::{Log, TopicConfig};
+//! use annals_kafka::{Mirror, MirrorConfig, Relay, RelayConfig};
+//!
+//! let log = Log::open("data")?;
+//! log.create_topic_if_missing("orders", TopicConfig::default().partitions(3))?;
+//! let relay = Relay::start(&log, RelayConfig::new("orders", "127.0.0.1:9092").route("orders", "orders"))?;
+//! relay.wait_until_caught_up(Duration::from_secs(30))?;
+//! println!("lag: {}", relay.metrics().lag());
+//! relay.stop()?;
+//!
+//! // And back: a replica of the Kafka topic in another log.
+//! let replica = Log::open("replica")?;
+//! let mirror = Mirror::start(&replica, MirrorConfig::new("orders", "127.0.0.1:9092").route("orders", "orders"))?;
+//! mirror.wait_until_caught_up(Duration::from_secs(30))?;
+//! mirror.stop()?;
+//! # Ok(()) }
+//! ```
+//!
+//! ## Testing against a real broker
+//!
+//! `kafka/scripts/broker` runs a real single-node Apache Kafka broker (KRaft, 127.0.0.1 only) from
+//! Kafka's own jars (fetched with Maven). [`broker_from_env`] gives the tests its address from
+//! [`BOOTSTRAP_ENV`], and when it is missing an error that says how to start one: the tests
+//! fail, they never skip. librdkafka's own default partitioner is `consistent_random` (CRC32); a
+//! producer that must agree with annals and the Java client sets `partitioner=murmur2_random`.
 //!
 //! ```text
 //! bash kafka/scripts/broker start            # prints bootstrap=127.0.0.1:<port>
