@@ -513,3 +513,103 @@ fn missing_topics_and_bad_settings_are_refused_by_name() {
         "{err}"
     );
 }
+
+#[test]
+fn progress_that_does_not_fit_the_log_stops_the_relay_with_the_reason() {
+    let bootstrap = bootstrap();
+    let kafka = Topic::create(&bootstrap, "misfit", 1);
+    let id = fresh_name("misfit");
+    let config = relay_config(&id, &bootstrap).route("t", kafka.name.as_str());
+    let records: Vec<Record> = (0..10).map(|i| Record::new(format!("r{i}"))).collect();
+
+    // The relay forwards ten records of one log…
+    let first = tempfile::tempdir().unwrap();
+    let log = Log::open(first.path()).unwrap();
+    log.create_topic("t", TopicConfig::default().partitions(1))
+        .unwrap();
+    log.partition("t", 0).unwrap().append(&records).unwrap();
+    let relay = Relay::start(&log, config.clone()).unwrap();
+    assert!(relay.wait_until_caught_up(hang_guard()).unwrap());
+    relay.stop().unwrap();
+
+    // …and is then pointed at a log that ends before that: not the log it forwarded.
+    let second = tempfile::tempdir().unwrap();
+    let other = Log::open(second.path()).unwrap();
+    other
+        .create_topic("t", TopicConfig::default().partitions(1))
+        .unwrap();
+    other
+        .partition("t", 0)
+        .unwrap()
+        .append(&records[..5])
+        .unwrap();
+    let err = Relay::start(&other, config.clone()).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::AheadOfLog {
+                next: 10,
+                high_watermark: 5,
+                ..
+            }
+        ),
+        "{err}"
+    );
+
+    // At a log whose records after the progress were deleted before they were forwarded.
+    let p = other.partition("t", 0).unwrap();
+    p.append(&records).unwrap();
+    p.delete_records(12).unwrap();
+    let err = Relay::start(&other, config).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Truncated {
+                next: 10,
+                log_start: 12,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .contains("deleted before they were forwarded"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_small_buffer_holds_the_relay_back_without_losing_anything() {
+    let bootstrap = bootstrap();
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path()).unwrap();
+    log.create_topic("t", TopicConfig::default().partitions(2))
+        .unwrap();
+    let kafka = Topic::create(&bootstrap, "small-buffer", 2);
+    let value = "x".repeat(1000);
+    for p in 0..2 {
+        for _ in 0..50 {
+            let batch: Vec<Record> = (0..100).map(|_| Record::new(value.as_str())).collect();
+            log.partition("t", p).unwrap().append(&batch).unwrap();
+        }
+    }
+    // 64 KiB of librdkafka queue for 10 MB of records: the relay waits for Kafka over and over.
+    let relay = Relay::start(
+        &log,
+        relay_config(&fresh_name("small-buffer"), &bootstrap)
+            .max_buffered_bytes(64 << 10)
+            .route("t", kafka.name.as_str()),
+    )
+    .unwrap();
+    assert!(
+        relay.wait_until_caught_up(hang_guard()).unwrap(),
+        "{:?}",
+        relay.metrics()
+    );
+    let metrics = relay.stop().unwrap();
+    assert_eq!(metrics.records_forwarded, 10_000);
+    assert_eq!(metrics.delivery_failures, 0);
+    let seen = read_committed(&bootstrap, &kafka.name, 2, 10_000, Duration::from_secs(1));
+    assert_eq!(seen.len(), 10_000);
+}
