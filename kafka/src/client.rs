@@ -2,13 +2,13 @@
 //! start: whether topics exist and how many partitions they have.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 
 use crate::error::{Error, Result};
 
@@ -112,6 +112,39 @@ pub(crate) fn unreachable_or_kafka(
             source: Box::new(source),
         }
     }
+}
+
+/// `call` again while it fails the way a topic just created, or a partition whose leader is
+/// moving, fails (no leader yet, metadata not yet everywhere), until `timeout` has passed.
+pub(crate) fn retry_transient<T>(
+    timeout: Duration,
+    mut call: impl FnMut() -> KafkaResult<T>,
+) -> KafkaResult<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match call() {
+            Err(e) if is_transient(&e) && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            other => return other,
+        }
+    }
+}
+
+pub(crate) fn is_transient(e: &KafkaError) -> bool {
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::LeaderNotAvailable
+                | RDKafkaErrorCode::NotLeaderForPartition
+                | RDKafkaErrorCode::UnknownTopicOrPartition
+                | RDKafkaErrorCode::UnknownPartition
+                | RDKafkaErrorCode::UnknownTopic
+                | RDKafkaErrorCode::NotCoordinator
+                | RDKafkaErrorCode::CoordinatorNotAvailable
+                | RDKafkaErrorCode::CoordinatorLoadInProgress
+        )
+    )
 }
 
 /// Creates `topic` as a compacted one-partition topic unless it exists (also when another

@@ -26,7 +26,7 @@ use annals::Log;
 use parking_lot::Mutex;
 use rdkafka::consumer::Consumer;
 
-use crate::client::{metadata_client, unreachable_or_kafka};
+use crate::client::{metadata_client, retry_transient, unreachable_or_kafka};
 use crate::config::MirrorConfig;
 use crate::error::{Error, Result, Role};
 use crate::worker::{StopFlag, Worker, WorkerState};
@@ -188,16 +188,17 @@ impl Mirror {
         }
         let mut ends = Vec::new();
         for (topic, partition) in targets {
-            let (_, high) = metadata
-                .fetch_watermarks(&topic, partition as i32, config.connect_timeout)
-                .map_err(|e| {
-                    unreachable_or_kafka(
-                        e,
-                        &config.bootstrap,
-                        config.connect_timeout,
-                        "read a Kafka high watermark",
-                    )
-                })?;
+            let (_, high) = retry_transient(config.connect_timeout, || {
+                metadata.fetch_watermarks(&topic, partition as i32, config.connect_timeout)
+            })
+            .map_err(|e| {
+                unreachable_or_kafka(
+                    e,
+                    &config.bootstrap,
+                    config.connect_timeout,
+                    "read a Kafka high watermark",
+                )
+            })?;
             ends.push(((topic, partition), high.max(0) as u64));
         }
         let deadline = Instant::now() + timeout;

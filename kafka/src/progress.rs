@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 
-use crate::client::{base_config, unreachable_or_kafka};
+use crate::client::{base_config, is_transient, retry_transient, unreachable_or_kafka};
 use crate::error::{Error, Result};
 
 /// An annals partition, as progress is kept for it.
@@ -54,8 +54,7 @@ pub(crate) fn read(
     for p in 0..partitions as i32 {
         // The high watermark, not the last stable offset (the metadata client reads
         // uncommitted): what read_committed must reach.
-        let (_, high) = metadata
-            .fetch_watermarks(topic, p, timeout)
+        let (_, high) = retry_transient(timeout, || metadata.fetch_watermarks(topic, p, timeout))
             .map_err(kafka)?;
         ends.insert(p, high);
         assignment
@@ -80,7 +79,12 @@ pub(crate) fn read(
         let Some(polled) = consumer.poll(Duration::from_millis(100)) else {
             continue;
         };
-        let m = polled.map_err(kafka)?;
+        let m = match polled {
+            Ok(m) => m,
+            // A progress topic just created may not have its leader yet.
+            Err(e) if is_transient(&e) => continue,
+            Err(e) => return Err(kafka(e)),
+        };
         deadline = Instant::now() + timeout;
         let Some(key) = m.key().and_then(|k| std::str::from_utf8(k).ok()) else {
             continue;
