@@ -2,13 +2,17 @@
 //!
 //! Each command lives in its own file under `commands/`; this file holds the command line
 //! (`Cli`, `Command`) and maps each command's result to the documented exit code
-//! (see `exit.rs`).
+//! (see `exit.rs`). `relay` and `mirror` exist only with feature `kafka` (they link librdkafka).
 
 mod commands;
 mod exit;
 mod output;
 mod owner;
+#[cfg(feature = "kafka")]
+mod route;
 mod view;
+#[cfg(feature = "kafka")]
+mod worker;
 
 use std::process::ExitCode;
 
@@ -44,6 +48,10 @@ enum Command {
     Maintain(commands::maintain::Args),
     DeleteRecords(commands::delete_records::Args),
     Backup(commands::backup::Args),
+    #[cfg(feature = "kafka")]
+    Relay(commands::relay::Args),
+    #[cfg(feature = "kafka")]
+    Mirror(commands::mirror::Args),
 }
 
 fn main() -> ExitCode {
@@ -73,6 +81,10 @@ fn main() -> ExitCode {
         Command::Maintain(args) => commands::maintain::run(&args, &mut out),
         Command::DeleteRecords(args) => commands::delete_records::run(&args, &mut out),
         Command::Backup(args) => commands::backup::run(&args, &mut out),
+        #[cfg(feature = "kafka")]
+        Command::Relay(args) => commands::relay::run(&args, &mut out),
+        #[cfg(feature = "kafka")]
+        Command::Mirror(args) => commands::mirror::run(&args, &mut out),
     };
     // What was printed before a failure is still flushed, so the failure's line follows it.
     let flushed = out.flush();

@@ -154,3 +154,19 @@ fn help_documents_every_command_with_an_example() {
     assert_eq!(ran.code, 0);
     assert!(ran.stdout.contains("3 damage found"), "{}", ran.stdout);
 }
+
+/// Without feature `kafka` the binary has no librdkafka, and no commands that would need it.
+#[cfg(not(feature = "kafka"))]
+#[test]
+fn relay_and_mirror_exist_only_with_feature_kafka() {
+    for command in ["relay", "mirror"] {
+        let ran = run(&[command, "data", "--bootstrap", "127.0.0.1:9092"], "");
+        assert_eq!(ran.code, 2, "{command}: {}", ran.stderr);
+        assert!(
+            ran.stderr
+                .contains(&format!("unrecognized subcommand '{command}'")),
+            "{}",
+            ran.stderr
+        );
+    }
+}

@@ -7,6 +7,7 @@ mod delete_records;
 mod dump_damage;
 mod dump_golden;
 mod dump_verify;
+mod kafka;
 mod maintain;
 mod produce;
 mod read_commands;
