@@ -65,7 +65,7 @@ pub enum Error {
     },
     /// A Kafka topic a route names does not exist (topics are never created implicitly: their
     /// partition count and settings are the operator's choice).
-    #[error("Kafka topic {topic:?} does not exist at {bootstrap} ({op}); create it first (for a relay with {partitions_hint} partitions, as its annals topic has)")]
+    #[error("Kafka topic {topic:?} does not exist at {bootstrap} ({op}); create it first{}", partitions_advice(*partitions_hint))]
     MissingKafkaTopic {
         /// What was being done.
         op: String,
@@ -73,7 +73,8 @@ pub enum Error {
         bootstrap: String,
         /// The missing topic.
         topic: String,
-        /// How many partitions the topic should have to match annals (0 when unknown).
+        /// How many partitions the topic should have to match annals (0 for a mirror, which
+        /// takes the Kafka topic as it is).
         partitions_hint: u32,
     },
     /// An annals topic and its Kafka topic have different partition counts.
@@ -190,6 +191,13 @@ impl Error {
     pub(crate) fn annals(op: impl Into<String>) -> impl FnOnce(annals::Error) -> Error {
         let op = op.into();
         move |source| Error::Annals { op, source }
+    }
+}
+
+fn partitions_advice(partitions: u32) -> String {
+    match partitions {
+        0 => String::new(),
+        n => format!(", with {n} partitions as its annals topic has"),
     }
 }
 
