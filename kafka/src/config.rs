@@ -5,6 +5,18 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 
+/// `pub fn field(mut self, value) -> Self` for each `field: Type`, documented as its setter.
+macro_rules! setters {
+    ($($field:ident: $ty:ty),* $(,)?) => {$(
+        #[doc = concat!("Sets [`", stringify!($field), "`](Self::", stringify!($field), ").")]
+        #[must_use]
+        pub fn $field(mut self, value: $ty) -> Self {
+            self.$field = value;
+            self
+        }
+    )*};
+}
+
 /// How a relay picks the Kafka partition of an annals record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum PartitionMapping {
@@ -110,6 +122,16 @@ impl RelayConfig {
         }
     }
 
+    setters! {
+        max_transaction_records: usize,
+        max_transaction_time: Duration,
+        max_buffered_bytes: usize,
+        connect_timeout: Duration,
+        transaction_timeout: Duration,
+        retry_backoff: Duration,
+        sync_annals: bool,
+    }
+
     /// Forwards annals topic `annals_topic` to Kafka topic `kafka_topic` partition for partition.
     pub fn route(
         mut self,
@@ -142,48 +164,6 @@ impl RelayConfig {
     /// Sets [`progress_topic`](Self::progress_topic).
     pub fn progress_topic(mut self, topic: impl Into<String>) -> Self {
         self.progress_topic = topic.into();
-        self
-    }
-
-    /// Sets [`max_transaction_records`](Self::max_transaction_records).
-    pub fn max_transaction_records(mut self, n: usize) -> Self {
-        self.max_transaction_records = n;
-        self
-    }
-
-    /// Sets [`max_transaction_time`](Self::max_transaction_time).
-    pub fn max_transaction_time(mut self, d: Duration) -> Self {
-        self.max_transaction_time = d;
-        self
-    }
-
-    /// Sets [`max_buffered_bytes`](Self::max_buffered_bytes).
-    pub fn max_buffered_bytes(mut self, n: usize) -> Self {
-        self.max_buffered_bytes = n;
-        self
-    }
-
-    /// Sets [`connect_timeout`](Self::connect_timeout).
-    pub fn connect_timeout(mut self, d: Duration) -> Self {
-        self.connect_timeout = d;
-        self
-    }
-
-    /// Sets [`transaction_timeout`](Self::transaction_timeout).
-    pub fn transaction_timeout(mut self, d: Duration) -> Self {
-        self.transaction_timeout = d;
-        self
-    }
-
-    /// Sets [`retry_backoff`](Self::retry_backoff).
-    pub fn retry_backoff(mut self, d: Duration) -> Self {
-        self.retry_backoff = d;
-        self
-    }
-
-    /// Sets [`sync_annals`](Self::sync_annals).
-    pub fn sync_annals(mut self, on: bool) -> Self {
-        self.sync_annals = on;
         self
     }
 
@@ -301,6 +281,13 @@ impl MirrorConfig {
         }
     }
 
+    setters! {
+        create_topics: bool,
+        max_transaction_records: usize,
+        max_transaction_time: Duration,
+        connect_timeout: Duration,
+    }
+
     /// Copies Kafka topic `kafka_topic` into annals topic `annals_topic`.
     pub fn route(
         mut self,
@@ -311,30 +298,6 @@ impl MirrorConfig {
             kafka_topic: kafka_topic.into(),
             annals_topic: annals_topic.into(),
         });
-        self
-    }
-
-    /// Sets [`create_topics`](Self::create_topics).
-    pub fn create_topics(mut self, on: bool) -> Self {
-        self.create_topics = on;
-        self
-    }
-
-    /// Sets [`max_transaction_records`](Self::max_transaction_records).
-    pub fn max_transaction_records(mut self, n: usize) -> Self {
-        self.max_transaction_records = n;
-        self
-    }
-
-    /// Sets [`max_transaction_time`](Self::max_transaction_time).
-    pub fn max_transaction_time(mut self, d: Duration) -> Self {
-        self.max_transaction_time = d;
-        self
-    }
-
-    /// Sets [`connect_timeout`](Self::connect_timeout).
-    pub fn connect_timeout(mut self, d: Duration) -> Self {
-        self.connect_timeout = d;
         self
     }
 

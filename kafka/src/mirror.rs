@@ -20,7 +20,7 @@ mod session;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use annals::Log;
 use parking_lot::Mutex;
@@ -28,8 +28,8 @@ use rdkafka::consumer::Consumer;
 
 use crate::client::{metadata_client, retry_transient, unreachable_or_kafka};
 use crate::config::MirrorConfig;
-use crate::error::{Error, Result, Role};
-use crate::worker::{StopFlag, Worker, WorkerState};
+use crate::error::{Result, Role};
+use crate::worker::{wait_until, StopFlag, Worker, WorkerState};
 use session::Session;
 
 /// Copies Kafka topics into annals exactly once, on its own thread, until stopped.
@@ -201,28 +201,15 @@ impl Mirror {
             })?;
             ends.push(((topic, partition), high.max(0) as u64));
         }
-        let deadline = Instant::now() + timeout;
-        loop {
-            {
-                let status = self.shared.status.lock();
-                if status.state == WorkerState::Failed {
-                    return Err(Error::Stopped {
-                        role: Role::Mirror,
-                        reason: status.last_error.clone().unwrap_or_default(),
-                    });
-                }
-                let done = ends
-                    .iter()
-                    .all(|(tp, end)| status.copied.get(tp).is_some_and(|c| c.0 >= *end));
-                if done {
-                    return Ok(true);
-                }
+        wait_until(Role::Mirror, timeout, || {
+            let status = self.shared.status.lock();
+            if status.state == WorkerState::Failed {
+                return Err(status.last_error.clone());
             }
-            if Instant::now() >= deadline {
-                return Ok(false);
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+            Ok(ends
+                .iter()
+                .all(|(tp, end)| status.copied.get(tp).is_some_and(|c| c.0 >= *end)))
+        })
     }
 
     /// Stops the mirror: the transaction under way is committed, the thread ends, and its fatal

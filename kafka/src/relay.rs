@@ -23,7 +23,7 @@ mod session;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use annals::Log;
 use parking_lot::Mutex;
@@ -33,7 +33,7 @@ use session::Session;
 use crate::config::RelayConfig;
 use crate::error::{Error, Result, Role};
 use crate::progress::AnnalsPartition;
-use crate::worker::{StopFlag, Worker, WorkerState};
+use crate::worker::{wait_until, StopFlag, Worker, WorkerState};
 
 /// Forwards annals topics to Kafka exactly once, on its own thread, until stopped.
 ///
@@ -213,31 +213,18 @@ impl Relay {
                 })
                 .collect::<Result<_>>()?
         };
-        let deadline = Instant::now() + timeout;
-        loop {
-            {
-                let status = self.shared.status.lock();
-                if status.state == WorkerState::Failed {
-                    return Err(Error::Stopped {
-                        role: Role::Relay,
-                        reason: status.last_error.clone().unwrap_or_default(),
-                    });
-                }
-                let done = targets.iter().all(|(tp, end)| {
-                    status
-                        .forwarded
-                        .get(tp)
-                        .is_some_and(|(next, _)| next >= end)
-                });
-                if done {
-                    return Ok(true);
-                }
+        wait_until(Role::Relay, timeout, || {
+            let status = self.shared.status.lock();
+            if status.state == WorkerState::Failed {
+                return Err(status.last_error.clone());
             }
-            if Instant::now() >= deadline {
-                return Ok(false);
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+            Ok(targets.iter().all(|(tp, end)| {
+                status
+                    .forwarded
+                    .get(tp)
+                    .is_some_and(|(next, _)| next >= end)
+            }))
+        })
     }
 
     /// Stops the relay: the transaction under way is committed (or aborted, if it cannot be),

@@ -51,6 +51,33 @@ impl StopFlag {
     }
 }
 
+/// Checks `done` every 10 ms until it says `Some(true)` (`Ok(true)`) or `timeout` passes
+/// (`Ok(false)`); `None` means the worker failed, which is [`Error::Stopped`] with its
+/// `last_error`.
+pub(crate) fn wait_until(
+    role: Role,
+    timeout: Duration,
+    mut done: impl FnMut() -> std::result::Result<bool, Option<String>>,
+) -> Result<bool> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match done() {
+            Ok(true) => return Ok(true),
+            Ok(false) => {}
+            Err(last_error) => {
+                return Err(Error::Stopped {
+                    role,
+                    reason: last_error.unwrap_or_default(),
+                })
+            }
+        }
+        if Instant::now() >= deadline {
+            return Ok(false);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// A running worker thread.
 #[derive(Debug)]
 pub(crate) struct Worker {
