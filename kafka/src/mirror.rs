@@ -119,7 +119,7 @@ impl Mirror {
     /// Checks the routes against the cluster and annals, takes over the mirror's annals
     /// transactional id (fencing an older mirror with the same id in this log), reads where it
     /// stopped, and starts copying. Fails within `connect_timeout` when the cluster does not
-    /// answer ([`Error::Unreachable`]).
+    /// answer ([`Error::Unreachable`](crate::Error::Unreachable)).
     pub fn start(log: &Log, config: MirrorConfig) -> Result<Mirror> {
         config.validate()?;
         let shared = Arc::new(Shared {
