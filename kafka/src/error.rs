@@ -167,12 +167,17 @@ pub enum Error {
 
 impl Error {
     /// Whether a running worker stops on this error rather than reconnecting and trying again:
-    /// fencing, configuration and topic-shape errors, data annals no longer has, and annals'
-    /// own fatal errors (a closed or poisoned log). Broker outages and timeouts are not fatal.
+    /// fencing, configuration and topic-shape errors, data annals no longer has, an annals
+    /// topic that does not exist, and annals' own fatal errors (a closed or poisoned log). Broker outages and timeouts are not fatal.
     pub fn is_fatal(&self) -> bool {
         match self {
+            // A topic deleted under a running worker does not come back by reconnecting.
             Error::Annals { source, .. } => {
-                source.is_fatal() || matches!(source, annals::Error::Closed)
+                source.is_fatal()
+                    || matches!(
+                        source,
+                        annals::Error::Closed | annals::Error::UnknownTopic { .. }
+                    )
             }
             Error::Kafka { source, .. } => kafka_is_fatal(source),
             Error::Unreachable { .. } => false,
