@@ -613,3 +613,29 @@ fn a_small_buffer_holds_the_relay_back_without_losing_anything() {
     let seen = read_committed(&bootstrap, &kafka.name, 2, 10_000, Duration::from_secs(1));
     assert_eq!(seen.len(), 10_000);
 }
+
+#[test]
+fn an_annals_topic_deleted_under_a_running_relay_stops_it_with_the_reason() {
+    let bootstrap = bootstrap();
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path()).unwrap();
+    log.create_topic("t", TopicConfig::default().partitions(1))
+        .unwrap();
+    let kafka = Topic::create(&bootstrap, "deleted", 1);
+    let relay = Relay::start(
+        &log,
+        relay_config(&fresh_name("deleted"), &bootstrap)
+            .retry_backoff(Duration::from_millis(100))
+            .route("t", kafka.name.as_str()),
+    )
+    .unwrap();
+    log.delete_topic("t").unwrap();
+    let deadline = Instant::now() + hang_guard();
+    while relay.metrics().state != WorkerState::Failed {
+        assert!(Instant::now() < deadline, "{:?}", relay.metrics());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let err = relay.stop().unwrap_err();
+    assert!(err.is_fatal(), "{err}");
+    assert!(matches!(err, Error::Annals { .. }), "{err}");
+}
