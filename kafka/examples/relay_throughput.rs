@@ -111,7 +111,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let relay = Relay::start(
         &log,
         RelayConfig::new(format!("bench-{stamp}"), bootstrap.as_str())
-            .progress_topic(format!("bench-progress-{stamp}")),
+            .progress_topic(format!("bench-progress-{stamp}"))
+            .route("orders", relay_topic.as_str()),
     )?;
     let started = Instant::now();
     if !relay.wait_until_caught_up(Duration::from_secs(600))? {
