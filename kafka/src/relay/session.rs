@@ -235,8 +235,7 @@ impl Session {
             .set("partitioner", "murmur2_random")
             .set("transaction.timeout.ms", txn_ms.as_str())
             .set("message.timeout.ms", txn_ms.as_str())
-            .set("queue.buffering.max.kbytes", kbytes.as_str())
-            .set("retry.backoff.ms", "10");
+            .set("queue.buffering.max.kbytes", kbytes.as_str());
         for (k, v) in &config.kafka {
             client.set(k, v);
         }
