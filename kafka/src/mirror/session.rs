@@ -211,10 +211,11 @@ impl Session {
             .map_err(|e| fenced_or(e, config, "begin an annals transaction"))?;
         let started = Instant::now();
         let mut copied = 0usize;
+        let mut key = (String::new(), 0u32);
         let mut next = Some(first);
         let mut failed = None;
         while let Some(m) = next.take() {
-            if let Err(e) = append(&self.producer, &mut self.sources, &m) {
+            if let Err(e) = append(&self.producer, &mut self.sources, &mut key, &m) {
                 failed = Some(e);
                 break;
             }
@@ -318,11 +319,16 @@ impl Session {
 fn append(
     producer: &annals::Producer,
     sources: &mut HashMap<(String, u32), Source>,
+    key: &mut (String, u32),
     m: &BorrowedMessage<'_>,
 ) -> annals::Result<()> {
     let partition = m.partition() as u32;
+    // The lookup key's buffer is the caller's, reused: no allocation per record.
+    key.0.clear();
+    key.0.push_str(m.topic());
+    key.1 = partition;
     let source = sources
-        .get_mut(&(m.topic().to_owned(), partition))
+        .get_mut(&*key)
         .expect("the consumer is assigned only the mirror's partitions");
     let mut record = Record {
         key: m.key().map(annals::Bytes::copy_from_slice),
