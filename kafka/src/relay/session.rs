@@ -283,7 +283,7 @@ impl Session {
             .consumer
             .poll(Duration::from_millis(50))
             .map_err(Error::annals("read the relay's annals topics"))?;
-        if records.is_empty() && !self.positions_moved()? {
+        if records.is_empty() && self.moved_positions()?.is_empty() {
             return Ok(());
         }
         self.producer
@@ -318,19 +318,7 @@ impl Session {
                 break; // caught up: commit now rather than wait out max_transaction_time
             }
         }
-        let mut moved = Vec::new();
-        for (key, &committed) in &self.committed {
-            let position = self
-                .consumer
-                .position(&key.0, key.1)
-                .map_err(Error::annals(format!(
-                    "read the relay's position in annals {}/{}",
-                    key.0, key.1
-                )))?;
-            if position != committed {
-                moved.push((key.clone(), position));
-            }
-        }
+        let moved = self.moved_positions()?;
         for ((topic, partition), next) in &moved {
             let key = progress::key(&config.id, topic, *partition);
             let value = progress::value(*next);
@@ -365,7 +353,10 @@ impl Session {
         Ok(())
     }
 
-    fn positions_moved(&mut self) -> Result<bool> {
+    /// The assigned partitions whose position is not their committed progress, with the
+    /// position: what the next progress records say.
+    fn moved_positions(&mut self) -> Result<Vec<(AnnalsPartition, u64)>> {
+        let mut moved = Vec::new();
         for (key, &committed) in &self.committed {
             let position = self
                 .consumer
@@ -375,10 +366,10 @@ impl Session {
                     key.0, key.1
                 )))?;
             if position != committed {
-                return Ok(true);
+                moved.push((key.clone(), position));
             }
         }
-        Ok(false)
+        Ok(moved)
     }
 
     fn send(
