@@ -8,7 +8,7 @@ use super::{consumers, maintenance, producer_ids, Log};
 use crate::config::check_duration;
 use crate::error::{Error, Result};
 use crate::partition::RecoveryMode;
-use crate::storage::{FsStorage, Storage};
+use crate::storage::{FsStorage, Storage, DEFAULT_MAX_OPEN_FILES, MIN_MAX_OPEN_FILES};
 
 /// Default memory for the cleaner's key map (Kafka: 128 MiB shared by all cleaner threads).
 const DEFAULT_CLEANER_BUFFER_BYTES: usize = 16 << 20;
@@ -30,6 +30,8 @@ pub struct LogBuilder {
     pub(super) producer_id_expiration: std::time::Duration,
     /// How long the transaction coordinator remembers an idle transactional id.
     pub(super) transactional_id_expiration: std::time::Duration,
+    /// Descriptors the log's files may hold open at once; see `storage/open_file_budget.rs`.
+    pub(super) max_open_files: usize,
 }
 
 impl LogBuilder {
@@ -110,7 +112,41 @@ impl LogBuilder {
         self
     }
 
+    /// How many files the log keeps open at once, whatever its number of partitions and
+    /// segments. Past it, the least recently used file is closed and opened again on its next
+    /// use, so sealed segments and idle partitions cost no file descriptor. A reopen costs an
+    /// `open` system call, so a budget smaller than the files in active use (three per
+    /// partition being written: its segment and two indexes, plus the segments being read)
+    /// trades descriptors for those calls. Default 512 (half the usual soft limit of 1,024, the
+    /// rest left to the application); at least 16. The log holds a few descriptors on top: its
+    /// directory lock, and briefly a directory's while syncing it.
+    ///
+    /// ```
+    /// # fn main() -> annals::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let log = annals::Log::builder(dir.path()).max_open_files(64).open()?;
+    /// for t in 0..100 {
+    ///     log.create_topic(&format!("orders-{t}"), annals::TopicConfig::default())?;
+    /// }
+    /// assert!(log.metrics().files.open_files <= 64);
+    /// # Ok(()) }
+    /// ```
+    #[must_use]
+    pub fn max_open_files(mut self, files: usize) -> Self {
+        self.max_open_files = files;
+        self
+    }
+
     fn validate(&self) -> Result<()> {
+        if self.max_open_files < MIN_MAX_OPEN_FILES {
+            return Err(Error::invalid_config(
+                "max_open_files",
+                format!(
+                    "is {}, must be at least {MIN_MAX_OPEN_FILES}",
+                    self.max_open_files
+                ),
+            ));
+        }
         if let Some(interval) = self.maintenance_interval {
             check_duration("maintenance_interval", interval)?;
         }
@@ -165,6 +201,7 @@ impl Log {
             transactional_id_expiration: std::time::Duration::from_millis(
                 crate::txn::DEFAULT_TRANSACTIONAL_ID_EXPIRATION_MS as u64,
             ),
+            max_open_files: DEFAULT_MAX_OPEN_FILES,
         }
     }
 }

@@ -46,9 +46,13 @@ impl Log {
         // Every error of the storage names its operation and path from here on, and every
         // fsync and open file is counted (`Log::metrics`), recovery's included.
         let io = Arc::new(crate::metrics::IoCounters::default());
-        let storage = crate::storage::MeteredStorage::wrap(
-            crate::storage::ContextStorage::wrap(b.storage),
-            io.clone(),
+        // The budget sits outside the counting, so `files.open_files` counts descriptors.
+        let storage = crate::storage::OpenFileBudget::wrap(
+            crate::storage::MeteredStorage::wrap(
+                crate::storage::ContextStorage::wrap(b.storage),
+                io.clone(),
+            ),
+            b.max_open_files,
         );
         let dir = b.dir;
         enter_span!(INFO, "open_log", dir = %dir.display());

@@ -14,10 +14,12 @@
 mod context;
 mod fs;
 mod metered;
+mod open_file_budget;
 mod sim;
 
 pub(crate) use context::{untag, with_path, ContextStorage, IoContext};
 pub(crate) use metered::MeteredStorage;
+pub(crate) use open_file_budget::{OpenFileBudget, DEFAULT_MAX_OPEN_FILES, MIN_MAX_OPEN_FILES};
 
 pub use fs::FsStorage;
 pub use sim::{CrashMode, SimOp, SimOpKind, SimStorage};

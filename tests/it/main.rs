@@ -36,6 +36,7 @@ mod log_checkpoint;
 mod log_lifetime;
 mod maintenance_poison;
 mod metrics;
+mod open_files;
 mod partition_iter;
 mod partition_model;
 mod producer_backpressure;
