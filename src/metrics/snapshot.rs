@@ -198,9 +198,11 @@ pub struct FsyncMetrics {
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[non_exhaustive]
 pub struct FileMetrics {
-    /// Files open now.
+    /// File descriptors open now: at most about
+    /// [`LogBuilder::max_open_files`](crate::LogBuilder::max_open_files).
     pub open_files: u64,
-    /// Files opened since the log was opened.
+    /// Files opened since the log was opened, reopens after the open-file budget closed them
+    /// included.
     pub files_opened: u64,
     /// Memory mappings now (two per segment whose indexes are mapped).
     pub mappings: u64,
