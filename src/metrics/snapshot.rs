@@ -190,10 +190,11 @@ pub struct FsyncMetrics {
     pub histogram: Histogram,
 }
 
-/// The files and memory mappings the log holds now, through its storage: every segment's
-/// `.log` and index files, transaction indexes, and any file being read or written at that
-/// moment (a checkpoint, metadata). Handles that outlive the log (a `Partition` or a consumer
-/// kept after `Log::close`) keep their segments' files open and counted.
+/// The files and memory mappings the log holds now, through its storage: the descriptors the
+/// open-file budget keeps open (recently used segments' `.log` and index files, transaction
+/// indexes, and any file being read or written at that moment: a checkpoint, metadata), and
+/// every mapped index. Handles that outlive the log (a `Partition` or a consumer kept after
+/// `Log::close`) keep their segments' files counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[non_exhaustive]
