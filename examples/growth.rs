@@ -1,7 +1,9 @@
 //! How annals' costs grow with the work (issue 13): for each partition count, the time to create,
 //! append to, close and reopen the log, the open files, memory and real disk it takes; for each
-//! log size, append and read throughput and the reopen time. Every record is read back after the
-//! reopen and compared with what was written. Run with (the default sizes are small and quick):
+//! log size, append and read throughput and the reopen time, clean and after a writer was killed
+//! with SIGKILL (recovery then scans the newest segment, all of it unsynced: its MiB/s is the
+//! scan rate). Every
+//! record is read back after each reopen and compared with what was written. Run with (the default sizes are small and quick):
 //!
 //! ```text
 //! cargo run --release --example growth
@@ -109,9 +111,23 @@ struct SizeRow {
     reopen: Duration,
     read: Duration,
     disk_closed: u64,
+    /// `Log::open` after a writer of the same log was killed with SIGKILL.
+    crash_reopen: Duration,
+    /// Bytes of `.log` that open had to scan: the newest segment (every older one was sealed
+    /// and checkpointed by its roll).
+    crash_scanned: u64,
 }
 
+/// The child's flag: `growth --crash-child DIR BYTES` writes a log and waits to be killed.
+const CRASH_CHILD: &str = "--crash-child";
+
 fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let [flag, dir, bytes] = args.as_slice() {
+        if flag == CRASH_CHILD {
+            crash_child(Path::new(dir), bytes);
+        }
+    }
     let settings = match settings() {
         Ok(s) => s,
         Err(message) => {
@@ -223,7 +239,7 @@ fn run(settings: &Settings) -> Result<(), String> {
     if !settings.json {
         println!("\nlog size (one partition, batches of {BATCH}; MiB/s of key + value bytes):");
         println!(
-            "{:>10} {:>10} {:>4} {:>11} {:>9} {:>10} {:>9} {:>11}",
+            "{:>10} {:>10} {:>4} {:>11} {:>9} {:>10} {:>9} {:>11} {:>13} {:>14}",
             "log",
             "records",
             "segs",
@@ -231,7 +247,9 @@ fn run(settings: &Settings) -> Result<(), String> {
             "close ms",
             "reopen ms",
             "read MiB/s",
-            "disk closed"
+            "disk closed",
+            "kill-9 open ms",
+            "recovery MiB/s"
         );
     }
     for &bytes in &settings.log_bytes {
@@ -394,12 +412,140 @@ fn measure_log_size(payload_bytes: u64, min_free: u64) -> Result<SizeRow, Failur
     let (reopen, log) = time_reopen(dir.path())?;
     let p = log.partition("growth", 0)?;
     let started = Instant::now();
+    read_back(&p, records, &pool)?;
+    let read = started.elapsed();
+    if p.high_watermark() != records {
+        return Err(Failure::Broken(format!(
+            "high watermark {} after reopen, {records} records written",
+            p.high_watermark()
+        )));
+    }
+    let segments = p.segment_count();
+    drop(p);
+    log.close()?;
+    drop(dir);
+    let (crash_reopen, crash_scanned) = measure_crash_recovery(payload_bytes, records, &pool)?;
+    Ok(SizeRow {
+        payload_bytes: records * record_bytes,
+        records,
+        segments,
+        append,
+        close,
+        reopen,
+        read,
+        disk_closed,
+        crash_reopen,
+        crash_scanned,
+    })
+}
+
+/// Writes `records` records of `pool` in a child process, kills it with SIGKILL once they are
+/// written (not synced; background maintenance is off, so only rolls checkpoint), and times the
+/// `Log::open` that recovers the log. Every record must be back.
+fn measure_crash_recovery(
+    payload_bytes: u64,
+    records: u64,
+    pool: &[Record],
+) -> Result<(Duration, u64), Failure> {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir()?;
+    let mut child = std::process::Command::new(std::env::current_exe()?)
+        .arg(CRASH_CHILD)
+        .arg(dir.path())
+        .arg(payload_bytes.to_string())
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    let stdout = child.stdout.take().expect("piped");
+    let mut ready = String::new();
+    io::BufReader::new(stdout).read_line(&mut ready)?;
+    child.kill()?;
+    let status = child.wait()?;
+    if ready.trim() != format!("READY {records}") {
+        return Err(Failure::Broken(format!(
+            "the crash child said {ready:?} and exited with {status}"
+        )));
+    }
+    // A roll seals its segment (fsync) and checkpoints it, so recovery trusts every sealed
+    // segment and scans the newest one, all of it unsynced.
+    let scanned = newest_log_bytes(dir.path())?;
+    let started = Instant::now();
+    let log = Log::builder(dir.path())
+        .maintenance_interval(None)
+        .open()
+        .map_err(|e| Failure::from(e).context("reopen after kill -9".into()))?;
+    let reopen = started.elapsed();
+    let p = log.partition("growth", 0)?;
+    read_back(&p, records, pool)?;
+    log.close()?;
+    Ok((reopen, scanned))
+}
+
+/// The crash child: appends `bytes` of records, says `READY <records>` and waits for SIGKILL.
+fn crash_child(dir: &Path, bytes: &str) -> ! {
+    let run = || -> annals::Result<u64> {
+        let pool = common::make_records(BATCH);
+        let records = bytes
+            .parse::<u64>()
+            .expect("a byte count")
+            .div_ceil(payload(&pool[0]) as u64);
+        let log = Log::builder(dir).maintenance_interval(None).open()?;
+        log.create_topic("growth", TopicConfig::default())?;
+        let p = log.partition("growth", 0)?;
+        let mut written = 0;
+        while written < records {
+            let n = (records - written).min(BATCH as u64) as usize;
+            p.append(&pool[..n])?;
+            written += n as u64;
+        }
+        // The log stays open: the kill finds it mid-life.
+        std::mem::forget(log);
+        Ok(records)
+    };
+    match run() {
+        Ok(records) => println!("READY {records}"),
+        Err(e) => println!("FAILED {e}"),
+    }
+    loop {
+        std::thread::sleep(Duration::from_secs(60));
+    }
+}
+
+/// Length of the newest `.log` file under `dir` (the names are zero-padded base offsets, so the
+/// largest name is the newest segment).
+fn newest_log_bytes(dir: &Path) -> io::Result<u64> {
+    let mut newest: Option<(std::path::PathBuf, u64)> = None;
+    let mut visit = vec![dir.to_path_buf()];
+    while let Some(d) = visit.pop() {
+        for entry in fs::read_dir(&d)? {
+            let (entry, path) = {
+                let e = entry?;
+                let path = e.path();
+                (e, path)
+            };
+            let meta = entry.metadata()?;
+            if meta.is_dir() {
+                visit.push(path);
+            } else if path.extension().is_some_and(|e| e == "log")
+                && newest
+                    .as_ref()
+                    .is_none_or(|(p, _)| path.file_name() > p.file_name())
+            {
+                newest = Some((path, meta.len()));
+            }
+        }
+    }
+    Ok(newest.map_or(0, |(_, len)| len))
+}
+
+/// Reads the partition from offset 0 and checks it holds exactly `records` records, each the
+/// one `pool` put at its offset.
+fn read_back(p: &annals::Partition, records: u64, pool: &[Record]) -> Result<(), Failure> {
     let (mut offset, mut out) = (0, Vec::new());
     while offset < records {
         out.clear();
         p.read_into(offset, READ_MAX_BYTES, &mut out)?;
         for r in &out {
-            if r.offset != offset || !same(r, &pool[(offset % BATCH as u64) as usize]) {
+            if r.offset != offset || !same(r, &pool[(offset % pool.len() as u64) as usize]) {
                 return Err(Failure::Broken(format!(
                     "record at offset {offset} is missing or changed (read offset {})",
                     r.offset
@@ -413,25 +559,13 @@ fn measure_log_size(payload_bytes: u64, min_free: u64) -> Result<SizeRow, Failur
             )));
         }
     }
-    let read = started.elapsed();
     if p.high_watermark() != records {
         return Err(Failure::Broken(format!(
-            "high watermark {} after reopen, {records} records written",
+            "high watermark {}, {records} records written",
             p.high_watermark()
         )));
     }
-    let segments = p.segment_count();
-    log.close()?;
-    Ok(SizeRow {
-        payload_bytes: records * record_bytes,
-        records,
-        segments,
-        append,
-        close,
-        reopen,
-        read,
-        disk_closed,
-    })
+    Ok(())
 }
 
 fn same(stored: &StoredRecord, written: &Record) -> bool {
@@ -548,12 +682,14 @@ fn print_size_row(json: bool, r: &SizeRow) {
         let row = json!({"kind": "log_bytes", "payload_bytes": r.payload_bytes, "records": r.records,
             "segments": r.segments, "append_ms": ms(r.append), "append_mib_s": mib / r.append.as_secs_f64(),
             "close_ms": ms(r.close), "reopen_ms": ms(r.reopen), "read_ms": ms(r.read),
-            "read_mib_s": mib / r.read.as_secs_f64(), "disk_closed_bytes": r.disk_closed});
+            "read_mib_s": mib / r.read.as_secs_f64(), "disk_closed_bytes": r.disk_closed,
+            "crash_reopen_ms": ms(r.crash_reopen), "crash_scanned_bytes": r.crash_scanned,
+            "recovery_mib_s": recovery_mib_s(r)});
         println!("{row}");
         return;
     }
     println!(
-        "{:>10} {:>10} {:>4} {:>12.1} {:>9.1} {:>10.1} {:>10.1} {:>11}",
+        "{:>10} {:>10} {:>4} {:>12.1} {:>9.1} {:>10.1} {:>10.1} {:>11} {:>14.1} {:>14.0}",
         human_bytes(r.payload_bytes),
         r.records,
         r.segments,
@@ -561,8 +697,15 @@ fn print_size_row(json: bool, r: &SizeRow) {
         ms(r.close),
         ms(r.reopen),
         mib / r.read.as_secs_f64(),
-        human_bytes(r.disk_closed)
+        human_bytes(r.disk_closed),
+        ms(r.crash_reopen),
+        recovery_mib_s(r)
     );
+}
+
+/// How fast the open after kill -9 went through the unsynced log it had to scan.
+fn recovery_mib_s(r: &SizeRow) -> f64 {
+    r.crash_scanned as f64 / MIB / r.crash_reopen.as_secs_f64()
 }
 
 /// A row that a limit of this machine ended: `label` is its size as the table shows it.
