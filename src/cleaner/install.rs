@@ -87,10 +87,9 @@ impl PartitionInner {
         let fresh = groups
             .iter()
             .map(|g| {
-                // Rebuilding preallocates the index files before trimming them: size them for
-                // this segment (a compacted segment indexes every batch, see
-                // `Segment::rebuild_indexes`), not for a whole active segment, which would zero
-                // megabytes per new segment for nothing.
+                // Rebuilding grows the index files as it writes entries, then trims them: cap
+                // them at what this segment can need (a compacted segment indexes every batch,
+                // see `Segment::rebuild_indexes`), not at a whole active segment's size.
                 let per_entry = HEADER_LEN as u64;
                 let entries = g.stats.size / per_entry + 2;
                 let limits = SegmentLimits {

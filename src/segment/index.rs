@@ -8,9 +8,13 @@
 //!   seen so far in the segment and the last offset of the batch that carried it (as Kafka
 //!   writes it).
 //!
-//! The active segment's index files are preallocated to `segment_index_bytes` (real blocks, no
-//! holes) and memory-mapped; unused tail entries are zeros. Sealed segments' files are trimmed to
-//! their entries. Because the very first batch of a segment is never indexed (Kafka writes an
+//! The active segment's index files are memory-mapped and allocated ahead of their entries (real
+//! blocks, no holes, so a write through the mapping cannot fail for lack of space); unused tail
+//! entries are zeros. They start at [`INITIAL_BYTES`] and double when full, up to
+//! `segment_index_bytes`, so a small partition costs a few KiB of disk instead of two
+//! preallocated `segment_index_bytes` files. A growth that fails (a full disk) skips the entry:
+//! the index is a cache, and a sparser one only makes lookups scan further. Sealed segments'
+//! files are trimmed to their entries. Because the very first batch of a segment is never indexed (Kafka writes an
 //! entry only after `index_interval_bytes` have passed), a valid offset-index entry never has
 //! position 0, and the valid entries are exactly the leading run that is strictly increasing —
 //! the zero fill (or garbage) ends it. Indexes are only a cache: anything that fails these checks
@@ -27,6 +31,9 @@ pub(crate) const OFFSET_ENTRY: usize = 8;
 pub(crate) const TIME_ENTRY: usize = 12;
 /// Room on the stack for encoding any entry.
 const MAX_ENTRY: usize = 16;
+/// What an active index file is first allocated to: one page, so a partition with a handful of
+/// batches costs one block per index, and the kernel's fault-around maps no more than that.
+pub(crate) const INITIAL_BYTES: usize = 4096;
 
 /// One memory-mapped file of fixed-size entries.
 #[derive(Debug)]
@@ -38,47 +45,86 @@ struct EntryFile {
     map: Option<Box<dyn MappedRegion>>,
     entry_size: usize,
     entries: usize,
+    /// Entries the mapping (and the allocated file) has room for.
     capacity: usize,
+    /// Entries the file may grow to (`segment_index_bytes`); the segment rolls when they are
+    /// used. Equal to `capacity` for a file that does not grow (a sealed segment's).
+    max_capacity: usize,
+    /// A growth failed and was logged; later failures are not logged again.
+    growth_failed: bool,
 }
 
 impl EntryFile {
-    /// Opens (creating if needed) and maps the file. With `preallocate`, the file is grown to
-    /// `max_bytes` so appends can go through the mapping; otherwise it is mapped as it is.
-    #[allow(unsafe_code)] // maps the index file: see the SAFETY argument below
+    /// Opens (creating if needed) and maps the file. With `growable`, the file is allocated to
+    /// at least [`INITIAL_BYTES`] (never more than `max_bytes`) so appends can go through the
+    /// mapping, and may grow to `max_bytes`; otherwise it is mapped as it is.
     fn open(
         storage: &dyn Storage,
         path: &Path,
         entry_size: usize,
         max_bytes: usize,
-        preallocate: bool,
+        growable: bool,
     ) -> io::Result<EntryFile> {
         let file = storage.open(path, OpenMode::Create)?;
         let len = file.len()? as usize;
-        let capacity_bytes = if preallocate {
-            let want = (max_bytes / entry_size) * entry_size;
-            let want = want.max(len - len % entry_size);
+        let whole = |bytes: usize| bytes - bytes % entry_size;
+        let on_disk = whole(len);
+        let (capacity_bytes, max_bytes) = if growable {
+            // A file from before indexes grew is preallocated to its full size: use it so.
+            let max = whole(max_bytes).max(on_disk);
+            let want = whole(INITIAL_BYTES).min(max).max(on_disk);
             if len < want {
                 file.allocate(want as u64)?;
             }
-            want
+            (want, max)
         } else {
-            len - len % entry_size
+            (on_disk, on_disk)
         };
-        // SAFETY: `file` is an index file inside a partition directory of a `Log`, which holds
-        // the directory's lock, so no other `Log` (in this process or another) opens it. This
-        // `EntryFile` owns both the handle and the mapping: it writes the file only through the
-        // mapping (`push`, `truncate_entries`) and changes its length only in `close_and_trim`,
-        // after dropping the mapping. `capacity_bytes` is within the file: it was allocated
-        // above, or is the file's length rounded down.
-        let map = unsafe { file.map_mut(capacity_bytes) }?;
-        Ok(EntryFile {
+        let mut entry_file = EntryFile {
             file,
             path: path.to_path_buf(),
-            map: Some(map),
+            map: None,
             entry_size,
             entries: 0,
-            capacity: capacity_bytes / entry_size,
-        })
+            capacity: 0,
+            max_capacity: max_bytes / entry_size,
+            growth_failed: false,
+        };
+        entry_file.map_to(capacity_bytes)?;
+        Ok(entry_file)
+    }
+
+    /// Maps the first `len` bytes, dropping any earlier mapping first (two mappings of one
+    /// range must not coexist: see `map_mut`'s contract).
+    #[allow(unsafe_code)] // maps the index file: see the SAFETY argument below
+    fn map_to(&mut self, len: usize) -> io::Result<()> {
+        self.map = None;
+        // SAFETY: `file` is an index file inside a partition directory of a `Log`, which holds
+        // the directory's lock, so no other `Log` (in this process or another) opens it. This
+        // `EntryFile` owns both the handle and the mapping, and holds at most one mapping (the
+        // previous one was dropped above): it writes the file only through the mapping (`push`,
+        // `truncate_entries`) and changes its length only in `close_and_trim`, after dropping
+        // the mapping, or in `grow`, which only extends it. `len` is within the file: the
+        // callers allocated it, or it is the file's length rounded down.
+        self.map = Some(unsafe { self.file.map_mut(len) }?);
+        self.capacity = len / self.entry_size;
+        Ok(())
+    }
+
+    /// Doubles the allocated and mapped size (up to `max_capacity`). On failure the mapping is
+    /// what it was (or, if even remapping that failed, gone: lookups then scan).
+    fn grow(&mut self) -> io::Result<()> {
+        let old_bytes = self.capacity * self.entry_size;
+        let new_capacity = (self.capacity * 2)
+            .max(INITIAL_BYTES / self.entry_size)
+            .min(self.max_capacity);
+        let new_bytes = new_capacity * self.entry_size;
+        self.file.allocate(new_bytes as u64)?;
+        if let Err(e) = self.map_to(new_bytes) {
+            let _ = self.map_to(old_bytes);
+            return Err(e);
+        }
+        Ok(())
     }
 
     fn entry(&self, i: usize) -> &[u8] {
@@ -87,12 +133,28 @@ impl EntryFile {
     }
 
     fn is_full(&self) -> bool {
-        self.entries >= self.capacity
+        self.entries >= self.max_capacity
     }
 
+    /// Appends an entry, growing the file first if its allocated room is used up. `false` if
+    /// it is full, closed, or could not grow (the entry is then skipped, see the module docs).
     fn push(&mut self, entry: &[u8]) -> bool {
-        if self.is_full() {
+        if self.is_full() || self.map.is_none() {
             return false;
+        }
+        if self.entries >= self.capacity {
+            if let Err(e) = self.grow() {
+                if !self.growth_failed {
+                    self.growth_failed = true;
+                    warn!(
+                        path = %self.path.display(),
+                        error = %e,
+                        "could not grow an index file: its entries are skipped until it can \
+                         (lookups scan further; nothing is lost)"
+                    );
+                }
+                return false;
+            }
         }
         let pos = self.entries * self.entry_size;
         match self.map.as_mut() {
@@ -130,6 +192,7 @@ impl EntryFile {
             // `EntryFile` holds (and trimming again drops that mapping first).
             self.map = Some(unsafe { self.file.map_mut(len) }?);
             self.capacity = self.entries;
+            self.max_capacity = self.entries;
         }
         Ok(())
     }
@@ -183,7 +246,7 @@ impl IndexEntry for OffsetEntry {
         out[4..].copy_from_slice(&position.to_be_bytes());
     }
 
-    /// Position 0 is never indexed, so a zero entry (preallocated fill) ends the run; both
+    /// Position 0 is never indexed, so a zero entry (allocated fill) ends the run; both
     /// fields strictly increase.
     fn follows((rel, pos): (u32, u32), prev: Option<(u32, u32)>) -> bool {
         pos > 0 && prev.is_none_or(|(pr, pp)| rel > pr && pos > pp)
@@ -213,7 +276,7 @@ impl IndexEntry for TimeEntry {
     }
 
     /// Timestamps strictly increase and offsets do not decrease; an all-zero first entry is
-    /// preallocated fill.
+    /// allocated fill.
     fn follows((ts, rel): (i64, u32), prev: Option<(i64, u32)>) -> bool {
         match prev {
             None => ts > 0 || rel > 0,
@@ -239,9 +302,9 @@ impl<E: IndexEntry> Index<E> {
         storage: &dyn Storage,
         path: &Path,
         max_bytes: usize,
-        preallocate: bool,
+        growable: bool,
     ) -> io::Result<Index<E>> {
-        let inner = EntryFile::open(storage, path, E::SIZE, max_bytes, preallocate)?;
+        let inner = EntryFile::open(storage, path, E::SIZE, max_bytes, growable)?;
         let mut index = Index {
             inner,
             entry: PhantomData,
@@ -426,5 +489,88 @@ mod tests {
         );
         assert_eq!(time.lookup(1_500), Some(7));
         assert_eq!(time.lookup(1_000), None);
+    }
+
+    /// An active index starts at one page, doubles as entries come, stops at its maximum
+    /// (then it is full and the segment rolls), and a reopen finds every entry.
+    #[test]
+    fn grows_by_doubling_up_to_its_maximum() {
+        let storage = SimStorage::new();
+        let path = Path::new("/0.index");
+        let max = 64 << 10;
+        let mut index = OffsetIndex::open(&*storage, path, max, true).unwrap();
+        assert_eq!(storage.read_file(path).unwrap().len(), INITIAL_BYTES);
+        let mut sizes = vec![];
+        let mut n = 0u32;
+        while !index.is_full() {
+            n += 1;
+            assert!(index.push(n, n * 100));
+            let len = storage.read_file(path).unwrap().len();
+            if sizes.last() != Some(&len) {
+                sizes.push(len);
+            }
+        }
+        assert_eq!(sizes, [4096, 8192, 16384, 32768, 65536]);
+        assert_eq!(n as usize, max / OFFSET_ENTRY);
+        assert!(!index.push(n + 1, (n + 1) * 100), "full");
+        drop(index);
+        let index = OffsetIndex::open(&*storage, path, max, true).unwrap();
+        assert_eq!(index.len(), n as usize);
+        assert_eq!(index.lookup(n), Some((n - 1, (n - 1) * 100)));
+    }
+
+    /// A file preallocated to its full size (as before indexes grew) reopens with its entries
+    /// and room, and a grown file reopened with a smaller maximum keeps what it has.
+    #[test]
+    fn old_preallocated_files_reopen() {
+        let storage = SimStorage::new();
+        let path = Path::new("/0.timeindex");
+        let file = storage.open(path, OpenMode::Create).unwrap();
+        file.allocate(TIME_ENTRY as u64 * 1000).unwrap();
+        let mut entry = [0u8; TIME_ENTRY];
+        TimeEntry::encode((5_000, 3), &mut entry);
+        file.write_all_at(&entry, 0).unwrap();
+        drop(file);
+        let mut index = TimeIndex::open(&*storage, path, 1024, true).unwrap();
+        assert_eq!(index.len(), 1);
+        assert!(index.maybe_push(6_000, 9));
+        assert_eq!(storage.read_file(path).unwrap().len(), TIME_ENTRY * 1000);
+        assert_eq!(index.lookup(5_500), Some(3));
+    }
+
+    /// A full disk while growing skips the entry: no error, no panic, the entries before it
+    /// intact, lookups still right (they start earlier), and growth resumes once space is back.
+    #[test]
+    fn a_failed_growth_skips_entries_and_recovers() {
+        let storage = SimStorage::new();
+        let path = Path::new("/0.index");
+        let mut index = OffsetIndex::open(&*storage, path, 1 << 20, true).unwrap();
+        let first_page = (INITIAL_BYTES / OFFSET_ENTRY) as u32;
+        for n in 1..=first_page {
+            assert!(index.push(n, n * 10));
+        }
+        storage.fail_when(
+            crate::storage::SimOpKind::Allocate,
+            "0.index",
+            io::ErrorKind::StorageFull,
+        );
+        assert!(
+            !index.push(first_page + 1, (first_page + 1) * 10),
+            "skipped"
+        );
+        assert_eq!(index.len(), first_page as usize);
+        assert_eq!(
+            index.lookup(first_page + 5),
+            Some((first_page, first_page * 10))
+        );
+        storage.clear_fault_hook();
+        assert!(
+            index.push(first_page + 2, (first_page + 2) * 10),
+            "grows again"
+        );
+        assert_eq!(index.len(), first_page as usize + 1);
+        index.close_and_trim().unwrap();
+        let bytes = storage.read_file(path).unwrap();
+        assert_eq!(bytes.len(), (first_page as usize + 1) * OFFSET_ENTRY);
     }
 }

@@ -273,7 +273,7 @@ impl Segment {
         }
         let last_rel = (header.last_offset() - self.base_offset) as u32;
         // Position 0 is never indexed (lookups start there anyway), which is what lets the zero
-        // fill of a preallocated index mark its end. The lock is taken only when an entry is
+        // fill of an index's allocated room mark its end. The lock is taken only when an entry is
         // due, so most appends never make a reader's index lookup wait.
         if *since_index >= limits.index_interval_bytes && pos > 0 {
             let mut idx = self.indexes.write();
@@ -601,10 +601,10 @@ fn open_indexes(
         }
     }
     // A segment being rebuilt needs room to write entries even if it will be sealed after.
-    let preallocate = active || fresh;
+    let growable = active || fresh;
     Ok(Indexes {
-        offset: OffsetIndex::open(storage, &offset_path, limits.index_max_bytes, preallocate)?,
-        time: TimeIndex::open(storage, &time_path, limits.index_max_bytes, preallocate)?,
+        offset: OffsetIndex::open(storage, &offset_path, limits.index_max_bytes, growable)?,
+        time: TimeIndex::open(storage, &time_path, limits.index_max_bytes, growable)?,
     })
 }
 

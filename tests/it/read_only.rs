@@ -815,7 +815,7 @@ fn verify_segment_reads_the_active_segment_of_a_log_its_owner_holds_open() {
     append(&log, 0, 30);
     let logs = segment_logs(&dir.path().join(format!("{T}-0")));
     let active = logs.last().unwrap();
-    // Its indexes are preallocated: zeros follow their entries.
+    // Its indexes are allocated ahead of their entries: zeros follow them.
     assert!(
         std::fs::metadata(active.with_extension("index"))
             .unwrap()

@@ -570,7 +570,7 @@ fn disk_full_append_fails_cleanly_and_recovers() {
     append_after_recovery(&sim, log, p, &mut model, "disk full");
 }
 
-/// Makes the preallocation of the next segment's index fail as on a full disk, and appends until
+/// Makes the allocation of the next segment's index fail as on a full disk, and appends until
 /// an append needs that segment. The append must fail with an I/O error, leaving nothing partial
 /// visible. Returns the model of what was appended.
 fn fill_until_roll_fails(sim: &SimStorage, p: &Partition) -> Model {

@@ -13,7 +13,7 @@
 //! recovery adds one ABORT marker per transaction left open in it) and checks the records.
 //!
 //! `ANNALS_TEST_CASES` sequences (default 16: each costs about 1.7 s in debug, most of it
-//! opening and closing the internal topics, whose indexes are preallocated) of
+//! opening and closing the internal topics) of
 //! `ANNALS_TXN_STEPS` steps (default 150); `ANNALS_TXN_TRACE=1` prints every step (with
 //! `--nocapture`).
 //!
@@ -803,8 +803,8 @@ impl Harness {
     }
 }
 
-/// Index files are preallocated to `segment_index_bytes`: the default (MiBs, zero-filled on
-/// every open and roll of a `SimStorage` file) would take most of the test's time.
+/// Index files may grow to `segment_index_bytes`; a small maximum keeps the model's
+/// `SimStorage` files small when a rebuild or a long segment grows them.
 fn small_indexes() -> TopicConfig {
     TopicConfig::default().segment_index_bytes(16 << 10)
 }
