@@ -10,7 +10,8 @@
 //!
 //! The active segment's index files are memory-mapped and allocated ahead of their entries (real
 //! blocks, no holes, so a write through the mapping cannot fail for lack of space); unused tail
-//! entries are zeros. They start at [`INITIAL_BYTES`] and double when full, up to
+//! entries are zeros. They start empty, are allocated [`INITIAL_BYTES`] for their first entry
+//! and double when full, up to
 //! `segment_index_bytes`, so a small partition costs a few KiB of disk instead of two
 //! preallocated `segment_index_bytes` files. A growth that fails (a full disk) skips the entry:
 //! the index is a cache, and a sparser one only makes lookups scan further. Sealed segments'
@@ -55,9 +56,10 @@ struct EntryFile {
 }
 
 impl EntryFile {
-    /// Opens (creating if needed) and maps the file. With `growable`, the file is allocated to
-    /// at least [`INITIAL_BYTES`] (never more than `max_bytes`) so appends can go through the
-    /// mapping, and may grow to `max_bytes`; otherwise it is mapped as it is.
+    /// Opens (creating if needed) and maps the file as it is. With `growable`, it may grow to
+    /// `max_bytes` as entries are pushed; the first growth allocates [`INITIAL_BYTES`]. Nothing
+    /// is allocated before an entry needs room, so opening a segment that is never written
+    /// (an idle partition's) changes none of its index files.
     fn open(
         storage: &dyn Storage,
         path: &Path,
@@ -69,16 +71,11 @@ impl EntryFile {
         let len = file.len()? as usize;
         let whole = |bytes: usize| bytes - bytes % entry_size;
         let on_disk = whole(len);
-        let (capacity_bytes, max_bytes) = if growable {
-            // A file from before indexes grew is preallocated to its full size: use it so.
-            let max = whole(max_bytes).max(on_disk);
-            let want = whole(INITIAL_BYTES).min(max).max(on_disk);
-            if len < want {
-                file.allocate(want as u64)?;
-            }
-            (want, max)
+        // A file from before indexes grew is preallocated to its full size: it is used so.
+        let max_bytes = if growable {
+            whole(max_bytes).max(on_disk)
         } else {
-            (on_disk, on_disk)
+            on_disk
         };
         let mut entry_file = EntryFile {
             file,
@@ -90,7 +87,7 @@ impl EntryFile {
             max_capacity: max_bytes / entry_size,
             growth_failed: false,
         };
-        entry_file.map_to(capacity_bytes)?;
+        entry_file.map_to(on_disk)?;
         Ok(entry_file)
     }
 
@@ -104,8 +101,8 @@ impl EntryFile {
         // `EntryFile` owns both the handle and the mapping, and holds at most one mapping (the
         // previous one was dropped above): it writes the file only through the mapping (`push`,
         // `truncate_entries`) and changes its length only in `close_and_trim`, after dropping
-        // the mapping, or in `grow`, which only extends it. `len` is within the file: the
-        // callers allocated it, or it is the file's length rounded down.
+        // the mapping, or in `grow`, which only extends it. `len` is within the file: `grow`
+        // allocated it, or it is the file's length rounded down.
         self.map = Some(unsafe { self.file.map_mut(len) }?);
         self.capacity = len / self.entry_size;
         Ok(())
@@ -200,6 +197,11 @@ impl EntryFile {
     /// CRC-32C of the file's bytes on disk.
     fn file_crc(&self) -> io::Result<u32> {
         let len = self.file.len()? as usize;
+        // A mapping of the whole file already holds its bytes (a sealed index, trimmed to its
+        // entries, always is one): no read needed.
+        if let Some(map) = self.map.as_ref().filter(|m| m.as_slice().len() == len) {
+            return Ok(crc32c::crc32c(map.as_slice()));
+        }
         let mut buf = vec![0u8; len];
         crate::storage::read_exact_at(&*self.file, &mut buf, 0).at("read", &self.path)?;
         Ok(crc32c::crc32c(&buf))
@@ -491,7 +493,7 @@ mod tests {
         assert_eq!(time.lookup(1_000), None);
     }
 
-    /// An active index starts at one page, doubles as entries come, stops at its maximum
+    /// An active index starts empty, takes one page for its first entry, doubles as entries come, stops at its maximum
     /// (then it is full and the segment rolls), and a reopen finds every entry.
     #[test]
     fn grows_by_doubling_up_to_its_maximum() {
@@ -499,7 +501,11 @@ mod tests {
         let path = Path::new("/0.index");
         let max = 64 << 10;
         let mut index = OffsetIndex::open(&*storage, path, max, true).unwrap();
-        assert_eq!(storage.read_file(path).unwrap().len(), INITIAL_BYTES);
+        assert_eq!(
+            storage.read_file(path).unwrap().len(),
+            0,
+            "nothing before an entry"
+        );
         let mut sizes = vec![];
         let mut n = 0u32;
         while !index.is_full() {

@@ -171,21 +171,30 @@ impl Segment {
     ) -> io::Result<Segment> {
         let log_path = dir.join(file_name(base_offset, "log"));
         let file = storage.open(&log_path, OpenMode::ReadWrite)?;
-        let rebuild_indexes = match trusted_index_crcs {
+        // The index files as they are, checked against the checkpoint through the handles
+        // that will map them (one open each). A missing file opens empty, which matches only
+        // the checksum of an empty index: a segment with no entries loses nothing by it.
+        let trusted = match trusted_index_crcs {
             Some((offset_crc, time_crc)) => {
-                file_crc(storage, &dir.join(file_name(base_offset, "index")))? != Some(offset_crc)
-                    || file_crc(storage, &dir.join(file_name(base_offset, "timeindex")))?
-                        != Some(time_crc)
+                let indexes = open_indexes(storage, dir, base_offset, limits, active, false)?;
+                let matches = indexes.offset.file_crc()? == offset_crc
+                    && indexes.time.file_crc()? == time_crc;
+                if !matches {
+                    info!(
+                        path = %log_path.display(),
+                        "the index files of a sealed segment do not match the checkpoint: \
+                         rebuilding them"
+                    );
+                }
+                matches.then_some(indexes)
             }
-            None => true,
+            None => None,
         };
-        if rebuild_indexes && trusted_index_crcs.is_some() {
-            info!(
-                path = %log_path.display(),
-                "the index files of a sealed segment do not match the checkpoint: rebuilding them"
-            );
-        }
-        let indexes = open_indexes(storage, dir, base_offset, limits, active, rebuild_indexes)?;
+        let rebuild_indexes = trusted.is_none();
+        let indexes = match trusted {
+            Some(indexes) => indexes,
+            None => open_indexes(storage, dir, base_offset, limits, active, true)?,
+        };
         let segment = Segment::assemble(base_offset, log_path, file, indexes, stats, allow_gaps);
         if rebuild_indexes {
             segment.rebuild_indexes(limits)?;
@@ -570,16 +579,6 @@ impl Segment {
         let idx = self.indexes.read();
         Ok((idx.offset.file_crc()?, idx.time.file_crc()?))
     }
-}
-
-/// CRC-32C of a whole file, or `None` if it does not exist.
-fn file_crc(storage: &dyn Storage, path: &Path) -> io::Result<Option<u32>> {
-    if !storage.exists(path)? {
-        return Ok(None);
-    }
-    Ok(Some(crc32c::crc32c(&crate::storage::read_whole(
-        storage, path,
-    )?)))
 }
 
 fn open_indexes(

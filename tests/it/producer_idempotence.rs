@@ -617,7 +617,7 @@ fn a_roll_that_fails_on_a_full_disk_is_retried() {
     let calls = Arc::new(AtomicU64::new(0));
     let c = calls.clone();
     sim.set_fault_hook(move |op| {
-        let hit = op.kind == SimOpKind::Allocate
+        let hit = op.kind == SimOpKind::Open
             && op.path.extension().is_some_and(|e| e == "index")
             && c.fetch_add(1, Ordering::SeqCst) == 0;
         hit.then(|| io::Error::new(ErrorKind::StorageFull, "injected: disk full"))

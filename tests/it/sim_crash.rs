@@ -570,13 +570,14 @@ fn disk_full_append_fails_cleanly_and_recovers() {
     append_after_recovery(&sim, log, p, &mut model, "disk full");
 }
 
-/// Makes the allocation of the next segment's index fail as on a full disk, and appends until
+/// Makes the creation of the next segment's index file fail as on a full disk (no room for the
+/// new directory entry; index files allocate nothing until their first entry), and appends until
 /// an append needs that segment. The append must fail with an I/O error, leaving nothing partial
 /// visible. Returns the model of what was appended.
 fn fill_until_roll_fails(sim: &SimStorage, p: &Partition) -> Model {
     let mut model = Model::new();
     let mut i = 0;
-    sim.fail_when(SimOpKind::Allocate, ".index", ErrorKind::StorageFull);
+    sim.fail_when(SimOpKind::Open, ".index", ErrorKind::StorageFull);
     let err = loop {
         let batch = simple_records(i, 4);
         match p.append(&batch) {
