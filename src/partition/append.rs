@@ -16,7 +16,7 @@ use crate::format::{
     ControlType, EndTxnMarker, TimestampType, HEADER_LEN, NO_PRODUCER_EPOCH, NO_PRODUCER_ID,
     NO_SEQUENCE,
 };
-use crate::meta::{store_checkpoint, Checkpoint};
+use crate::meta::{store_checkpoint, Checkpoint, SealedSegment};
 use crate::segment::Segment;
 
 impl Partition {
@@ -475,16 +475,59 @@ impl PartitionInner {
     /// Writes `partition.ckpt`; expired producers are forgotten first, so the snapshot holds
     /// only the producers that may still retry.
     pub(crate) fn write_checkpoint(&self, w: &mut WriterState, recovery_point: u64) -> Result<()> {
+        let checkpoint = self.next_checkpoint(w, recovery_point, w.sealed.clone());
+        w.durable_checkpoint = None;
+        store_checkpoint(&*self.storage, &self.dir, &checkpoint)?;
+        w.durable_checkpoint = Some(checkpoint);
+        Ok(())
+    }
+
+    /// The checkpoint to write now, with `sealed` as its sealed segments.
+    fn next_checkpoint(
+        &self,
+        w: &mut WriterState,
+        recovery_point: u64,
+        sealed: Vec<SealedSegment>,
+    ) -> Checkpoint {
         let log_start_offset = self.log_start_offset.load(Ordering::Acquire);
         w.producers.expire(now_ms(), log_start_offset);
         self.trim_aborted(log_start_offset);
-        let checkpoint = Checkpoint {
+        Checkpoint {
             recovery_point,
             log_start_offset,
-            sealed: w.sealed.clone(),
+            sealed,
             producers: w.producers.encode(),
+        }
+    }
+
+    /// Whether `partition.ckpt` already holds what a clean close would write, `active` sealed
+    /// as it is: then the segment's files and the checkpoint are durable as they are (they
+    /// were synced before that checkpoint was written, and the segment has not changed since:
+    /// same size and offsets, same index and transaction-index checksums), and closing needs
+    /// no write at all. This is what makes closing a log of many idle partitions cheap.
+    fn checkpoint_is_current(
+        &self,
+        w: &mut WriterState,
+        active: &Segment,
+        hw: u64,
+    ) -> Result<bool> {
+        let Some(durable) = &w.durable_checkpoint else {
+            return Ok(false);
         };
-        store_checkpoint(&*self.storage, &self.dir, &checkpoint)
+        // The cheap checks first: most closes of a written partition stop here, before the
+        // index files are read for their checksums.
+        let same_end = durable.recovery_point == hw
+            && durable
+                .sealed
+                .last()
+                .is_some_and(|s| s.base_offset == active.base_offset && s.stats == active.stats());
+        if !same_end {
+            return Ok(false);
+        }
+        let mut sealed = w.sealed.clone();
+        sealed.push(super::seal_record(&*self.storage, active)?);
+        let candidate = self.next_checkpoint(w, hw, sealed);
+        Ok(w.durable_checkpoint.as_ref() == Some(&candidate))
     }
 
     /// Clean close: seal the active segment and record every segment, so the next open trusts
@@ -507,11 +550,14 @@ impl PartitionInner {
                 });
             }
             let active = segments.last().expect("active segment");
+            let hw = self.high_watermark.load(Ordering::Acquire);
+            if self.checkpoint_is_current(&mut w, active, hw)? {
+                return Ok(());
+            }
             active.seal()?;
             let mut sealed = w.sealed.clone();
             sealed.push(super::seal_record(&*self.storage, active)?);
             w.sealed = sealed;
-            let hw = self.high_watermark.load(Ordering::Acquire);
             self.write_checkpoint(&mut w, hw)
         })();
         for s in segments.iter() {

@@ -26,7 +26,7 @@ use parking_lot::{Mutex, RwLock};
 use crate::config::TopicConfig;
 use crate::error::{Error, Result};
 use crate::format::AbortedTxn;
-use crate::meta::{Bounds, SealedSegment};
+use crate::meta::{Bounds, Checkpoint, SealedSegment};
 use crate::segment::{Segment, SegmentLimits};
 use crate::storage::Storage;
 use crate::wait::Watchers;
@@ -124,6 +124,10 @@ pub(crate) struct WriterState {
     pub sealed: Vec<SealedSegment>,
     /// Idempotent producers' recent batches, for deduplication.
     pub producers: ProducerStates,
+    /// What `partition.ckpt` durably holds: the last checkpoint this process wrote, or the one
+    /// a clean open found; `None` once a write of it failed (its state on disk is unknown). A
+    /// clean close that would write the same again skips it, and the seal before it.
+    pub durable_checkpoint: Option<Checkpoint>,
 }
 
 impl PartitionInner {

@@ -90,6 +90,11 @@ pub(crate) fn open_partition(p: OpenParams<'_>) -> Result<PartitionInner> {
     // A damaged checkpoint only costs a full scan: it is a cache of what scanning finds.
     let checkpoint = load_checkpoint(storage, &p.dir).unwrap_or(None);
     let had_checkpoint = checkpoint.is_some();
+    // After a clean close and nothing replaced since, the file is exactly what that close
+    // wrote durably (its clean-shutdown marker was written only after it).
+    let durable_checkpoint = checkpoint
+        .clone()
+        .filter(|_| p.clean && replaced.is_empty());
     let mut checkpoint = checkpoint.unwrap_or_default();
     // Entries for segments a completed swap replaced describe files that are gone.
     checkpoint
@@ -370,6 +375,7 @@ pub(crate) fn open_partition(p: OpenParams<'_>) -> Result<PartitionInner> {
             recovery_point: checkpoint.recovery_point,
             sealed,
             producers,
+            durable_checkpoint,
         }),
         segments: RwLock::new(Arc::new(segments)),
         high_watermark: AtomicU64::new(high_watermark),

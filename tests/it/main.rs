@@ -29,6 +29,7 @@ mod event_store_model;
 mod exactly_once_kill9;
 mod foreign_batches;
 mod format_kafka_crosscheck;
+mod idle_close;
 mod index_growth;
 mod io_errors;
 mod kafka_tools;
