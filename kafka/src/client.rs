@@ -52,30 +52,57 @@ pub(crate) fn metadata_client(
     })
 }
 
-/// The partition counts of `topics` (`None` for a topic the cluster does not have). Fails with
-/// [`Error::Unreachable`] when no broker answers within `timeout`.
+/// How long a topic the cluster reports missing is asked for again before it counts as missing.
+/// CreateTopics answers once the controller has committed a topic; the broker that serves
+/// metadata learns of it a moment later, so a relay started right after an operator (or a
+/// script) created its topic would otherwise fail for a topic that exists.
+pub(crate) const NEW_TOPIC_GRACE: Duration = Duration::from_secs(3);
+
+/// The partition counts of `topics` (`None` for a topic the cluster does not have, after asking
+/// again for up to `grace`). Fails with [`Error::Unreachable`] when no broker answers within
+/// `timeout`.
 pub(crate) fn partition_counts(
     client: &BaseConsumer,
     bootstrap: &str,
     topics: &[&str],
     timeout: Duration,
+    grace: Duration,
     op: &str,
 ) -> Result<HashMap<String, Option<u32>>> {
+    let give_up = Instant::now() + grace;
     let mut counts = HashMap::new();
     for topic in topics {
-        let metadata = client
-            .fetch_metadata(Some(topic), timeout)
-            .map_err(|e| unreachable_or_kafka(e, bootstrap, timeout, op))?;
-        let count = metadata.topics().iter().find(|t| t.name() == *topic).and_then(|t| {
-            let missing = matches!(
-                t.error(),
-                Some(code) if RDKafkaErrorCode::from(code) == RDKafkaErrorCode::UnknownTopicOrPartition
-            );
-            (!missing && !t.partitions().is_empty()).then_some(t.partitions().len() as u32)
-        });
-        counts.insert((*topic).to_owned(), count);
+        loop {
+            let count = partition_count(client, bootstrap, topic, timeout, op)?;
+            if count.is_some() || Instant::now() >= give_up {
+                counts.insert((*topic).to_owned(), count);
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
     Ok(counts)
+}
+
+/// One metadata request for `topic`: its partition count, `None` if the cluster has no such
+/// topic (yet).
+fn partition_count(
+    client: &BaseConsumer,
+    bootstrap: &str,
+    topic: &str,
+    timeout: Duration,
+    op: &str,
+) -> Result<Option<u32>> {
+    let metadata = client
+        .fetch_metadata(Some(topic), timeout)
+        .map_err(|e| unreachable_or_kafka(e, bootstrap, timeout, op))?;
+    Ok(metadata.topics().iter().find(|t| t.name() == topic).and_then(|t| {
+        let missing = matches!(
+            t.error(),
+            Some(code) if RDKafkaErrorCode::from(code) == RDKafkaErrorCode::UnknownTopicOrPartition
+        );
+        (!missing && !t.partitions().is_empty()).then_some(t.partitions().len() as u32)
+    }))
 }
 
 /// A failed call that never reached a broker is [`Error::Unreachable`]; anything else is

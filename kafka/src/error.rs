@@ -64,7 +64,8 @@ pub enum Error {
         detail: String,
     },
     /// A Kafka topic a route names does not exist (topics are never created implicitly: their
-    /// partition count and settings are the operator's choice).
+    /// partition count and settings are the operator's choice). A topic created a moment before
+    /// the start is asked for again for a few seconds, until the broker's metadata shows it.
     #[error("Kafka topic {topic:?} does not exist at {bootstrap} ({op}); create it first{}", partitions_advice(*partitions_hint))]
     MissingKafkaTopic {
         /// What was being done.

@@ -14,7 +14,7 @@ use rdkafka::message::{BorrowedMessage, Headers};
 use rdkafka::{Message, Offset, Timestamp, TopicPartitionList};
 
 use super::Shared;
-use crate::client::{base_config, metadata_client, partition_counts};
+use crate::client::{base_config, metadata_client, partition_counts, NEW_TOPIC_GRACE};
 use crate::config::MirrorConfig;
 use crate::error::{Error, Result, Role};
 use crate::worker::StopFlag;
@@ -54,6 +54,7 @@ impl Session {
             bootstrap,
             &names,
             timeout,
+            NEW_TOPIC_GRACE,
             "look up the mirror's Kafka topics",
         )?;
         let group_id = config.transactional_id();

@@ -16,6 +16,7 @@ use rdkafka::ClientContext;
 use super::Shared;
 use crate::client::{
     base_config, ensure_progress_topic, metadata_client, partition_counts, unreachable_or_kafka,
+    NEW_TOPIC_GRACE,
 };
 use crate::config::PartitionMapping;
 use crate::error::{is_fenced, Error, Result, Role};
@@ -77,19 +78,23 @@ impl Session {
         }
 
         let metadata = metadata_client(bootstrap, timeout, &config.kafka)?;
-        let mut names: Vec<&str> = config
+        let names: Vec<&str> = config
             .routes
             .iter()
             .map(|r| r.kafka_topic.as_str())
             .collect();
-        names.push(&config.progress_topic);
-        let counts = partition_counts(
+        let op = "look up the relay's Kafka topics";
+        let mut counts =
+            partition_counts(&metadata, bootstrap, &names, timeout, NEW_TOPIC_GRACE, op)?;
+        // The progress topic is the relay's own, created below when missing: no grace.
+        counts.extend(partition_counts(
             &metadata,
             bootstrap,
-            &names,
+            &[config.progress_topic.as_str()],
             timeout,
-            "look up the relay's Kafka topics",
-        )?;
+            Duration::ZERO,
+            op,
+        )?);
         let mut routes = HashMap::new();
         for r in &config.routes {
             let annals_partitions = annals_counts[&r.annals_topic];

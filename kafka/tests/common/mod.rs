@@ -66,7 +66,40 @@ impl Topic {
                 panic!("create topic {topic} on {bootstrap}: {code}");
             }
         }
+        wait_until_visible(bootstrap, &name, partitions);
         Topic { admin, name }
+    }
+}
+
+/// Waits until the broker's metadata shows `topic` with `partitions` partitions, each with a
+/// leader. CreateTopics answers once the controller committed the topic; the broker that
+/// serves metadata learns of it a moment later, and a relay started in that moment would
+/// rightly report the topic missing.
+fn wait_until_visible(bootstrap: &str, topic: &str, partitions: u32) {
+    let client: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .expect("create the metadata client");
+    let deadline = Instant::now() + hang_guard();
+    loop {
+        let ready = client
+            .fetch_metadata(Some(topic), hang_guard())
+            .ok()
+            .and_then(|m| {
+                let t = m.topics().iter().find(|t| t.name() == topic)?;
+                let leaders = t.partitions().iter().filter(|p| p.leader() >= 0).count();
+                (t.error().is_none() && leaders == partitions as usize).then_some(())
+            })
+            .is_some();
+        if ready {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "topic {topic} not in the metadata of {bootstrap} within {:?} of its creation",
+            hang_guard()
+        );
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
