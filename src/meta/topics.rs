@@ -257,11 +257,17 @@ pub(crate) fn store_topics(
     dir: &Path,
     topics: &[(String, TopicConfig)],
 ) -> Result<()> {
-    Ok(write_atomic(
-        storage,
-        &dir.join(TOPICS_FILE),
-        &encode_topics(topics)?,
-    )?)
+    store_encoded_topics(storage, dir, &encode_topics(topics)?)
+}
+
+/// Replaces `topics.meta` with what [`encode_topics`] made: a creation encodes first, so a
+/// configuration the file cannot hold is refused before any partition is made.
+pub(crate) fn store_encoded_topics(
+    storage: &dyn Storage,
+    dir: &Path,
+    encoded: &[u8],
+) -> Result<()> {
+    Ok(write_atomic(storage, &dir.join(TOPICS_FILE), encoded)?)
 }
 
 // The two compound fields of compaction and retention: COMPACTION_STRATEGY and
