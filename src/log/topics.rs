@@ -93,7 +93,7 @@ impl Log {
         // Under the admin lock only, the topic list cannot change (nor the log close) until the
         // new topics are published below.
         let _admin = inner.admin.lock();
-        let mut list: Vec<(String, TopicConfig)> = {
+        let encoded = {
             let state = inner.catalog.state.read();
             if state.closed {
                 return Err(Error::Closed);
@@ -103,18 +103,15 @@ impl Log {
                     topic: name.clone(),
                 });
             }
-            state
-                .topics
-                .iter()
-                .map(|(n, t)| (n.clone(), t.config.clone()))
-                .collect()
+            if topics.is_empty() {
+                return Ok(());
+            }
+            // Encoded before any file is made, so what `topics.meta` cannot hold is refused
+            // first; and from the catalog's own configurations, which are not copied (a
+            // creation rewrites every topic's entry, see `create_topics`).
+            let existing = state.topics.iter().map(|(n, t)| (n.as_str(), &t.config));
+            encode_topics(existing.chain(topics.iter().map(|(n, c)| (n.as_str(), c))))?
         };
-        if topics.is_empty() {
-            return Ok(());
-        }
-        list.extend(topics.iter().cloned());
-        // Encoded before any file is made: what `topics.meta` cannot hold is refused first.
-        let encoded = encode_topics(&list)?;
         let partitions = self.create_partitions(&topics)?;
         // Metadata last, one write for the whole batch: until it is durable the new directories
         // are leftovers no topic names, which the next open removes; once it is, they are
