@@ -172,16 +172,6 @@ impl Catalog {
             .collect()
     }
 
-    /// Every topic with its configuration, internal ones included (what `topics.meta` lists).
-    pub(crate) fn topic_list(&self) -> Vec<(String, TopicConfig)> {
-        self.state
-            .read()
-            .topics
-            .iter()
-            .map(|(n, t)| (n.clone(), t.config.clone()))
-            .collect()
-    }
-
     /// Adds a client for the log to close. [`Error::Closed`] if the log has started closing.
     pub(crate) fn register(&self, client: Weak<dyn LogClient>) -> Result<()> {
         let mut clients = self.clients.lock();

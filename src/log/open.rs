@@ -77,7 +77,15 @@ impl Log {
             let partitions = (0..config.partitions)
                 .map(|id| {
                     let mode = (b.recovery_mode, expiration_ms);
-                    open_one(&storage, &dir, &name, id, &config, clean, mode)
+                    open_one(
+                        &storage,
+                        &dir,
+                        &name,
+                        id,
+                        &config,
+                        How::Load { clean },
+                        mode,
+                    )
                 })
                 .collect::<Result<Vec<_>>>()?;
             topics.insert(name, Topic { config, partitions });
@@ -170,15 +178,29 @@ pub(super) fn create_dir_durably(storage: &dyn Storage, dir: &Path) -> Result<()
     Ok(())
 }
 
+/// Why [`open_one`] opens a partition.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum How {
+    /// The log's open: `clean` after a clean close (its checkpoints vouch for every segment).
+    Load { clean: bool },
+    /// A topic creation; `fresh` when the partition's directory did not exist, so the creation
+    /// syncs it (see `OpenParams::fresh`).
+    Create { fresh: bool },
+}
+
 pub(super) fn open_one(
     storage: &Arc<dyn Storage>,
     dir: &Path,
     topic: &str,
     id: u32,
     config: &TopicConfig,
-    clean: bool,
+    how: How,
     (mode, producer_id_expiration_ms): (RecoveryMode, i64),
 ) -> Result<Partition> {
+    let (clean, fresh) = match how {
+        How::Load { clean } => (clean, false),
+        How::Create { fresh } => (false, fresh),
+    };
     let inner = open_partition(OpenParams {
         storage,
         dir: dir.join(partition_dir_name(topic, id)),
@@ -188,6 +210,7 @@ pub(super) fn open_one(
         clean,
         mode,
         producer_id_expiration_ms,
+        fresh,
     })?;
     Ok(Partition {
         inner: Arc::new(inner),

@@ -4,78 +4,174 @@
 //! publishes the result in the catalog under a brief write lock (see "Concurrency" in
 //! docs/ARCHITECTURE.md).
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::open::open_one;
+use super::open::{open_one, How};
 use super::Log;
 use crate::catalog::{is_internal_topic, Topic};
 use crate::config::TopicConfig;
 use crate::error::{Error, Result};
-use crate::meta::store_topics;
+use crate::meta::{encode_topics, store_encoded_topics, store_topics};
 use crate::partition::{partition_dir_name, validate_topic_name, Partition, DELETE_SUFFIX};
 
 impl Log {
-    /// Creates a topic with `config.partitions` empty partitions.
+    /// Creates a topic with `config.partitions` empty partitions. Once it returns, the topic
+    /// survives a crash or power loss; a crash before leaves no trace of it. To create many
+    /// topics, [`create_topics`](Self::create_topics) writes the metadata once for all of them.
     ///
     /// Errors: [`Error::InvalidTopicName`], [`Error::InvalidConfig`], [`Error::TopicExists`],
-    /// [`Error::Closed`].
+    /// [`Error::Closed`], I/O.
     pub fn create_topic(&self, name: &str, config: TopicConfig) -> Result<()> {
-        validate_topic_name(name)?;
-        if is_internal_topic(name) {
-            return Err(Error::InvalidTopicName {
-                name: name.to_string(),
-                reason: "names starting with \"__\" are reserved for annals' internal topics",
-            });
+        self.create_topics([(name, config)])
+    }
+
+    /// Creates every topic of `topics`, each with its `config.partitions` empty partitions, all
+    /// or nothing: every name and configuration is checked first, and on any error no topic is
+    /// created. Once it returns, all of them survive a crash or power loss; a crash before
+    /// leaves none of them.
+    ///
+    /// One call costs one fsync per partition directory, one of the log directory and one
+    /// write of `topics.meta`, whatever the number of topics; [`create_topic`](Self::create_topic)
+    /// in a loop rewrites `topics.meta` (every topic's configuration) once per topic.
+    ///
+    /// Errors, naming the topic: [`Error::InvalidTopicName`], [`Error::InvalidConfig`],
+    /// [`Error::InvalidArgument`] for a name given twice, [`Error::TopicExists`];
+    /// [`Error::Closed`]; I/O. An empty `topics` creates nothing and succeeds.
+    ///
+    /// ```
+    /// # fn main() -> annals::Result<()> {
+    /// use annals::{Error, Log, TopicConfig};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let log = Log::open(dir.path())?;
+    /// let config = TopicConfig::default().partitions(4);
+    /// log.create_topics((0..100).map(|i| (format!("account-{i}"), config.clone())))?;
+    /// assert_eq!(log.topics().len(), 100);
+    /// assert_eq!(log.topic_config("account-99")?.partitions, 4);
+    ///
+    /// // One bad name, and nothing is created.
+    /// let bad = [("fine", config.clone()), ("not fine!", config.clone())];
+    /// assert!(matches!(log.create_topics(bad), Err(Error::InvalidTopicName { .. })));
+    /// assert!(!log.has_topic("fine"));
+    /// # Ok(()) }
+    /// ```
+    pub fn create_topics<N: Into<String>>(
+        &self,
+        topics: impl IntoIterator<Item = (N, TopicConfig)>,
+    ) -> Result<()> {
+        let topics: Vec<(String, TopicConfig)> =
+            topics.into_iter().map(|(n, c)| (n.into(), c)).collect();
+        for (name, _) in &topics {
+            validate_topic_name(name)?;
+            if is_internal_topic(name) {
+                return Err(Error::InvalidTopicName {
+                    name: name.clone(),
+                    reason: "names starting with \"__\" are reserved for annals' internal topics",
+                });
+            }
         }
-        self.create_topic_unchecked(name, config)
+        self.create_topics_unchecked(topics)
     }
 
     /// Creates a topic without the reservation check (for internal topics).
     pub(super) fn create_topic_unchecked(&self, name: &str, config: TopicConfig) -> Result<()> {
-        config.validate()?;
+        self.create_topics_unchecked(vec![(name.to_string(), config)])
+    }
+
+    fn create_topics_unchecked(&self, topics: Vec<(String, TopicConfig)>) -> Result<()> {
+        let mut names = HashSet::with_capacity(topics.len());
+        for (name, config) in &topics {
+            config.validate().map_err(|e| of_topic(e, name))?;
+            if !names.insert(name.as_str()) {
+                return Err(Error::InvalidArgument(format!(
+                    "topic {name:?} is given twice in one creation"
+                )));
+            }
+        }
         let inner = &self.inner;
         // Under the admin lock only, the topic list cannot change (nor the log close) until the
-        // new topic is published below.
+        // new topics are published below.
         let _admin = inner.admin.lock();
-        {
+        let encoded = {
             let state = inner.catalog.state.read();
             if state.closed {
                 return Err(Error::Closed);
             }
-            if state.topics.contains_key(name) {
+            if let Some((name, _)) = topics.iter().find(|(n, _)| state.topics.contains_key(n)) {
                 return Err(Error::TopicExists {
-                    topic: name.to_string(),
+                    topic: name.clone(),
                 });
             }
+            if topics.is_empty() {
+                return Ok(());
+            }
+            // Encoded before any file is made, so what `topics.meta` cannot hold is refused
+            // first; and from the catalog's own configurations, which are not copied (a
+            // creation rewrites every topic's entry, see `create_topics`).
+            let existing = state.topics.iter().map(|(n, t)| (n.as_str(), &t.config));
+            encode_topics(existing.chain(topics.iter().map(|(n, c)| (n.as_str(), c))))?
+        };
+        let partitions = self.create_partitions(&topics)?;
+        // Metadata last, one write for the whole batch: until it is durable the new directories
+        // are leftovers no topic names, which the next open removes; once it is, they are
+        // durable already (see `create_partitions`).
+        store_encoded_topics(&*inner.storage, &inner.dir, &encoded)?;
+        for (name, config) in &topics {
+            info!(topic = %name, partitions = config.partitions, config = ?config, "topic created");
         }
-        // Directories first, metadata last: a crash in between leaves directories no topic
-        // names, which the next open removes.
-        let partitions = (0..config.partitions)
-            .map(|id| {
-                open_one(
-                    &inner.storage,
-                    &inner.dir,
-                    name,
-                    id,
-                    &config,
-                    false,
-                    (inner.recovery_mode, inner.producer_id_expiration_ms),
-                )
-            })
-            .collect::<Result<Vec<_>>>()?;
-        inner.storage.sync_dir(&inner.dir)?;
-        let mut list = self.topic_list();
-        list.push((name.to_string(), config.clone()));
-        store_topics(&*inner.storage, &inner.dir, &list)?;
-        info!(topic = %name, partitions = config.partitions, config = ?config, "topic created");
-        inner
-            .catalog
-            .state
-            .write()
-            .topics
-            .insert(name.to_string(), Topic { config, partitions });
+        let mut state = inner.catalog.state.write();
+        for ((name, config), partitions) in topics.into_iter().zip(partitions) {
+            state.topics.insert(name, Topic { config, partitions });
+        }
         Ok(())
+    }
+
+    /// Makes every partition of `topics` and makes them durable: directories and first segments
+    /// first, without a sync each, then one fsync per partition directory (its files' names)
+    /// and one of the log directory (the directories' names). So once this returns, a
+    /// partition's `sync` (which fsyncs only its segment file) is enough for what it appends.
+    /// On an error the directories this call made are removed (best effort: the next open
+    /// removes any that remain, as no topic names them).
+    fn create_partitions(&self, topics: &[(String, TopicConfig)]) -> Result<Vec<Vec<Partition>>> {
+        let inner = &self.inner;
+        let mut made = Vec::new();
+        let result = (|| {
+            let mut all = Vec::with_capacity(topics.len());
+            for (name, config) in topics {
+                let mut partitions = Vec::with_capacity(config.partitions as usize);
+                for id in 0..config.partitions {
+                    let dir = inner.dir.join(partition_dir_name(name, id));
+                    // A directory of that name is only there if an earlier creation failed in
+                    // this process: it is opened (and synced) as any partition is.
+                    let fresh = !inner.storage.exists(&dir)?;
+                    if fresh {
+                        made.push(dir);
+                    }
+                    partitions.push(open_one(
+                        &inner.storage,
+                        &inner.dir,
+                        name,
+                        id,
+                        config,
+                        How::Create { fresh },
+                        (inner.recovery_mode, inner.producer_id_expiration_ms),
+                    )?);
+                }
+                all.push(partitions);
+            }
+            for p in all.iter().flatten() {
+                inner.storage.sync_dir(p.dir())?;
+            }
+            inner.storage.sync_dir(&inner.dir)?;
+            Ok(all)
+        })();
+        if result.is_err() {
+            for dir in &made {
+                let _ = inner.storage.remove_dir_all(dir);
+            }
+        }
+        result
     }
 
     /// Deletes a topic and all its data. Handles to its partitions return [`Error::Closed`].
@@ -299,8 +395,15 @@ impl Log {
     pub(super) fn any_partition(&self, topic: &str, partition: u32) -> Result<Partition> {
         self.inner.catalog.any_partition(topic, partition)
     }
+}
 
-    pub(super) fn topic_list(&self) -> Vec<(String, TopicConfig)> {
-        self.inner.catalog.topic_list()
+/// A configuration error of one topic of a creation, saying which topic.
+fn of_topic(e: Error, topic: &str) -> Error {
+    match e {
+        Error::InvalidConfig { field, reason } => Error::InvalidConfig {
+            field,
+            reason: format!("{reason} (topic {topic:?})"),
+        },
+        other => other,
     }
 }

@@ -30,8 +30,10 @@ pub(crate) use producer_ids::{
     decode_producer_ids, encode_producer_ids, ProducerIdsFile, PRODUCER_IDS_FILE,
 };
 #[cfg(test)]
-use topics::{decode_topics, encode_topics};
-pub(crate) use topics::{load_topics, store_topics, TOPICS_FILE};
+use topics::decode_topics;
+pub(crate) use topics::{
+    encode_topics, load_topics, store_encoded_topics, store_topics, TOPICS_FILE,
+};
 
 use std::path::Path;
 

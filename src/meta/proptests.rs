@@ -140,7 +140,7 @@ proptest! {
             Ok(()) => {
                 let topics = vec![("t".to_string(), c)];
                 let fail = |e: Error| TestCaseError::fail(e.to_string());
-                let bytes = encode_topics(&topics).map_err(fail)?;
+                let bytes = encode_topics(topics.iter().map(|(n, c)| (n.as_str(), c))).map_err(fail)?;
                 let back = decode_topics(Path::new("topics.meta"), &bytes).map_err(fail)?;
                 prop_assert_eq!(&back, &topics);
                 prop_assert!(back[0].1.validate().is_ok());

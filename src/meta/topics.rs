@@ -35,116 +35,120 @@ mod tag {
     pub const MAX_RETENTION_BYTES: u16 = 19;
 }
 
-fn field(w: &mut Writer, tag: u16, value: &[u8]) {
+/// One tagged field: `tag`, then `u16` length and the bytes `value` writes (straight into the
+/// file's buffer: a creation encodes every topic, so nothing here allocates per field).
+fn field(w: &mut Writer, tag: u16, value: impl FnOnce(&mut Writer)) {
     w.u16(tag);
-    w.bytes16(value);
+    let at = w.0.len();
+    w.u16(0);
+    value(w);
+    // Validation bounds every value below 64 KiB (the longest, `retain_for_groups`, to
+    // about 26 KiB).
+    let len = (w.0.len() - at - 2) as u16;
+    if let Some(slot) = w.0.get_mut(at..at + 2) {
+        slot.copy_from_slice(&len.to_be_bytes());
+    }
 }
 
-fn optional_u64(v: Option<u64>) -> Vec<u8> {
+fn optional_u64(w: &mut Writer, v: Option<u64>) {
     match v {
-        None => vec![0],
+        None => w.0.push(0),
         Some(v) => {
-            let mut out = vec![1];
-            out.extend_from_slice(&v.to_be_bytes());
-            out
+            w.0.push(1);
+            w.u64(v);
         }
     }
 }
 
+/// The number of fields each topic has in the file.
+const FIELDS: u16 = 19;
+
 /// Encodes validated configurations; a duration `topics.meta` cannot hold exactly is refused
-/// (`InvalidConfig`) rather than written wrong.
-pub(crate) fn encode_topics(topics: &[(String, TopicConfig)]) -> Result<Vec<u8>> {
+/// (`InvalidConfig`) rather than written wrong. Takes references, so a creation encodes the
+/// catalog's topics as they are, without copying their configurations.
+pub(crate) fn encode_topics<'a>(
+    topics: impl IntoIterator<Item = (&'a str, &'a TopicConfig)>,
+) -> Result<Vec<u8>> {
     let ms = duration_to_millis;
     let optional_ms = |field, d: Option<Duration>| d.map(|d| ms(field, d)).transpose();
-    let mut w = Writer::default();
-    w.u32(topics.len() as u32);
+    let topics = topics.into_iter();
+    // About what one topic takes with default settings, so the buffer rarely grows.
+    let mut w = Writer(Vec::with_capacity(4 + topics.size_hint().0 * 256));
+    // The count, filled in once the topics are counted.
+    w.u32(0);
+    let mut count: u32 = 0;
     for (name, c) in topics {
-        w.bytes16(name.as_bytes());
+        count += 1;
+        let segment_ms = ms("segment_ms", c.segment_ms)?;
+        let retention_ms = optional_ms("retention_ms", c.retention_ms)?;
+        let min_compaction_lag_ms = ms("min_compaction_lag_ms", c.min_compaction_lag_ms)?;
+        let max_compaction_lag_ms = optional_ms("max_compaction_lag_ms", c.max_compaction_lag_ms)?;
+        let delete_retention_ms = ms("delete_retention_ms", c.delete_retention_ms)?;
+        let max_retention_ms = optional_ms("max_retention_ms", c.max_retention_ms)?;
         let (codec, level) = match c.compression {
             Compression::None => (0u8, 0i32),
             Compression::Lz4 => (3, 0),
             Compression::Zstd { level } => (4, level),
         };
-        let mut compression = vec![codec];
-        compression.extend_from_slice(&level.to_be_bytes());
-        let fields: Vec<(u16, Vec<u8>)> = vec![
-            (tag::PARTITIONS, c.partitions.to_be_bytes().to_vec()),
-            (tag::SEGMENT_BYTES, c.segment_bytes.to_be_bytes().to_vec()),
-            (
-                tag::SEGMENT_MS,
-                ms("segment_ms", c.segment_ms)?.to_be_bytes().to_vec(),
-            ),
-            (
-                tag::SEGMENT_INDEX_BYTES,
-                (c.segment_index_bytes as u64).to_be_bytes().to_vec(),
-            ),
-            (
-                tag::INDEX_INTERVAL_BYTES,
-                (c.index_interval_bytes as u64).to_be_bytes().to_vec(),
-            ),
-            (
-                tag::MAX_MESSAGE_BYTES,
-                (c.max_message_bytes as u64).to_be_bytes().to_vec(),
-            ),
-            (tag::COMPRESSION, compression),
-            (
-                tag::TIMESTAMP_TYPE,
-                vec![(c.message_timestamp_type == TimestampType::LogAppendTime) as u8],
-            ),
-            (
-                tag::CLEANUP_POLICY,
-                vec![match c.cleanup_policy {
-                    CleanupPolicy::Delete => 0,
-                    CleanupPolicy::Compact => 1,
-                    CleanupPolicy::CompactAndDelete => 2,
-                }],
-            ),
-            (
-                tag::RETENTION_MS,
-                optional_u64(optional_ms("retention_ms", c.retention_ms)?),
-            ),
-            (tag::RETENTION_BYTES, optional_u64(c.retention_bytes)),
-            (
-                tag::MIN_CLEANABLE_DIRTY_RATIO,
-                c.min_cleanable_dirty_ratio.to_bits().to_be_bytes().to_vec(),
-            ),
-            (
-                tag::MIN_COMPACTION_LAG_MS,
-                ms("min_compaction_lag_ms", c.min_compaction_lag_ms)?
-                    .to_be_bytes()
-                    .to_vec(),
-            ),
-            (
-                tag::MAX_COMPACTION_LAG_MS,
-                optional_u64(optional_ms(
-                    "max_compaction_lag_ms",
-                    c.max_compaction_lag_ms,
-                )?),
-            ),
-            (
-                tag::DELETE_RETENTION_MS,
-                ms("delete_retention_ms", c.delete_retention_ms)?
-                    .to_be_bytes()
-                    .to_vec(),
-            ),
-            (
-                tag::COMPACTION_STRATEGY,
-                encode_strategy(&c.compaction_strategy),
-            ),
-            (tag::RETAIN_FOR_GROUPS, encode_groups(&c.retain_for_groups)),
-            (
-                tag::MAX_RETENTION_MS,
-                optional_u64(optional_ms("max_retention_ms", c.max_retention_ms)?),
-            ),
-            (
-                tag::MAX_RETENTION_BYTES,
-                optional_u64(c.max_retention_bytes),
-            ),
-        ];
-        w.u16(fields.len() as u16);
-        for (t, v) in &fields {
-            field(&mut w, *t, v);
-        }
+        w.bytes16(name.as_bytes());
+        w.u16(FIELDS);
+        field(&mut w, tag::PARTITIONS, |w| w.u32(c.partitions));
+        field(&mut w, tag::SEGMENT_BYTES, |w| w.u64(c.segment_bytes));
+        field(&mut w, tag::SEGMENT_MS, |w| w.u64(segment_ms));
+        field(&mut w, tag::SEGMENT_INDEX_BYTES, |w| {
+            w.u64(c.segment_index_bytes as u64)
+        });
+        field(&mut w, tag::INDEX_INTERVAL_BYTES, |w| {
+            w.u64(c.index_interval_bytes as u64)
+        });
+        field(&mut w, tag::MAX_MESSAGE_BYTES, |w| {
+            w.u64(c.max_message_bytes as u64)
+        });
+        field(&mut w, tag::COMPRESSION, |w| {
+            w.0.push(codec);
+            w.0.extend_from_slice(&level.to_be_bytes());
+        });
+        field(&mut w, tag::TIMESTAMP_TYPE, |w| {
+            w.0.push((c.message_timestamp_type == TimestampType::LogAppendTime) as u8)
+        });
+        field(&mut w, tag::CLEANUP_POLICY, |w| {
+            w.0.push(match c.cleanup_policy {
+                CleanupPolicy::Delete => 0,
+                CleanupPolicy::Compact => 1,
+                CleanupPolicy::CompactAndDelete => 2,
+            })
+        });
+        field(&mut w, tag::RETENTION_MS, |w| optional_u64(w, retention_ms));
+        field(&mut w, tag::RETENTION_BYTES, |w| {
+            optional_u64(w, c.retention_bytes)
+        });
+        field(&mut w, tag::MIN_CLEANABLE_DIRTY_RATIO, |w| {
+            w.u64(c.min_cleanable_dirty_ratio.to_bits())
+        });
+        field(&mut w, tag::MIN_COMPACTION_LAG_MS, |w| {
+            w.u64(min_compaction_lag_ms)
+        });
+        field(&mut w, tag::MAX_COMPACTION_LAG_MS, |w| {
+            optional_u64(w, max_compaction_lag_ms)
+        });
+        field(&mut w, tag::DELETE_RETENTION_MS, |w| {
+            w.u64(delete_retention_ms)
+        });
+        field(&mut w, tag::COMPACTION_STRATEGY, |w| {
+            encode_strategy(w, &c.compaction_strategy)
+        });
+        field(&mut w, tag::RETAIN_FOR_GROUPS, |w| {
+            encode_groups(w, &c.retain_for_groups)
+        });
+        field(&mut w, tag::MAX_RETENTION_MS, |w| {
+            optional_u64(w, max_retention_ms)
+        });
+        field(&mut w, tag::MAX_RETENTION_BYTES, |w| {
+            optional_u64(w, c.max_retention_bytes)
+        });
+    }
+    if let Some(slot) = w.0.get_mut(..4) {
+        slot.copy_from_slice(&count.to_be_bytes());
     }
     Ok(seal_envelope(TOPICS_MAGIC, &w.0))
 }
@@ -257,25 +261,31 @@ pub(crate) fn store_topics(
     dir: &Path,
     topics: &[(String, TopicConfig)],
 ) -> Result<()> {
-    Ok(write_atomic(
-        storage,
-        &dir.join(TOPICS_FILE),
-        &encode_topics(topics)?,
-    )?)
+    let topics = topics.iter().map(|(n, c)| (n.as_str(), c));
+    store_encoded_topics(storage, dir, &encode_topics(topics)?)
+}
+
+/// Replaces `topics.meta` with what [`encode_topics`] made: a creation encodes first, so a
+/// configuration the file cannot hold is refused before any partition is made.
+pub(crate) fn store_encoded_topics(
+    storage: &dyn Storage,
+    dir: &Path,
+    encoded: &[u8],
+) -> Result<()> {
+    Ok(write_atomic(storage, &dir.join(TOPICS_FILE), encoded)?)
 }
 
 // The two compound fields of compaction and retention: COMPACTION_STRATEGY and
 // RETAIN_FOR_GROUPS.
 
 /// `u8` kind (0 offset, 1 timestamp, 2 header) followed, for a header, by its UTF-8 name.
-fn encode_strategy(s: &CompactionStrategy) -> Vec<u8> {
+fn encode_strategy(w: &mut Writer, s: &CompactionStrategy) {
     match s {
-        CompactionStrategy::Offset => vec![0],
-        CompactionStrategy::Timestamp => vec![1],
+        CompactionStrategy::Offset => w.0.push(0),
+        CompactionStrategy::Timestamp => w.0.push(1),
         CompactionStrategy::Header(name) => {
-            let mut v = vec![2];
-            v.extend_from_slice(name.as_bytes());
-            v
+            w.0.push(2);
+            w.0.extend_from_slice(name.as_bytes());
         }
     }
 }
@@ -294,13 +304,11 @@ fn decode_strategy(r: &mut Reader) -> std::result::Result<CompactionStrategy, St
 }
 
 /// `u16` count, then each group id as `u16` length + UTF-8.
-fn encode_groups(groups: &[String]) -> Vec<u8> {
-    let mut w = Writer::default();
+fn encode_groups(w: &mut Writer, groups: &[String]) {
     w.u16(groups.len() as u16);
     for g in groups {
         w.bytes16(g.as_bytes());
     }
-    w.0
 }
 
 fn decode_groups(r: &mut Reader) -> std::result::Result<Vec<String>, String> {
@@ -349,13 +357,13 @@ mod tests {
                 TopicConfig::default().compaction_strategy(CompactionStrategy::Timestamp),
             ),
         ];
-        let bytes = encode_topics(&topics).unwrap();
+        let bytes = encode_topics(topics.iter().map(|(n, c)| (n.as_str(), c))).unwrap();
         assert_eq!(decode_topics(Path::new("t"), &bytes).unwrap(), topics);
     }
 
     #[test]
     fn every_flipped_byte_or_cut_is_reported() {
-        let bytes = encode_topics(&[("a".to_string(), TopicConfig::default())]).unwrap();
+        let bytes = encode_topics([("a", &TopicConfig::default())]).unwrap();
         for i in 0..bytes.len() {
             let mut b = bytes.clone();
             b[i] ^= 0x5a;
@@ -371,13 +379,16 @@ mod tests {
     fn a_stored_duration_beyond_i64_max_ms_is_corrupt() {
         for (t, value) in [
             (tag::SEGMENT_MS, u64::MAX.to_be_bytes().to_vec()),
-            (tag::RETENTION_MS, optional_u64(Some(i64::MAX as u64 + 1))),
+            (
+                tag::RETENTION_MS,
+                [&[1][..], &(i64::MAX as u64 + 1).to_be_bytes()].concat(),
+            ),
         ] {
             let mut w = Writer::default();
             w.u32(1);
             w.bytes16(b"t");
             w.u16(1);
-            field(&mut w, t, &value);
+            field(&mut w, t, |w| w.0.extend_from_slice(&value));
             let bytes = seal_envelope(TOPICS_MAGIC, &w.0);
             assert!(matches!(
                 decode_topics(Path::new("t"), &bytes),

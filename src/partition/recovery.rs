@@ -63,6 +63,13 @@ pub(crate) struct OpenParams<'a> {
     pub mode: RecoveryMode,
     /// `LogBuilder::producer_id_expiration` in milliseconds.
     pub producer_id_expiration_ms: i64,
+    /// A topic creation made `dir` just now (it did not exist): the creation makes the new
+    /// directory and its files durable itself, with one fsync per directory after it created
+    /// every partition, before `topics.meta` names the topic (`Log::create_topics`). So the
+    /// new partition's own syncs and first checkpoint are skipped: until the metadata names
+    /// the topic a crash leaves a leftover that the next open removes, and a partition without
+    /// a checkpoint is only scanned (it is empty) and given one at its next open or close.
+    pub fresh: bool,
 }
 
 /// Opens (creating if needed) one partition directory.
@@ -313,9 +320,14 @@ pub(crate) fn open_partition(p: OpenParams<'_>) -> Result<PartitionInner> {
         i += 1;
     }
 
+    // Only a directory that held no segment at all is left to the creation's syncs: anything
+    // found in it (it should hold nothing) is made durable here as in any open.
+    let deferred = p.fresh && segments.is_empty() && !had_checkpoint;
     if segments.is_empty() {
         let segment = Segment::create(storage, &p.dir, next_offset, &limits)?;
-        storage.sync_dir(&p.dir)?;
+        if !deferred {
+            storage.sync_dir(&p.dir)?;
+        }
         segments.push(Arc::new(segment));
     }
     let active = segments.last().expect("at least one segment").clone();
@@ -400,7 +412,8 @@ pub(crate) fn open_partition(p: OpenParams<'_>) -> Result<PartitionInner> {
     // durable and record it, so a crash right after this open does not repeat the work.
     // Segments before the active one are durable already: trusted ones were fsynced when sealed,
     // scanned ones were sealed (fsynced) above. Only the active one may hold unsynced bytes.
-    if needs_sync || !had_checkpoint || !p.clean || rewrote_indexes {
+    // A fresh partition's only segment is empty, and its directory is synced by the creation.
+    if !deferred && (needs_sync || !had_checkpoint || !p.clean || rewrote_indexes) {
         active.file.sync_data()?;
         storage.sync_dir(&p.dir)?;
         let mut w = inner.writer.lock();

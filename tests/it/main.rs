@@ -59,6 +59,7 @@ mod retention_basic;
 #[cfg(feature = "serde")]
 mod serde_configs;
 mod sim_crash;
+mod topic_creation_crash;
 mod topic_lookup;
 #[cfg(feature = "tracing")]
 mod tracing_events;
