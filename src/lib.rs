@@ -146,6 +146,7 @@ mod config;
 mod consumer;
 mod error;
 mod event_store;
+mod fan_out;
 pub mod format;
 mod group;
 mod log;

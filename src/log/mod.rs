@@ -30,6 +30,7 @@ use parking_lot::Mutex;
 
 use crate::catalog::Catalog;
 use crate::error::{Error, Result};
+use crate::fan_out;
 use crate::offsets::OffsetStore;
 use crate::partition::{Partition, RecoveryMode};
 use crate::producer::{Producer, ProducerConfig};
@@ -149,10 +150,7 @@ impl Log {
 
     /// `fsync`s every partition (see [`Partition::sync`]).
     pub fn sync(&self) -> Result<()> {
-        for p in self.all_partitions()? {
-            p.sync()?;
-        }
-        Ok(())
+        fan_out::for_each(&self.all_partitions()?, Partition::sync)
     }
 
     /// Closes the log cleanly: closes every producer of the log (each writes what it had
@@ -189,16 +187,10 @@ impl LogInner {
         let Some(partitions) = self.catalog.take_for_close() else {
             return Ok(());
         };
-        let mut first_error = None;
-        for p in &partitions {
-            if let Err(e) = p.inner.close() {
-                first_error.get_or_insert(e);
-            }
-        }
-        let result = match first_error {
-            Some(e) => Err(e),
-            None => self.write_clean_marker(),
-        };
+        // Side by side: each written partition costs several fsyncs (10,000 of them took
+        // 12.5 s one by one).
+        let result = fan_out::for_each(&partitions, |p| p.inner.close())
+            .and_then(|()| self.write_clean_marker());
         // Release the lock last, after everything is on disk.
         self.lock.lock().take();
         result

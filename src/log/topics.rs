@@ -13,6 +13,7 @@ use super::Log;
 use crate::catalog::{is_internal_topic, Topic};
 use crate::config::TopicConfig;
 use crate::error::{Error, Result};
+use crate::fan_out;
 use crate::meta::{encode_topics, store_encoded_topics, store_topics};
 use crate::partition::{partition_dir_name, validate_topic_name, Partition, DELETE_SUFFIX};
 
@@ -160,9 +161,8 @@ impl Log {
                 }
                 all.push(partitions);
             }
-            for p in all.iter().flatten() {
-                inner.storage.sync_dir(p.dir())?;
-            }
+            let new: Vec<&Partition> = all.iter().flatten().collect();
+            fan_out::for_each(&new, |p| inner.storage.sync_dir(p.dir()))?;
             inner.storage.sync_dir(&inner.dir)?;
             Ok(all)
         })();

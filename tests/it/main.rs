@@ -37,6 +37,7 @@ mod kill9;
 mod log_checkpoint;
 mod log_lifetime;
 mod maintenance_poison;
+mod many_partitions_close;
 mod metrics;
 mod open_files;
 mod partition_iter;
