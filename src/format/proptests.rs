@@ -203,3 +203,69 @@ proptest! {
         }
     }
 }
+
+/// Keys and values of every varint length class up to three bytes, and none.
+fn payload() -> impl Strategy<Value = Option<Bytes>> {
+    option::of(prop_oneof![
+        4 => bytes(24),
+        2 => bytes(300),
+        1 => vec(any::<u8>(), 16_380..16_400).prop_map(Bytes::from),
+    ])
+}
+
+/// Mostly plain records (no headers), some with headers, with and without their own timestamp,
+/// including timestamps that `push` refuses (negative) or writes the long way (deltas of more
+/// than 8 varint bytes).
+fn mixed_record() -> impl Strategy<Value = Record> {
+    (
+        payload(),
+        payload(),
+        prop_oneof![4 => Just(Vec::new()), 1 => vec(header(), 1..3)],
+        option::of(prop_oneof![
+            8 => 1_700_000_000_000..1_700_000_100_000i64,
+            1 => 0..=i64::MAX,
+            1 => Just(-3i64),
+        ]),
+    )
+        .prop_map(|(key, value, headers, timestamp)| Record {
+            key,
+            value,
+            headers,
+            timestamp,
+        })
+}
+
+proptest! {
+    /// `encode_batch` (which writes runs of plain records in one go) gives the bytes, or the
+    /// error, that pushing the records one at a time gives.
+    #[test]
+    fn encode_batch_matches_pushing_one_at_a_time(
+        records in vec(mixed_record(), 1..40),
+        compression in compression(),
+        prefix in vec(any::<u8>(), 0..3),
+        base_offset in 0..1_000u64,
+    ) {
+        let options = BatchOptions { base_offset, compression, ..BatchOptions::default() };
+        let default_timestamp = 1_700_000_050_000;
+        let mut fast = prefix.clone();
+        let fast_result = encode_batch(&mut fast, &options, &records, default_timestamp);
+
+        let mut builder = BatchBuilder::new(options);
+        let mut slow = prefix.clone();
+        let slow_result = records
+            .iter()
+            .try_for_each(|r| builder.push(r, r.timestamp.unwrap_or(default_timestamp)))
+            .and_then(|()| builder.finish_into(&mut slow));
+        match (fast_result, slow_result) {
+            (Ok(fast_header), Ok(slow_header)) => {
+                prop_assert_eq!(fast_header, slow_header);
+                prop_assert_eq!(fast, slow);
+            }
+            (Err(fast_error), Err(slow_error)) => {
+                prop_assert_eq!(fast_error.to_string(), slow_error.to_string());
+                prop_assert_eq!(&fast, &prefix, "a failed encode leaves `out` as it was");
+            }
+            (fast, slow) => prop_assert!(false, "encode_batch {fast:?}, one at a time {slow:?}"),
+        }
+    }
+}

@@ -5,6 +5,8 @@
 //! Readers take a slice and a cursor position and return a static reason on failure, so the hot
 //! decode loop pays for no `String` until something is actually wrong.
 
+use std::mem::MaybeUninit;
+
 /// Longest legal varint (i32).
 pub(crate) const MAX_VARINT_LEN: usize = 5;
 /// Longest legal varlong (i64).
@@ -86,6 +88,17 @@ impl Varint {
     #[inline]
     fn in_word(mut u: u64) -> Varint {
         debug_assert!(u < WORD_LIMIT);
+        // Lengths and deltas of one or two bytes are nearly all an encoder sees: straight-line
+        // code for them, the loop for the rest.
+        if u < 0x80 {
+            return Varint { word: u, len: 1 };
+        }
+        if u < 0x4000 {
+            return Varint {
+                word: (u & 0x7f) | 0x80 | (u >> 7) << 8,
+                len: 2,
+            };
+        }
         let mut word = 0;
         let mut len = 0;
         while u >= 0x80 {
@@ -115,6 +128,17 @@ impl Varint {
     #[inline]
     pub(crate) fn len(self) -> usize {
         self.len
+    }
+
+    /// Stores the varint at `out[at..]` and returns the position after it, or `None`, having
+    /// written nothing, if `out` has fewer than 8 bytes from `at`: the store is a whole word
+    /// (callers size `out` with [`PUT_SLACK`] to spare), and the bytes past the varint are left
+    /// for what comes next to overwrite. Every byte from `at` to the returned position is
+    /// written.
+    #[inline]
+    pub(crate) fn store_at(self, out: &mut [MaybeUninit<u8>], at: usize) -> Option<usize> {
+        write_bytes(out, at, &self.word.to_le_bytes())?;
+        Some(at + self.len)
     }
 
     /// Appends the varint to `out`, which should have [`PUT_SLACK`] bytes of spare capacity
@@ -168,6 +192,24 @@ impl Packed {
         out.extend_from_slice(&self.word.to_le_bytes());
         out.truncate(at + self.len.min(Self::CAPACITY));
     }
+}
+
+/// Writes `bytes` at `out[at..]` and returns the position after them, or `None`, having
+/// written nothing, if they do not fit. For encoders writing into a vector's spare capacity.
+#[inline]
+pub(crate) fn write_bytes(out: &mut [MaybeUninit<u8>], at: usize, bytes: &[u8]) -> Option<usize> {
+    let end = at.checked_add(bytes.len())?;
+    let slots = out.get_mut(at..end)?;
+    // SAFETY: `MaybeUninit<u8>` has the size, alignment and layout of `u8` (its documentation
+    // guarantees it), and every initialised byte is a valid `MaybeUninit<u8>`; the new slice
+    // has `bytes`' length and borrows it, and is only read. (This is the stable spelling of
+    // `write_copy_of_slice`, which needs a newer Rust than the crate's minimum; the
+    // byte-at-a-time loop instead did not become a `memcpy`.)
+    #[allow(unsafe_code)]
+    let bytes: &[MaybeUninit<u8>] =
+        unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast(), bytes.len()) };
+    slots.copy_from_slice(bytes);
+    Some(end)
 }
 
 #[inline]
