@@ -159,6 +159,13 @@ impl BatchBuilder {
         Self::after(options, Vec::new(), record_bytes)
     }
 
+    /// An empty builder that encodes into `buf`, cleared (a buffer an earlier batch grew, so
+    /// this one need not grow it again), with room for at least `record_bytes` of records.
+    pub(crate) fn reusing(options: BatchOptions, mut buf: Vec<u8>, record_bytes: usize) -> Self {
+        buf.clear();
+        Self::after(options, buf, record_bytes)
+    }
+
     /// A builder that writes its batch after the existing contents of `buf`.
     fn after(options: BatchOptions, mut buf: Vec<u8>, record_bytes: usize) -> Self {
         let start = buf.len();

@@ -7,6 +7,7 @@
 //! round (group commit). See `docs/ARCHITECTURE.md`.
 
 mod accumulator;
+mod buffer_pool;
 mod config;
 mod delivery;
 mod identity;
@@ -30,6 +31,7 @@ use crate::format::Record;
 use crate::format::{record_encoded_len, BatchBuilder, Compression, HEADER_LEN};
 
 use accumulator::{batch_options, Memory, OpenBatch, PartitionSlot, TopicSlot};
+use buffer_pool::BufferPool;
 pub use config::{Durability, ProducerConfig};
 #[cfg(feature = "tokio")]
 pub use delivery::DeliveryFuture;
@@ -86,6 +88,8 @@ pub(crate) struct Shared {
     /// topics, and comparing a short name beats hashing it on every send.
     topics: RwLock<Vec<Arc<TopicSlot>>>,
     memory: Memory,
+    /// Buffers of batches already written, for new batches to encode into.
+    buffers: BufferPool,
     /// Shared with the deliveries, whose `wait` closes their batch (see `Delivery::wait`).
     signal: Arc<Signal>,
     outstanding: Outstanding,
@@ -117,6 +121,7 @@ impl Producer {
         let shared = Arc::new(Shared {
             catalog: catalog.clone(),
             memory: Memory::new(config.buffer_memory),
+            buffers: BufferPool::new(config.batch_size),
             config,
             identity,
             txn,
@@ -408,7 +413,11 @@ impl Shared {
                 let now = Instant::now();
                 q.open = Some(OpenBatch {
                     id: self.outstanding.register(),
-                    builder: BatchBuilder::with_capacity(options, cap.min(size.max(4096))),
+                    builder: BatchBuilder::reusing(
+                        options,
+                        self.buffers.take(),
+                        cap.min(size.max(4096)),
+                    ),
                     completion: Arc::new(BatchCompletion::default()),
                     created: now,
                     reserved: 0,

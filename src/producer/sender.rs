@@ -284,6 +284,7 @@ fn write(shared: &Shared, slot: &PartitionSlot, batch: &mut OpenBatch) -> Result
         *next_sequence = ((*next_sequence as i64 + count) % (i32::MAX as i64 + 1)) as i32;
     }
     drop(next_sequence);
+    shared.buffers.give_back(buf);
     let log_append_time = (slot.partition.inner.config().message_timestamp_type
         == TimestampType::LogAppendTime)
         .then_some(appended.timestamp);
