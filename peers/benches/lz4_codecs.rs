@@ -32,8 +32,13 @@ fn sections(records: &[Record], per_batch: usize) -> Vec<Vec<u8>> {
         .chunks(per_batch)
         .map(|chunk| {
             let mut batch = Vec::new();
-            encode_batch(&mut batch, &BatchOptions::default(), chunk, 1_700_000_000_000)
-                .expect("encode batch");
+            encode_batch(
+                &mut batch,
+                &BatchOptions::default(),
+                chunk,
+                1_700_000_000_000,
+            )
+            .expect("encode batch");
             batch.split_off(HEADER_LEN)
         })
         .collect()
@@ -89,8 +94,7 @@ fn c_decompress(frame: &[u8], out: &mut Vec<u8>) {
 
 type Codec = fn(&[u8], &mut Vec<u8>);
 const COMPRESSORS: [(&str, Codec); 2] = [("lz4_flex", flex_compress), ("c_lz4", c_compress)];
-const DECOMPRESSORS: [(&str, Codec); 2] =
-    [("lz4_flex", flex_decompress), ("c_lz4", c_decompress)];
+const DECOMPRESSORS: [(&str, Codec); 2] = [("lz4_flex", flex_decompress), ("c_lz4", c_decompress)];
 
 fn bench_input(c: &mut Criterion, input: &str, sections: &[Vec<u8>]) {
     let bytes: usize = sections.iter().map(Vec::len).sum();
@@ -107,7 +111,10 @@ fn bench_input(c: &mut Criterion, input: &str, sections: &[Vec<u8>]) {
         for (frame, section) in mine.iter().zip(sections) {
             for (reader, decompress) in DECOMPRESSORS {
                 decompress(frame, &mut out);
-                assert!(out == *section, "{reader} decodes {name}'s frame to other bytes");
+                assert!(
+                    out == *section,
+                    "{reader} decodes {name}'s frame to other bytes"
+                );
             }
         }
         let compressed: usize = mine.iter().map(Vec::len).sum();
@@ -151,7 +158,11 @@ fn bench_input(c: &mut Criterion, input: &str, sections: &[Vec<u8>]) {
 
 fn bench_lz4(c: &mut Criterion) {
     bench_input(c, "producer_batches", &producer_sections());
-    bench_input(c, "w4_batches", &sections(&make_records_len(20_000, 1024), 1000));
+    bench_input(
+        c,
+        "w4_batches",
+        &sections(&make_records_len(20_000, 1024), 1000),
+    );
 }
 
 criterion_group!(benches, bench_lz4);
