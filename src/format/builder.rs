@@ -336,11 +336,11 @@ impl BatchBuilder {
                 value_len,
                 value: value.unwrap_or_default(),
             };
-            // The run's room was sized for every record, so this always fits; if it did not,
-            // the record would be left to `push` rather than half written.
             // The spare capacity from the batch's end, which stays where it is until the
             // run's bytes are kept below: `at` counts from there.
             let out = self.buf.spare_capacity_mut();
+            // The run's room was sized for every record, so this always fits; if it did not,
+            // the record would be left to `push` rather than half written.
             let Some(end) = fields.store_at(out, at) else {
                 break;
             };
