@@ -275,15 +275,9 @@ impl BatchBuilder {
     /// stored into at a cursor: no capacity check or length update per field, as pushing one at
     /// a time pays. Produces exactly the bytes `push` would.
     fn push_plain_run(&mut self, records: &[Record], default_timestamp: i64) -> usize {
-        let payload = |b: &Option<bytes::Bytes>| b.as_deref().map_or(0, <[u8]>::len);
         let plain = records.iter().take_while(|r| r.headers.is_empty());
-        // Most a plain record takes: length (5), attributes (1), timestamp delta (8 here),
-        // offset delta (5), key and value lengths (5 each) and the header count (1).
         let (count, bound) = plain.fold((0usize, 0usize), |(n, bound), r| {
-            let record = 30usize
-                .saturating_add(payload(&r.key))
-                .saturating_add(payload(&r.value));
-            (n + 1, bound.saturating_add(record))
+            (n + 1, bound.saturating_add(record_len_bound(r)))
         });
         // A run that might not fit the batch's length field goes the careful way, which names
         // the record that does not fit.
@@ -308,33 +302,16 @@ impl BatchBuilder {
                 break;
             }
             let base_timestamp = self.base_timestamp.unwrap_or(timestamp);
-            // Both are non-negative, so the difference cannot overflow.
-            let Some(timestamp_delta) = Varint::long(timestamp - base_timestamp) else {
+            // Both timestamps are non-negative, so the difference cannot overflow; the offset
+            // delta is below i32::MAX, checked above; each payload fits the batch, so its
+            // length fits an i32.
+            let Some(fields) = PlainFields::new(
+                record.key.as_deref(),
+                record.value.as_deref(),
+                timestamp - base_timestamp,
+                self.next_delta as i32,
+            ) else {
                 break;
-            };
-            // Below i32::MAX, checked above.
-            let offset_delta = Varint::int(self.next_delta as i32);
-            // Each payload fits the batch, so its length fits an i32.
-            let key = record.key.as_deref();
-            let value = record.value.as_deref();
-            let key_len = Varint::int(key.map_or(-1, |key| wire_len(key.len())));
-            let value_len = Varint::int(value.map_or(-1, |value| wire_len(value.len())));
-            let body = 1 // attributes
-                + timestamp_delta.len()
-                + offset_delta.len()
-                + key_len.len()
-                + key.map_or(0, <[u8]>::len)
-                + value_len.len()
-                + value.map_or(0, <[u8]>::len)
-                + 1; // header count, zero
-            let fields = PlainFields {
-                body_len: Varint::int(wire_len(body)),
-                timestamp_delta,
-                offset_delta,
-                key_len,
-                key: key.unwrap_or_default(),
-                value_len,
-                value: value.unwrap_or_default(),
             };
             // The spare capacity from the batch's end, which stays where it is until the
             // run's bytes are kept below: `at` counts from there.
@@ -375,26 +352,19 @@ impl BatchBuilder {
         timestamp_delta: i64,
         offset_delta: i32,
     ) -> Result<bool> {
-        let Some(timestamp_delta) = Varint::long(timestamp_delta) else {
+        let Some(fields) = PlainFields::new(key, value, timestamp_delta, offset_delta) else {
             return Ok(false);
         };
-        let offset_delta = Varint::int(offset_delta);
-        let key_len = Varint::int(key.map_or(-1, |key| wire_len(key.len())));
-        let value_len = Varint::int(value.map_or(-1, |value| wire_len(value.len())));
-        let payload = key
-            .map_or(0, <[u8]>::len)
-            .saturating_add(value.map_or(0, <[u8]>::len));
-        let body = payload.saturating_add(
-            1 // attributes
-                + timestamp_delta.len()
-                + offset_delta.len()
-                + key_len.len()
-                + value_len.len()
-                + 1, // header count, zero
-        );
-        let length = Varint::int(wire_len(body));
-        let total = length.len().saturating_add(body);
+        let total = fields.len();
         self.check_room(total)?;
+        let PlainFields {
+            body_len: length,
+            timestamp_delta,
+            offset_delta,
+            key_len,
+            value_len,
+            ..
+        } = fields;
         let prefix_len =
             length.len() + 1 + timestamp_delta.len() + offset_delta.len() + key_len.len();
         if prefix_len > Packed::CAPACITY {
@@ -546,9 +516,11 @@ impl BatchBuilder {
     }
 }
 
-/// A record without headers, its varints computed, as `push_plain_run` stores it.
+/// A record without headers, its varints computed, as the plain writers store it.
 struct PlainFields<'a> {
     body_len: Varint,
+    /// The record's size after its length varint.
+    body: usize,
     timestamp_delta: Varint,
     offset_delta: Varint,
     key_len: Varint,
@@ -557,7 +529,49 @@ struct PlainFields<'a> {
     value: &'a [u8],
 }
 
-impl PlainFields<'_> {
+impl<'a> PlainFields<'a> {
+    /// The record's fields, or `None` if its timestamp delta takes more than 8 bytes (which
+    /// `push_any` writes). Lengths are encoded as they are; callers check the batch's room.
+    // Always inlined: as a call it cost both writers a sixth more instructions (callgrind).
+    #[inline(always)]
+    fn new(
+        key: Option<&'a [u8]>,
+        value: Option<&'a [u8]>,
+        timestamp_delta: i64,
+        offset_delta: i32,
+    ) -> Option<Self> {
+        let timestamp_delta = Varint::long(timestamp_delta)?;
+        let offset_delta = Varint::int(offset_delta);
+        let key_len = Varint::int(key.map_or(-1, |key| wire_len(key.len())));
+        let value_len = Varint::int(value.map_or(-1, |value| wire_len(value.len())));
+        let key = key.unwrap_or_default();
+        let value = value.unwrap_or_default();
+        let body = key.len().saturating_add(value.len()).saturating_add(
+            1 // attributes
+                + timestamp_delta.len()
+                + offset_delta.len()
+                + key_len.len()
+                + value_len.len()
+                + 1, // header count, zero
+        );
+        Some(PlainFields {
+            body_len: Varint::int(wire_len(body)),
+            body,
+            timestamp_delta,
+            offset_delta,
+            key_len,
+            key,
+            value_len,
+            value,
+        })
+    }
+
+    /// Bytes the record takes, its length varint included.
+    #[inline]
+    fn len(&self) -> usize {
+        self.body_len.len().saturating_add(self.body)
+    }
+
     /// Stores the record at `out[at..]` and returns the position after it, or `None` if it
     /// does not fit (then the bytes from `at` on are not to be kept). Every byte from `at` to
     /// the returned position is written.
